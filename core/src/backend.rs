@@ -1,0 +1,365 @@
+//! The `Backend` trait: the whole op surface of joyrt in one place.
+//!
+//! The three networks (Qwen3-VL, the JoyImage MMDiT, the Wan 2.1 VAE), the scheduler and the
+//! pipeline are written once against this trait. Each backend (CPU reference, wgpu, CUDA)
+//! hand-writes every method.
+//!
+//! Conventions that hold for every method:
+//! - Tensors are contiguous and row-major; there are no strides. Layout changes are explicit
+//!   copies (`permute`, `slice`, `concat`).
+//! - Methods receive tensors that [`Tensor`]'s op methods (in `tensor.rs`) have already checked:
+//!   shapes fit, sizes are non-zero where needed, and the dims in the params structs are the
+//!   derived sizes. A backend never re-derives shapes; it returns a buffer of exactly the
+//!   documented output size.
+//! - The output dtype is the dtype of the first tensor argument (`x`, `a`, `q`, ...), except for
+//!   `cast`. Weights, biases, norm gains and tables may be stored in any dtype; backends widen
+//!   them. Arithmetic and all accumulation are f32 (f32 softmax, f32 norm statistics).
+//! - `R` = rows, `C` = columns of a 2-D view of a tensor; `[L, H, D]` = tokens, heads, head dim.
+
+use crate::{DType, Result, Tensor};
+
+/// A compute device with its own memory and kernels.
+///
+/// `Clone` must be cheap (a handle): every [`Tensor`] keeps a clone of its backend.
+pub trait Backend: Clone + Send + Sync + Sized + 'static {
+    /// Device memory holding one tensor's elements.
+    type Buffer: Send + Sync + 'static;
+
+    /// A short name for messages and tables (`cpu`, `wgpu:<adapter>`, `cuda:<gpu>`).
+    fn name(&self) -> String;
+
+    // ---- memory ------------------------------------------------------------------------------
+
+    /// A buffer of `len` elements of `dtype`, all zero.
+    fn zeros(&self, dtype: DType, len: usize) -> Result<Self::Buffer>;
+    /// A buffer holding `bytes`, the little-endian encoding of `bytes.len() / dtype.size()` elements.
+    fn upload(&self, dtype: DType, bytes: &[u8]) -> Result<Self::Buffer>;
+    /// The little-endian bytes of `x` (waits for pending work on `x`).
+    fn download(&self, x: &Tensor<Self>) -> Result<Vec<u8>>;
+    /// `y[i] = round_to(to, x[i])` (round to nearest even; same length as `x`).
+    fn cast(&self, x: &Tensor<Self>, to: DType) -> Result<Self::Buffer>;
+    /// Blocks until all queued work has finished (for timing).
+    fn synchronize(&self) -> Result<()>;
+
+    // ---- layout copies -----------------------------------------------------------------------
+
+    /// `y = x.permute(p.perm)` for `x` of shape `p.dims` (rank ≤ 6): `y[i_{perm[0]}, …] = x[i_0, …]`,
+    /// i.e. output axis `a` is input axis `perm[a]`.
+    fn permute(&self, x: &Tensor<Self>, p: &PermuteParams) -> Result<Self::Buffer>;
+    /// With `x` viewed as `[outer, x_inner]`: `y[o, j] = x[o, start + j]` for `j < len` → `[outer, len]`.
+    fn slice(&self, x: &Tensor<Self>, p: &SliceParams) -> Result<Self::Buffer>;
+    /// With each `xs[k]` viewed as `[outer, inner_k]`: `y[o] = xs[0][o] ++ xs[1][o] ++ …` →
+    /// `[outer, Σ inner_k]`. All inputs share one dtype.
+    fn concat(&self, xs: &[&Tensor<Self>], p: &ConcatParams) -> Result<Self::Buffer>;
+
+    // ---- GEMM --------------------------------------------------------------------------------
+
+    /// `y[m, n] = Σ_k x[m, k]·w[n, k] + bias[n]`: `x [M, K]`, `w [N, K]` (PyTorch layout),
+    /// `bias [N]` optional → `[M, N]`.
+    fn linear(
+        &self,
+        x: &Tensor<Self>,
+        w: &Tensor<Self>,
+        bias: Option<&Tensor<Self>>,
+        p: &LinearParams,
+    ) -> Result<Self::Buffer>;
+
+    // ---- normalisation -----------------------------------------------------------------------
+
+    /// Per row of `x [R, C]`: `y = (x − mean)/√(var + eps)·w + b` (biased variance; `w`, `b`
+    /// optional `[C]`, absent = 1 / 0).
+    fn layer_norm(
+        &self,
+        x: &Tensor<Self>,
+        w: Option<&Tensor<Self>>,
+        b: Option<&Tensor<Self>>,
+        p: &NormParams,
+    ) -> Result<Self::Buffer>;
+    /// Per row of `x [R, C]`: `y = LN(x)·(1 + scale) + shift` with LN without affine;
+    /// `shift`, `scale` are `[C]`.
+    fn layer_norm_modulate(
+        &self,
+        x: &Tensor<Self>,
+        shift: &Tensor<Self>,
+        scale: &Tensor<Self>,
+        p: &NormParams,
+    ) -> Result<Self::Buffer>;
+    /// Per row of `x [R, C]`: `y = x/√(mean(x²) + eps)·w`, `w [C]`. Per-head norms use `R = L·H`.
+    fn rms_norm(&self, x: &Tensor<Self>, w: &Tensor<Self>, p: &NormParams) -> Result<Self::Buffer>;
+    /// Per position `p` of `x [C, P]` (channel-first): `y[c, p] = x[c, p]/max(‖x[:, p]‖₂, 1e-12)·√C·γ[c]`,
+    /// `γ [C]` (the Wan VAE's channel RMS norm).
+    fn channel_rms_norm(
+        &self,
+        x: &Tensor<Self>,
+        gamma: &Tensor<Self>,
+        p: &ChannelParams,
+    ) -> Result<Self::Buffer>;
+
+    // ---- rotary embeddings -------------------------------------------------------------------
+
+    /// Rotates `x [L, H, D]` by the angle table `rope` (`cos`, `sin` are f32 `[L, D/2]`, the same
+    /// for every head). Pair `m` is `(2m, 2m+1)` for [`RopePairing::Interleaved`] (DiT) and
+    /// `(m, m + D/2)` for [`RopePairing::HalfSplit`] (Qwen): `y₁ = x₁·cos − x₂·sin`,
+    /// `y₂ = x₂·cos + x₁·sin` with `cos = rope.cos[l, m]`. f32 arithmetic.
+    fn rope(&self, x: &Tensor<Self>, rope: &Rope<Self>, p: &HeadParams) -> Result<Self::Buffer>;
+    /// Fused per-head RMSNorm then rotation: `y = rope(rms_norm(x [L·H, D], w [D], eps))`
+    /// (q/k-norm + RoPE, with the normalised value kept in f32 between the two steps).
+    fn rms_norm_rope(
+        &self,
+        x: &Tensor<Self>,
+        w: &Tensor<Self>,
+        rope: &Rope<Self>,
+        p: &HeadParams,
+    ) -> Result<Self::Buffer>;
+
+    // ---- elementwise -------------------------------------------------------------------------
+
+    /// `y = f(x)` elementwise: SiLU `x·σ(x)`, GELU-tanh `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`,
+    /// GELU-erf `½x(1 + erf(x/√2))`.
+    fn activation(&self, x: &Tensor<Self>, act: Activation) -> Result<Self::Buffer>;
+    /// `y = silu(gate) ⊙ up` (same shape).
+    fn swiglu(&self, gate: &Tensor<Self>, up: &Tensor<Self>) -> Result<Self::Buffer>;
+    /// `y = a ∘ b` for `∘ ∈ {+, −, ×}` with `b` broadcast as `p.broadcast` says.
+    fn binary(&self, a: &Tensor<Self>, b: &Tensor<Self>, p: &BinaryParams) -> Result<Self::Buffer>;
+    /// `y = x + α·z` (same shape; the Euler step).
+    fn scaled_add(&self, x: &Tensor<Self>, z: &Tensor<Self>, alpha: f32) -> Result<Self::Buffer>;
+    /// `y[r, c] = x[r, c] + gate[c]·z[r, c]` for `x, z [R, C]`, `gate [C]` (gated residual).
+    fn gated_residual(
+        &self,
+        x: &Tensor<Self>,
+        z: &Tensor<Self>,
+        gate: &Tensor<Self>,
+        p: &RowsParams,
+    ) -> Result<Self::Buffer>;
+    /// Classifier-free guidance with norm rescale on `cond, uncond [C, P]` (channel-first):
+    /// `g = u + s·(c − u)`, `y[:, p] = g[:, p]·‖c[:, p]‖₂ / max(‖g[:, p]‖₂, 1e-6)`.
+    fn cfg_renorm(&self, cond: &Tensor<Self>, uncond: &Tensor<Self>, p: &CfgParams) -> Result<Self::Buffer>;
+
+    // ---- attention ---------------------------------------------------------------------------
+
+    /// Scaled dot-product attention, `q [Lq, Hq, D]`, `k, v [Lk, Hkv, D]`, `Hq = G·Hkv` (query head
+    /// `h` uses kv head `h / G`): `y[i, h] = Σ_j softmax_j(scale·q[i,h]·k[j,h/G]) v[j,h/G]` →
+    /// `[Lq, Hq, D]`. Causal: key `j` is visible to query `i` iff `j ≤ i + Lk − Lq` (queries are
+    /// the last `Lq` positions). f32 softmax; never materialises all scores for long sequences.
+    fn attention(
+        &self,
+        q: &Tensor<Self>,
+        k: &Tensor<Self>,
+        v: &Tensor<Self>,
+        p: &AttentionParams,
+    ) -> Result<Self::Buffer>;
+
+    // ---- convolution / VAE -------------------------------------------------------------------
+
+    /// 2-D cross-correlation of `x [C, H, W]` with `w [O, C, KH, KW]` (+ `bias [O]`), stride `s`,
+    /// zero padding `(top, bottom, left, right)` →
+    /// `[O, (H + top + bottom − KH)/s + 1, (W + left + right − KW)/s + 1]`.
+    fn conv2d(
+        &self,
+        x: &Tensor<Self>,
+        w: &Tensor<Self>,
+        bias: Option<&Tensor<Self>>,
+        p: &Conv2dParams,
+    ) -> Result<Self::Buffer>;
+    /// Nearest ×2 upsampling of `x [C, H, W]`: `y[c, i, j] = x[c, i/2, j/2]` → `[C, 2H, 2W]`.
+    fn upsample_nearest2x(&self, x: &Tensor<Self>, p: &ImageParams) -> Result<Self::Buffer>;
+
+    // ---- gather / scatter --------------------------------------------------------------------
+
+    /// Weighted row gather from `table [V, C]`: `y[n] = Σ_{j<K} weight[n·K+j]·table[index[n·K+j]]`
+    /// → `[N, C]` (`weights = None` means all ones; `K = 1` is an embedding lookup). Indices and
+    /// weights come from the host; indices are `< V` (checked by the caller).
+    fn gather_rows(
+        &self,
+        table: &Tensor<Self>,
+        index: &[u32],
+        weights: Option<&[f32]>,
+        p: &GatherParams,
+    ) -> Result<Self::Buffer>;
+    /// Row scatter into a copy of `dst [R, C]` from `src [N, C]`: `y = dst`, then for each `n`
+    /// `y[rows[n]] = src[n]` (`Assign`) or `y[rows[n]] = dst[rows[n]] + src[n]` (`Add`). Rows are
+    /// distinct and `< R` (checked by the caller).
+    fn scatter_rows(
+        &self,
+        dst: &Tensor<Self>,
+        rows: &[u32],
+        src: &Tensor<Self>,
+        p: &ScatterParams,
+    ) -> Result<Self::Buffer>;
+}
+
+// ---- parameter structs (derived sizes, filled in by the checked op methods) ------------------
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PermuteParams {
+    /// Input dims.
+    pub dims: Vec<usize>,
+    /// Output axis `a` is input axis `perm[a]`.
+    pub perm: Vec<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SliceParams {
+    pub outer: usize,
+    /// Row length of the input view `[outer, x_inner]`.
+    pub x_inner: usize,
+    pub start: usize,
+    pub len: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConcatParams {
+    pub outer: usize,
+    /// Row length of each input view `[outer, inner_k]`.
+    pub inners: Vec<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinearParams {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NormParams {
+    pub rows: usize,
+    pub cols: usize,
+    pub eps: f32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChannelParams {
+    pub channels: usize,
+    pub positions: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeadParams {
+    pub tokens: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    /// RMSNorm epsilon (used by `rms_norm_rope` only).
+    pub eps: f32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RowsParams {
+    pub rows: usize,
+    pub cols: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    GeluTanh,
+    GeluErf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+}
+
+/// How `b` is broadcast against `a` (viewed as `[outer, inner]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Broadcast {
+    /// Same number of elements: `b[i]`.
+    None,
+    /// `b` has `inner` elements, repeated for every outer index: `b[i % inner]`.
+    Row { inner: usize },
+    /// `b` has `outer` elements, each spread over its inner block: `b[i / inner]`.
+    Col { inner: usize },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BinaryParams {
+    pub op: BinaryOp,
+    pub broadcast: Broadcast,
+    /// Elements of `a` (and of the output).
+    pub len: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CfgParams {
+    pub channels: usize,
+    pub positions: usize,
+    pub guidance: f32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionParams {
+    pub q_len: usize,
+    pub kv_len: usize,
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    pub causal: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride: usize,
+    /// Zero padding `(top, bottom, left, right)`.
+    pub pad: (usize, usize, usize, usize),
+    pub out_height: usize,
+    pub out_width: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageParams {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatherParams {
+    pub table_rows: usize,
+    pub cols: usize,
+    /// Output rows `N`.
+    pub rows: usize,
+    /// Taps per output row `K`.
+    pub taps: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScatterMode {
+    Assign,
+    Add,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScatterParams {
+    pub dst_rows: usize,
+    pub cols: usize,
+    /// Rows of `src` (= `rows.len()`).
+    pub src_rows: usize,
+    pub mode: ScatterMode,
+}
+
+/// Which elements of a head vector rotate together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopePairing {
+    /// `(2m, 2m+1)`: GPT-J style, the JoyImage DiT.
+    Interleaved,
+    /// `(m, m + D/2)`: NeoX `rotate_half` style, Qwen3-VL text and vision.
+    HalfSplit,
+}
+
+/// A rotary angle table: `cos`, `sin` are f32 `[L, D/2]`.
+#[derive(Clone)]
+pub struct Rope<B: Backend> {
+    pub cos: Tensor<B>,
+    pub sin: Tensor<B>,
+    pub pairing: RopePairing,
+}

@@ -1,0 +1,14 @@
+//! joyrt-core: dtypes, shapes, the backend-agnostic tensor handle, the `Backend` op trait, the
+//! error type, weight loading and (later) the model graphs.
+
+pub mod backend;
+mod dtype;
+mod error;
+mod shape;
+mod tensor;
+
+pub use backend::{Activation, Backend, BinaryOp, Rope, RopePairing, ScatterMode};
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use shape::Shape;
+pub use tensor::Tensor;
