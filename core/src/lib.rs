@@ -4,11 +4,13 @@
 pub mod backend;
 mod dtype;
 mod error;
+pub mod rng;
 mod shape;
 mod tensor;
 
 pub use backend::{Activation, Backend, BinaryOp, Rope, RopePairing, ScatterMode};
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use rng::Rng;
 pub use shape::Shape;
 pub use tensor::Tensor;
