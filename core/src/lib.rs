@@ -4,7 +4,9 @@
 pub mod backend;
 mod dtype;
 mod error;
+pub mod image;
 pub mod rng;
+pub mod scheduler;
 mod shape;
 mod tensor;
 
