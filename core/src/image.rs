@@ -264,7 +264,10 @@ mod tests {
         assert_eq!(b.0[24], (1024, 960));
         assert_eq!(b.0[25], (1024, 1024));
         assert_eq!(b.0[48], (2048, 512));
-        assert!(b.0.iter().all(|&(h, w)| h % 64 == 0 && w % 64 == 0 && (917_504..=1_048_576).contains(&(h * w))));
+        assert!(b
+            .0
+            .iter()
+            .all(|&(h, w)| h % 64 == 0 && w % 64 == 0 && (917_504..=1_048_576).contains(&(h * w))));
         assert_eq!(b.best(1000, 1000), (1024, 1024));
         assert_eq!(b.best(100, 1000), (512, 2048));
     }

@@ -5,6 +5,7 @@ pub mod backend;
 mod dtype;
 mod error;
 pub mod image;
+pub mod prompt;
 pub mod rng;
 pub mod scheduler;
 mod shape;

@@ -63,9 +63,9 @@ impl Schedule {
                     })
                     .collect()
             }
-            SigmaSchedule::Original => (0..steps)
-                .map(|i| shift_f64(shift as f64, 1.0 - i as f64 / steps as f64) as f32)
-                .collect(),
+            SigmaSchedule::Original => {
+                (0..steps).map(|i| shift_f64(shift as f64, 1.0 - i as f64 / steps as f64) as f32).collect()
+            }
         };
         let timesteps = sigmas.iter().map(|s| s * NUM_TRAIN_TIMESTEPS as f32).collect();
         sigmas.push(0.0);
