@@ -1,0 +1,66 @@
+//! joyrt's conformance suite: one body, instantiated per backend.
+//!
+//! Layers (see docs/architecture.md):
+//! 1. [`ops`]: every op vs the CPU reference on random inputs (the CPU backend itself is held to an
+//!    independent f64 implementation in `joyrt-cpu`'s own tests);
+//! 2. networks vs golden fixtures from diffusers/transformers;
+//! 3. the pipeline vs its golden fixture;
+//! 4. the cross-backend differential runner (`joyrt conformance`).
+//!
+//! [`conformance_suite!`] expands to the `#[test]`s for one backend; an absent backend prints a loud
+//! `SKIPPED` line instead of passing silently.
+
+pub mod ops;
+pub mod report;
+pub mod tolerance;
+
+pub use report::{Metrics, Outcome, Report, Row};
+pub use tolerance::Tolerance;
+
+/// The golden fixture folder (`tests/fixtures`).
+pub fn fixtures_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// Prints a report and fails the calling test if any check failed.
+pub fn finish(report: &Report) {
+    println!("{}", report.table());
+    let failed = report.failures();
+    assert!(failed.is_empty(), "{} check(s) failed on {}: {:?}", failed.len(), report.backend, failed.iter().map(|r| &r.check).collect::<Vec<_>>());
+}
+
+/// Instantiates the suite for one backend. `$make` is an expression of type
+/// `Result<B, impl Display>`; an `Err` means the backend is not available on this machine, and
+/// each test prints `SKIPPED: backend ... not available: <why>`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($name:ident, $make:expr, ops_layer = $ops:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn backend_or_skip(test: &str) -> Option<impl joyrt_core::Backend> {
+                match $make {
+                    Ok(b) => Some(b),
+                    Err(why) => {
+                        println!("SKIPPED: backend {} not available for {test}: {why}", stringify!($name));
+                        eprintln!("SKIPPED: backend {} not available for {test}: {why}", stringify!($name));
+                        None
+                    }
+                }
+            }
+
+            #[test]
+            fn ops_vs_cpu_reference() {
+                let Some(b) = backend_or_skip("ops") else { return };
+                let mut report = $crate::Report::new(joyrt_core::Backend::name(&b));
+                if $ops {
+                    $crate::ops::run_ops(&b, &mut report);
+                } else {
+                    report.skip("ops", "all ops", "this backend is the reference; joyrt-cpu's unit tests hold it to f64");
+                }
+                $crate::finish(&report);
+            }
+        }
+    };
+}

@@ -1,0 +1,203 @@
+//! Layer 1: every op of the `Backend` trait on random inputs, the backend under test against the
+//! CPU reference. Shapes are small enough for a software adapter but include the awkward ones:
+//! odd sizes, sizes that are not multiples of a tile, sequences longer than one key tile.
+
+use crate::report::Report;
+use crate::tolerance::op_preset;
+use joyrt_core::{Activation, Backend, BinaryOp, DType, Result, Rng, Rope, RopePairing, ScatterMode, Tensor};
+use joyrt_cpu::CpuBackend;
+
+/// One op invocation. Inputs are generated from the case's shapes; `run` is the same code for
+/// every backend.
+#[derive(Clone, Debug)]
+pub enum Op {
+    Linear { m: usize, k: usize, n: usize, bias: bool },
+    LayerNorm { rows: usize, cols: usize, affine: bool },
+    LayerNormModulate { rows: usize, cols: usize },
+    RmsNorm { rows: usize, cols: usize },
+    ChannelRmsNorm { c: usize, h: usize, w: usize },
+    Rope { l: usize, h: usize, d: usize, pairing: RopePairing },
+    RmsNormRope { l: usize, h: usize, d: usize, pairing: RopePairing },
+    Activation { len: usize, act: Activation },
+    Swiglu { len: usize },
+    Binary { a: Vec<usize>, b: Vec<usize>, op: BinaryOp },
+    ScaledAdd { len: usize },
+    GatedResidual { rows: usize, cols: usize },
+    CfgRenorm { c: usize, p: usize },
+    Attention { lq: usize, lk: usize, hq: usize, hkv: usize, d: usize, causal: bool },
+    Conv2d { c: usize, o: usize, h: usize, w: usize, k: usize, stride: usize, pad: (usize, usize, usize, usize) },
+    Upsample { c: usize, h: usize, w: usize },
+    Permute { dims: Vec<usize>, perm: Vec<usize> },
+    Slice { dims: Vec<usize>, axis: usize, start: usize, len: usize },
+    Concat { dims: Vec<Vec<usize>>, axis: usize },
+    Gather { v: usize, c: usize, n: usize, taps: usize },
+    Scatter { r: usize, c: usize, n: usize, mode: ScatterMode },
+    Cast { len: usize, to: DType },
+}
+
+/// The cases every backend runs, at each storage dtype.
+pub fn cases() -> Vec<Op> {
+    use Op::*;
+    vec![
+        Linear { m: 7, k: 13, n: 5, bias: true },
+        Linear { m: 33, k: 70, n: 19, bias: false },
+        Linear { m: 130, k: 96, n: 72, bias: true },
+        LayerNorm { rows: 9, cols: 67, affine: true },
+        LayerNorm { rows: 5, cols: 128, affine: false },
+        LayerNormModulate { rows: 11, cols: 96 },
+        RmsNorm { rows: 12, cols: 72 },
+        ChannelRmsNorm { c: 24, h: 5, w: 7 },
+        Rope { l: 9, h: 3, d: 16, pairing: RopePairing::Interleaved },
+        Rope { l: 9, h: 2, d: 72, pairing: RopePairing::HalfSplit },
+        RmsNormRope { l: 13, h: 4, d: 32, pairing: RopePairing::HalfSplit },
+        RmsNormRope { l: 10, h: 2, d: 16, pairing: RopePairing::Interleaved },
+        Activation { len: 1001, act: Activation::Silu },
+        Activation { len: 1001, act: Activation::GeluTanh },
+        Activation { len: 1001, act: Activation::GeluErf },
+        Swiglu { len: 515 },
+        Binary { a: vec![6, 5, 7], b: vec![6, 5, 7], op: BinaryOp::Add },
+        Binary { a: vec![6, 5, 7], b: vec![7], op: BinaryOp::Mul },
+        Binary { a: vec![6, 5, 7], b: vec![6, 1, 1], op: BinaryOp::Sub },
+        ScaledAdd { len: 777 },
+        GatedResidual { rows: 9, cols: 40 },
+        CfgRenorm { c: 16, p: 35 },
+        Attention { lq: 19, lk: 19, hq: 4, hkv: 4, d: 16, causal: false },
+        Attention { lq: 70, lk: 70, hq: 4, hkv: 2, d: 32, causal: true },
+        Attention { lq: 5, lk: 77, hq: 4, hkv: 1, d: 32, causal: true },
+        Attention { lq: 150, lk: 150, hq: 2, hkv: 2, d: 72, causal: false },
+        Attention { lq: 40, lk: 40, hq: 1, hkv: 1, d: 128, causal: false },
+        Conv2d { c: 5, o: 7, h: 9, w: 11, k: 3, stride: 1, pad: (1, 1, 1, 1) },
+        Conv2d { c: 6, o: 6, h: 10, w: 13, k: 3, stride: 2, pad: (0, 1, 0, 1) },
+        Conv2d { c: 8, o: 3, h: 6, w: 5, k: 1, stride: 1, pad: (0, 0, 0, 0) },
+        Upsample { c: 3, h: 5, w: 7 },
+        Permute { dims: vec![3, 5], perm: vec![1, 0] },
+        Permute { dims: vec![16, 2, 3, 2, 4, 2], perm: vec![1, 2, 4, 0, 3, 5] },
+        Slice { dims: vec![4, 9, 5], axis: 1, start: 2, len: 6 },
+        Concat { dims: vec![vec![3, 4, 5], vec![3, 2, 5], vec![3, 1, 5]], axis: 1 },
+        Gather { v: 50, c: 24, n: 9, taps: 1 },
+        Gather { v: 16, c: 32, n: 24, taps: 4 },
+        Scatter { r: 12, c: 20, n: 5, mode: ScatterMode::Assign },
+        Scatter { r: 12, c: 20, n: 5, mode: ScatterMode::Add },
+        Cast { len: 333, to: DType::BF16 },
+        Cast { len: 333, to: DType::F16 },
+        Cast { len: 333, to: DType::F32 },
+    ]
+}
+
+fn rope_table<B: Backend>(b: &B, l: usize, d: usize, pairing: RopePairing, rng: &mut Rng) -> Result<Rope<B>> {
+    let angles: Vec<f32> = rng.uniform_vec(l * d / 2, -6.0, 6.0);
+    let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+    let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+    Ok(Rope {
+        cos: Tensor::from_f32(b, [l, d / 2], &cos, DType::F32)?,
+        sin: Tensor::from_f32(b, [l, d / 2], &sin, DType::F32)?,
+        pairing,
+    })
+}
+
+impl Op {
+    /// Runs the op on `b` with inputs drawn from `seed`; the same seed gives the same inputs on
+    /// every backend.
+    pub fn run<B: Backend>(&self, b: &B, dtype: DType, seed: u64) -> Result<Tensor<B>> {
+        let mut rng = Rng::new(seed);
+        let mut t = |shape: &[usize], lo: f32, hi: f32| {
+            let n = shape.iter().product();
+            Tensor::from_f32(b, shape.to_vec(), &rng.uniform_vec(n, lo, hi), dtype)
+        };
+        match self {
+            Op::Linear { m, k, n, bias } => {
+                let (x, w) = (t(&[*m, *k], -1.0, 1.0)?, t(&[*n, *k], -0.5, 0.5)?);
+                let bias = if *bias { Some(t(&[*n], -1.0, 1.0)?) } else { None };
+                x.linear(&w, bias.as_ref())
+            }
+            Op::LayerNorm { rows, cols, affine } => {
+                let x = t(&[*rows, *cols], -3.0, 5.0)?;
+                if *affine {
+                    let (w, bb) = (t(&[*cols], 0.5, 1.5)?, t(&[*cols], -1.0, 1.0)?);
+                    x.layer_norm(Some(&w), Some(&bb), 1e-6)
+                } else {
+                    x.layer_norm(None, None, 1e-6)
+                }
+            }
+            Op::LayerNormModulate { rows, cols } => {
+                let (x, sh, sc) = (t(&[*rows, *cols], -3.0, 3.0)?, t(&[*cols], -1.0, 1.0)?, t(&[*cols], -1.0, 1.0)?);
+                x.layer_norm_modulate(&sh, &sc, 1e-6)
+            }
+            Op::RmsNorm { rows, cols } => t(&[*rows, *cols], -2.0, 2.0)?.rms_norm(&t(&[*cols], 0.5, 1.5)?, 1e-6),
+            Op::ChannelRmsNorm { c, h, w } => t(&[*c, *h, *w], -2.0, 2.0)?.channel_rms_norm(&t(&[*c], 0.5, 1.5)?),
+            Op::Rope { l, h, d, pairing } => {
+                let x = t(&[*l, *h, *d], -2.0, 2.0)?;
+                x.rope(&rope_table(b, *l, *d, *pairing, &mut Rng::new(seed ^ 0xabc))?)
+            }
+            Op::RmsNormRope { l, h, d, pairing } => {
+                let (x, w) = (t(&[*l, *h, *d], -2.0, 2.0)?, t(&[*d], 0.5, 1.5)?);
+                x.rms_norm_rope(&w, &rope_table(b, *l, *d, *pairing, &mut Rng::new(seed ^ 0xabc))?, 1e-6)
+            }
+            Op::Activation { len, act } => t(&[*len], -6.0, 6.0)?.activation(*act),
+            Op::Swiglu { len } => t(&[*len], -6.0, 6.0)?.swiglu(&t(&[*len], -2.0, 2.0)?),
+            Op::Binary { a, b: bs, op } => t(a, -2.0, 2.0)?.binary(&t(bs, 0.5, 2.0)?, *op),
+            Op::ScaledAdd { len } => t(&[*len], -2.0, 2.0)?.scaled_add(&t(&[*len], -2.0, 2.0)?, -0.0371),
+            Op::GatedResidual { rows, cols } => {
+                let (x, z, g) = (t(&[*rows, *cols], -2.0, 2.0)?, t(&[*rows, *cols], -2.0, 2.0)?, t(&[*cols], -1.0, 1.0)?);
+                x.gated_residual(&z, &g)
+            }
+            Op::CfgRenorm { c, p } => t(&[*c, *p], -2.0, 2.0)?.cfg_renorm(&t(&[*c, *p], -2.0, 2.0)?, 4.0),
+            Op::Attention { lq, lk, hq, hkv, d, causal } => {
+                let (q, k, v) = (t(&[*lq, *hq, *d], -1.5, 1.5)?, t(&[*lk, *hkv, *d], -1.5, 1.5)?, t(&[*lk, *hkv, *d], -1.0, 1.0)?);
+                q.attention(&k, &v, *causal, None)
+            }
+            Op::Conv2d { c, o, h, w, k, stride, pad } => {
+                let (x, wt, bias) = (t(&[*c, *h, *w], -1.0, 1.0)?, t(&[*o, *c, *k, *k], -0.5, 0.5)?, t(&[*o], -0.5, 0.5)?);
+                x.conv2d(&wt, Some(&bias), *stride, *pad)
+            }
+            Op::Upsample { c, h, w } => t(&[*c, *h, *w], -1.0, 1.0)?.upsample_nearest2x(),
+            Op::Permute { dims, perm } => t(dims, -1.0, 1.0)?.permute(perm),
+            Op::Slice { dims, axis, start, len } => t(dims, -1.0, 1.0)?.slice(*axis, *start, *len),
+            Op::Concat { dims, axis } => {
+                let xs = dims.iter().map(|d| t(d, -1.0, 1.0)).collect::<Result<Vec<_>>>()?;
+                Tensor::concat(&xs.iter().collect::<Vec<_>>(), *axis)
+            }
+            Op::Gather { v, c, n, taps } => {
+                let table = t(&[*v, *c], -1.0, 1.0)?;
+                let mut r = Rng::new(seed ^ 0x5eed);
+                let idx: Vec<u32> = (0..n * taps).map(|_| r.below(*v as u64) as u32).collect();
+                let w: Vec<f32> = r.uniform_vec(n * taps, 0.0, 1.0);
+                table.gather_rows(&idx, (*taps > 1).then_some(&w[..]), *taps)
+            }
+            Op::Scatter { r, c, n, mode } => {
+                let (dst, src) = (t(&[*r, *c], -1.0, 1.0)?, t(&[*n, *c], -1.0, 1.0)?);
+                let rows: Vec<u32> = (0..*n as u32).map(|i| (i * 7 + 3) % *r as u32).collect();
+                dst.scatter_rows(&rows, &src, *mode)
+            }
+            Op::Cast { len, to } => t(&[*len], -100.0, 100.0)?.cast(*to),
+        }
+    }
+
+    pub fn label(&self, dtype: DType) -> String {
+        let s = format!("{self:?}");
+        let s: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+        format!("{dtype} {}", s.replace("Activation", "act").replace("pairing: ", ""))
+    }
+}
+
+/// Runs every case at every storage dtype on `dut` and compares with the CPU reference.
+pub fn run_ops<B: Backend>(dut: &B, report: &mut Report) {
+    let reference = CpuBackend::default();
+    for (i, op) in cases().iter().enumerate() {
+        for dtype in DType::ALL {
+            let seed = 1000 + i as u64;
+            let label = op.label(dtype);
+            let Some(want) = report.attempt("ops", &label, op.run(&reference, dtype, seed).and_then(|t| t.to_f32_vec())) else {
+                continue;
+            };
+            let Some(got) = report.attempt("ops", &label, op.run(dut, dtype, seed).and_then(|t| t.to_f32_vec())) else {
+                continue;
+            };
+            let tol = match op {
+                Op::Cast { to, .. } => op_preset(*to),
+                _ => op_preset(dtype),
+            };
+            report.compare("ops", label, &got, &want, tol);
+        }
+    }
+}
