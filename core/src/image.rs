@@ -220,7 +220,7 @@ pub fn qwen_patchify(
     std: [f32; 3],
 ) -> Result<(Vec<f32>, usize, usize)> {
     let unit = patch * merge;
-    if img.height % unit != 0 || img.width % unit != 0 {
+    if !img.height.is_multiple_of(unit) || !img.width.is_multiple_of(unit) {
         return Err(Error::Input(format!(
             "image {}x{} is not a multiple of {unit} pixels (patch {patch} × merge {merge})",
             img.width, img.height

@@ -26,7 +26,13 @@ pub fn fixtures_dir() -> std::path::PathBuf {
 pub fn finish(report: &Report) {
     println!("{}", report.table());
     let failed = report.failures();
-    assert!(failed.is_empty(), "{} check(s) failed on {}: {:?}", failed.len(), report.backend, failed.iter().map(|r| &r.check).collect::<Vec<_>>());
+    assert!(
+        failed.is_empty(),
+        "{} check(s) failed on {}: {:?}",
+        failed.len(),
+        report.backend,
+        failed.iter().map(|r| &r.check).collect::<Vec<_>>()
+    );
 }
 
 /// Instantiates the suite for one backend. `$make` is an expression of type
@@ -57,7 +63,11 @@ macro_rules! conformance_suite {
                 if $ops {
                     $crate::ops::run_ops(&b, &mut report);
                 } else {
-                    report.skip("ops", "all ops", "this backend is the reference; joyrt-cpu's unit tests hold it to f64");
+                    report.skip(
+                        "ops",
+                        "all ops",
+                        "this backend is the reference; joyrt-cpu's unit tests hold it to f64",
+                    );
                 }
                 $crate::finish(&report);
             }

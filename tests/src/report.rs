@@ -25,8 +25,9 @@ impl Metrics {
         for (&o, &r) in out.iter().zip(reference) {
             let (o, r) = (o as f64, r as f64);
             let d = (o - r).abs();
-            if !(d <= tol.abs + tol.rel * r.abs()) {
-                m.violations += 1; // also counts NaN
+            // NaN compares false, so it counts as a violation.
+            if d.is_nan() || d > tol.abs + tol.rel * r.abs() {
+                m.violations += 1;
             }
             m.max_abs = m.max_abs.max(if d.is_nan() { f64::INFINITY } else { d });
             m.max_rel = m.max_rel.max(d / r.abs().max(1e-6));
@@ -36,7 +37,8 @@ impl Metrics {
             dot += o * r;
         }
         m.rel_l2 = if r2 > 0.0 { (d2 / r2).sqrt() } else { d2.sqrt() };
-        m.cosine = if r2 > 0.0 && o2 > 0.0 { dot / (r2.sqrt() * o2.sqrt()) } else { f64::from(u8::from(d2 == 0.0)) };
+        m.cosine =
+            if r2 > 0.0 && o2 > 0.0 { dot / (r2.sqrt() * o2.sqrt()) } else { f64::from(u8::from(d2 == 0.0)) };
         if m.rel_l2.is_nan() {
             m.rel_l2 = f64::INFINITY;
         }
@@ -51,7 +53,8 @@ impl Metrics {
 /// PSNR in dB of two 8-bit images (∞ when identical).
 pub fn psnr_u8(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let mse = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.len().max(1) as f64;
+    let mse =
+        a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.len().max(1) as f64;
     if mse == 0.0 {
         f64::INFINITY
     } else {
@@ -62,9 +65,15 @@ pub fn psnr_u8(a: &[u8], b: &[u8]) -> f64 {
 /// The outcome of one check.
 #[derive(Clone, Debug)]
 pub enum Outcome {
-    Compared { metrics: Metrics, tol: Tolerance },
+    Compared {
+        metrics: Metrics,
+        tol: Tolerance,
+    },
     /// A check with its own criterion (exact equality, PSNR, ...).
-    Checked { pass: bool, detail: String },
+    Checked {
+        pass: bool,
+        detail: String,
+    },
     /// Not run, with the reason (printed loudly, never counted as a pass).
     Skipped(String),
     /// The code under test returned an error.
@@ -104,7 +113,14 @@ impl Report {
     }
 
     /// Compares `out` with `reference` under `tol` (a length mismatch is a failure).
-    pub fn compare(&mut self, layer: &'static str, check: impl Into<String>, out: &[f32], reference: &[f32], tol: Tolerance) {
+    pub fn compare(
+        &mut self,
+        layer: &'static str,
+        check: impl Into<String>,
+        out: &[f32],
+        reference: &[f32],
+        tol: Tolerance,
+    ) {
         let check = check.into();
         let outcome = if out.len() != reference.len() {
             Outcome::Failed(format!("{} values vs {} in the reference", out.len(), reference.len()))
@@ -114,8 +130,18 @@ impl Report {
         self.rows.push(Row { layer, check, outcome });
     }
 
-    pub fn check(&mut self, layer: &'static str, check: impl Into<String>, pass: bool, detail: impl Into<String>) {
-        self.rows.push(Row { layer, check: check.into(), outcome: Outcome::Checked { pass, detail: detail.into() } });
+    pub fn check(
+        &mut self,
+        layer: &'static str,
+        check: impl Into<String>,
+        pass: bool,
+        detail: impl Into<String>,
+    ) {
+        self.rows.push(Row {
+            layer,
+            check: check.into(),
+            outcome: Outcome::Checked { pass, detail: detail.into() },
+        });
     }
 
     pub fn skip(&mut self, layer: &'static str, check: impl Into<String>, why: impl Into<String>) {
@@ -177,7 +203,10 @@ impl Report {
                 }
             }
         }
-        let (pass, skip) = (self.rows.iter().filter(|r| r.passed()).count(), self.rows.iter().filter(|r| r.skipped()).count());
+        let (pass, skip) = (
+            self.rows.iter().filter(|r| r.passed()).count(),
+            self.rows.iter().filter(|r| r.skipped()).count(),
+        );
         let _ = writeln!(s, "{pass} passed, {} failed, {skip} skipped", self.rows.len() - pass - skip);
         s
     }
