@@ -5,11 +5,13 @@ pub mod backend;
 mod dtype;
 mod error;
 pub mod image;
+pub mod model_folder;
 pub mod prompt;
 pub mod rng;
 pub mod scheduler;
 mod shape;
 mod tensor;
+pub mod weights;
 
 pub use backend::{Activation, Backend, BinaryOp, Rope, RopePairing, ScatterMode};
 pub use dtype::DType;

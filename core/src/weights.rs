@@ -1,0 +1,525 @@
+//! Weight loading: safetensors files through mmap, sharded checkpoints through
+//! `*.safetensors.index.json`, dtype conversion on upload, key renaming, the exact-set check, and
+//! writers for synthetic models and fixtures.
+//!
+//! The safetensors header is parsed and validated here (not trusted): a truncated file, bad header
+//! JSON, offsets out of range or overlapping, a size that does not match the shape, or a dtype
+//! joyrt does not load is an [`Error::Safetensors`] naming the file and tensor, never a panic.
+
+use crate::{Backend, DType, Error, Result, Shape, Tensor};
+use memmap2::Mmap;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Dtype and shape of one stored tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub dtype: DType,
+    pub shape: Shape,
+}
+
+/// A tensor a network expects: its stored name and shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Shape,
+}
+
+impl ParamSpec {
+    pub fn new(name: impl Into<String>, shape: impl Into<Shape>) -> ParamSpec {
+        ParamSpec { name: name.into(), shape: shape.into() }
+    }
+}
+
+/// Total element count of a list of specs.
+pub fn param_count(specs: &[ParamSpec]) -> u64 {
+    specs.iter().map(|s| s.shape.numel() as u64).sum()
+}
+
+fn safetensors_dtype(name: &str) -> Option<DType> {
+    match name {
+        "F32" => Some(DType::F32),
+        "BF16" => Some(DType::BF16),
+        "F16" => Some(DType::F16),
+        _ => None,
+    }
+}
+
+fn dtype_tag(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "F32",
+        DType::BF16 => "BF16",
+        DType::F16 => "F16",
+    }
+}
+
+/// One mmapped safetensors file.
+struct File {
+    path: PathBuf,
+    map: Mmap,
+    /// Start of the data section.
+    data_start: usize,
+}
+
+#[derive(Clone)]
+struct Entry {
+    file: Arc<File>,
+    info: TensorInfo,
+    /// Byte range inside the data section.
+    begin: usize,
+    end: usize,
+}
+
+/// A checkpoint: one safetensors file or several shards, opened lazily through mmap.
+#[derive(Clone)]
+pub struct Checkpoint {
+    origin: PathBuf,
+    entries: BTreeMap<String, Entry>,
+}
+
+fn corrupt(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Safetensors { path: path.to_path_buf(), msg: msg.into() }
+}
+
+fn open_file(path: &Path) -> Result<(Arc<File>, Vec<(String, TensorInfo, usize, usize)>)> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the file is opened read-only; joyrt does not modify checkpoints while they are
+    // mapped (a concurrent writer from outside is the usual mmap caveat).
+    let map = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
+    if map.len() < 8 {
+        return Err(corrupt(
+            path,
+            format!("file is {} bytes, shorter than the 8-byte header length", map.len()),
+        ));
+    }
+    let n = u64::from_le_bytes(map[..8].try_into().unwrap());
+    if n > (map.len() - 8) as u64 {
+        return Err(corrupt(
+            path,
+            format!("header length {n} exceeds the file size {} (truncated file?)", map.len()),
+        ));
+    }
+    let header = &map[8..8 + n as usize];
+    let json: Value = serde_json::from_slice(header)
+        .map_err(|e| corrupt(path, format!("header is not valid JSON: {e}")))?;
+    let obj = json.as_object().ok_or_else(|| corrupt(path, "header is not a JSON object"))?;
+    let data_start = 8 + n as usize;
+    let data_len = map.len() - data_start;
+    let mut tensors = Vec::new();
+    for (name, v) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = |m: &str| corrupt(path, format!("tensor {name}: {m}"));
+        let dt = v.get("dtype").and_then(Value::as_str).ok_or_else(|| bad("no dtype"))?;
+        let dtype = safetensors_dtype(dt)
+            .ok_or_else(|| bad(&format!("unsupported dtype {dt} (joyrt loads F32, BF16, F16)")))?;
+        let shape: Vec<usize> = v
+            .get("shape")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+            .ok_or_else(|| bad("shape is not a list of non-negative integers"))?;
+        let offs: Vec<u64> = v
+            .get("data_offsets")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(Value::as_u64).collect())
+            .ok_or_else(|| bad("data_offsets is not a pair of integers"))?;
+        let [begin, end] = offs[..] else { return Err(bad("data_offsets is not a pair of integers")) };
+        if begin > end || end > data_len as u64 {
+            return Err(bad(&format!(
+                "data_offsets [{begin}, {end}] out of range of the {data_len}-byte data section"
+            )));
+        }
+        let numel = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+            .ok_or_else(|| bad("shape overflows"))?;
+        if numel * dtype.size() as u64 != end - begin {
+            return Err(bad(&format!(
+                "{} bytes stored for {dt} {shape:?} ({} expected)",
+                end - begin,
+                numel * dtype.size() as u64
+            )));
+        }
+        tensors.push((
+            name.clone(),
+            TensorInfo { dtype, shape: Shape::new(shape) },
+            begin as usize,
+            end as usize,
+        ));
+    }
+    let mut ranges: Vec<(usize, usize, &str)> =
+        tensors.iter().map(|(n, _, b, e)| (*b, *e, n.as_str())).collect();
+    ranges.sort();
+    for w in ranges.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(corrupt(
+                path,
+                format!("tensors {} and {} overlap in the data section", w[0].2, w[1].2),
+            ));
+        }
+    }
+    Ok((Arc::new(File { path: path.to_path_buf(), map, data_start }), tensors))
+}
+
+impl Checkpoint {
+    /// Opens a `.safetensors` file, a `*.safetensors.index.json`, or a directory holding an index
+    /// (or a single file, or several shard files without an index).
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        if path.is_dir() {
+            let mut indexes = Vec::new();
+            let mut files = Vec::new();
+            for e in std::fs::read_dir(path).map_err(|e| Error::io(path, e))? {
+                let p = e.map_err(|e| Error::io(path, e))?.path();
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.ends_with(".safetensors.index.json") {
+                    indexes.push(p);
+                } else if name.ends_with(".safetensors") {
+                    files.push(p);
+                }
+            }
+            indexes.sort();
+            files.sort();
+            return match (indexes.len(), files.len()) {
+                (1, _) => Self::open(&indexes[0]),
+                (0, 0) => Err(Error::Input(format!("{} holds no .safetensors file", path.display()))),
+                (0, _) => Self::from_files(path, &files),
+                _ => Err(Error::Input(format!(
+                    "{} holds several *.safetensors.index.json files",
+                    path.display()
+                ))),
+            };
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".json") {
+            return Self::open_index(path);
+        }
+        Self::from_files(path, &[path.to_path_buf()])
+    }
+
+    fn from_files(origin: &Path, files: &[PathBuf]) -> Result<Checkpoint> {
+        let mut entries = BTreeMap::new();
+        for p in files {
+            let (file, tensors) = open_file(p)?;
+            for (name, info, begin, end) in tensors {
+                if let Some(prev) =
+                    entries.insert(name.clone(), Entry { file: file.clone(), info, begin, end })
+                {
+                    return Err(Error::Input(format!(
+                        "tensor {name} is stored twice: in {} and {}",
+                        prev.file.path.display(),
+                        p.display()
+                    )));
+                }
+            }
+        }
+        Ok(Checkpoint { origin: origin.to_path_buf(), entries })
+    }
+
+    fn open_index(index: &Path) -> Result<Checkpoint> {
+        let v = crate::model_folder::read_json(index)?;
+        let map = v
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| Error::config(index, "no `weight_map` object"))?;
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let mut shards: Vec<String> = Vec::new();
+        for (name, f) in map {
+            let f = f
+                .as_str()
+                .ok_or_else(|| Error::config(index, format!("weight_map entry {name} is not a file name")))?;
+            if f.contains('/') || f.contains('\\') {
+                return Err(Error::config(
+                    index,
+                    format!("weight_map entry {name} points outside the folder: {f}"),
+                ));
+            }
+            if !shards.iter().any(|s| s == f) {
+                shards.push(f.to_string());
+            }
+        }
+        shards.sort();
+        let mut paths = Vec::new();
+        for s in &shards {
+            let p = dir.join(s);
+            if !p.is_file() {
+                return Err(Error::config(index, format!("shard {s} is missing")));
+            }
+            paths.push(p);
+        }
+        let ck = Self::from_files(index, &paths)?;
+        for (name, f) in map {
+            match ck.entries.get(name) {
+                Some(e) if e.file.path.file_name().and_then(|n| n.to_str()) == f.as_str() => {}
+                Some(e) => {
+                    return Err(Error::config(
+                        index,
+                        format!("tensor {name} is listed in {f} but stored in {}", e.file.path.display()),
+                    ))
+                }
+                None => {
+                    return Err(Error::config(
+                        index,
+                        format!("tensor {name} is listed in {f} but that shard does not hold it"),
+                    ))
+                }
+            }
+        }
+        Ok(ck)
+    }
+
+    /// The file or folder the checkpoint was opened from.
+    pub fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    /// Renames every stored tensor with `f`; two tensors mapping to one name is an error.
+    pub fn with_renames(self, f: impl Fn(&str) -> String) -> Result<Checkpoint> {
+        let mut entries = BTreeMap::new();
+        let mut from: HashMap<String, String> = HashMap::new();
+        for (name, e) in self.entries {
+            let new = f(&name);
+            if let Some(other) = from.insert(new.clone(), name.clone()) {
+                return Err(Error::Input(format!(
+                    "{}: tensors {other} and {name} both map to {new}",
+                    self.origin.display()
+                )));
+            }
+            entries.insert(new, e);
+        }
+        Ok(Checkpoint { origin: self.origin, entries })
+    }
+
+    /// Stored tensor names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.entries.keys().map(String::as_str).collect()
+    }
+
+    pub fn info(&self, name: &str) -> Option<TensorInfo> {
+        self.entries.get(name).map(|e| e.info.clone())
+    }
+
+    /// Bytes of tensor data.
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.values().map(|e| (e.end - e.begin) as u64).sum()
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        self.entries.get(name).ok_or_else(|| Error::Weights {
+            component: self.origin.display().to_string(),
+            problems: vec![format!("missing tensor {name}")],
+        })
+    }
+
+    /// The stored little-endian bytes of a tensor (borrowed from the mapping).
+    pub fn raw(&self, name: &str) -> Result<(TensorInfo, &[u8])> {
+        let e = self.entry(name)?;
+        let s = e.file.data_start;
+        Ok((e.info.clone(), &e.file.map[s + e.begin..s + e.end]))
+    }
+
+    /// A host f32 copy of a tensor.
+    pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let (info, bytes) = self.raw(name)?;
+        Ok(info.dtype.decode_f32(bytes))
+    }
+
+    /// Uploads a tensor to `backend` stored as `dtype` (converted on the host when it differs).
+    pub fn load<B: Backend>(&self, backend: &B, name: &str, dtype: DType) -> Result<Tensor<B>> {
+        let (info, bytes) = self.raw(name)?;
+        if info.dtype == dtype {
+            Tensor::from_bytes(backend, info.shape, dtype, bytes)
+        } else {
+            Tensor::from_bytes(backend, info.shape, dtype, &dtype.encode_f32(&info.dtype.decode_f32(bytes)))
+        }
+    }
+
+    /// Checks that the checkpoint holds exactly `expected` (names and shapes); names in `ignore`
+    /// may be present and are not used. Reports every problem at once.
+    pub fn check_exact(&self, component: &str, expected: &[ParamSpec], ignore: &[&str]) -> Result<()> {
+        let mut problems = Vec::new();
+        let want: HashMap<&str, &Shape> = expected.iter().map(|p| (p.name.as_str(), &p.shape)).collect();
+        for p in expected {
+            match self.entries.get(&p.name) {
+                None => problems.push(format!("missing tensor {} {}", p.name, p.shape)),
+                Some(e) if e.info.shape != p.shape => problems
+                    .push(format!("tensor {} has shape {}, expected {}", p.name, e.info.shape, p.shape)),
+                Some(_) => {}
+            }
+        }
+        for name in self.entries.keys() {
+            if !want.contains_key(name.as_str()) && !ignore.contains(&name.as_str()) {
+                problems.push(format!("unexpected tensor {name}"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Weights { component: format!("{component} ({})", self.origin.display()), problems })
+        }
+    }
+}
+
+// ---- writing ----------------------------------------------------------------------------------
+
+/// Writes one safetensors file whose tensors are streamed in order after the header, so a large
+/// shard never has to sit in memory.
+pub struct ShardWriter {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    pending: std::collections::VecDeque<(String, u64)>,
+}
+
+impl ShardWriter {
+    /// Creates `path` with a header for `tensors` (written in this order).
+    pub fn create(path: &Path, tensors: &[(String, DType, Shape)]) -> Result<ShardWriter> {
+        let mut header = serde_json::Map::new();
+        let mut off = 0u64;
+        let mut pending = std::collections::VecDeque::new();
+        for (name, dtype, shape) in tensors {
+            let bytes = shape.numel() as u64 * dtype.size() as u64;
+            header.insert(
+                name.clone(),
+                serde_json::json!({"dtype": dtype_tag(*dtype), "shape": shape.dims(), "data_offsets": [off, off + bytes]}),
+            );
+            pending.push_back((name.clone(), bytes));
+            off += bytes;
+        }
+        let mut text = serde_json::to_string(&Value::Object(header)).expect("JSON of plain values");
+        while !(8 + text.len()).is_multiple_of(8) {
+            text.push(' '); // keep the data section 8-byte aligned
+        }
+        let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
+        out.write_all(&(text.len() as u64).to_le_bytes())
+            .and_then(|_| out.write_all(text.as_bytes()))
+            .map_err(|e| Error::io(path, e))?;
+        Ok(ShardWriter { path: path.to_path_buf(), out, pending })
+    }
+
+    /// Appends part of the next tensor's bytes; a tensor may arrive in several pieces.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let Some((name, left)) = self.pending.front_mut() else {
+                return Err(Error::Input(format!(
+                    "{}: more bytes written than the header declares",
+                    self.path.display()
+                )));
+            };
+            let n = (*left).min(rest.len() as u64) as usize;
+            self.out.write_all(&rest[..n]).map_err(|e| Error::io(&self.path, e))?;
+            *left -= n as u64;
+            rest = &rest[n..];
+            let _ = name;
+            if *left == 0 {
+                self.pending.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every declared byte was written and flushes.
+    pub fn finish(mut self) -> Result<()> {
+        self.pending.retain(|(_, left)| *left > 0);
+        if let Some((name, left)) = self.pending.front() {
+            return Err(Error::Input(format!(
+                "{}: tensor {name} is missing {left} bytes",
+                self.path.display()
+            )));
+        }
+        self.out.flush().map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// Writes a whole safetensors file from in-memory tensors (sorted by name).
+pub fn write_safetensors(path: &Path, tensors: &[(String, DType, Shape, Vec<u8>)]) -> Result<()> {
+    let mut sorted: Vec<&(String, DType, Shape, Vec<u8>)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let header: Vec<(String, DType, Shape)> =
+        sorted.iter().map(|t| (t.0.clone(), t.1, t.2.clone())).collect();
+    let mut w = ShardWriter::create(path, &header)?;
+    for t in sorted {
+        if t.3.len() != t.2.numel() * t.1.size() {
+            return Err(Error::shape(
+                "write_safetensors",
+                format!("tensor {}: {} bytes for {} {}", t.0, t.3.len(), t.1, t.2),
+            ));
+        }
+        w.write(&t.3)?;
+    }
+    w.finish()
+}
+
+/// Writes a diffusers/transformers `*.safetensors.index.json` for shards already written.
+pub fn write_index(path: &Path, weight_map: &BTreeMap<String, String>, total_size: u64) -> Result<()> {
+    let v = serde_json::json!({"metadata": {"total_size": total_size}, "weight_map": weight_map});
+    std::fs::write(path, serde_json::to_string_pretty(&v).expect("JSON of plain values"))
+        .map_err(|e| Error::io(path, e))
+}
+
+// ---- key spellings ----------------------------------------------------------------------------
+
+/// The DiT's original keys (`double_blocks.N.img_attn_qkv.weight`) → diffusers keys
+/// (`double_blocks.N.attn.img_attn_qkv.weight`); diffusers keys are unchanged.
+pub fn dit_key_to_diffusers(name: &str) -> String {
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() >= 3 && parts[0] == "double_blocks" {
+        let is_attn = ["img_attn_", "txt_attn_"].iter().any(|p| parts[2].starts_with(p));
+        if is_attn {
+            return format!("{}.{}.attn.{}", parts[0], parts[1], parts[2..].join("."));
+        }
+    }
+    name.to_string()
+}
+
+/// The original Wan 2.1 VAE keys → diffusers `AutoencoderKLWan` keys (model-spec §4.7);
+/// diffusers keys are unchanged. `num_res_blocks` fixes the decoder's per-block layout (each
+/// decoder up block holds `num_res_blocks + 1` residual blocks then, except the last, an
+/// upsampler).
+pub fn wan_vae_key_to_diffusers(name: &str, num_res_blocks: usize) -> String {
+    let resnet = |rest: &str| -> String {
+        let map = [
+            ("residual.0.", "norm1."),
+            ("residual.2.", "conv1."),
+            ("residual.3.", "norm2."),
+            ("residual.6.", "conv2."),
+            ("shortcut.", "conv_shortcut."),
+        ];
+        for (a, b) in map {
+            if let Some(r) = rest.strip_prefix(a) {
+                return format!("{b}{r}");
+            }
+        }
+        rest.to_string()
+    };
+    let p: Vec<&str> = name.splitn(4, '.').collect();
+    match p[..] {
+        ["conv1", ..] => name.replacen("conv1", "quant_conv", 1),
+        ["conv2", ..] => name.replacen("conv2", "post_quant_conv", 1),
+        [side @ ("encoder" | "decoder"), "conv1", ..] => format!("{side}.conv_in.{}", p[2..].join(".")),
+        [side @ ("encoder" | "decoder"), "head", "0", rest] => format!("{side}.norm_out.{rest}"),
+        [side @ ("encoder" | "decoder"), "head", "2", rest] => format!("{side}.conv_out.{rest}"),
+        [side @ ("encoder" | "decoder"), "middle", i, rest] => match i {
+            "0" | "2" => {
+                format!("{side}.mid_block.resnets.{}.{}", if i == "0" { 0 } else { 1 }, resnet(rest))
+            }
+            _ => format!("{side}.mid_block.attentions.0.{rest}"),
+        },
+        ["encoder", "downsamples", k, rest] => format!("encoder.down_blocks.{k}.{}", resnet(rest)),
+        ["decoder", "upsamples", k, rest] => {
+            let Ok(k) = k.parse::<usize>() else { return name.to_string() };
+            let per = num_res_blocks + 2; // resnets + upsampler per up block (the last has none)
+            let (block, j) = (k / per, k % per);
+            if j <= num_res_blocks {
+                format!("decoder.up_blocks.{block}.resnets.{j}.{}", resnet(rest))
+            } else {
+                format!("decoder.up_blocks.{block}.upsamplers.0.{rest}")
+            }
+        }
+        _ => name.to_string(),
+    }
+}
