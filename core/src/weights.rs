@@ -84,7 +84,10 @@ fn corrupt(path: &Path, msg: impl Into<String>) -> Error {
     Error::Safetensors { path: path.to_path_buf(), msg: msg.into() }
 }
 
-fn open_file(path: &Path) -> Result<(Arc<File>, Vec<(String, TensorInfo, usize, usize)>)> {
+/// A tensor's name, info and byte range as read from a header.
+type HeaderEntry = (String, TensorInfo, usize, usize);
+
+fn open_file(path: &Path) -> Result<(Arc<File>, Vec<HeaderEntry>)> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: the file is opened read-only; joyrt does not modify checkpoints while they are
     // mapped (a concurrent writer from outside is the usual mmap caveat).
@@ -404,7 +407,7 @@ impl ShardWriter {
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         let mut rest = bytes;
         while !rest.is_empty() {
-            let Some((name, left)) = self.pending.front_mut() else {
+            let Some((_, left)) = self.pending.front_mut() else {
                 return Err(Error::Input(format!(
                     "{}: more bytes written than the header declares",
                     self.path.display()
@@ -414,7 +417,6 @@ impl ShardWriter {
             self.out.write_all(&rest[..n]).map_err(|e| Error::io(&self.path, e))?;
             *left -= n as u64;
             rest = &rest[n..];
-            let _ = name;
             if *left == 0 {
                 self.pending.pop_front();
             }
