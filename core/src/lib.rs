@@ -6,6 +6,7 @@ mod dtype;
 mod error;
 pub mod image;
 pub mod model_folder;
+pub mod models;
 pub mod prompt;
 pub mod rng;
 pub mod scheduler;

@@ -1,0 +1,483 @@
+//! The JoyImage MMDiT (`JoyImageEditTransformer3DModel`): 40 double-stream blocks at full size
+//! (model-spec §2). Image and text streams have their own weights and share one joint attention;
+//! the image tokens carry 3-D RoPE (adjacent pairs), the text tokens none.
+
+use crate::backend::RopePairing;
+use crate::model_folder::read_json;
+use crate::weights::{dit_key_to_diffusers, param_count, Checkpoint, ParamSpec};
+use crate::{Backend, DType, Error, Result, Rope, Tensor};
+use std::path::Path;
+
+const EPS: f32 = 1e-6;
+/// Width of the sinusoidal timestep embedding.
+const TIME_FREQ_DIM: usize = 256;
+
+/// `transformer/config.json`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DitConfig {
+    pub patch_size: [usize; 3],
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub hidden_size: usize,
+    pub num_attention_heads: usize,
+    pub text_dim: usize,
+    pub mlp_width_ratio: f64,
+    pub num_layers: usize,
+    pub rope_dim_list: [usize; 3],
+    pub theta: f64,
+}
+
+impl DitConfig {
+    /// The released model (model-spec §2.1).
+    pub fn full() -> DitConfig {
+        DitConfig {
+            patch_size: [1, 2, 2],
+            in_channels: 16,
+            out_channels: 16,
+            hidden_size: 4096,
+            num_attention_heads: 32,
+            text_dim: 4096,
+            mlp_width_ratio: 4.0,
+            num_layers: 40,
+            rope_dim_list: [16, 56, 56],
+            theta: 10000.0,
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<DitConfig> {
+        Self::from_json(&read_json(path)?, path)
+    }
+
+    /// Reads the diffusers keys; absent keys take the diffusers class defaults, as diffusers does.
+    pub fn from_json(v: &serde_json::Value, path: &Path) -> Result<DitConfig> {
+        let bad = |m: String| Error::config(path, m);
+        let num = |k: &str, d: f64| -> Result<f64> {
+            match v.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(d),
+                Some(x) => x.as_f64().ok_or_else(|| bad(format!("`{k}` must be a number"))),
+            }
+        };
+        let int = |k: &str, d: usize| -> Result<usize> {
+            let x = num(k, d as f64)?;
+            if x < 0.0 || x.fract() != 0.0 {
+                return Err(bad(format!("`{k}` must be a non-negative integer, got {x}")));
+            }
+            Ok(x as usize)
+        };
+        let triple = |k: &str, d: [usize; 3]| -> Result<[usize; 3]> {
+            match v.get(k) {
+                None => Ok(d),
+                Some(x) => {
+                    let l: Option<Vec<usize>> = x
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|e| e.as_u64().map(|e| e as usize)).collect());
+                    match l.as_deref() {
+                        Some(&[a, b, c]) => Ok([a, b, c]),
+                        _ => Err(bad(format!("`{k}` must be a list of 3 integers"))),
+                    }
+                }
+            }
+        };
+        let in_channels = int("in_channels", 16)?;
+        let cfg = DitConfig {
+            patch_size: triple("patch_size", [1, 2, 2])?,
+            in_channels,
+            out_channels: int("out_channels", in_channels)?,
+            hidden_size: int("hidden_size", 3072)?,
+            num_attention_heads: int("num_attention_heads", 24)?,
+            text_dim: int("text_dim", 4096)?,
+            mlp_width_ratio: num("mlp_width_ratio", 4.0)?,
+            num_layers: int("num_layers", 20)?,
+            rope_dim_list: triple("rope_dim_list", [16, 56, 56])?,
+            theta: num("theta", 256.0)?,
+        };
+        if let Some(rt) = v.get("rope_type").and_then(|x| x.as_str()) {
+            if rt != "rope" {
+                return Err(bad(format!(
+                    "rope_type {rt:?} is not supported (JoyAI-Image-Edit uses \"rope\")"
+                )));
+            }
+        }
+        cfg.validate().map_err(bad)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let h = self.num_attention_heads;
+        if h == 0 || self.hidden_size == 0 || !self.hidden_size.is_multiple_of(h) {
+            return Err(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {h}",
+                self.hidden_size
+            ));
+        }
+        let hd = self.head_dim();
+        if self.rope_dim_list.iter().sum::<usize>() != hd || self.rope_dim_list.iter().any(|d| d % 2 != 0) {
+            return Err(format!(
+                "rope_dim_list {:?} must be even and sum to the head dim {hd}",
+                self.rope_dim_list
+            ));
+        }
+        if self.patch_size != [1, 2, 2] {
+            return Err(format!(
+                "patch_size {:?} is not supported (single images use [1, 2, 2])",
+                self.patch_size
+            ));
+        }
+        if self.num_layers == 0 || self.mlp_width_ratio <= 0.0 || self.in_channels == 0 || self.text_dim == 0
+        {
+            return Err("num_layers, mlp_width_ratio, in_channels and text_dim must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    pub fn mlp_hidden(&self) -> usize {
+        (self.hidden_size as f64 * self.mlp_width_ratio) as usize
+    }
+
+    fn patch_len(&self, channels: usize) -> usize {
+        channels * self.patch_size.iter().product::<usize>()
+    }
+
+    /// Every stored tensor with its shape, in the diffusers names.
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        let (d, hd, m) = (self.hidden_size, self.head_dim(), self.mlp_hidden());
+        let [pt, ph, pw] = self.patch_size;
+        let mut s = vec![
+            ParamSpec::new("img_in.weight", [d, self.in_channels, pt, ph, pw]),
+            ParamSpec::new("img_in.bias", [d]),
+            ParamSpec::new("condition_embedder.time_embedder.linear_1.weight", [d, TIME_FREQ_DIM]),
+            ParamSpec::new("condition_embedder.time_embedder.linear_1.bias", [d]),
+            ParamSpec::new("condition_embedder.time_embedder.linear_2.weight", [d, d]),
+            ParamSpec::new("condition_embedder.time_embedder.linear_2.bias", [d]),
+            ParamSpec::new("condition_embedder.time_proj.weight", [6 * d, d]),
+            ParamSpec::new("condition_embedder.time_proj.bias", [6 * d]),
+            ParamSpec::new("condition_embedder.text_embedder.linear_1.weight", [d, self.text_dim]),
+            ParamSpec::new("condition_embedder.text_embedder.linear_1.bias", [d]),
+            ParamSpec::new("condition_embedder.text_embedder.linear_2.weight", [d, d]),
+            ParamSpec::new("condition_embedder.text_embedder.linear_2.bias", [d]),
+        ];
+        for l in 0..self.num_layers {
+            let p = format!("double_blocks.{l}");
+            for st in ["img", "txt"] {
+                s.push(ParamSpec::new(format!("{p}.{st}_mod.modulate_table"), [1, 6, d]));
+                s.push(ParamSpec::new(format!("{p}.attn.{st}_attn_qkv.weight"), [3 * d, d]));
+                s.push(ParamSpec::new(format!("{p}.attn.{st}_attn_qkv.bias"), [3 * d]));
+                s.push(ParamSpec::new(format!("{p}.attn.{st}_attn_q_norm.weight"), [hd]));
+                s.push(ParamSpec::new(format!("{p}.attn.{st}_attn_k_norm.weight"), [hd]));
+                s.push(ParamSpec::new(format!("{p}.attn.{st}_attn_proj.weight"), [d, d]));
+                s.push(ParamSpec::new(format!("{p}.attn.{st}_attn_proj.bias"), [d]));
+                s.push(ParamSpec::new(format!("{p}.{st}_mlp.net.0.proj.weight"), [m, d]));
+                s.push(ParamSpec::new(format!("{p}.{st}_mlp.net.0.proj.bias"), [m]));
+                s.push(ParamSpec::new(format!("{p}.{st}_mlp.net.2.weight"), [d, m]));
+                s.push(ParamSpec::new(format!("{p}.{st}_mlp.net.2.bias"), [d]));
+            }
+        }
+        s.push(ParamSpec::new("proj_out.weight", [self.patch_len(self.out_channels), d]));
+        s.push(ParamSpec::new("proj_out.bias", [self.patch_len(self.out_channels)]));
+        s
+    }
+
+    pub fn param_count(&self) -> u64 {
+        param_count(&self.param_specs())
+    }
+}
+
+struct Linear<B: Backend> {
+    w: Tensor<B>,
+    b: Option<Tensor<B>>,
+}
+
+impl<B: Backend> Linear<B> {
+    fn load(ck: &Checkpoint, backend: &B, name: &str, dtype: DType) -> Result<Self> {
+        let b = if ck.info(&format!("{name}.bias")).is_some() {
+            Some(ck.load(backend, &format!("{name}.bias"), dtype)?)
+        } else {
+            None
+        };
+        Ok(Linear { w: ck.load(backend, &format!("{name}.weight"), dtype)?, b })
+    }
+    fn fwd(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
+        x.linear(&self.w, self.b.as_ref())
+    }
+}
+
+/// One stream's weights in one block.
+struct Stream<B: Backend> {
+    table: Tensor<B>,
+    qkv: Linear<B>,
+    q_norm: Tensor<B>,
+    k_norm: Tensor<B>,
+    proj: Linear<B>,
+    fc1: Linear<B>,
+    fc2: Linear<B>,
+}
+
+/// The six modulation rows of one stream in one block.
+struct Modulation<B: Backend> {
+    rows: Vec<Tensor<B>>,
+}
+
+impl<B: Backend> Stream<B> {
+    fn load(ck: &Checkpoint, b: &B, block: usize, st: &str, dtype: DType) -> Result<Self> {
+        let p = format!("double_blocks.{block}");
+        Ok(Stream {
+            table: ck.load(b, &format!("{p}.{st}_mod.modulate_table"), dtype)?,
+            qkv: Linear::load(ck, b, &format!("{p}.attn.{st}_attn_qkv"), dtype)?,
+            q_norm: ck.load(b, &format!("{p}.attn.{st}_attn_q_norm.weight"), dtype)?,
+            k_norm: ck.load(b, &format!("{p}.attn.{st}_attn_k_norm.weight"), dtype)?,
+            proj: Linear::load(ck, b, &format!("{p}.attn.{st}_attn_proj"), dtype)?,
+            fc1: Linear::load(ck, b, &format!("{p}.{st}_mlp.net.0.proj"), dtype)?,
+            fc2: Linear::load(ck, b, &format!("{p}.{st}_mlp.net.2"), dtype)?,
+        })
+    }
+
+    /// `table + vec`, split into shift₁, scale₁, gate₁, shift₂, scale₂, gate₂.
+    fn modulation(&self, vec: &Tensor<B>) -> Result<Modulation<B>> {
+        let d = vec.dims()[1];
+        let m = self.table.reshape([6, d])?.add(vec)?;
+        Ok(Modulation { rows: (0..6).map(|k| m.slice(0, k, 1)?.reshape([d])).collect::<Result<_>>()? })
+    }
+
+    /// LN-modulate, QKV, per-head q/k RMSNorm (+ RoPE on the image stream).
+    fn qkv(
+        &self,
+        x: &Tensor<B>,
+        m: &Modulation<B>,
+        heads: usize,
+        rope: Option<&Rope<B>>,
+    ) -> Result<(Tensor<B>, Tensor<B>, Tensor<B>)> {
+        let (l, d) = (x.dims()[0], x.dims()[1]);
+        let qkv = self.qkv.fwd(&x.layer_norm_modulate(&m.rows[0], &m.rows[1], EPS)?)?;
+        let part = |i: usize| qkv.slice(1, i * d, d)?.reshape([l, heads, d / heads]);
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let (q, k) = match rope {
+            Some(r) => (q.rms_norm_rope(&self.q_norm, r, EPS)?, k.rms_norm_rope(&self.k_norm, r, EPS)?),
+            None => (q.rms_norm(&self.q_norm, EPS)?, k.rms_norm(&self.k_norm, EPS)?),
+        };
+        Ok((q, k, v))
+    }
+
+    /// Gated attention output, then the gated MLP.
+    fn finish(&self, x: &Tensor<B>, attn: &Tensor<B>, m: &Modulation<B>) -> Result<Tensor<B>> {
+        let x = x.gated_residual(&self.proj.fwd(attn)?, &m.rows[2])?;
+        let h = self.fc1.fwd(&x.layer_norm_modulate(&m.rows[3], &m.rows[4], EPS)?)?.gelu_tanh()?;
+        x.gated_residual(&self.fc2.fwd(&h)?, &m.rows[5])
+    }
+}
+
+/// The MMDiT with its weights on a backend.
+pub struct Dit<B: Backend> {
+    cfg: DitConfig,
+    backend: B,
+    dtype: DType,
+    img_in: Linear<B>,
+    time_1: Linear<B>,
+    time_2: Linear<B>,
+    time_proj: Linear<B>,
+    text_1: Linear<B>,
+    text_2: Linear<B>,
+    blocks: Vec<(Stream<B>, Stream<B>)>,
+    proj_out: Linear<B>,
+}
+
+/// The sinusoidal timestep embedding `[cos(t·ω_k), sin(t·ω_k)]`, `ω_k = 10000^(−k/128)`, in f32
+/// like diffusers' `get_timestep_embedding(flip_sin_to_cos=True, downscale_freq_shift=0)`.
+pub fn timestep_embedding(t: f32) -> Vec<f32> {
+    let half = TIME_FREQ_DIM / 2;
+    let freqs: Vec<f32> = (0..half).map(|k| (-(10000f32.ln()) * k as f32 / half as f32).exp()).collect();
+    let args: Vec<f32> = freqs.iter().map(|f| t * f).collect();
+    args.iter()
+        .map(|a| (*a as f64).cos() as f32)
+        .chain(args.iter().map(|a| (*a as f64).sin() as f32))
+        .collect()
+}
+
+/// RoPE angles of the image tokens: token `(f, i, j)` for `f < frames`, `i < gh`, `j < gw`; head
+/// dims split into the t, h, w axis blocks of `dims`, angle `p·θ^(−2m/d)` per pair.
+pub fn rope_angles(frames: usize, gh: usize, gw: usize, dims: [usize; 3], theta: f64) -> Vec<f64> {
+    let inv =
+        |d: usize| -> Vec<f64> { (0..d / 2).map(|m| 1.0 / theta.powf(2.0 * m as f64 / d as f64)).collect() };
+    let (it, ih, iw) = (inv(dims[0]), inv(dims[1]), inv(dims[2]));
+    let mut out = Vec::with_capacity(frames * gh * gw * (dims.iter().sum::<usize>() / 2));
+    for f in 0..frames {
+        for i in 0..gh {
+            for j in 0..gw {
+                out.extend(it.iter().map(|w| f as f64 * w));
+                out.extend(ih.iter().map(|w| i as f64 * w));
+                out.extend(iw.iter().map(|w| j as f64 * w));
+            }
+        }
+    }
+    out
+}
+
+impl<B: Backend> Dit<B> {
+    /// Loads the transformer, checking the exact tensor set first (both key spellings accepted).
+    pub fn load(backend: &B, ck: &Checkpoint, cfg: &DitConfig, dtype: DType) -> Result<Self> {
+        let ck = ck.clone().with_renames(dit_key_to_diffusers)?;
+        ck.check_exact("transformer", &cfg.param_specs(), &[])?;
+        let lin = |n: &str| Linear::load(&ck, backend, n, dtype);
+        // f32 here: diffusers keeps the time embedder in fp32 (`_keep_in_fp32_modules`).
+        let lin32 = |n: &str| Linear::load(&ck, backend, n, DType::F32);
+        let img_in = {
+            let w = ck.read_f32("img_in.weight")?;
+            let w = Tensor::from_f32(backend, [cfg.hidden_size, cfg.patch_len(cfg.in_channels)], &w, dtype)?;
+            Linear { w, b: Some(ck.load(backend, "img_in.bias", dtype)?) }
+        };
+        let blocks = (0..cfg.num_layers)
+            .map(|l| {
+                Ok((
+                    Stream::load(&ck, backend, l, "img", dtype)?,
+                    Stream::load(&ck, backend, l, "txt", dtype)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Dit {
+            cfg: cfg.clone(),
+            backend: backend.clone(),
+            dtype,
+            img_in,
+            time_1: lin32("condition_embedder.time_embedder.linear_1")?,
+            time_2: lin32("condition_embedder.time_embedder.linear_2")?,
+            time_proj: lin("condition_embedder.time_proj")?,
+            text_1: lin("condition_embedder.text_embedder.linear_1")?,
+            text_2: lin("condition_embedder.text_embedder.linear_2")?,
+            blocks,
+            proj_out: lin("proj_out")?,
+        })
+    }
+
+    pub fn config(&self) -> &DitConfig {
+        &self.cfg
+    }
+
+    /// The shared modulation vector `vec = time_proj(SiLU(temb))` as `[6, D]`.
+    pub fn time_vector(&self, t: f32) -> Result<Tensor<B>> {
+        let e = Tensor::from_f32(&self.backend, [1, TIME_FREQ_DIM], &timestep_embedding(t), DType::F32)?;
+        let temb = self.time_2.fwd(&self.time_1.fwd(&e)?.silu()?)?;
+        let vec = self.time_proj.fwd(&temb.cast(self.dtype)?.silu()?)?;
+        vec.reshape([6, self.cfg.hidden_size])
+    }
+
+    /// Velocity for `latents [items, C, h, w]` (pipeline order: item 0 the reference, the last
+    /// item the noisy target) at timestep `t` with text states `text [L, text_dim]`. Returns
+    /// `[items, C_out, h, w]` in the same item order.
+    pub fn forward(&self, latents: &Tensor<B>, t: f32, text: &Tensor<B>) -> Result<Tensor<B>> {
+        let cfg = &self.cfg;
+        let [n, c, h, w] = latents.dims()[..] else {
+            return Err(Error::shape(
+                "dit",
+                format!("latents must be [items, C, h, w], got {}", latents.shape()),
+            ));
+        };
+        if c != cfg.in_channels || h % 2 != 0 || w % 2 != 0 || n == 0 {
+            return Err(Error::shape(
+                "dit",
+                format!(
+                    "latents {} do not fit {} channels and 2x2 patches",
+                    latents.shape(),
+                    cfg.in_channels
+                ),
+            ));
+        }
+        if text.shape().rank() != 2 || text.dims()[1] != cfg.text_dim {
+            return Err(Error::shape(
+                "dit",
+                format!("text states {} are not [L, {}]", text.shape(), cfg.text_dim),
+            ));
+        }
+        let (gh, gw) = (h / 2, w / 2);
+        let n_img = n * gh * gw;
+        let (d, heads) = (cfg.hidden_size, cfg.num_attention_heads);
+
+        // The target (last item) becomes frame 0, the others follow in order.
+        let order: Vec<usize> = std::iter::once(n - 1).chain(0..n - 1).collect();
+        let frames = self.reorder(&latents.cast(self.dtype)?, &order)?;
+        // Channel-major patch vectors (c·4 + ph·2 + pw), tokens frame-major then row then column.
+        let patches =
+            frames.reshape([n, c, gh, 2, gw, 2])?.permute(&[0, 2, 4, 1, 3, 5])?.reshape([n_img, c * 4])?;
+        let mut img = self.img_in.fwd(&patches)?;
+        let mut txt = self.text_2.fwd(&self.text_1.fwd(&text.cast(self.dtype)?)?.gelu_tanh()?)?;
+        let vec = self.time_vector(t)?;
+
+        let angles = rope_angles(n, gh, gw, cfg.rope_dim_list, cfg.theta);
+        let half = cfg.head_dim() / 2;
+        let cos: Vec<f32> = angles.iter().map(|a| a.cos() as f32).collect();
+        let sin: Vec<f32> = angles.iter().map(|a| a.sin() as f32).collect();
+        let rope = Rope {
+            cos: Tensor::from_f32(&self.backend, [n_img, half], &cos, DType::F32)?,
+            sin: Tensor::from_f32(&self.backend, [n_img, half], &sin, DType::F32)?,
+            pairing: RopePairing::Interleaved,
+        };
+
+        let l_txt = txt.dims()[0];
+        for (si, st) in &self.blocks {
+            let (mi, mt) = (si.modulation(&vec)?, st.modulation(&vec)?);
+            let (qi, ki, vi) = si.qkv(&img, &mi, heads, Some(&rope))?;
+            let (qt, kt, vt) = st.qkv(&txt, &mt, heads, None)?;
+            let q = Tensor::concat(&[&qi, &qt], 0)?;
+            let k = Tensor::concat(&[&ki, &kt], 0)?;
+            let v = Tensor::concat(&[&vi, &vt], 0)?;
+            let a = q.attention(&k, &v, false, None)?.reshape([n_img + l_txt, d])?;
+            img = si.finish(&img, &a.slice(0, 0, n_img)?, &mi)?;
+            txt = st.finish(&txt, &a.slice(0, n_img, l_txt)?, &mt)?;
+        }
+
+        let y = self.proj_out.fwd(&img.layer_norm(None, None, EPS)?)?;
+        // Features are channel-fastest: (ph·2 + pw)·C + c.
+        let co = cfg.out_channels;
+        let out = y.reshape([n, gh, gw, 2, 2, co])?.permute(&[0, 5, 1, 3, 2, 4])?.reshape([n, co, h, w])?;
+        let mut inverse = vec![0; n];
+        for (pos, &item) in order.iter().enumerate() {
+            inverse[item] = pos;
+        }
+        self.reorder(&out, &inverse)
+    }
+
+    /// Items of `x [n, ...]` in the order `order` (frame k = item order[k]).
+    fn reorder(&self, x: &Tensor<B>, order: &[usize]) -> Result<Tensor<B>> {
+        if order.iter().enumerate().all(|(i, &o)| i == o) {
+            return Ok(x.clone());
+        }
+        let parts: Vec<Tensor<B>> = order.iter().map(|&i| x.slice(0, i, 1)).collect::<Result<_>>()?;
+        Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_size_parameter_count() {
+        // model-spec §2.4 / §5.1; equals the published index's total_size / 2.
+        assert_eq!(DitConfig::full().param_count(), 16_263_675_968);
+    }
+
+    #[test]
+    fn config_validation_names_the_problem() {
+        let p = Path::new("transformer/config.json");
+        let mut v = serde_json::json!({"hidden_size": 64, "num_attention_heads": 4, "rope_dim_list": [4, 6, 6], "text_dim": 64, "num_layers": 2});
+        assert!(DitConfig::from_json(&v, p).is_ok());
+        v["rope_dim_list"] = serde_json::json!([4, 6, 8]);
+        let e = DitConfig::from_json(&v, p).unwrap_err().to_string();
+        assert!(e.contains("rope_dim_list") && e.contains("transformer/config.json"), "{e}");
+        v["rope_dim_list"] = serde_json::json!([4, 6, 6]);
+        v["rope_type"] = serde_json::json!("mrope");
+        assert!(DitConfig::from_json(&v, p).unwrap_err().to_string().contains("rope_type"));
+    }
+
+    #[test]
+    fn rope_angles_follow_axes() {
+        let a = rope_angles(2, 2, 3, [4, 6, 6], 10000.0);
+        assert_eq!(a.len(), 2 * 2 * 3 * 8);
+        // Token (f=1, i=1, j=2): first t pair angle = 1, first h pair = 1, first w pair = 2.
+        let tok = &a[(6 + 3 + 2) * 8..(6 + 3 + 2 + 1) * 8];
+        assert_eq!((tok[0], tok[2], tok[5]), (1.0, 1.0, 2.0));
+        assert!((tok[1] - 1.0 / 100.0).abs() < 1e-12);
+    }
+}

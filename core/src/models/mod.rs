@@ -1,0 +1,3 @@
+//! The three networks of JoyAI-Image-Edit, written once over the [`Backend`](crate::Backend) trait.
+
+pub mod dit;
