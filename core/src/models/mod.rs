@@ -1,3 +1,4 @@
 //! The three networks of JoyAI-Image-Edit, written once over the [`Backend`](crate::Backend) trait.
 
 pub mod dit;
+pub mod vae;
