@@ -10,6 +10,8 @@
 //! [`conformance_suite!`] expands to the `#[test]`s for one backend; an absent backend prints a loud
 //! `SKIPPED` line instead of passing silently.
 
+pub mod fixtures;
+pub mod networks;
 pub mod ops;
 pub mod report;
 pub mod tolerance;
@@ -68,6 +70,18 @@ macro_rules! conformance_suite {
                         "all ops",
                         "this backend is the reference; joyrt-cpu's unit tests hold it to f64",
                     );
+                }
+                $crate::finish(&report);
+            }
+
+            #[test]
+            fn networks_vs_golden_fixtures() {
+                let Some(b) = backend_or_skip("networks") else { return };
+                let mut report = $crate::Report::new(joyrt_core::Backend::name(&b));
+                let fx = $crate::fixtures_dir();
+                for dtype in [joyrt_core::DType::F32, joyrt_core::DType::BF16] {
+                    $crate::networks::dit(&b, &fx, dtype, &mut report);
+                    $crate::networks::vae(&b, &fx, dtype, &mut report);
                 }
                 $crate::finish(&report);
             }

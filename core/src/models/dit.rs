@@ -288,7 +288,9 @@ pub struct Dit<B: Backend> {
 /// like diffusers' `get_timestep_embedding(flip_sin_to_cos=True, downscale_freq_shift=0)`.
 pub fn timestep_embedding(t: f32) -> Vec<f32> {
     let half = TIME_FREQ_DIM / 2;
-    let freqs: Vec<f32> = (0..half).map(|k| (-(10000f32.ln()) * k as f32 / half as f32).exp()).collect();
+    // -ln(10000) is a Python float that torch multiplies into an f32 arange.
+    let freqs: Vec<f32> =
+        (0..half).map(|k| (-(10000f64.ln() as f32) * k as f32 / half as f32).exp()).collect();
     let args: Vec<f32> = freqs.iter().map(|f| t * f).collect();
     args.iter()
         .map(|a| (*a as f64).cos() as f32)
@@ -297,18 +299,20 @@ pub fn timestep_embedding(t: f32) -> Vec<f32> {
 }
 
 /// RoPE angles of the image tokens: token `(f, i, j)` for `f < frames`, `i < gh`, `j < gw`; head
-/// dims split into the t, h, w axis blocks of `dims`, angle `p·θ^(−2m/d)` per pair.
-pub fn rope_angles(frames: usize, gh: usize, gw: usize, dims: [usize; 3], theta: f64) -> Vec<f64> {
-    let inv =
-        |d: usize| -> Vec<f64> { (0..d / 2).map(|m| 1.0 / theta.powf(2.0 * m as f64 / d as f64)).collect() };
+/// dims split into the t, h, w axis blocks of `dims`, angle `p·θ^(−2m/d)` per pair. f32 products,
+/// as diffusers' `get_rotary_pos_embed` computes them.
+pub fn rope_angles(frames: usize, gh: usize, gw: usize, dims: [usize; 3], theta: f64) -> Vec<f32> {
+    let inv = |d: usize| -> Vec<f32> {
+        (0..d / 2).map(|m| 1.0 / (theta as f32).powf((2 * m) as f32 / d as f32)).collect()
+    };
     let (it, ih, iw) = (inv(dims[0]), inv(dims[1]), inv(dims[2]));
     let mut out = Vec::with_capacity(frames * gh * gw * (dims.iter().sum::<usize>() / 2));
     for f in 0..frames {
         for i in 0..gh {
             for j in 0..gw {
-                out.extend(it.iter().map(|w| f as f64 * w));
-                out.extend(ih.iter().map(|w| i as f64 * w));
-                out.extend(iw.iter().map(|w| j as f64 * w));
+                out.extend(it.iter().map(|w| f as f32 * w));
+                out.extend(ih.iter().map(|w| i as f32 * w));
+                out.extend(iw.iter().map(|w| j as f32 * w));
             }
         }
     }
@@ -406,8 +410,8 @@ impl<B: Backend> Dit<B> {
 
         let angles = rope_angles(n, gh, gw, cfg.rope_dim_list, cfg.theta);
         let half = cfg.head_dim() / 2;
-        let cos: Vec<f32> = angles.iter().map(|a| a.cos() as f32).collect();
-        let sin: Vec<f32> = angles.iter().map(|a| a.sin() as f32).collect();
+        let cos: Vec<f32> = angles.iter().map(|&a| (a as f64).cos() as f32).collect();
+        let sin: Vec<f32> = angles.iter().map(|&a| (a as f64).sin() as f32).collect();
         let rope = Rope {
             cos: Tensor::from_f32(&self.backend, [n_img, half], &cos, DType::F32)?,
             sin: Tensor::from_f32(&self.backend, [n_img, half], &sin, DType::F32)?,
@@ -478,6 +482,6 @@ mod tests {
         // Token (f=1, i=1, j=2): first t pair angle = 1, first h pair = 1, first w pair = 2.
         let tok = &a[(6 + 3 + 2) * 8..(6 + 3 + 2 + 1) * 8];
         assert_eq!((tok[0], tok[2], tok[5]), (1.0, 1.0, 2.0));
-        assert!((tok[1] - 1.0 / 100.0).abs() < 1e-12);
+        assert!((tok[1] - 1.0 / 100.0).abs() < 1e-7);
     }
 }

@@ -554,8 +554,8 @@ impl<B: Backend> Vae<B> {
         self.dec_out.fwd(&h.channel_rms_norm(&self.dec_norm)?.silu()?)
     }
 
-    /// `(z − latents_mean)/latents_std` per channel (f32 in, f32 out), as a product with the
-    /// reciprocal like diffusers' pipeline (`(z − mean) · (1/std)`).
+    /// `(z − latents_mean)/latents_std` per channel (f32 in, f32 out). diffusers divides; the
+    /// product with the f32 reciprocal used here differs from it by at most an ulp.
     pub fn normalize(&self, z: &Tensor<B>) -> Result<Tensor<B>> {
         z.cast(DType::F32)?.sub(&self.mean)?.mul(&self.inv_std)
     }
