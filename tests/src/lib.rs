@@ -82,6 +82,7 @@ macro_rules! conformance_suite {
                 for dtype in [joyrt_core::DType::F32, joyrt_core::DType::BF16] {
                     $crate::networks::dit(&b, &fx, dtype, &mut report);
                     $crate::networks::vae(&b, &fx, dtype, &mut report);
+                    $crate::networks::qwen(&b, &fx, dtype, &mut report);
                 }
                 $crate::finish(&report);
             }

@@ -204,3 +204,85 @@ fn tokenizer(fx: &Path, report: &mut Report) {
         );
     }
 }
+
+/// Qwen3-VL: vision tower (merger + DeepStack features), M-RoPE positions, the pre-norm last-layer
+/// states for the prompt and the empty negative (the negative through the shared-prefix path).
+pub fn qwen<B: Backend>(b: &B, fx: &Path, dtype: DType, report: &mut Report) {
+    use joyrt_core::models::qwen::{Qwen, QwenConfig};
+    let layer = "network";
+    let tag = format!("qwen {dtype}");
+    let dir = fx.join("tiny_model/text_encoder");
+    let setup = (|| -> Result<_, String> {
+        let cfg = QwenConfig::from_file(&dir.join("config.json")).map_err(|e| e.to_string())?;
+        let ck = Checkpoint::open(&dir).map_err(|e| e.to_string())?;
+        let model = Qwen::load(b, &ck, &cfg, dtype).map_err(|e| e.to_string())?;
+        let g = Golden::open(&fx.join("golden/qwen.safetensors"))?;
+        let shape = g.shape("pixel_values")?;
+        let pv = upload(b, &g, "pixel_values", &shape, DType::F32)?;
+        let thw = g.i64("image_grid_thw")?;
+        Ok((model, g, pv, (thw[1] as usize, thw[2] as usize)))
+    })();
+    let Some((model, g, pv, (gh, gw))) = report.attempt(layer, &tag, setup) else { return };
+    let tol = net_preset(dtype);
+    let Some(vis) = report.attempt(
+        layer,
+        &format!("{tag} vision"),
+        model.encode_image(&pv, gh, gw).map_err(|e| e.to_string()),
+    ) else {
+        return;
+    };
+    let cmp = |report: &mut Report, check: String, t: &Tensor<B>, key: &str| {
+        let got = t.to_f32_vec().map_err(|e| e.to_string());
+        if let (Some(got), Ok(want)) = (report.attempt(layer, &check, got), g.f32(key)) {
+            report.compare(layer, check, &got, &want, tol);
+        }
+    };
+    cmp(report, format!("{tag} vision merger"), &vis.embeds, "vision.merged");
+    for (k, f) in vis.deepstack.iter().enumerate() {
+        cmp(report, format!("{tag} vision deepstack {k}"), f, &format!("vision.deepstack{k}"));
+    }
+    let ids = |tag: &str| -> Vec<u32> {
+        g.i64(&format!("{tag}.input_ids")).unwrap_or_default().iter().map(|&v| v as u32).collect()
+    };
+    let (pos, neg) = (ids("pos"), ids("neg"));
+    if dtype == DType::F32 {
+        for (name, t) in [("pos", &pos), ("neg", &neg)] {
+            let want: Vec<usize> = g
+                .i64(&format!("{name}.position_ids"))
+                .unwrap_or_default()
+                .iter()
+                .map(|&v| v as usize)
+                .collect();
+            let got = model.positions(t, vis.grid).map(|p| {
+                // (3, S) layout like get_rope_index.
+                (0..3).flat_map(|a| p.iter().map(move |q| q[a])).collect::<Vec<usize>>()
+            });
+            let ok = matches!(&got, Ok(v) if *v == want && !want.is_empty());
+            report.check(
+                layer,
+                format!("qwen {name} M-RoPE position ids"),
+                ok,
+                format!("{} tokens", t.len()),
+            );
+        }
+    }
+    let pair = model.encode_pair(&pos, &neg, &vis).map_err(|e| e.to_string());
+    let Some((hp, hn)) = report.attempt(layer, &format!("{tag} text"), pair) else { return };
+    cmp(report, format!("{tag} prompt pre-norm states"), &hp, "pos.hidden_prenorm");
+    cmp(report, format!("{tag} negative pre-norm (prefix cache)"), &hn, "neg.hidden_prenorm");
+    if dtype == DType::F32 {
+        let alone = model.encode_text(&neg, &vis).map_err(|e| e.to_string());
+        if let (Some(alone), Ok(cached)) =
+            (report.attempt(layer, "qwen negative alone", alone), hn.to_f32_vec())
+        {
+            let alone = alone.to_f32_vec().unwrap_or_default();
+            report.compare(
+                layer,
+                "qwen prefix cache == full negative pass",
+                &cached,
+                &alone,
+                crate::tolerance::OP_F32,
+            );
+        }
+    }
+}

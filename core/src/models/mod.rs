@@ -1,4 +1,5 @@
 //! The three networks of JoyAI-Image-Edit, written once over the [`Backend`](crate::Backend) trait.
 
 pub mod dit;
+pub mod qwen;
 pub mod vae;

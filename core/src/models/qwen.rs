@@ -1,0 +1,679 @@
+//! The Qwen3-VL encoder as JoyAI-Image-Edit uses it (model-spec §3): the vision tower with its
+//! DeepStack taps, and the text decoder whose last layer's states **before** the final norm are the
+//! DiT's text stream. `lm_head` and the final norm are never used.
+
+use crate::backend::{RopePairing, ScatterMode};
+use crate::model_folder::read_json;
+use crate::weights::{param_count, Checkpoint, ParamSpec};
+use crate::{Backend, DType, Error, Result, Rope, Tensor};
+use serde_json::Value;
+use std::path::Path;
+
+const VISION_EPS: f32 = 1e-6;
+
+/// `text_encoder/config.json` (transformers `Qwen3VLConfig`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QwenConfig {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub intermediate_size: usize,
+    pub rms_norm_eps: f32,
+    pub rope_theta: f64,
+    pub mrope_section: [usize; 3],
+    pub vocab_size: usize,
+    pub vision: VisionConfig,
+    pub image_token_id: u32,
+    pub vision_start_token_id: u32,
+    pub vision_end_token_id: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VisionConfig {
+    pub depth: usize,
+    pub hidden_size: usize,
+    pub num_heads: usize,
+    pub intermediate_size: usize,
+    pub patch_size: usize,
+    pub temporal_patch_size: usize,
+    pub spatial_merge_size: usize,
+    pub in_channels: usize,
+    pub out_hidden_size: usize,
+    pub num_position_embeddings: usize,
+    pub deepstack_visual_indexes: Vec<usize>,
+    pub rope_theta: f64,
+}
+
+fn get<'a>(v: &'a Value, k: &str) -> Option<&'a Value> {
+    v.get(k).filter(|x| !x.is_null())
+}
+
+impl QwenConfig {
+    /// Qwen3-VL-8B as shipped with JoyAI-Image-Edit (model-spec §3.1).
+    pub fn full() -> QwenConfig {
+        QwenConfig {
+            hidden_size: 4096,
+            num_hidden_layers: 36,
+            num_attention_heads: 32,
+            num_key_value_heads: 8,
+            head_dim: 128,
+            intermediate_size: 12288,
+            rms_norm_eps: 1e-6,
+            rope_theta: 5_000_000.0,
+            mrope_section: [24, 20, 20],
+            vocab_size: 151_936,
+            vision: VisionConfig {
+                depth: 27,
+                hidden_size: 1152,
+                num_heads: 16,
+                intermediate_size: 4304,
+                patch_size: 16,
+                temporal_patch_size: 2,
+                spatial_merge_size: 2,
+                in_channels: 3,
+                out_hidden_size: 4096,
+                num_position_embeddings: 2304,
+                deepstack_visual_indexes: vec![8, 16, 24],
+                rope_theta: 10000.0,
+            },
+            image_token_id: 151_655,
+            vision_start_token_id: 151_652,
+            vision_end_token_id: 151_653,
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<QwenConfig> {
+        Self::from_json(&read_json(path)?, path)
+    }
+
+    pub fn from_json(v: &Value, path: &Path) -> Result<QwenConfig> {
+        let bad = |m: String| Error::config(path, m);
+        let int = |o: &Value, sect: &str, k: &str| -> Result<usize> {
+            get(o, k)
+                .and_then(Value::as_u64)
+                .map(|x| x as usize)
+                .ok_or_else(|| bad(format!("`{sect}{k}` is missing or not an integer")))
+        };
+        let t = get(v, "text_config").ok_or_else(|| bad("no `text_config`".into()))?;
+        let vc = get(v, "vision_config").ok_or_else(|| bad("no `vision_config`".into()))?;
+        let rope =
+            get(t, "rope_parameters").or_else(|| get(t, "rope_scaling")).cloned().unwrap_or(Value::Null);
+        let theta = get(&rope, "rope_theta")
+            .or_else(|| get(t, "rope_theta"))
+            .and_then(Value::as_f64)
+            .unwrap_or(5_000_000.0);
+        let section: Vec<usize> = get(&rope, "mrope_section")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
+            .unwrap_or_else(|| vec![24, 20, 20]); // transformers' fallback
+        let [s0, s1, s2] = section[..] else {
+            return Err(bad(format!("mrope_section {section:?} must have 3 entries")));
+        };
+        let hidden = int(t, "text_config.", "hidden_size")?;
+        let heads = int(t, "text_config.", "num_attention_heads")?;
+        let head_dim =
+            get(t, "head_dim").and_then(Value::as_u64).map(|x| x as usize).unwrap_or(hidden / heads.max(1));
+        let vrope = get(vc, "rope_parameters").cloned().unwrap_or(Value::Null);
+        let cfg = QwenConfig {
+            hidden_size: hidden,
+            num_hidden_layers: int(t, "text_config.", "num_hidden_layers")?,
+            num_attention_heads: heads,
+            num_key_value_heads: int(t, "text_config.", "num_key_value_heads")?,
+            head_dim,
+            intermediate_size: int(t, "text_config.", "intermediate_size")?,
+            rms_norm_eps: get(t, "rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6) as f32,
+            rope_theta: theta,
+            mrope_section: [s0, s1, s2],
+            vocab_size: int(t, "text_config.", "vocab_size")?,
+            vision: VisionConfig {
+                depth: int(vc, "vision_config.", "depth")?,
+                hidden_size: int(vc, "vision_config.", "hidden_size")?,
+                num_heads: int(vc, "vision_config.", "num_heads")?,
+                intermediate_size: int(vc, "vision_config.", "intermediate_size")?,
+                patch_size: int(vc, "vision_config.", "patch_size")?,
+                temporal_patch_size: int(vc, "vision_config.", "temporal_patch_size")?,
+                spatial_merge_size: int(vc, "vision_config.", "spatial_merge_size")?,
+                in_channels: get(vc, "in_channels").and_then(Value::as_u64).unwrap_or(3) as usize,
+                out_hidden_size: int(vc, "vision_config.", "out_hidden_size")?,
+                num_position_embeddings: int(vc, "vision_config.", "num_position_embeddings")?,
+                deepstack_visual_indexes: get(vc, "deepstack_visual_indexes")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
+                    .unwrap_or_default(),
+                rope_theta: get(&vrope, "rope_theta").and_then(Value::as_f64).unwrap_or(10000.0),
+            },
+            image_token_id: int(v, "", "image_token_id")? as u32,
+            vision_start_token_id: int(v, "", "vision_start_token_id")? as u32,
+            vision_end_token_id: int(v, "", "vision_end_token_id")? as u32,
+        };
+        cfg.validate().map_err(bad)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let vis = &self.vision;
+        if self.num_key_value_heads == 0 || !self.num_attention_heads.is_multiple_of(self.num_key_value_heads)
+        {
+            return Err(format!(
+                "{} attention heads are not a multiple of {} kv heads",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if self.mrope_section.iter().sum::<usize>() != self.head_dim / 2 {
+            return Err(format!(
+                "mrope_section {:?} must sum to head_dim/2 = {}",
+                self.mrope_section,
+                self.head_dim / 2
+            ));
+        }
+        let side = (vis.num_position_embeddings as f64).sqrt() as usize;
+        if side * side != vis.num_position_embeddings || side < 2 {
+            return Err(format!(
+                "num_position_embeddings {} is not a square ≥ 4",
+                vis.num_position_embeddings
+            ));
+        }
+        if vis.num_heads == 0
+            || !vis.hidden_size.is_multiple_of(vis.num_heads)
+            || !(vis.hidden_size / vis.num_heads).is_multiple_of(4)
+        {
+            return Err(format!(
+                "vision hidden_size {} / num_heads {} must give a head dim divisible by 4",
+                vis.hidden_size, vis.num_heads
+            ));
+        }
+        if vis.deepstack_visual_indexes.iter().any(|&i| i >= vis.depth) {
+            return Err(format!(
+                "deepstack_visual_indexes {:?} exceed depth {}",
+                vis.deepstack_visual_indexes, vis.depth
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every tensor JoyAI uses, with the transformers names (the final norm and `lm_head` are
+    /// present in checkpoints but unused: see [`QwenConfig::unused_names`]).
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        let v = &self.vision;
+        let (h, vh, m) =
+            (self.hidden_size, v.hidden_size, v.hidden_size * v.spatial_merge_size * v.spatial_merge_size);
+        let mut s = vec![
+            ParamSpec::new(
+                "model.visual.patch_embed.proj.weight",
+                [vh, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size],
+            ),
+            ParamSpec::new("model.visual.patch_embed.proj.bias", [vh]),
+            ParamSpec::new("model.visual.pos_embed.weight", [v.num_position_embeddings, vh]),
+        ];
+        let lin = |s: &mut Vec<ParamSpec>, n: &str, o: usize, i: usize| {
+            s.push(ParamSpec::new(format!("{n}.weight"), [o, i]));
+            s.push(ParamSpec::new(format!("{n}.bias"), [o]));
+        };
+        for b in 0..v.depth {
+            let p = format!("model.visual.blocks.{b}");
+            for n in ["norm1", "norm2"] {
+                s.push(ParamSpec::new(format!("{p}.{n}.weight"), [vh]));
+                s.push(ParamSpec::new(format!("{p}.{n}.bias"), [vh]));
+            }
+            lin(&mut s, &format!("{p}.attn.qkv"), 3 * vh, vh);
+            lin(&mut s, &format!("{p}.attn.proj"), vh, vh);
+            lin(&mut s, &format!("{p}.mlp.linear_fc1"), v.intermediate_size, vh);
+            lin(&mut s, &format!("{p}.mlp.linear_fc2"), vh, v.intermediate_size);
+        }
+        let merger = |s: &mut Vec<ParamSpec>, p: &str, norm: usize| {
+            s.push(ParamSpec::new(format!("{p}.norm.weight"), [norm]));
+            s.push(ParamSpec::new(format!("{p}.norm.bias"), [norm]));
+            lin(s, &format!("{p}.linear_fc1"), m, m);
+            lin(s, &format!("{p}.linear_fc2"), v.out_hidden_size, m);
+        };
+        merger(&mut s, "model.visual.merger", vh);
+        for k in 0..v.deepstack_visual_indexes.len() {
+            merger(&mut s, &format!("model.visual.deepstack_merger_list.{k}"), m);
+        }
+        s.push(ParamSpec::new("model.language_model.embed_tokens.weight", [self.vocab_size, h]));
+        let (q, kv) = (self.num_attention_heads * self.head_dim, self.num_key_value_heads * self.head_dim);
+        for l in 0..self.num_hidden_layers {
+            let p = format!("model.language_model.layers.{l}");
+            s.push(ParamSpec::new(format!("{p}.input_layernorm.weight"), [h]));
+            s.push(ParamSpec::new(format!("{p}.post_attention_layernorm.weight"), [h]));
+            s.push(ParamSpec::new(format!("{p}.self_attn.q_proj.weight"), [q, h]));
+            s.push(ParamSpec::new(format!("{p}.self_attn.k_proj.weight"), [kv, h]));
+            s.push(ParamSpec::new(format!("{p}.self_attn.v_proj.weight"), [kv, h]));
+            s.push(ParamSpec::new(format!("{p}.self_attn.o_proj.weight"), [h, q]));
+            s.push(ParamSpec::new(format!("{p}.self_attn.q_norm.weight"), [self.head_dim]));
+            s.push(ParamSpec::new(format!("{p}.self_attn.k_norm.weight"), [self.head_dim]));
+            s.push(ParamSpec::new(format!("{p}.mlp.gate_proj.weight"), [self.intermediate_size, h]));
+            s.push(ParamSpec::new(format!("{p}.mlp.up_proj.weight"), [self.intermediate_size, h]));
+            s.push(ParamSpec::new(format!("{p}.mlp.down_proj.weight"), [h, self.intermediate_size]));
+        }
+        s
+    }
+
+    /// Stored but unused by JoyAI.
+    pub fn unused_names() -> [&'static str; 2] {
+        ["model.language_model.norm.weight", "lm_head.weight"]
+    }
+
+    pub fn param_count(&self) -> u64 {
+        param_count(&self.param_specs())
+    }
+}
+
+struct Linear<B: Backend> {
+    w: Tensor<B>,
+    b: Option<Tensor<B>>,
+}
+
+impl<B: Backend> Linear<B> {
+    fn load(ck: &Checkpoint, be: &B, name: &str, dtype: DType) -> Result<Self> {
+        let bias = format!("{name}.bias");
+        let b = if ck.info(&bias).is_some() { Some(ck.load(be, &bias, dtype)?) } else { None };
+        Ok(Linear { w: ck.load(be, &format!("{name}.weight"), dtype)?, b })
+    }
+    fn fwd(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
+        x.linear(&self.w, self.b.as_ref())
+    }
+}
+
+struct Norm<B: Backend> {
+    w: Tensor<B>,
+    b: Tensor<B>,
+}
+
+impl<B: Backend> Norm<B> {
+    fn load(ck: &Checkpoint, be: &B, name: &str, dtype: DType) -> Result<Self> {
+        Ok(Norm {
+            w: ck.load(be, &format!("{name}.weight"), dtype)?,
+            b: ck.load(be, &format!("{name}.bias"), dtype)?,
+        })
+    }
+    fn fwd(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
+        x.layer_norm(Some(&self.w), Some(&self.b), VISION_EPS)
+    }
+}
+
+struct VisionBlock<B: Backend> {
+    norm1: Norm<B>,
+    norm2: Norm<B>,
+    qkv: Linear<B>,
+    proj: Linear<B>,
+    fc1: Linear<B>,
+    fc2: Linear<B>,
+}
+
+struct Merger<B: Backend> {
+    norm: Norm<B>,
+    fc1: Linear<B>,
+    fc2: Linear<B>,
+    /// DeepStack mergers normalise after grouping 4 patches; the final merger before.
+    post_shuffle: bool,
+}
+
+impl<B: Backend> Merger<B> {
+    fn load(ck: &Checkpoint, be: &B, p: &str, post_shuffle: bool, dtype: DType) -> Result<Self> {
+        Ok(Merger {
+            norm: Norm::load(ck, be, &format!("{p}.norm"), dtype)?,
+            fc1: Linear::load(ck, be, &format!("{p}.linear_fc1"), dtype)?,
+            fc2: Linear::load(ck, be, &format!("{p}.linear_fc2"), dtype)?,
+            post_shuffle,
+        })
+    }
+    fn fwd(&self, x: &Tensor<B>, group: usize) -> Result<Tensor<B>> {
+        let (n, c) = (x.dims()[0], x.dims()[1]);
+        let g = if self.post_shuffle {
+            self.norm.fwd(&x.reshape([n / group, c * group])?)?
+        } else {
+            self.norm.fwd(x)?.reshape([n / group, c * group])?
+        };
+        self.fc2.fwd(&self.fc1.fwd(&g)?.gelu_erf()?)
+    }
+}
+
+struct TextLayer<B: Backend> {
+    input_norm: Tensor<B>,
+    post_norm: Tensor<B>,
+    q: Linear<B>,
+    k: Linear<B>,
+    v: Linear<B>,
+    o: Linear<B>,
+    q_norm: Tensor<B>,
+    k_norm: Tensor<B>,
+    gate: Linear<B>,
+    up: Linear<B>,
+    down: Linear<B>,
+}
+
+/// The vision tower's outputs for one image.
+pub struct VisionFeatures<B: Backend> {
+    /// Merger output `[N_vis, out_hidden]`, in the order of the `<|image_pad|>` tokens.
+    pub embeds: Tensor<B>,
+    /// One DeepStack feature `[N_vis, out_hidden]` per tap, added after decoder layers 0, 1, ….
+    pub deepstack: Vec<Tensor<B>>,
+    /// The merged grid `(rows, cols)`.
+    pub grid: (usize, usize),
+}
+
+/// The Qwen3-VL encoder with its weights on a backend.
+pub struct Qwen<B: Backend> {
+    cfg: QwenConfig,
+    backend: B,
+    dtype: DType,
+    patch_embed: Linear<B>,
+    pos_embed: Tensor<B>,
+    blocks: Vec<VisionBlock<B>>,
+    merger: Merger<B>,
+    deepstack: Vec<Merger<B>>,
+    embed_tokens: Tensor<B>,
+    layers: Vec<TextLayer<B>>,
+}
+
+/// Per-layer K/V of a shared prompt prefix (after RoPE), for encoding a second prompt that starts
+/// with the same tokens.
+struct PrefixCache<B: Backend> {
+    kv: Vec<(Tensor<B>, Tensor<B>)>,
+    len: usize,
+}
+
+impl<B: Backend> Qwen<B> {
+    pub fn load(be: &B, ck: &Checkpoint, cfg: &QwenConfig, dtype: DType) -> Result<Self> {
+        ck.check_exact("text_encoder", &cfg.param_specs(), &QwenConfig::unused_names())?;
+        let v = &cfg.vision;
+        let patch_len = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
+        let patch_w = ck.read_f32("model.visual.patch_embed.proj.weight")?;
+        let patch_embed = Linear {
+            w: Tensor::from_f32(be, [v.hidden_size, patch_len], &patch_w, dtype)?,
+            b: Some(ck.load(be, "model.visual.patch_embed.proj.bias", dtype)?),
+        };
+        let blocks = (0..v.depth)
+            .map(|b| {
+                let p = format!("model.visual.blocks.{b}");
+                Ok(VisionBlock {
+                    norm1: Norm::load(ck, be, &format!("{p}.norm1"), dtype)?,
+                    norm2: Norm::load(ck, be, &format!("{p}.norm2"), dtype)?,
+                    qkv: Linear::load(ck, be, &format!("{p}.attn.qkv"), dtype)?,
+                    proj: Linear::load(ck, be, &format!("{p}.attn.proj"), dtype)?,
+                    fc1: Linear::load(ck, be, &format!("{p}.mlp.linear_fc1"), dtype)?,
+                    fc2: Linear::load(ck, be, &format!("{p}.mlp.linear_fc2"), dtype)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let deepstack = (0..v.deepstack_visual_indexes.len())
+            .map(|k| Merger::load(ck, be, &format!("model.visual.deepstack_merger_list.{k}"), true, dtype))
+            .collect::<Result<_>>()?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| {
+                let p = format!("model.language_model.layers.{l}");
+                let lin = |n: &str| Linear::load(ck, be, &format!("{p}.{n}"), dtype);
+                Ok(TextLayer {
+                    input_norm: ck.load(be, &format!("{p}.input_layernorm.weight"), dtype)?,
+                    post_norm: ck.load(be, &format!("{p}.post_attention_layernorm.weight"), dtype)?,
+                    q: lin("self_attn.q_proj")?,
+                    k: lin("self_attn.k_proj")?,
+                    v: lin("self_attn.v_proj")?,
+                    o: lin("self_attn.o_proj")?,
+                    q_norm: ck.load(be, &format!("{p}.self_attn.q_norm.weight"), dtype)?,
+                    k_norm: ck.load(be, &format!("{p}.self_attn.k_norm.weight"), dtype)?,
+                    gate: lin("mlp.gate_proj")?,
+                    up: lin("mlp.up_proj")?,
+                    down: lin("mlp.down_proj")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Qwen {
+            cfg: cfg.clone(),
+            backend: be.clone(),
+            dtype,
+            patch_embed,
+            pos_embed: ck.load(be, "model.visual.pos_embed.weight", dtype)?,
+            blocks,
+            merger: Merger::load(ck, be, "model.visual.merger", false, dtype)?,
+            deepstack,
+            embed_tokens: ck.load(be, "model.language_model.embed_tokens.weight", dtype)?,
+            layers,
+        })
+    }
+
+    pub fn config(&self) -> &QwenConfig {
+        &self.cfg
+    }
+
+    fn table(&self, rows: usize, angles: &[f32], pairing: RopePairing) -> Result<Rope<B>> {
+        let half = angles.len() / rows.max(1);
+        let cos: Vec<f32> = angles.iter().map(|&a| (a as f64).cos() as f32).collect();
+        let sin: Vec<f32> = angles.iter().map(|&a| (a as f64).sin() as f32).collect();
+        Ok(Rope {
+            cos: Tensor::from_f32(&self.backend, [rows, half], &cos, DType::F32)?,
+            sin: Tensor::from_f32(&self.backend, [rows, half], &sin, DType::F32)?,
+            pairing,
+        })
+    }
+
+    /// Runs the vision tower on `pixel_values [gh·gw, C·T·P·P]` (merge-block patch order).
+    pub fn encode_image(
+        &self,
+        pixel_values: &Tensor<B>,
+        grid_h: usize,
+        grid_w: usize,
+    ) -> Result<VisionFeatures<B>> {
+        let v = &self.cfg.vision;
+        let m = v.spatial_merge_size;
+        let n = grid_h * grid_w;
+        if pixel_values.shape().rank() != 2
+            || pixel_values.dims()[0] != n
+            || !grid_h.is_multiple_of(m)
+            || !grid_w.is_multiple_of(m)
+        {
+            return Err(Error::shape(
+                "qwen vision",
+                format!("pixel values {} do not fit a {grid_h}x{grid_w} patch grid", pixel_values.shape()),
+            ));
+        }
+        // Patch (row, col) in merge-block order.
+        let pos: Vec<(usize, usize)> = (0..n)
+            .map(|i| {
+                let (blk, inner) = (i / (m * m), i % (m * m));
+                let (br, bc) = (blk / (grid_w / m), blk % (grid_w / m));
+                (br * m + inner / m, bc * m + inner % m)
+            })
+            .collect();
+        let mut x = self.patch_embed.fwd(&pixel_values.cast(self.dtype)?)?;
+
+        // Bilinear resampling of the square position table (align_corners = true), 4 taps per patch.
+        let side = (v.num_position_embeddings as f64).sqrt() as usize;
+        let axis = |i: usize, len: usize| -> [(u32, f32); 2] {
+            let src = i as f32 * (side - 1) as f32 / (len.max(2) - 1) as f32;
+            let f = src.floor();
+            let t0 = (f as usize).min(side - 1);
+            let t1 = (f as usize + 1).min(side - 1);
+            [(t0 as u32, (1.0 - (src - f)).max(0.0)), (t1 as u32, (1.0 - (src - f - 1.0).abs()).max(0.0))]
+        };
+        let (mut idx, mut wts) = (Vec::with_capacity(4 * n), Vec::with_capacity(4 * n));
+        for &(r, c) in &pos {
+            for (hr, hw) in axis(r, grid_h) {
+                for (wc, ww) in axis(c, grid_w) {
+                    idx.push(hr * side as u32 + wc);
+                    wts.push(hw * ww);
+                }
+            }
+        }
+        x = x.add(&self.pos_embed.gather_rows(&idx, Some(&wts), 4)?)?;
+
+        // 2-D rotary angles: [h·inv_freq, w·inv_freq], pairs (m, m + D/2).
+        let hd = v.hidden_size / v.num_heads;
+        let spatial = hd / 2;
+        let inv: Vec<f32> = (0..spatial / 2)
+            .map(|k| 1.0 / (v.rope_theta as f32).powf((2 * k) as f32 / spatial as f32))
+            .collect();
+        let mut ang = Vec::with_capacity(n * spatial);
+        for &(r, c) in &pos {
+            ang.extend(inv.iter().map(|f| r as f32 * f));
+            ang.extend(inv.iter().map(|f| c as f32 * f));
+        }
+        let rope = self.table(n, &ang, RopePairing::HalfSplit)?;
+
+        let mut deepstack = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let h = b.norm1.fwd(&x)?;
+            let qkv = b.qkv.fwd(&h)?;
+            let part =
+                |k: usize| qkv.slice(1, k * v.hidden_size, v.hidden_size)?.reshape([n, v.num_heads, hd]);
+            let (q, k, vv) = (part(0)?.rope(&rope)?, part(1)?.rope(&rope)?, part(2)?);
+            let a = q.attention(&k, &vv, false, None)?.reshape([n, v.hidden_size])?;
+            x = x.add(&b.proj.fwd(&a)?)?;
+            x = x.add(&b.fc2.fwd(&b.fc1.fwd(&b.norm2.fwd(&x)?)?.gelu_tanh()?)?)?;
+            if let Some(k) = v.deepstack_visual_indexes.iter().position(|&d| d == i) {
+                deepstack.push((k, self.deepstack[k].fwd(&x, m * m)?));
+            }
+        }
+        deepstack.sort_by_key(|(k, _)| *k);
+        Ok(VisionFeatures {
+            embeds: self.merger.fwd(&x, m * m)?,
+            deepstack: deepstack.into_iter().map(|(_, t)| t).collect(),
+            grid: (grid_h / m, grid_w / m),
+        })
+    }
+
+    /// 3-D M-RoPE positions `(t, h, w)` for `ids` (transformers' `get_rope_index` for one image):
+    /// text counts up; the image pads take `(p₀, p₀ + row, p₀ + col)` on the merged grid; text after
+    /// the image resumes at `p₀ + max(rows, cols)`.
+    pub fn positions(&self, ids: &[u32], grid: (usize, usize)) -> Result<Vec<[usize; 3]>> {
+        let pads: Vec<usize> =
+            ids.iter().enumerate().filter(|(_, &t)| t == self.cfg.image_token_id).map(|(i, _)| i).collect();
+        let n_vis = grid.0 * grid.1;
+        if pads.len() != n_vis || pads.windows(2).any(|w| w[1] != w[0] + 1) {
+            return Err(Error::Input(format!(
+                "the prompt holds {} image pad tokens; the image needs {n_vis} in one run",
+                pads.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        let p0 = pads.first().copied().unwrap_or(ids.len());
+        for i in 0..p0 {
+            out.push([i; 3]);
+        }
+        for k in 0..n_vis {
+            out.push([p0, p0 + k / grid.1, p0 + k % grid.1]);
+        }
+        let next = p0 + if n_vis > 0 { grid.0.max(grid.1) } else { 0 };
+        for (j, _) in ids.iter().enumerate().skip(p0 + n_vis) {
+            let p = next + (j - p0 - n_vis);
+            out.push([p; 3]);
+        }
+        Ok(out)
+    }
+
+    /// Interleaved M-RoPE angles per token: slot `m` takes H if `m % 3 == 1`, W if `m % 3 == 2`
+    /// (within `3·section`), T otherwise.
+    fn text_angles(&self, pos: &[[usize; 3]]) -> Vec<f32> {
+        let d = self.cfg.head_dim;
+        let inv: Vec<f32> =
+            (0..d / 2).map(|k| 1.0 / (self.cfg.rope_theta as f32).powf((2 * k) as f32 / d as f32)).collect();
+        let [_, sh, sw] = self.cfg.mrope_section;
+        let axis = |m: usize| -> usize {
+            if m % 3 == 1 && m < 3 * sh {
+                1
+            } else if m % 3 == 2 && m < 3 * sw {
+                2
+            } else {
+                0
+            }
+        };
+        pos.iter().flat_map(|p| inv.iter().enumerate().map(move |(m, f)| p[axis(m)] as f32 * f)).collect()
+    }
+
+    /// The last decoder layer's output before the final norm, all `ids.len()` rows.
+    pub fn encode_text(&self, ids: &[u32], image: &VisionFeatures<B>) -> Result<Tensor<B>> {
+        Ok(self.run_text(ids, image, None, false)?.0)
+    }
+
+    /// Encodes the positive and the negative prompt for the same image. The negative pass reuses
+    /// the K/V of the prefix the two prompts share (everything up to the vision end token), so
+    /// only its own suffix runs through the decoder; the result equals encoding it alone.
+    pub fn encode_pair(
+        &self,
+        pos: &[u32],
+        neg: &[u32],
+        image: &VisionFeatures<B>,
+    ) -> Result<(Tensor<B>, Tensor<B>)> {
+        let end = self.cfg.vision_end_token_id;
+        let shared = pos.iter().zip(neg).take_while(|(a, b)| a == b).count();
+        let prefix = pos[..shared].iter().rposition(|&t| t == end).map(|i| i + 1).unwrap_or(0);
+        if prefix == 0 || prefix == neg.len() {
+            return Ok((self.encode_text(pos, image)?, self.encode_text(neg, image)?));
+        }
+        let (hp, cache) = self.run_text(pos, image, None, true)?;
+        let cache = cache.map(|c| PrefixCache { kv: c.kv, len: prefix });
+        let (suffix, _) = self.run_text(neg, image, cache.as_ref(), false)?;
+        let hn = Tensor::concat(&[&hp.slice(0, 0, prefix)?, &suffix], 0)?;
+        Ok((hp, hn))
+    }
+
+    fn run_text(
+        &self,
+        ids: &[u32],
+        image: &VisionFeatures<B>,
+        prefix: Option<&PrefixCache<B>>,
+        keep_kv: bool,
+    ) -> Result<(Tensor<B>, Option<PrefixCache<B>>)> {
+        let c = &self.cfg;
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(Error::Input(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                c.vocab_size
+            )));
+        }
+        let positions = self.positions(ids, image.grid)?;
+        let start = prefix.map_or(0, |p| p.len);
+        let s = ids.len() - start;
+        let pads: Vec<u32> =
+            (start..ids.len()).filter(|&i| ids[i] == c.image_token_id).map(|i| (i - start) as u32).collect();
+        let mut h = self.embed_tokens.embedding(&ids[start..])?;
+        if !pads.is_empty() {
+            // A prefix that ends mid-image cannot happen: the cache always ends after the vision end token.
+            h = h.scatter_rows(&pads, &image.embeds.cast(self.dtype)?, ScatterMode::Assign)?;
+        }
+        let rope = self.table(s, &self.text_angles(&positions[start..]), RopePairing::HalfSplit)?;
+        let (hq, hkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let mut kv_out = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let x = h.rms_norm(&layer.input_norm, c.rms_norm_eps)?;
+            let q =
+                layer.q.fwd(&x)?.reshape([s, hq, d])?.rms_norm_rope(&layer.q_norm, &rope, c.rms_norm_eps)?;
+            let mut k =
+                layer.k.fwd(&x)?.reshape([s, hkv, d])?.rms_norm_rope(&layer.k_norm, &rope, c.rms_norm_eps)?;
+            let mut v = layer.v.fwd(&x)?.reshape([s, hkv, d])?;
+            if keep_kv {
+                kv_out.push((k.clone(), v.clone()));
+            }
+            if let Some(p) = prefix {
+                let (pk, pv) = &p.kv[l];
+                k = Tensor::concat(&[&pk.slice(0, 0, p.len)?, &k], 0)?;
+                v = Tensor::concat(&[&pv.slice(0, 0, p.len)?, &v], 0)?;
+            }
+            let a = q.attention(&k, &v, true, None)?.reshape([s, hq * d])?;
+            h = h.add(&layer.o.fwd(&a)?)?;
+            let x = h.rms_norm(&layer.post_norm, c.rms_norm_eps)?;
+            h = h.add(&layer.down.fwd(&layer.gate.fwd(&x)?.swiglu(&layer.up.fwd(&x)?)?)?)?;
+            if let Some(feat) = image.deepstack.get(l) {
+                if !pads.is_empty() {
+                    h = h.scatter_rows(&pads, &feat.cast(self.dtype)?, ScatterMode::Add)?;
+                }
+            }
+        }
+        Ok((h, keep_kv.then_some(PrefixCache { kv: kv_out, len: ids.len() })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_size_parameter_count() {
+        // model-spec §5.1 counts 8,144,793,840 "used by JoyAI (no lm_head)", which includes the
+        // final norm's 4096 weights that joyrt skips (the DiT takes the pre-norm states).
+        assert_eq!(QwenConfig::full().param_count() + 4096, 8_144_793_840);
+    }
+}
