@@ -7,6 +7,7 @@ mod error;
 pub mod image;
 pub mod model_folder;
 pub mod models;
+pub mod pipeline;
 pub mod prompt;
 pub mod rng;
 pub mod scheduler;

@@ -13,6 +13,7 @@
 pub mod fixtures;
 pub mod networks;
 pub mod ops;
+pub mod pipeline;
 pub mod report;
 pub mod tolerance;
 
@@ -84,6 +85,14 @@ macro_rules! conformance_suite {
                     $crate::networks::vae(&b, &fx, dtype, &mut report);
                     $crate::networks::qwen(&b, &fx, dtype, &mut report);
                 }
+                $crate::finish(&report);
+            }
+
+            #[test]
+            fn pipeline_vs_golden_fixture() {
+                let Some(b) = backend_or_skip("pipeline") else { return };
+                let mut report = $crate::Report::new(joyrt_core::Backend::name(&b));
+                $crate::pipeline::run(&b, &$crate::fixtures_dir(), &mut report);
                 $crate::finish(&report);
             }
         }

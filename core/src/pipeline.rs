@@ -1,0 +1,314 @@
+//! The edit pipeline (model-spec §1): bucket + resize/crop, prompt encoding with Qwen3-VL, VAE
+//! encode of the reference, the flow-matching denoising loop with CFG and norm rescale, VAE decode.
+//!
+//! Components are loaded one at a time and dropped as soon as the pipeline no longer needs them, so
+//! the text encoder's memory is free before the DiT is loaded (issue 4, item 7).
+
+use crate::image::{qwen_patchify, resize_center_crop, Buckets, RgbImage};
+use crate::model_folder::ModelFolder;
+use crate::models::dit::{Dit, DitConfig};
+use crate::models::qwen::{Qwen, QwenConfig};
+use crate::models::vae::{Vae, VaeConfig};
+use crate::prompt::{PromptTokenizer, DROP_TOKENS};
+use crate::scheduler::{Schedule, SigmaSchedule};
+use crate::weights::Checkpoint;
+use crate::{Backend, DType, Error, Result, Rng, Tensor};
+use std::time::{Duration, Instant};
+
+/// The longest DiT text stream diffusers keeps (`max_sequence_length`); longer prompts keep the
+/// last tokens in diffusers — joyrt refuses them instead of silently cutting the instruction.
+pub const MAX_TEXT_TOKENS: usize = 4096;
+
+/// What to do with one image.
+#[derive(Clone, Debug)]
+pub struct EditParams {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    pub guidance: f32,
+    pub seed: u64,
+    /// `None`: the scheduler config's shift.
+    pub shift: Option<f32>,
+    pub schedule: SigmaSchedule,
+    /// Storage and activation dtype of the networks (latents and the scheduler stay f32).
+    pub dtype: DType,
+    /// `None`: diffusers' 1024-px buckets.
+    pub buckets: Option<Buckets>,
+    /// Target-slot noise `[16, h, w]` to use instead of seeded noise (conformance runs).
+    pub noise: Option<Vec<f32>>,
+    /// Keep intermediate tensors in [`EditOutput::trace`].
+    pub trace: bool,
+}
+
+impl Default for EditParams {
+    fn default() -> Self {
+        EditParams {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            steps: 40,
+            guidance: 4.0,
+            seed: 0,
+            shift: None,
+            schedule: SigmaSchedule::Diffusers,
+            dtype: DType::F32,
+            buckets: None,
+            noise: None,
+            trace: false,
+        }
+    }
+}
+
+/// Pipeline stages, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Preprocess,
+    LoadTextEncoder,
+    EncodePrompt,
+    LoadVae,
+    VaeEncode,
+    LoadTransformer,
+    Denoise,
+    VaeDecode,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Preprocess => "preprocess",
+            Stage::LoadTextEncoder => "load text encoder",
+            Stage::EncodePrompt => "encode prompt",
+            Stage::LoadVae => "load vae",
+            Stage::VaeEncode => "vae encode",
+            Stage::LoadTransformer => "load transformer",
+            Stage::Denoise => "denoise",
+            Stage::VaeDecode => "vae decode",
+        }
+    }
+}
+
+/// Progress reported to the caller, who may cancel by returning `false`.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress {
+    StageStart(Stage),
+    StageEnd(Stage, Duration),
+    /// Denoising step `index` (0-based) of `total` finished.
+    Step {
+        index: usize,
+        total: usize,
+        elapsed: Duration,
+    },
+}
+
+/// Intermediate host tensors of a traced run (all f32).
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    pub prompt_embeds: Vec<f32>,
+    pub negative_prompt_embeds: Vec<f32>,
+    pub vae_mean: Vec<f32>,
+    pub z_ref: Vec<f32>,
+    /// Target-slot latents `[16, h, w]` after each step.
+    pub latents: Vec<Vec<f32>>,
+    /// Decoder output `[3, H, W]` before the 8-bit conversion.
+    pub decoded: Vec<f32>,
+}
+
+pub struct EditOutput {
+    pub image: RgbImage,
+    /// `(height, width)` of the bucket (= the output size).
+    pub bucket: (usize, usize),
+    pub schedule: Schedule,
+    pub timings: Vec<(Stage, Duration)>,
+    pub trace: Option<Trace>,
+}
+
+struct Clock<'a> {
+    on: &'a mut dyn FnMut(Progress) -> bool,
+    timings: Vec<(Stage, Duration)>,
+}
+
+impl Clock<'_> {
+    fn run<T>(&mut self, stage: Stage, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if !(self.on)(Progress::StageStart(stage)) {
+            return Err(Error::Cancelled);
+        }
+        let t0 = Instant::now();
+        let out = f(self)?;
+        let dt = t0.elapsed();
+        self.timings.push((stage, dt));
+        if !(self.on)(Progress::StageEnd(stage, dt)) {
+            return Err(Error::Cancelled);
+        }
+        Ok(out)
+    }
+}
+
+fn validate(p: &EditParams) -> Result<()> {
+    if p.steps == 0 || p.steps > 1000 {
+        return Err(Error::Input(format!("steps must be between 1 and 1000, got {}", p.steps)));
+    }
+    if !p.guidance.is_finite() || p.guidance < 0.0 {
+        return Err(Error::Input(format!("guidance must be a finite number ≥ 0, got {}", p.guidance)));
+    }
+    if let Some(s) = p.shift {
+        if !(s > 0.0 && s.is_finite()) {
+            return Err(Error::Input(format!("shift must be a positive number, got {s}")));
+        }
+    }
+    Ok(())
+}
+
+/// Runs one edit. `on_progress` is called at every stage boundary and after every step; returning
+/// `false` cancels between steps with [`Error::Cancelled`].
+pub fn edit<B: Backend>(
+    backend: &B,
+    model: &ModelFolder,
+    image: &RgbImage,
+    params: &EditParams,
+    on_progress: &mut dyn FnMut(Progress) -> bool,
+) -> Result<EditOutput> {
+    validate(params)?;
+    let dtype = params.dtype;
+    let mut clock = Clock { on: on_progress, timings: Vec::new() };
+    let mut trace = params.trace.then(Trace::default);
+
+    // Configs first: a bad folder fails before any heavy work.
+    let qwen_cfg = QwenConfig::from_file(&model.text_encoder.join("config.json"))?;
+    let vae_cfg = VaeConfig::from_file(&model.vae.join("config.json"))?;
+    let dit_cfg = DitConfig::from_file(&model.transformer.join("config.json"))?;
+    let tokenizer = PromptTokenizer::from_file(&model.tokenizer_json)?;
+    let shift = params.shift.unwrap_or(model.scheduler.shift);
+    let schedule = Schedule::new(params.schedule, params.steps, shift);
+
+    // Bucket, resize + crop; the same pixels feed the VAE and the vision tower.
+    let (bucket, pixels) = clock.run(Stage::Preprocess, |_| {
+        let buckets = params.buckets.clone().unwrap_or_else(|| Buckets::generate(1024));
+        let (h, w) = buckets.best(image.height, image.width);
+        let img = resize_center_crop(image, h, w);
+        let pc = &model.processor;
+        if h * w < pc.min_pixels || h * w > pc.max_pixels {
+            return Err(Error::Input(format!(
+                "bucket {w}x{h} is outside the processor's pixel range [{}, {}]",
+                pc.min_pixels, pc.max_pixels
+            )));
+        }
+        Ok(((h, w), img))
+    })?;
+    let (h, w) = bucket;
+    let lat = (h / 8, w / 8);
+    if h % 16 != 0 || w % 16 != 0 {
+        return Err(Error::Input(format!("bucket {w}x{h} is not a multiple of 16 pixels")));
+    }
+
+    // Text encoder: loaded, used for both prompts, dropped.
+    let (e_pos, e_neg) = {
+        let qwen = clock.run(Stage::LoadTextEncoder, |_| {
+            Qwen::load(backend, &Checkpoint::open(&model.text_encoder)?, &qwen_cfg, dtype)
+        })?;
+        clock.run(Stage::EncodePrompt, |_| {
+            let pc = &model.processor;
+            let (pv, gh, gw) = qwen_patchify(
+                &pixels,
+                pc.patch_size,
+                pc.merge_size,
+                pc.temporal_patch_size,
+                pc.image_mean,
+                pc.image_std,
+            )?;
+            let n_vis = gh * gw / (pc.merge_size * pc.merge_size);
+            let (ids_pos, _) = tokenizer.encode_edit(&params.prompt, n_vis)?;
+            let (ids_neg, _) = tokenizer.encode_edit(&params.negative_prompt, n_vis)?;
+            for (what, ids) in [("prompt", &ids_pos), ("negative prompt", &ids_neg)] {
+                if ids.len() - DROP_TOKENS > MAX_TEXT_TOKENS {
+                    return Err(Error::Input(format!(
+                        "the {what} is too long: {} text tokens with the image, at most {MAX_TEXT_TOKENS}",
+                        ids.len() - DROP_TOKENS
+                    )));
+                }
+            }
+            let pv = Tensor::from_f32(backend, [gh * gw, pv.len() / (gh * gw)], &pv, dtype)?;
+            let vis = qwen.encode_image(&pv, gh, gw)?;
+            let (hp, hn) = qwen.encode_pair(&ids_pos, &ids_neg, &vis)?;
+            let keep = |t: Tensor<B>| t.slice(0, DROP_TOKENS, t.dims()[0] - DROP_TOKENS);
+            Ok((keep(hp)?, keep(hn)?))
+        })?
+    };
+    if let Some(t) = trace.as_mut() {
+        t.prompt_embeds = e_pos.to_f32_vec()?;
+        t.negative_prompt_embeds = e_neg.to_f32_vec()?;
+    }
+
+    // VAE: the reference latent is the posterior mean (deterministic; diffusers samples).
+    let vae =
+        clock.run(Stage::LoadVae, |_| Vae::load(backend, &Checkpoint::open(&model.vae)?, &vae_cfg, dtype))?;
+    let z_ref = clock.run(Stage::VaeEncode, |_| {
+        let x = Tensor::from_f32(backend, [3, h, w], &pixels.to_vae_pixels(), dtype)?;
+        let (mean, _logvar) = vae.encode(&x)?;
+        if let Some(t) = trace.as_mut() {
+            t.vae_mean = mean.to_f32_vec()?;
+        }
+        vae.normalize(&mean.cast(DType::F32)?)
+    })?;
+    let z_ref = z_ref.cast(DType::F32)?.reshape([1, 16, lat.0, lat.1])?;
+    if let Some(t) = trace.as_mut() {
+        t.z_ref = z_ref.to_f32_vec()?;
+    }
+
+    // Target noise.
+    let n_lat = 16 * lat.0 * lat.1;
+    let noise = match &params.noise {
+        Some(n) if n.len() == n_lat => n.clone(),
+        Some(n) => {
+            return Err(Error::Input(format!("injected noise has {} values, {n_lat} expected", n.len())))
+        }
+        None => Rng::new(params.seed).normal_vec(n_lat, 1.0),
+    };
+    let mut x = Tensor::from_f32(backend, [1, 16, lat.0, lat.1], &noise, DType::F32)?;
+
+    // Denoise: DiT loaded only now, dropped after the loop.
+    let latents = {
+        let dit = clock.run(Stage::LoadTransformer, |_| {
+            Dit::load(backend, &Checkpoint::open(&model.transformer)?, &dit_cfg, dtype)
+        })?;
+        let (e_pos, e_neg) = (e_pos.cast(dtype)?, e_neg.cast(dtype)?);
+        clock.run(Stage::Denoise, |clock| {
+            let total = schedule.steps();
+            for i in 0..total {
+                let t0 = Instant::now();
+                // The reference slot is restored every step (item 0), the target is item 1.
+                let items = Tensor::concat(&[&z_ref, &x], 0)?.cast(dtype)?;
+                let t = schedule.timesteps[i];
+                let target = |v: Tensor<B>| -> Result<Tensor<B>> {
+                    v.slice(0, 1, 1)?.cast(DType::F32)?.reshape([16, lat.0 * lat.1])
+                };
+                let v_c = target(dit.forward(&items, t, &e_pos)?)?;
+                let v = if params.guidance > 1.0 {
+                    let v_u = target(dit.forward(&items, t, &e_neg)?)?;
+                    v_c.cfg_renorm(&v_u, params.guidance)?
+                } else {
+                    v_c
+                };
+                x = x.scaled_add(&v.reshape([1, 16, lat.0, lat.1])?, schedule.dt(i))?;
+                if let Some(tr) = trace.as_mut() {
+                    tr.latents.push(x.to_f32_vec()?);
+                }
+                if !(clock.on)(Progress::Step { index: i, total, elapsed: t0.elapsed() }) {
+                    return Err(Error::Cancelled);
+                }
+            }
+            Ok(x)
+        })?
+    };
+
+    // Decode the target only.
+    let image_out = clock.run(Stage::VaeDecode, |_| {
+        let z = vae.denormalize(&latents.reshape([16, lat.0, lat.1])?)?;
+        let out = vae.decode(&z.cast(dtype)?)?;
+        let img = RgbImage::from_vae_pixels(w, h, &out)?;
+        if let Some(t) = trace.as_mut() {
+            t.decoded = out;
+        }
+        Ok(img)
+    })?;
+
+    Ok(EditOutput { image: image_out, bucket, schedule, timings: clock.timings, trace })
+}
