@@ -79,15 +79,10 @@ impl ProcessorConfig {
     /// the `image_processor` entry of `processor_config.json`). Missing keys take Qwen3-VL's values.
     pub fn from_dir(dir: &Path) -> Result<ProcessorConfig> {
         let pre = dir.join("preprocessor_config.json");
-        let (path, v) = if pre.is_file() {
-            let v = read_json(&pre)?;
-            (pre, v)
-        } else {
-            let p = dir.join("processor_config.json");
-            let v = read_json(&p)?;
-            let v = v.get("image_processor").cloned().unwrap_or(v);
-            (p, v)
-        };
+        let path = if pre.is_file() { pre } else { dir.join("processor_config.json") };
+        // transformers 5 nests the image processor's settings in `processor_config.json`.
+        let v = read_json(&path)?;
+        let v = v.get("image_processor").cloned().unwrap_or(v);
         let d = ProcessorConfig::default();
         let size = v.get("size").cloned().unwrap_or(Value::Null);
         let cfg = ProcessorConfig {

@@ -1,0 +1,55 @@
+//! The built-in model used when `joyrt edit` gets no `--model`: the tiny random-weight
+//! configuration of the golden fixtures, generated deterministically (seed 0) into a cache folder
+//! on first use. It proves the pipeline end to end; it does not edit well.
+
+use crate::make_model::{write_model, ConfigSet};
+use anyhow::{Context, Result};
+use joyrt_core::image::Buckets;
+use joyrt_core::model_folder::ModelFolder;
+use joyrt_core::DType;
+use std::path::PathBuf;
+
+/// Bump when the generated folder changes, so stale caches are not reused.
+const VERSION: &str = "v1";
+
+fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("JOYRT_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("joyrt");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache").join("joyrt"),
+        None => std::env::temp_dir().join("joyrt-cache"),
+    }
+}
+
+/// The built-in model folder, written on first use (through a temporary folder and a rename, so
+/// an interrupted run never leaves a half-written model behind).
+pub fn model_folder() -> Result<ModelFolder> {
+    let root = cache_dir();
+    let dir = root.join(format!("builtin-tiny-{VERSION}"));
+    if !dir.join("model_index.json").is_file() {
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("creating the cache folder {}", root.display()))?;
+        let tmp = root.join(format!(".builtin-tiny-{VERSION}.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let made = write_model(&tmp, &ConfigSet::tiny(), 0, DType::BF16, 5_000_000_000, |_| {});
+        if let Err(e) =
+            made.and_then(|_| std::fs::rename(&tmp, &dir).context("moving the built-in model into place"))
+        {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !dir.join("model_index.json").is_file() {
+                return Err(e);
+            }
+        }
+    }
+    Ok(ModelFolder::open(&dir)?)
+}
+
+/// The built-in model's buckets: diffusers' generator at a 256-px base (≈0.06 MP), keeping the
+/// sizes that are multiples of 32 as the vision tower needs; small enough for a quick CPU demo.
+pub fn buckets() -> Buckets {
+    Buckets(Buckets::generate(256).0.into_iter().filter(|&(h, w)| h % 32 == 0 && w % 32 == 0).collect())
+}

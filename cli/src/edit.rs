@@ -1,0 +1,158 @@
+//! `joyrt edit`.
+
+use crate::backends::{AnyBackend, BackendChoice};
+use crate::output::{read_image, write_png_atomic};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use joyrt_core::model_folder::ModelFolder;
+use joyrt_core::pipeline::{edit, EditParams, Progress, Stage};
+use joyrt_core::scheduler::SigmaSchedule;
+use joyrt_core::DType;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct EditArgs {
+    /// Input image (PNG or JPEG).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// The edit instruction.
+    #[arg(long)]
+    pub prompt: String,
+    /// Output PNG. Written atomically: on any error no file is left behind.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Model folder in the published diffusers layout (JoyAI-Image-Edit-Diffusers). Without it a
+    /// built-in tiny random-weight model is used: it proves the pipeline, it does not edit well.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Negative prompt for classifier-free guidance.
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 40)]
+    pub steps: usize,
+    /// Guidance scale; CFG is on when > 1.
+    #[arg(long, default_value_t = 4.0)]
+    pub guidance: f32,
+    /// Seed of the initial noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Flow shift (default: the model's scheduler config, 1.5 for JoyAI-Image-Edit).
+    #[arg(long)]
+    pub shift: Option<f32>,
+    /// Use the original JoyAI release's σ formula instead of diffusers'.
+    #[arg(long)]
+    pub original_schedule: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendChoice,
+    /// Weight and activation dtype: bf16, f16 or f32 (latents and the scheduler stay f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print a machine-readable JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: EditArgs) -> Result<()> {
+    let dtype = DType::parse(&a.dtype)
+        .with_context(|| format!("unknown dtype {:?}: use bf16, f16 or f32", a.dtype))?;
+    if a.output.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() != Some("png") {
+        bail!("the output must be a .png file, got {}", a.output.display());
+    }
+    let image = read_image(&a.image)?;
+    let (folder, builtin) = match &a.model {
+        Some(dir) => (ModelFolder::open(dir)?, false),
+        None => (crate::builtin::model_folder()?, true),
+    };
+    let backend = AnyBackend::open(a.backend)?;
+    let show = !a.quiet && !a.json;
+    if builtin && !a.quiet {
+        eprintln!("note: no --model given: using the built-in tiny random-weight model (it proves the pipeline; it does not edit well)");
+    }
+    let params = EditParams {
+        prompt: a.prompt.clone(),
+        negative_prompt: a.negative_prompt.clone(),
+        steps: a.steps,
+        guidance: a.guidance,
+        seed: a.seed,
+        shift: a.shift,
+        schedule: if a.original_schedule { SigmaSchedule::Original } else { SigmaSchedule::Diffusers },
+        dtype,
+        buckets: builtin.then(crate::builtin::buckets),
+        ..Default::default()
+    };
+
+    let bar = ProgressBar::with_draw_target(
+        Some(a.steps as u64),
+        if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+    );
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg:<18} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
+        )
+        .unwrap(),
+    );
+    let t0 = Instant::now();
+    let mut on_progress = |p: Progress| {
+        match p {
+            Progress::StageStart(s) => bar.set_message(s.name()),
+            Progress::StageEnd(..) => {}
+            Progress::Step { index, .. } => bar.set_position(index as u64 + 1),
+        }
+        true
+    };
+    let out = crate::with_backend!(&backend, b => edit(b, &folder, &image, &params, &mut on_progress))?;
+    bar.finish_and_clear();
+    write_png_atomic(&out.image, &a.output)?;
+    let total = t0.elapsed();
+
+    if a.json {
+        let timings: serde_json::Map<String, serde_json::Value> = out
+            .timings
+            .iter()
+            .map(|(s, d)| (s.name().to_string(), serde_json::json!(d.as_secs_f64())))
+            .collect();
+        let summary = serde_json::json!({
+            "output": a.output.display().to_string(),
+            "width": out.bucket.1,
+            "height": out.bucket.0,
+            "input_width": image.width,
+            "input_height": image.height,
+            "steps": a.steps,
+            "guidance": a.guidance,
+            "seed": a.seed,
+            "shift": out.schedule.sigmas.len().checked_sub(1).map(|_| a.shift.unwrap_or(folder.scheduler.shift)),
+            "dtype": dtype.name(),
+            "backend": backend.name(),
+            "builtin_model": builtin,
+            "timings_s": timings,
+            "total_s": total.as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else if !a.quiet {
+        for (s, d) in &out.timings {
+            eprintln!("  {:<18} {:>9.3} s", s.name(), d.as_secs_f64());
+        }
+        let denoise = out
+            .timings
+            .iter()
+            .find(|(s, _)| *s == Stage::Denoise)
+            .map(|(_, d)| d.as_secs_f64())
+            .unwrap_or(0.0);
+        eprintln!(
+            "wrote {} ({}x{}) in {:.2} s on {} ({:.3} s/step)",
+            a.output.display(),
+            out.bucket.1,
+            out.bucket.0,
+            total.as_secs_f64(),
+            backend.name(),
+            denoise / a.steps as f64
+        );
+    }
+    Ok(())
+}

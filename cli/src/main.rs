@@ -1,0 +1,50 @@
+//! `joyrt`: instruction-guided image editing with JoyAI-Image-Edit.
+
+mod backends;
+mod builtin;
+mod edit;
+mod info;
+mod make_model;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "joyrt",
+    version,
+    about = "JoyAI-Image-Edit runtime: edit images with an instruction, no Python"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Edit an image following an instruction. The output has the resolution of the bucket chosen
+    /// from the input's aspect ratio (as the reference pipeline), not the input's resolution.
+    Edit(edit::EditArgs),
+    /// Describe a model folder: components, configs, parameter counts, dtypes, sizes, and every
+    /// missing, unexpected or mis-shaped tensor.
+    Info(info::InfoArgs),
+    /// Write a random-weight model folder in the published diffusers layout.
+    MakeModel(make_model::MakeModelArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Edit(a) => edit::run(a),
+        Command::Info(a) => info::run(a),
+        Command::MakeModel(a) => make_model::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
