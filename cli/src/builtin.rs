@@ -48,8 +48,14 @@ pub fn model_folder() -> Result<ModelFolder> {
     Ok(ModelFolder::open(&dir)?)
 }
 
-/// The built-in model's buckets: diffusers' generator at a 256-px base (≈0.06 MP), keeping the
-/// sizes that are multiples of 32 as the vision tower needs; small enough for a quick CPU demo.
-pub fn buckets() -> Buckets {
-    Buckets(Buckets::generate(256).0.into_iter().filter(|&(h, w)| h % 32 == 0 && w % 32 == 0).collect())
+/// The built-in model's bucket base: ≈0.06 MP outputs, quick on a CPU.
+pub const BASE_SIZE: usize = 256;
+
+/// Buckets of diffusers' generator at `base` pixels, keeping the sizes that are multiples of 32
+/// (the vision tower's patch × merge unit; every size of the 1024 table already is).
+pub fn buckets_for(base: usize) -> Result<Buckets> {
+    if !(128..=4096).contains(&base) || !base.is_multiple_of(64) {
+        anyhow::bail!("--base-size must be a multiple of 64 between 128 and 4096, got {base}");
+    }
+    Ok(Buckets(Buckets::generate(base).0.into_iter().filter(|&(h, w)| h % 32 == 0 && w % 32 == 0).collect()))
 }

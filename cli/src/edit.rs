@@ -47,6 +47,10 @@ pub struct EditArgs {
     pub original_schedule: bool,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
+    /// Base size of the resolution buckets (diffusers: 1024, about 1 MP). Smaller bases give
+    /// smaller outputs; sizes stay multiples of 32.
+    #[arg(long)]
+    pub base_size: Option<usize>,
     /// Weight and activation dtype: bf16, f16 or f32 (latents and the scheduler stay f32).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
@@ -83,7 +87,10 @@ pub fn run(a: EditArgs) -> Result<()> {
         shift: a.shift,
         schedule: if a.original_schedule { SigmaSchedule::Original } else { SigmaSchedule::Diffusers },
         dtype,
-        buckets: builtin.then(crate::builtin::buckets),
+        buckets: match a.base_size {
+            Some(b) => Some(crate::builtin::buckets_for(b)?),
+            None => builtin.then(|| crate::builtin::buckets_for(crate::builtin::BASE_SIZE)).transpose()?,
+        },
         ..Default::default()
     };
 
@@ -130,6 +137,7 @@ pub fn run(a: EditArgs) -> Result<()> {
             "dtype": dtype.name(),
             "backend": backend.name(),
             "builtin_model": builtin,
+            "peak_memory_bytes": backend.memory().map(|m| m.1),
             "timings_s": timings,
             "total_s": total.as_secs_f64(),
         });

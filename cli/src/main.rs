@@ -1,7 +1,9 @@
 //! `joyrt`: instruction-guided image editing with JoyAI-Image-Edit.
 
 mod backends;
+mod bench;
 mod builtin;
+mod conformance;
 mod edit;
 mod info;
 mod make_model;
@@ -31,6 +33,10 @@ enum Command {
     Info(info::InfoArgs),
     /// Write a random-weight model folder in the published diffusers layout.
     MakeModel(make_model::MakeModelArgs),
+    /// Run the conformance layers against a backend and print the error table.
+    Conformance(conformance::ConformanceArgs),
+    /// Time the DiT's ops and one DiT forward on a backend.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +45,8 @@ fn main() -> ExitCode {
         Command::Edit(a) => edit::run(a),
         Command::Info(a) => info::run(a),
         Command::MakeModel(a) => make_model::run(a),
+        Command::Conformance(a) => conformance::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,94 @@
+//! `joyrt bench`: per-op and per-step timings with device synchronisation.
+
+use crate::backends::{AnyBackend, BackendChoice};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use joyrt_core::model_folder::ModelFolder;
+use joyrt_core::models::dit::{Dit, DitConfig};
+use joyrt_core::weights::Checkpoint;
+use joyrt_core::{Backend, DType, Rng, Tensor};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendChoice,
+    /// Model folder whose transformer is timed (default: the built-in tiny model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Tokens (rows) of the op benchmarks; the DiT at 1024² has 9231.
+    #[arg(long, default_value_t = 512)]
+    pub tokens: usize,
+    /// Image size of the DiT step (square, multiple of 16).
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    #[arg(long, default_value_t = 3)]
+    pub iters: usize,
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+/// Median seconds of `iters` runs after one warm-up, synchronising the device around each.
+fn time<B: Backend>(b: &B, iters: usize, mut f: impl FnMut() -> joyrt_core::Result<()>) -> Result<f64> {
+    f()?;
+    b.synchronize()?;
+    let mut t = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let t0 = Instant::now();
+        f()?;
+        b.synchronize()?;
+        t.push(t0.elapsed().as_secs_f64());
+    }
+    t.sort_by(|a, b| a.total_cmp(b));
+    Ok(t[t.len() / 2])
+}
+
+fn bench<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, model: &ModelFolder) -> Result<()> {
+    let mut rng = Rng::new(1);
+    let mut rand = |shape: &[usize]| {
+        Tensor::from_f32(b, shape.to_vec(), &rng.normal_vec(shape.iter().product(), 0.5), dtype)
+    };
+    let m = a.tokens;
+    println!("{:<44} {:>10} {:>10}", "op (DiT block shapes, K×N)", "ms", "GFLOP/s");
+    for (k, n) in [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)] {
+        let (x, w) = (rand(&[m, k])?, rand(&[n, k])?);
+        let s = time(b, a.iters, || x.linear(&w, None).map(|_| ()))?;
+        println!(
+            "{:<44} {:>10.2} {:>10.1}",
+            format!("linear M={m} {k}x{n}"),
+            s * 1e3,
+            2.0 * (m * k * n) as f64 / s / 1e9
+        );
+    }
+    let (q, kk, v) = (rand(&[m, 32, 128])?, rand(&[m, 32, 128])?, rand(&[m, 32, 128])?);
+    let s = time(b, a.iters, || q.attention(&kk, &v, false, None).map(|_| ()))?;
+    println!(
+        "{:<44} {:>10.2} {:>10.1}",
+        format!("attention L={m} 32x128"),
+        s * 1e3,
+        4.0 * (m * m * 4096) as f64 / s / 1e9
+    );
+
+    let cfg = DitConfig::from_file(&model.transformer.join("config.json"))?;
+    let dit = Dit::load(b, &Checkpoint::open(&model.transformer)?, &cfg, dtype)?;
+    if a.size == 0 || !a.size.is_multiple_of(16) {
+        bail!("--size must be a positive multiple of 16");
+    }
+    let lat = rand(&[2, cfg.in_channels, a.size / 8, a.size / 8])?;
+    let text = rand(&[64, cfg.text_dim])?;
+    let s = time(b, a.iters, || dit.forward(&lat, 500.0, &text).map(|_| ()))?;
+    println!("{:<44} {:>10.2}", format!("DiT forward {}² (×2 per CFG step)", a.size), s * 1e3);
+    Ok(())
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let dtype = joyrt_core::DType::parse(&a.dtype).with_context(|| format!("unknown dtype {:?}", a.dtype))?;
+    let model = match &a.model {
+        Some(d) => ModelFolder::open(d)?,
+        None => crate::builtin::model_folder()?,
+    };
+    let backend = AnyBackend::open(a.backend)?;
+    println!("backend {} dtype {dtype}", backend.name());
+    crate::with_backend!(&backend, b => bench(b, &a, dtype, &model))
+}
