@@ -78,3 +78,10 @@ pub fn qwen3_tokenizer_json(dir: &Path) -> Result<Vec<u8>, String> {
     flate2::read::GzDecoder::new(f).read_to_end(&mut out).map_err(|e| format!("{}: {e}", p.display()))?;
     Ok(out)
 }
+
+/// A bucket table stored as a JSON list of `[height, width]` pairs.
+pub fn buckets(v: &serde_json::Value) -> joyrt_core::image::Buckets {
+    let pair =
+        |p: &serde_json::Value| (p[0].as_u64().unwrap_or(0) as usize, p[1].as_u64().unwrap_or(0) as usize);
+    joyrt_core::image::Buckets(v.as_array().into_iter().flatten().map(pair).collect())
+}

@@ -127,14 +127,7 @@ pub fn host_tables(fx: &Path, report: &mut Report) {
             ok == total && total > 0,
             format!("{ok}/{total} exact{detail}"),
         );
-        let tiny = Buckets(
-            bj["tiny_table"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| (p[0].as_u64().unwrap_or(0) as usize, p[1].as_u64().unwrap_or(0) as usize))
-                .collect(),
-        );
+        let tiny = crate::fixtures::buckets(&bj["tiny_table"]);
         if let Some(g) =
             report.attempt(layer, "resize fixture", Golden::open(&fx.join("golden/buckets.safetensors")))
         {

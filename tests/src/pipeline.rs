@@ -4,7 +4,7 @@
 use crate::fixtures::{json, Golden};
 use crate::report::{psnr_u8, Report};
 use crate::tolerance::{PIPELINE_F32, PIPELINE_MIN_PSNR_DB};
-use joyrt_core::image::{Buckets, RgbImage};
+use joyrt_core::image::RgbImage;
 use joyrt_core::model_folder::ModelFolder;
 use joyrt_core::pipeline::{edit, EditParams};
 use joyrt_core::{Backend, DType};
@@ -23,14 +23,7 @@ pub fn run<B: Backend>(b: &B, fx: &Path, report: &mut Report) {
         let model = ModelFolder::open(&fx.join("tiny_model")).map_err(|e| e.to_string())?;
         let input = read_png(&fx.join("pipeline/input.png"))?;
         let want_png = read_png(&fx.join("pipeline/output.png"))?;
-        let buckets = Buckets(
-            meta["tiny_buckets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| (p[0].as_u64().unwrap_or(0) as usize, p[1].as_u64().unwrap_or(0) as usize))
-                .collect(),
-        );
+        let buckets = crate::fixtures::buckets(&meta["tiny_buckets"]);
         let params = EditParams {
             prompt: meta["prompt"].as_str().unwrap_or_default().to_string(),
             negative_prompt: meta["negative_prompt"].as_str().unwrap_or_default().to_string(),

@@ -2,6 +2,7 @@
 //! (model-spec §2). Image and text streams have their own weights and share one joint attention;
 //! the image tokens carry 3-D RoPE (adjacent pairs), the text tokens none.
 
+use super::Linear;
 use crate::backend::RopePairing;
 use crate::model_folder::read_json;
 use crate::weights::{dit_key_to_diffusers, param_count, Checkpoint, ParamSpec};
@@ -183,25 +184,6 @@ impl DitConfig {
 
     pub fn param_count(&self) -> u64 {
         param_count(&self.param_specs())
-    }
-}
-
-struct Linear<B: Backend> {
-    w: Tensor<B>,
-    b: Option<Tensor<B>>,
-}
-
-impl<B: Backend> Linear<B> {
-    fn load(ck: &Checkpoint, backend: &B, name: &str, dtype: DType) -> Result<Self> {
-        let b = if ck.info(&format!("{name}.bias")).is_some() {
-            Some(ck.load(backend, &format!("{name}.bias"), dtype)?)
-        } else {
-            None
-        };
-        Ok(Linear { w: ck.load(backend, &format!("{name}.weight"), dtype)?, b })
-    }
-    fn fwd(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
-        x.linear(&self.w, self.b.as_ref())
     }
 }
 

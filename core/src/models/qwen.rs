@@ -2,6 +2,7 @@
 //! DeepStack taps, and the text decoder whose last layer's states **before** the final norm are the
 //! DiT's text stream. `lm_head` and the final norm are never used.
 
+use super::Linear;
 use crate::backend::{RopePairing, ScatterMode};
 use crate::model_folder::read_json;
 use crate::weights::{param_count, Checkpoint, ParamSpec};
@@ -258,22 +259,6 @@ impl QwenConfig {
 
     pub fn param_count(&self) -> u64 {
         param_count(&self.param_specs())
-    }
-}
-
-struct Linear<B: Backend> {
-    w: Tensor<B>,
-    b: Option<Tensor<B>>,
-}
-
-impl<B: Backend> Linear<B> {
-    fn load(ck: &Checkpoint, be: &B, name: &str, dtype: DType) -> Result<Self> {
-        let bias = format!("{name}.bias");
-        let b = if ck.info(&bias).is_some() { Some(ck.load(be, &bias, dtype)?) } else { None };
-        Ok(Linear { w: ck.load(be, &format!("{name}.weight"), dtype)?, b })
-    }
-    fn fwd(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
-        x.linear(&self.w, self.b.as_ref())
     }
 }
 
