@@ -3,6 +3,9 @@
 
 use anyhow::{bail, Result};
 use clap::ValueEnum;
+use joyrt_core::model_folder::ModelFolder;
+use joyrt_core::models::{dit::DitConfig, qwen::QwenConfig, vae::VaeConfig};
+use joyrt_core::DType;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
@@ -50,4 +53,40 @@ macro_rules! with_backend {
             $crate::backends::AnyBackend::Cpu($b) => $body,
         }
     };
+}
+
+/// Bytes of memory available to a CPU run (`MemAvailable` of /proc/meminfo), if known.
+fn host_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+/// Refuses a run whose weights cannot fit: the pipeline holds the text encoder alone, then the
+/// VAE and the transformer together, so the peak is the larger of the two in `dtype`.
+pub fn check_memory(
+    backend: &AnyBackend,
+    model: &ModelFolder,
+    dtype: DType,
+    max_gb: Option<f64>,
+) -> Result<()> {
+    let limit = match (max_gb, backend) {
+        (Some(gb), _) => Some((gb * 1e9) as u64),
+        (None, AnyBackend::Cpu(_)) => host_available(),
+    };
+    let Some(limit) = limit else { return Ok(()) };
+    let dit = DitConfig::from_file(&model.transformer.join("config.json"))?.param_count();
+    let vae = VaeConfig::from_file(&model.vae.join("config.json"))?.param_count();
+    let qwen = QwenConfig::from_file(&model.text_encoder.join("config.json"))?.param_count();
+    let need = qwen.max(dit + vae) * dtype.size() as u64;
+    if need > limit {
+        bail!(
+            "out of memory: the weights need {:.2} GB at once in {dtype} on {}, {:.2} GB is available; \
+             use --dtype bf16, a GPU backend, or a machine with more memory",
+            need as f64 / 1e9,
+            backend.name(),
+            limit as f64 / 1e9
+        );
+    }
+    Ok(())
 }

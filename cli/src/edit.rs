@@ -54,6 +54,10 @@ pub struct EditArgs {
     /// Weight and activation dtype: bf16, f16 or f32 (latents and the scheduler stay f32).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Memory the run may use, in GB (default: what the system reports available). joyrt refuses
+    /// to start a run whose weights alone would not fit, instead of failing part-way.
+    #[arg(long)]
+    pub max_memory_gb: Option<f64>,
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
@@ -74,6 +78,7 @@ pub fn run(a: EditArgs) -> Result<()> {
         None => (crate::builtin::model_folder()?, true),
     };
     let backend = AnyBackend::open(a.backend)?;
+    crate::backends::check_memory(&backend, &folder, dtype, a.max_memory_gb)?;
     let show = !a.quiet && !a.json;
     if builtin && !a.quiet {
         eprintln!("note: no --model given: using the built-in tiny random-weight model (it proves the pipeline; it does not edit well)");

@@ -261,6 +261,20 @@ fn bad_input_gets_a_clear_error_and_no_output() {
         o_str,
     ]);
     assert_clean_error(&o, "does not exist");
+    let o = joyrt(&[
+        "edit",
+        "--model",
+        &model,
+        "--image",
+        &input_png(),
+        "--prompt",
+        "p",
+        "-o",
+        o_str,
+        "--max-memory-gb",
+        "0.001",
+    ]);
+    assert_clean_error(&o, "out of memory");
     // A missing component folder.
     let partial = work().join("no-vae");
     copy_dir(tiny_model(), &partial);
