@@ -81,12 +81,21 @@ pub fn check_memory(
     let need = qwen.max(dit + vae) * dtype.size() as u64;
     if need > limit {
         bail!(
-            "out of memory: the weights need {:.2} GB at once in {dtype} on {}, {:.2} GB is available; \
+            "out of memory: the weights need {} at once in {dtype} on {}, {} is available; \
              use --dtype bf16, a GPU backend, or a machine with more memory",
-            need as f64 / 1e9,
+            human_bytes(need),
             backend.name(),
-            limit as f64 / 1e9
+            human_bytes(limit)
         );
     }
     Ok(())
+}
+
+/// `1.23 GB` / `4.5 MB`.
+pub fn human_bytes(b: u64) -> String {
+    if b >= 1_000_000_000 {
+        format!("{:.2} GB", b as f64 / 1e9)
+    } else {
+        format!("{:.1} MB", b as f64 / 1e6)
+    }
 }
