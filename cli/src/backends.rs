@@ -1,5 +1,6 @@
-//! Choosing a backend at run time. `auto` takes the best one present: today the CPU reference is
-//! the only backend built into joyrt; the wgpu and CUDA backends join through their own issues.
+//! Choosing a backend at run time. `auto` takes the best one present: a hardware wgpu adapter,
+//! else the CPU reference (a software adapter such as lavapipe is slower than the CPU backend).
+//! The CUDA backend joins through its own issue.
 
 use anyhow::{bail, Result};
 use clap::ValueEnum;
@@ -18,22 +19,28 @@ pub enum BackendChoice {
 /// A backend picked at run time.
 pub enum AnyBackend {
     Cpu(joyrt_cpu::CpuBackend),
+    Wgpu(joyrt_wgpu::WgpuBackend),
 }
 
 impl AnyBackend {
     pub fn open(choice: BackendChoice) -> Result<AnyBackend> {
         match choice {
-            BackendChoice::Auto | BackendChoice::Cpu => Ok(AnyBackend::Cpu(joyrt_cpu::CpuBackend::default())),
-            BackendChoice::Wgpu | BackendChoice::Cuda => bail!(
-                "backend {} is not available in this build of joyrt (only cpu is); use --backend cpu or auto",
-                format!("{choice:?}").to_lowercase()
-            ),
+            BackendChoice::Cpu => Ok(AnyBackend::Cpu(joyrt_cpu::CpuBackend::default())),
+            BackendChoice::Auto => Ok(match joyrt_wgpu::WgpuBackend::new() {
+                Ok(w) if !w.is_software() => AnyBackend::Wgpu(w),
+                _ => AnyBackend::Cpu(joyrt_cpu::CpuBackend::default()),
+            }),
+            BackendChoice::Wgpu => Ok(AnyBackend::Wgpu(joyrt_wgpu::WgpuBackend::new()?)),
+            BackendChoice::Cuda => {
+                bail!("backend cuda is not available in this build of joyrt; use --backend cpu, wgpu or auto")
+            }
         }
     }
 
     pub fn name(&self) -> String {
         match self {
             AnyBackend::Cpu(b) => joyrt_core::Backend::name(b),
+            AnyBackend::Wgpu(b) => joyrt_core::Backend::name(b),
         }
     }
 
@@ -41,6 +48,7 @@ impl AnyBackend {
     pub fn memory(&self) -> Option<(u64, u64)> {
         match self {
             AnyBackend::Cpu(b) => Some(b.memory_stats()),
+            AnyBackend::Wgpu(_) => None,
         }
     }
 }
@@ -51,6 +59,7 @@ macro_rules! with_backend {
     ($any:expr, $b:ident => $body:expr) => {
         match $any {
             $crate::backends::AnyBackend::Cpu($b) => $body,
+            $crate::backends::AnyBackend::Wgpu($b) => $body,
         }
     };
 }
@@ -73,6 +82,7 @@ pub fn check_memory(
     let limit = match (max_gb, backend) {
         (Some(gb), _) => Some((gb * 1e9) as u64),
         (None, AnyBackend::Cpu(_)) => host_available(),
+        (None, AnyBackend::Wgpu(_)) => None,
     };
     let Some(limit) = limit else { return Ok(()) };
     let dit = DitConfig::from_file(&model.transformer.join("config.json"))?.param_count();

@@ -59,7 +59,7 @@ pub struct EditArgs {
     #[arg(long)]
     pub max_memory_gb: Option<f64>,
     /// No progress output.
-    #[arg(long)]
+    #[arg(short, long)]
     pub quiet: bool,
     /// Print a machine-readable JSON summary on stdout.
     #[arg(long)]

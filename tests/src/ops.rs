@@ -131,6 +131,8 @@ pub fn cases() -> Vec<Op> {
         Linear { m: 7, k: 13, n: 5, bias: true },
         Linear { m: 33, k: 70, n: 19, bias: false },
         Linear { m: 130, k: 96, n: 72, bias: true },
+        // K spans several of the wgpu GEMM's K chunks.
+        Linear { m: 70, k: 2500, n: 40, bias: true },
         LayerNorm { rows: 9, cols: 67, affine: true },
         LayerNorm { rows: 5, cols: 128, affine: false },
         LayerNormModulate { rows: 11, cols: 96 },
@@ -155,6 +157,8 @@ pub fn cases() -> Vec<Op> {
         Attention { lq: 5, lk: 77, hq: 4, hkv: 1, d: 32, causal: true },
         Attention { lq: 150, lk: 150, hq: 2, hkv: 2, d: 72, causal: false },
         Attention { lq: 40, lk: 40, hq: 1, hkv: 1, d: 128, causal: false },
+        // Longer than one key chunk of the wgpu kernel (the VAE's mid-block attention is this shape).
+        Attention { lq: 1100, lk: 1100, hq: 1, hkv: 1, d: 32, causal: true },
         Conv2d { c: 5, o: 7, h: 9, w: 11, k: 3, stride: 1, pad: (1, 1, 1, 1) },
         Conv2d { c: 6, o: 6, h: 10, w: 13, k: 3, stride: 2, pad: (0, 1, 0, 1) },
         Conv2d { c: 8, o: 3, h: 6, w: 5, k: 1, stride: 1, pad: (0, 0, 0, 0) },

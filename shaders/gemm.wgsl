@@ -1,0 +1,72 @@
+// linear: OUT[m, n] = Σ_k A[m, k]·B[n, k] + C[n]. Workgroup 16×16 computes a 64×64 tile, each thread
+// a 4×4 block held in registers; K advances in steps of 16 through workgroup-memory tiles of A and
+// B (both read along K, B in its stored [N, K] layout). f32 accumulation.
+// K is split into chunks, one dispatch each, accumulating in OUT (software adapters cap the loop
+// iterations of one invocation at 65535).
+// P[0] = M, P[1] = K, P[2] = N, P[3] = has bias, P[4] = workgroups along N, P[5], P[6] = K range of
+// this chunk, P[7] = first chunk, P[8] = last chunk (adds the bias).
+var<workgroup> ta: array<array<f32, 17>, 64>;
+var<workgroup> tb: array<array<f32, 17>, 64>;
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let M = P[0];
+    let K = P[1];
+    let N = P[2];
+    let tile = wg.y * nwg.x + wg.x;
+    let m0 = (tile / P[4]) * 64u;
+    let n0 = (tile % P[4]) * 64u;
+    let t = lid.y * 16u + lid.x;
+    var acc: array<array<f32, 4>, 4>;
+    if (P[7] == 0u) {
+        for (var u = 0u; u < 4u; u++) {
+            for (var v = 0u; v < 4u; v++) {
+                let m = m0 + lid.y * 4u + u;
+                let n = n0 + lid.x * 4u + v;
+                if (m < M && n < N) { acc[u][v] = OUT[m * N + n]; }
+            }
+        }
+    }
+    let kend = P[6];
+    for (var k0 = P[5]; k0 < kend; k0 += 16u) {
+        // 256 threads load 64×16 of A and of B: 4 elements each.
+        for (var e = 0u; e < 4u; e++) {
+            let idx = t * 4u + e;
+            let r = idx / 16u;
+            let c = idx % 16u;
+            let k = k0 + c;
+            var va = 0.0;
+            var vb = 0.0;
+            if (m0 + r < M && k < kend) { va = ld_a((m0 + r) * K + k); }
+            if (n0 + r < N && k < kend) { vb = ld_b((n0 + r) * K + k); }
+            ta[r][c] = va;
+            tb[r][c] = vb;
+        }
+        workgroupBarrier();
+        for (var c = 0u; c < 16u; c++) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var u = 0u; u < 4u; u++) {
+                a[u] = ta[lid.y * 4u + u][c];
+                b[u] = tb[lid.x * 4u + u][c];
+            }
+            for (var u = 0u; u < 4u; u++) {
+                for (var v = 0u; v < 4u; v++) {
+                    acc[u][v] += a[u] * b[v];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var u = 0u; u < 4u; u++) {
+        let m = m0 + lid.y * 4u + u;
+        for (var v = 0u; v < 4u; v++) {
+            let n = n0 + lid.x * 4u + v;
+            if (m < M && n < N) {
+                var r = acc[u][v];
+                if (P[3] != 0u && P[8] != 0u) { r += ld_c(n); }
+                OUT[m * N + n] = r;
+            }
+        }
+    }
+}
