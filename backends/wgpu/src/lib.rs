@@ -23,6 +23,9 @@ pub struct WgpuBuffer {
 }
 
 struct Inner {
+    /// The last error wgpu reported outside a Result (validation, out of memory): wgpu's default
+    /// handler would panic, so it is recorded here and returned by the op that caused it.
+    error: Arc<Mutex<Option<String>>>,
     software: bool,
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -85,6 +88,12 @@ impl WgpuBackend {
             ..Default::default()
         }))
         .map_err(|e| unavailable(format!("{}: {e}", info.name)))?;
+        let error = Arc::new(Mutex::new(None));
+        let slot = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+            s.get_or_insert_with(|| e.to_string());
+        }));
         let entry = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -119,6 +128,7 @@ impl WgpuBackend {
         });
         Ok(WgpuBackend {
             inner: Arc::new(Inner {
+                error,
                 software: info.device_type == wgpu::DeviceType::Cpu,
                 name: format!("wgpu:{} ({:?})", info.name, info.backend),
                 max_binding: limits.max_storage_buffer_binding_size as u64,
@@ -139,6 +149,18 @@ impl WgpuBackend {
         self.inner.software
     }
 
+    /// The error wgpu reported since the last check, if any.
+    fn check(&self, what: &str) -> Result<()> {
+        let taken = self.inner.error.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match taken {
+            None => Ok(()),
+            Some(e) if e.to_lowercase().contains("out of memory") => {
+                Err(Error::OutOfMemory { backend: self.name(), bytes: 0, what: format!("{what}: {e}") })
+            }
+            Some(e) => Err(Error::backend(self.name(), format!("{what}: {e}"))),
+        }
+    }
+
     fn storage(&self, bytes: u64, what: &str) -> Result<wgpu::Buffer> {
         let size = bytes.max(4).div_ceil(4) * 4;
         if size > self.inner.max_binding {
@@ -150,12 +172,14 @@ impl WgpuBackend {
                 ),
             ));
         }
-        Ok(self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+        let buf = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        }))
+        });
+        self.check(what)?;
+        Ok(buf)
     }
 
     fn pipeline(&self, src: String) -> Arc<wgpu::ComputePipeline> {
@@ -242,7 +266,7 @@ impl WgpuBackend {
             pass.dispatch_workgroups(gx as u32, gy as u32, 1);
         }
         self.inner.queue.submit([enc.finish()]);
-        Ok(())
+        self.check("dispatch")
     }
 
     /// An f32 work buffer of `n` elements.
