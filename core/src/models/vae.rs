@@ -151,8 +151,18 @@ impl VaeConfig {
                 cfg.z_dim
             )));
         }
-        if cfg.base_dim == 0 || cfg.z_dim == 0 || cfg.num_res_blocks == 0 {
-            return Err(bad("base_dim, z_dim and num_res_blocks must be positive".into()));
+        if cfg.base_dim == 0
+            || cfg.decoder_base_dim == 0
+            || cfg.z_dim == 0
+            || cfg.num_res_blocks == 0
+            || cfg.in_channels == 0
+            || cfg.out_channels == 0
+            || cfg.dim_mult.contains(&0)
+        {
+            return Err(bad(
+                "base_dim, decoder_base_dim, z_dim, num_res_blocks, in/out_channels and dim_mult entries must be positive"
+                    .into(),
+            ));
         }
         Ok(cfg)
     }
@@ -507,6 +517,15 @@ impl<B: Backend> Vae<B> {
 
     /// Posterior `(mean, logvar)`, each `[z_dim, H/8, W/8]`, of pixels `[3, H, W]` in `[−1, 1]`.
     pub fn encode(&self, x: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>)> {
+        let h = self.encoder_mid(x)?;
+        let h = self.enc_out.fwd(&h.channel_rms_norm(&self.enc_norm)?.silu()?)?;
+        let q = self.quant.fwd(&h)?;
+        let z = self.cfg.z_dim;
+        Ok((q.slice(0, 0, z)?, q.slice(0, z, z)?))
+    }
+
+    /// The encoder's mid-block output `[C_top, H/8, W/8]` (a debug point the fixtures dump).
+    pub fn encoder_mid(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
         let s = self.cfg.scale();
         let ok = x.shape().rank() == 3
             && x.dims()[0] == self.cfg.in_channels
@@ -526,11 +545,7 @@ impl<B: Backend> Vae<B> {
         for st in &self.enc {
             h = st.fwd(&h)?;
         }
-        let h = self.enc_mid.fwd(&h)?;
-        let h = self.enc_out.fwd(&h.channel_rms_norm(&self.enc_norm)?.silu()?)?;
-        let q = self.quant.fwd(&h)?;
-        let z = self.cfg.z_dim;
-        Ok((q.slice(0, 0, z)?, q.slice(0, z, z)?))
+        self.enc_mid.fwd(&h)
     }
 
     /// Pixels `[3, 8h, 8w]` of latents `z [z_dim, h, w]` (already de-normalised), clamped to
@@ -541,17 +556,22 @@ impl<B: Backend> Vae<B> {
 
     /// The decoder's output before the clamp.
     pub fn decode_unclamped(&self, z: &Tensor<B>) -> Result<Tensor<B>> {
+        let mut h = self.decoder_mid(z)?;
+        for st in &self.dec {
+            h = st.fwd(&h)?;
+        }
+        self.dec_out.fwd(&h.channel_rms_norm(&self.dec_norm)?.silu()?)
+    }
+
+    /// The decoder's mid-block output `[C_top, h, w]` (a debug point the fixtures dump).
+    pub fn decoder_mid(&self, z: &Tensor<B>) -> Result<Tensor<B>> {
         if z.shape().rank() != 3 || z.dims()[0] != self.cfg.z_dim {
             return Err(Error::shape(
                 "vae decode",
                 format!("latents {} are not [{}, h, w]", z.shape(), self.cfg.z_dim),
             ));
         }
-        let mut h = self.dec_mid.fwd(&self.dec_in.fwd(&self.post_quant.fwd(z)?)?)?;
-        for st in &self.dec {
-            h = st.fwd(&h)?;
-        }
-        self.dec_out.fwd(&h.channel_rms_norm(&self.dec_norm)?.silu()?)
+        self.dec_mid.fwd(&self.dec_in.fwd(&self.post_quant.fwd(z)?)?)
     }
 
     /// `(z − latents_mean)/latents_std` per channel (f32 in, f32 out). diffusers divides; the
