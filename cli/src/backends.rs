@@ -1,6 +1,6 @@
-//! Choosing a backend at run time. `auto` takes the best one present: a hardware wgpu adapter,
-//! else the CPU reference (a software adapter such as lavapipe is slower than the CPU backend).
-//! The CUDA backend joins through its own issue.
+//! Choosing a backend at run time. `auto` takes the best one present: CUDA (an NVIDIA GPU with
+//! its driver and NVRTC), else a hardware wgpu adapter, else the CPU reference (a software
+//! adapter such as lavapipe is slower than the CPU backend).
 
 use anyhow::{bail, Result};
 use clap::ValueEnum;
@@ -20,20 +20,24 @@ pub enum BackendChoice {
 pub enum AnyBackend {
     Cpu(joyrt_cpu::CpuBackend),
     Wgpu(joyrt_wgpu::WgpuBackend),
+    Cuda(joyrt_cuda::CudaBackend),
 }
 
 impl AnyBackend {
     pub fn open(choice: BackendChoice) -> Result<AnyBackend> {
         match choice {
             BackendChoice::Cpu => Ok(AnyBackend::Cpu(joyrt_cpu::CpuBackend::default())),
-            BackendChoice::Auto => Ok(match joyrt_wgpu::WgpuBackend::new() {
-                Ok(w) if !w.is_software() => AnyBackend::Wgpu(w),
-                _ => AnyBackend::Cpu(joyrt_cpu::CpuBackend::default()),
-            }),
-            BackendChoice::Wgpu => Ok(AnyBackend::Wgpu(joyrt_wgpu::WgpuBackend::new()?)),
-            BackendChoice::Cuda => {
-                bail!("backend cuda is not available in this build of joyrt; use --backend cpu, wgpu or auto")
+            BackendChoice::Auto => {
+                if let Ok(c) = joyrt_cuda::CudaBackend::new() {
+                    return Ok(AnyBackend::Cuda(c));
+                }
+                Ok(match joyrt_wgpu::WgpuBackend::new() {
+                    Ok(w) if !w.is_software() => AnyBackend::Wgpu(w),
+                    _ => AnyBackend::Cpu(joyrt_cpu::CpuBackend::default()),
+                })
             }
+            BackendChoice::Wgpu => Ok(AnyBackend::Wgpu(joyrt_wgpu::WgpuBackend::new()?)),
+            BackendChoice::Cuda => Ok(AnyBackend::Cuda(joyrt_cuda::CudaBackend::new()?)),
         }
     }
 
@@ -41,6 +45,7 @@ impl AnyBackend {
         match self {
             AnyBackend::Cpu(b) => joyrt_core::Backend::name(b),
             AnyBackend::Wgpu(b) => joyrt_core::Backend::name(b),
+            AnyBackend::Cuda(b) => joyrt_core::Backend::name(b),
         }
     }
 
@@ -49,6 +54,7 @@ impl AnyBackend {
         match self {
             AnyBackend::Cpu(b) => Some(b.memory_stats()),
             AnyBackend::Wgpu(_) => None,
+            AnyBackend::Cuda(b) => Some(b.memory_stats()),
         }
     }
 }
@@ -60,6 +66,7 @@ macro_rules! with_backend {
         match $any {
             $crate::backends::AnyBackend::Cpu($b) => $body,
             $crate::backends::AnyBackend::Wgpu($b) => $body,
+            $crate::backends::AnyBackend::Cuda($b) => $body,
         }
     };
 }
@@ -83,6 +90,7 @@ pub fn check_memory(
         (Some(gb), _) => Some((gb * 1e9) as u64),
         (None, AnyBackend::Cpu(_)) => host_available(),
         (None, AnyBackend::Wgpu(_)) => None,
+        (None, AnyBackend::Cuda(b)) => b.device_memory().ok().map(|(free, _)| free),
     };
     let Some(limit) = limit else { return Ok(()) };
     let dit = DitConfig::from_file(&model.transformer.join("config.json"))?.param_count();

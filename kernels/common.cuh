@@ -1,0 +1,97 @@
+// Shared definitions for every joyrt CUDA kernel file.
+//
+// joyrt compiles kernels with NVRTC at first use and needs no CUDA headers: 16-bit storage types
+// are plain structs of bits, widened to f32 with a shift (bf16) or one PTX `cvt` (f16), so the
+// same sources compile on a machine that has only libnvrtc (CI compile-checks them that way).
+//
+// Specialisation: the host prepends `#define TX <type>` (the primary input and output dtype) and,
+// where a kernel reads a second tensor of its own dtype, `TW`, `TB`, `TC` (weights, bias, tables).
+// Defaults below let a file compile on its own (`nvcc -I kernels`).
+//
+// Numerics: every kernel loads with `ld()` into f32, accumulates in f32, and stores with `st()`,
+// which rounds to nearest even (NaN stays NaN), matching joyrt-core's host conversions.
+#pragma once
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+struct bf16_t {
+    u16 bits;
+};
+struct f16_t {
+    u16 bits;
+};
+
+#ifndef TX
+#define TX float
+#endif
+#ifndef TW
+#define TW TX
+#endif
+#ifndef TB
+#define TB TX
+#endif
+#ifndef TC
+#define TC TX
+#endif
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(bf16_t v) { return __uint_as_float(((u32)v.bits) << 16); }
+__device__ __forceinline__ float to_f32(f16_t v) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
+    return f;
+}
+
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16_t from_f32<bf16_t>(float v) {
+    u32 u = __float_as_uint(v);
+    bf16_t r;
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        r.bits = (u16)((u >> 16) | 0x40u);  // quiet NaN, sign kept
+    } else {
+        r.bits = (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+    return r;
+}
+template <> __device__ __forceinline__ f16_t from_f32<f16_t>(float v) {
+    f16_t r;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.bits) : "f"(v));
+    return r;
+}
+
+template <typename T> __device__ __forceinline__ float ld(const T* p, u64 i) { return to_f32(p[i]); }
+template <typename T> __device__ __forceinline__ void st(T* p, u64 i, float v) { p[i] = from_f32<T>(v); }
+
+// Grid-stride index over `n` elements for 1-D launches (grids are capped by the host).
+#define FOR_EACH(i, n) for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < (u64)(n); i += (u64)gridDim.x * blockDim.x)
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the
+// result. `scratch` holds 32 floats; the trailing barrier makes it safe to call again at once.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float t = lane < warps ? scratch[lane] : 0.0f;
+    t = warp_sum(t);
+    __syncthreads();
+    return t;
+}
+
+// −∞ without math.h (NVRTC compiles these files with no headers at all).
+#define NEG_INF __int_as_float(0xff800000)
