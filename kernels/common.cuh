@@ -8,6 +8,10 @@
 // where a kernel reads a second tensor of its own dtype, `TW`, `TB`, `TC` (weights, bias, tables).
 // Defaults below let a file compile on its own (`nvcc -I kernels`).
 //
+// The same sources also run on a CPU emulation of CUDA (backends/cuda/emu/cuda_emu.hpp, with
+// JOYRT_CUDA_EMU defined) so the conformance suite exercises them without a GPU; the only
+// difference is that the inline PTX below has a C++ twin there.
+//
 // Numerics: every kernel loads with `ld()` into f32, accumulates in f32, and stores with `st()`,
 // which rounds to nearest even (NaN stays NaN), matching joyrt-core's host conversions.
 #pragma once
@@ -39,9 +43,13 @@ struct f16_t {
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(bf16_t v) { return __uint_as_float(((u32)v.bits) << 16); }
 __device__ __forceinline__ float to_f32(f16_t v) {
+#ifdef JOYRT_CUDA_EMU
+    return emu_f16_to_f32(v.bits);
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
     return f;
+#endif
 }
 
 template <typename T> __device__ __forceinline__ T from_f32(float v);
@@ -58,7 +66,11 @@ template <> __device__ __forceinline__ bf16_t from_f32<bf16_t>(float v) {
 }
 template <> __device__ __forceinline__ f16_t from_f32<f16_t>(float v) {
     f16_t r;
+#ifdef JOYRT_CUDA_EMU
+    r.bits = emu_f32_to_f16(v);
+#else
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.bits) : "f"(v));
+#endif
     return r;
 }
 

@@ -133,6 +133,10 @@ extern "C" __global__ void __launch_bounds__(256)
 // MMA_OK is defined by the host when TX and TW are the same 16-bit type.
 #if defined(MMA_OK)
 
+#ifdef JOYRT_CUDA_EMU
+__device__ __forceinline__ void mma16816(float* d, const u32* a, const u32* b, bf16_t) { emu_mma16816(d, a, b, true); }
+__device__ __forceinline__ void mma16816(float* d, const u32* a, const u32* b, f16_t) { emu_mma16816(d, a, b, false); }
+#else
 __device__ __forceinline__ void mma16816(float* d, const u32* a, const u32* b, bf16_t) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -148,6 +152,7 @@ __device__ __forceinline__ void mma16816(float* d, const u32* a, const u32* b, f
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+#endif
 
 #define MMA_BM 128
 #define MMA_BN 128

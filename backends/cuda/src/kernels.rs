@@ -42,6 +42,29 @@ impl Family {
         }
     }
 
+    /// The `extern "C"` kernels the file defines (`mma` adds the tensor-core GEMMs, compiled only
+    /// when [`Spec::mma`] holds).
+    pub fn kernels(self, mma: bool) -> &'static [&'static str] {
+        match (self, mma) {
+            (Family::Elementwise, _) => {
+                &["cast", "activation", "swiglu", "binary", "scaled_add", "gated_residual"]
+            }
+            (Family::Layout, _) => &["permute", "copy_cols"],
+            (Family::Gemm, false) => &["linear_simt", "conv2d_simt"],
+            (Family::Gemm, true) => &["linear_simt", "conv2d_simt", "linear_mma", "conv2d_mma"],
+            (Family::Norm, _) => &[
+                "layer_norm",
+                "layer_norm_modulate",
+                "rms_norm",
+                "channel_rms_norm",
+                "rope",
+                "rms_norm_rope",
+            ],
+            (Family::Misc, _) => &["gather_rows", "scatter_rows", "upsample_nearest2x", "cfg_renorm"],
+            (Family::Attention, _) => &["attention_d128", "attention_d512"],
+        }
+    }
+
     fn text(self) -> &'static str {
         match self {
             Family::Elementwise => include_str!("../../../kernels/elementwise.cu"),

@@ -11,6 +11,7 @@
 //! threshold is raised so memory freed in one denoising step is reused by the next instead of
 //! going back to the driver.
 
+pub mod emu;
 pub mod kernels;
 
 use cudarc::driver::{
@@ -24,9 +25,25 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Where a buffer's bytes live.
+enum Mem {
+    Device(CudaSlice<u8>),
+    /// Host memory of the CPU emulation (u128 words: 16-byte aligned like cudaMalloc's).
+    Host(Vec<u128>),
+}
+
+impl Mem {
+    fn bytes(&self) -> usize {
+        match self {
+            Mem::Device(d) => d.len(),
+            Mem::Host(h) => h.len() * 16,
+        }
+    }
+}
+
 /// Device memory of one tensor.
 pub struct CudaBuffer {
-    data: CudaSlice<u8>,
+    data: Mem,
     ptr: u64,
     len: usize,
     dtype: DType,
@@ -49,7 +66,7 @@ impl CudaBuffer {
 
 impl Drop for CudaBuffer {
     fn drop(&mut self) {
-        self.stats.live.fetch_sub(self.data.len() as u64, Ordering::Relaxed);
+        self.stats.live.fetch_sub(self.data.bytes() as u64, Ordering::Relaxed);
     }
 }
 
@@ -61,9 +78,24 @@ struct Stats {
 
 type FunctionKey = (Family, Spec, &'static str);
 
+/// What runs the kernels.
+enum Dev {
+    Gpu {
+        ctx: Arc<CudaContext>,
+        stream: Arc<CudaStream>,
+    },
+    /// The CPU emulation ([`CudaBackend::emulated`]).
+    Emu(emu::Emulator),
+}
+
+#[derive(Clone)]
+enum Kernel {
+    Gpu(CudaFunction),
+    Emu(emu::EmuKernel),
+}
+
 struct Inner {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
+    dev: Dev,
     name: String,
     arch: String,
     /// Tensor-core GEMM for same-dtype 16-bit operands (off with `JOYRT_CUDA_GEMM=simt`).
@@ -71,7 +103,7 @@ struct Inner {
     /// Resident grid size for grid-stride kernels.
     max_blocks: u32,
     modules: Mutex<HashMap<(Family, Spec), Arc<CudaModule>>>,
-    functions: Mutex<HashMap<FunctionKey, CudaFunction>>,
+    functions: Mutex<HashMap<FunctionKey, Kernel>>,
     stats: Arc<Stats>,
 }
 
@@ -210,15 +242,33 @@ impl CudaBackend {
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
         keep_freed_memory_pooled(&ctx);
-        let mma = std::env::var("JOYRT_CUDA_GEMM").map_or(true, |v| v != "simt");
         Ok(CudaBackend {
             inner: Arc::new(Inner {
                 name: format!("cuda:{gpu}"),
                 arch: kernels::arch_for(major, minor),
-                mma,
+                mma: gemm_mma_enabled(),
                 max_blocks: (sms.max(1) as u32) * 16,
-                ctx,
-                stream,
+                dev: Dev::Gpu { ctx, stream },
+                modules: Mutex::new(HashMap::new()),
+                functions: Mutex::new(HashMap::new()),
+                stats: Arc::new(Stats::default()),
+            }),
+        })
+    }
+
+    /// The same kernels on the CPU, through a C++ emulation of the CUDA execution model (needs a
+    /// C++ compiler; slow). This is how the conformance suite runs the CUDA kernel sources on a
+    /// machine without a GPU; it says nothing about speed.
+    pub fn emulated() -> Result<CudaBackend> {
+        let emulator = emu::Emulator::new()
+            .map_err(|why| Error::BackendUnavailable { backend: "cuda-emulated".into(), why })?;
+        Ok(CudaBackend {
+            inner: Arc::new(Inner {
+                name: "cuda-emulated (kernels on the CPU)".into(),
+                arch: "emulated".into(),
+                mma: gemm_mma_enabled(),
+                max_blocks: 8,
+                dev: Dev::Emu(emulator),
                 modules: Mutex::new(HashMap::new()),
                 functions: Mutex::new(HashMap::new()),
                 stats: Arc::new(Stats::default()),
@@ -239,8 +289,13 @@ impl CudaBackend {
 
     /// Free and total device memory in bytes, as the driver reports them.
     pub fn device_memory(&self) -> Result<(u64, u64)> {
-        let (free, total) = self.inner.ctx.mem_get_info().map_err(|e| self.driver_err("cuMemGetInfo", e))?;
-        Ok((free as u64, total as u64))
+        match &self.inner.dev {
+            Dev::Gpu { ctx, .. } => {
+                let (free, total) = ctx.mem_get_info().map_err(|e| self.driver_err("cuMemGetInfo", e))?;
+                Ok((free as u64, total as u64))
+            }
+            Dev::Emu(_) => Err(Error::backend(self.name(), "the emulation has no device memory")),
+        }
     }
 
     fn driver_err(&self, what: &str, e: DriverError) -> Error {
@@ -249,64 +304,80 @@ impl CudaBackend {
 
     fn alloc(&self, dtype: DType, len: usize, zeroed: bool) -> Result<CudaBuffer> {
         let bytes = (len * dtype.size()).max(4);
-        let s = &self.inner.stream;
-        let data = if zeroed {
-            s.alloc_zeros::<u8>(bytes)
-        } else {
-            // SAFETY: every kernel writes its whole output before anything reads it.
-            unsafe { s.alloc::<u8>(bytes) }
-        }
-        .map_err(|e| match e.0 {
-            cu::CUresult::CUDA_ERROR_OUT_OF_MEMORY => Error::OutOfMemory {
-                backend: self.name(),
-                bytes: bytes as u64,
-                what: format!("a {dtype} tensor of {len} elements"),
-            },
-            _ => self.driver_err("cuMemAllocAsync", e),
-        })?;
-        Ok(self.wrap(data, len, dtype))
-    }
-
-    fn wrap(&self, data: CudaSlice<u8>, len: usize, dtype: DType) -> CudaBuffer {
-        let ptr = {
-            let (ptr, _sync) = data.device_ptr(&self.inner.stream);
-            ptr
+        let (data, ptr) = match &self.inner.dev {
+            Dev::Gpu { stream, .. } => {
+                let data = if zeroed {
+                    stream.alloc_zeros::<u8>(bytes)
+                } else {
+                    // SAFETY: every kernel writes its whole output before anything reads it.
+                    unsafe { stream.alloc::<u8>(bytes) }
+                }
+                .map_err(|e| match e.0 {
+                    cu::CUresult::CUDA_ERROR_OUT_OF_MEMORY => Error::OutOfMemory {
+                        backend: self.name(),
+                        bytes: bytes as u64,
+                        what: format!("a {dtype} tensor of {len} elements"),
+                    },
+                    _ => self.driver_err("cuMemAllocAsync", e),
+                })?;
+                let ptr = {
+                    let (ptr, _sync) = data.device_ptr(stream);
+                    ptr
+                };
+                (Mem::Device(data), ptr)
+            }
+            Dev::Emu(_) => {
+                let words = vec![0u128; bytes.div_ceil(16)];
+                let ptr = words.as_ptr() as u64;
+                (Mem::Host(words), ptr)
+            }
         };
         let stats = self.inner.stats.clone();
-        let live = stats.live.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+        let live = stats.live.fetch_add(data.bytes() as u64, Ordering::Relaxed) + data.bytes() as u64;
         stats.peak.fetch_max(live, Ordering::Relaxed);
-        CudaBuffer { ptr, data, len, dtype, stats }
+        Ok(CudaBuffer { ptr, data, len, dtype, stats })
     }
 
     /// The kernel `name` of `family` specialised for `spec`, compiled on first use.
-    fn function(&self, family: Family, spec: Spec, name: &'static str) -> Result<CudaFunction> {
+    fn function(&self, family: Family, spec: Spec, name: &'static str) -> Result<Kernel> {
         let key = (family, spec, name);
         if let Some(f) = self.inner.functions.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(f.clone());
         }
-        let module = {
-            let mut modules = self.inner.modules.lock().unwrap_or_else(|e| e.into_inner());
-            match modules.get(&(family, spec)) {
-                Some(m) => m.clone(),
-                None => {
-                    let cubin = kernels::compile(family, &spec, &self.inner.arch).map_err(|log| {
-                        Error::backend(self.name(), format!("kernel compilation failed: {log}"))
-                    })?;
-                    let m =
-                        self.inner.ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin)).map_err(|e| {
-                            self.driver_err(&format!("loading {} for {}", family.file(), self.inner.arch), e)
-                        })?;
-                    modules.insert((family, spec), m.clone());
-                    m
-                }
+        let kernel = match &self.inner.dev {
+            Dev::Emu(emulator) => Kernel::Emu(emulator.kernel(family, spec, name).map_err(|log| {
+                Error::backend(self.name(), format!("building the emulated kernels: {log}"))
+            })?),
+            Dev::Gpu { ctx, .. } => {
+                let module = {
+                    let mut modules = self.inner.modules.lock().unwrap_or_else(|e| e.into_inner());
+                    match modules.get(&(family, spec)) {
+                        Some(m) => m.clone(),
+                        None => {
+                            let cubin = kernels::compile(family, &spec, &self.inner.arch).map_err(|log| {
+                                Error::backend(self.name(), format!("kernel compilation failed: {log}"))
+                            })?;
+                            let m = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin)).map_err(|e| {
+                                self.driver_err(
+                                    &format!("loading {} for {}", family.file(), self.inner.arch),
+                                    e,
+                                )
+                            })?;
+                            modules.insert((family, spec), m.clone());
+                            m
+                        }
+                    }
+                };
+                Kernel::Gpu(
+                    module.load_function(name).map_err(|e| self.driver_err(&format!("kernel {name}"), e))?,
+                )
             }
         };
-        let f = module.load_function(name).map_err(|e| self.driver_err(&format!("kernel {name}"), e))?;
-        self.inner.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, f.clone());
-        Ok(f)
+        self.inner.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, kernel.clone());
+        Ok(kernel)
     }
 
-    fn launch(&self, f: &CudaFunction, grid: (u32, u32, u32), block: u32, args: &[Arg]) -> Result<()> {
+    fn launch(&self, f: &Kernel, grid: (u32, u32, u32), block: u32, args: &[Arg]) -> Result<()> {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
@@ -316,26 +387,47 @@ impl CudaBackend {
                 format!("grid {grid:?} exceeds CUDA's 65535 limit in y/z"),
             ));
         }
-        let stream = &self.inner.stream;
-        let mut b = stream.launch_builder(f);
-        for a in args {
-            match a {
-                Arg::Ptr(v) | Arg::U64(v) => b.arg(v),
-                Arg::I32(v) => b.arg(v),
-                Arg::F32(v) => b.arg(v),
-                Arg::Conv(v) => b.arg(v),
-                Arg::Perm(v) => b.arg(v),
-                Arg::Out => unreachable!("Arg::Out is replaced before launch"),
-            };
+        match (f, &self.inner.dev) {
+            (Kernel::Gpu(f), Dev::Gpu { stream, .. }) => {
+                let mut b = stream.launch_builder(f);
+                for a in args {
+                    match a {
+                        Arg::Ptr(v) | Arg::U64(v) => b.arg(v),
+                        Arg::I32(v) => b.arg(v),
+                        Arg::F32(v) => b.arg(v),
+                        Arg::Conv(v) => b.arg(v),
+                        Arg::Perm(v) => b.arg(v),
+                        Arg::Out => unreachable!("Arg::Out is replaced before launch"),
+                    };
+                }
+                let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+                // SAFETY: each call site passes the argument list of the kernel's C signature
+                // (pointers to buffers sized by the checked op that calls it).
+                unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| self.driver_err("kernel launch", e))
+            }
+            (Kernel::Emu(k), Dev::Emu(_)) => {
+                let mut ptrs: Vec<*mut std::ffi::c_void> = args
+                    .iter()
+                    .map(|a| match a {
+                        Arg::Ptr(v) | Arg::U64(v) => v as *const u64 as *mut _,
+                        Arg::I32(v) => v as *const i32 as *mut _,
+                        Arg::F32(v) => v as *const f32 as *mut _,
+                        Arg::Conv(v) => v as *const ConvShape as *mut _,
+                        Arg::Perm(v) => v as *const PermuteDims as *mut _,
+                        Arg::Out => unreachable!("Arg::Out is replaced before launch"),
+                    })
+                    .collect();
+                let _one_at_a_time = emu::global_launch_lock();
+                // SAFETY: as for the GPU launch; host buffers stand in for device memory.
+                unsafe { (k.f)(grid.0, grid.1, grid.2, block, ptrs.as_mut_ptr()) };
+                Ok(())
+            }
+            _ => unreachable!("kernels come from the backend's own device"),
         }
-        let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: each call site passes the argument list of the kernel's C signature (pointers
-        // to buffers sized by the checked op that calls it).
-        unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| self.driver_err("kernel launch", e))
     }
 
     /// A grid-stride launch over `n` elements.
-    fn launch_1d(&self, f: &CudaFunction, n: usize, args: &[Arg]) -> Result<()> {
+    fn launch_1d(&self, f: &Kernel, n: usize, args: &[Arg]) -> Result<()> {
         let blocks = (n.div_ceil(THREADS as usize) as u64).clamp(1, self.inner.max_blocks as u64) as u32;
         if n == 0 {
             return Ok(());
@@ -379,6 +471,23 @@ impl CudaBackend {
         Ok(out)
     }
 
+    /// Copies `bytes` to the start of `out`.
+    fn copy_in(&self, out: &mut CudaBuffer, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        match (&mut out.data, &self.inner.dev) {
+            (Mem::Device(d), Dev::Gpu { stream, .. }) => stream
+                .memcpy_htod(bytes, &mut d.slice_mut(..bytes.len()))
+                .map_err(|e| self.driver_err("upload (cuMemcpyHtoD)", e)),
+            (Mem::Host(h), _) => {
+                host_bytes_mut(h)[..bytes.len()].copy_from_slice(bytes);
+                Ok(())
+            }
+            _ => unreachable!("buffers come from the backend's own device"),
+        }
+    }
+
     fn upload_u32(&self, v: &[u32]) -> Result<CudaBuffer> {
         self.upload(DType::F32, bytemuck_u32(v))
     }
@@ -392,6 +501,20 @@ impl CudaBackend {
 /// `args` with [`Arg::Out`] replaced by `out`'s address.
 fn with_output(args: &[Arg], out: &CudaBuffer) -> Vec<Arg> {
     args.iter().map(|a| if matches!(a, Arg::Out) { Arg::Ptr(out.ptr) } else { *a }).collect()
+}
+
+fn gemm_mma_enabled() -> bool {
+    std::env::var("JOYRT_CUDA_GEMM").map_or(true, |v| v != "simt")
+}
+
+fn host_bytes(words: &[u128]) -> &[u8] {
+    // SAFETY: u128 has no padding; any byte pattern is a valid u8.
+    unsafe { std::slice::from_raw_parts(words.as_ptr() as *const u8, words.len() * 16) }
+}
+
+fn host_bytes_mut(words: &mut [u128]) -> &mut [u8] {
+    // SAFETY: as above, and the borrow is unique.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 16) }
 }
 
 fn bytemuck_u32(v: &[u32]) -> &[u8] {
@@ -441,12 +564,7 @@ impl Backend for CudaBackend {
     fn upload(&self, dtype: DType, bytes: &[u8]) -> Result<CudaBuffer> {
         let len = bytes.len() / dtype.size();
         let mut out = self.alloc(dtype, len, false)?;
-        if !bytes.is_empty() {
-            self.inner
-                .stream
-                .memcpy_htod(bytes, &mut out.data.slice_mut(..bytes.len()))
-                .map_err(|e| self.driver_err("upload (cuMemcpyHtoD)", e))?;
-        }
+        self.copy_in(&mut out, bytes)?;
         Ok(out)
     }
 
@@ -454,11 +572,13 @@ impl Backend for CudaBackend {
         let b = x.buffer();
         let bytes = b.len * b.dtype.size();
         let mut host = vec![0u8; bytes];
-        if bytes > 0 {
-            self.inner
-                .stream
-                .memcpy_dtoh(&b.data.slice(..bytes), &mut host)
-                .map_err(|e| self.driver_err("download (cuMemcpyDtoH)", e))?;
+        match (&b.data, &self.inner.dev) {
+            (_, _) if bytes == 0 => {}
+            (Mem::Device(d), Dev::Gpu { stream, .. }) => stream
+                .memcpy_dtoh(&d.slice(..bytes), &mut host)
+                .map_err(|e| self.driver_err("download (cuMemcpyDtoH)", e))?,
+            (Mem::Host(h), _) => host.copy_from_slice(&host_bytes(h)[..bytes]),
+            _ => unreachable!("buffers come from the backend's own device"),
         }
         self.synchronize()?;
         Ok(host)
@@ -473,10 +593,12 @@ impl Backend for CudaBackend {
     }
 
     fn synchronize(&self) -> Result<()> {
-        self.inner
-            .stream
-            .synchronize()
-            .map_err(|e| self.driver_err("synchronize (a kernel may have faulted)", e))
+        match &self.inner.dev {
+            Dev::Gpu { stream, .. } => stream
+                .synchronize()
+                .map_err(|e| self.driver_err("synchronize (a kernel may have faulted)", e)),
+            Dev::Emu(_) => Ok(()),
+        }
     }
 
     fn permute(&self, x: &Tensor<Self>, p: &PermuteParams) -> Result<CudaBuffer> {
@@ -907,11 +1029,13 @@ impl Backend for CudaBackend {
         p: &ScatterParams,
     ) -> Result<CudaBuffer> {
         let mut out = self.alloc(dst.dtype(), p.dst_rows * p.cols, false)?;
-        let bytes = dst.buffer().data.len();
-        self.inner
-            .stream
-            .memcpy_dtod(&dst.buffer().data.slice(..bytes), &mut out.data.slice_mut(..bytes))
-            .map_err(|e| self.driver_err("cuMemcpyDtoD", e))?;
+        match (&dst.buffer().data, &mut out.data, &self.inner.dev) {
+            (Mem::Device(s), Mem::Device(d), Dev::Gpu { stream, .. }) => {
+                stream.memcpy_dtod(s, d).map_err(|e| self.driver_err("cuMemcpyDtoD", e))?
+            }
+            (Mem::Host(s), Mem::Host(d), _) => d.copy_from_slice(s),
+            _ => unreachable!("buffers come from the backend's own device"),
+        }
         if rows.is_empty() {
             return Ok(out);
         }

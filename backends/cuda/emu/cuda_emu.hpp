@@ -1,0 +1,237 @@
+// A CPU emulation of the slice of CUDA that joyrt's kernels use, so that the very same
+// kernels/*.cu sources run (slowly) on a machine with no GPU and the whole conformance suite can
+// hold them to the CPU reference in CI.
+//
+// Execution model: blocks run one after another; the threads of a block are cooperative fibers
+// (ucontext) on one OS thread, each with its own stack, so per-thread locals are real locals and
+// `__shared__` (mapped to `static`) is one copy shared by the block. Every synchronisation point
+// (__syncthreads, __syncwarp, a shuffle, an mma) is a yield: the scheduler runs each live fiber
+// up to its next sync point, in thread order, so all threads pass the same barrier in the same
+// round. Fibers that reach a different number of sync points (a divergent barrier, undefined in
+// CUDA) are reported and abort the run.
+//
+// Warp-level operations exchange values through per-thread slots between two sync points.
+// mma.sync.m16n8k16 is computed from the PTX ISA's fragment layout (transcribed here
+// independently of the kernels' own fragment loads, so the emulation checks them).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+#include <ucontext.h>
+#include <utility>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(x)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+
+struct EmuDim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+static EmuDim3 threadIdx, blockIdx, blockDim, gridDim;
+
+struct uint4 {
+    unsigned x, y, z, w;
+};
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
+
+using std::max;
+using std::min;
+
+inline float __int_as_float(int v) {
+    float f;
+    std::memcpy(&f, &v, 4);
+    return f;
+}
+inline float __uint_as_float(unsigned v) {
+    float f;
+    std::memcpy(&f, &v, 4);
+    return f;
+}
+inline unsigned __float_as_uint(float v) {
+    unsigned u;
+    std::memcpy(&u, &v, 4);
+    return u;
+}
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+
+// IEEE binary16 <-> binary32, round to nearest even (what cvt.rn.f16.f32 does).
+inline float emu_f16_to_f32(unsigned short h) {
+    const unsigned sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    unsigned bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else {  // subnormal
+            float f = std::ldexp((float)man, -24);
+            return sign ? -f : f;
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    }
+    return __uint_as_float(bits);
+}
+inline unsigned short emu_f32_to_f16(float f) {
+    const unsigned u = __float_as_uint(f), sign = (u >> 16) & 0x8000u;
+    const unsigned abs = u & 0x7fffffffu;
+    if (abs > 0x7f800000u) return (unsigned short)(sign | 0x7e00u);  // NaN
+    if (abs >= 0x477ff000u) return (unsigned short)(sign | 0x7c00u);  // rounds to inf
+    if (abs < 0x38800000u) {  // subnormal or zero in f16: scale and round to an integer of 2^-24
+        const float a = __uint_as_float(abs) * 16777216.0f;  // exact: power of two
+        return (unsigned short)(sign | (unsigned)std::nearbyint(a));  // default mode: ties to even
+    }
+    unsigned r = abs - 0x38000000u;  // rebias exponent 127 -> 15
+    r = r + 0xfffu + ((r >> 13) & 1u);
+    return (unsigned short)(sign | (r >> 13));
+}
+
+// ---- fiber scheduler ---------------------------------------------------------------------------
+
+struct EmuFiber {
+    ucontext_t ctx;
+    std::vector<char> stack;
+    bool done = false;
+    long syncs = 0;
+};
+
+struct EmuBlock {
+    ucontext_t sched;
+    std::vector<EmuFiber> fibers;
+    int current = 0;
+    std::function<void()> body;
+};
+static EmuBlock emu_block;
+
+static void emu_fiber_entry() {
+    emu_block.body();
+    emu_block.fibers[emu_block.current].done = true;
+}
+
+inline void emu_sync() {
+    EmuFiber& f = emu_block.fibers[emu_block.current];
+    f.syncs++;
+    swapcontext(&f.ctx, &emu_block.sched);
+}
+
+inline void __syncthreads() { emu_sync(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu_sync(); }
+
+static float emu_shfl_slot[1024];
+inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
+    const int t = threadIdx.x;
+    emu_shfl_slot[t] = v;
+    emu_sync();
+    const float r = emu_shfl_slot[(t & ~31) | ((t & 31) ^ lane_mask)];
+    emu_sync();
+    return r;
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}: per PTX ISA, with g = lane / 4, t = lane % 4:
+// A (16×16): reg0 = (g, 2t..2t+1), reg1 = (g+8, 2t..), reg2 = (g, 2t+8..), reg3 = (g+8, 2t+8..);
+// B (16×8, k × n): reg0 = (k 2t..2t+1, n g), reg1 = (k 2t+8.., n g);
+// C/D (16×8): d0, d1 = (g, 2t..2t+1), d2, d3 = (g+8, 2t..2t+1). Low half = lower index.
+static unsigned emu_mma_a[1024][4], emu_mma_b[1024][2];
+inline float emu_half_bits(unsigned bits, bool bf16) {
+    return bf16 ? __uint_as_float(bits << 16) : emu_f16_to_f32((unsigned short)bits);
+}
+inline void emu_mma16816(float* d, const unsigned* a, const unsigned* b, bool bf16) {
+    const int t = threadIdx.x, w0 = t & ~31, lane = t & 31;
+    for (int i = 0; i < 4; ++i) emu_mma_a[t][i] = a[i];
+    for (int i = 0; i < 2; ++i) emu_mma_b[t][i] = b[i];
+    emu_sync();
+    auto A = [&](int r, int k) {
+        const int l = w0 + (r % 8) * 4 + (k % 8) / 2, reg = (r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+        return emu_half_bits((emu_mma_a[l][reg] >> (16 * (k % 2))) & 0xffffu, bf16);
+    };
+    auto B = [&](int k, int n) {
+        const int l = w0 + n * 4 + (k % 8) / 2, reg = k >= 8 ? 1 : 0;
+        return emu_half_bits((emu_mma_b[l][reg] >> (16 * (k % 2))) & 0xffffu, bf16);
+    };
+    const int g = lane / 4, tq = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+        const int row = g + (i >= 2 ? 8 : 0), col = 2 * tq + (i % 2);
+        float acc = 0.0f;
+        for (int k = 0; k < 16; ++k) acc += A(row, k) * B(k, col);
+        d[i] += acc;
+    }
+    emu_sync();
+}
+
+static void emu_fail(const char* msg) {
+    std::fprintf(stderr, "cuda emulator: %s\n", msg);
+    std::abort();
+}
+
+// Runs `body` as every thread of one block.
+inline void emu_run_block(unsigned threads, const std::function<void()>& body) {
+    const size_t stack = 256 * 1024;
+    emu_block.body = body;
+    emu_block.fibers.resize(threads);
+    for (unsigned i = 0; i < threads; ++i) {
+        EmuFiber& f = emu_block.fibers[i];
+        if (f.stack.size() != stack) f.stack.assign(stack, 0);
+        f.done = false;
+        f.syncs = 0;
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = f.stack.data();
+        f.ctx.uc_stack.ss_size = stack;
+        f.ctx.uc_link = &emu_block.sched;
+        makecontext(&f.ctx, emu_fiber_entry, 0);
+    }
+    for (;;) {
+        bool live = false;
+        long round = -1;
+        for (unsigned i = 0; i < threads; ++i) {
+            EmuFiber& f = emu_block.fibers[i];
+            if (f.done) continue;
+            emu_block.current = (int)i;
+            threadIdx.x = i;
+            swapcontext(&emu_block.sched, &f.ctx);
+            if (!f.done) {
+                live = true;
+                if (round < 0) round = f.syncs;
+                if (f.syncs != round) emu_fail("threads of a block reached different barriers (divergent __syncthreads)");
+            }
+        }
+        if (!live) break;
+        for (unsigned i = 0; i < threads; ++i)
+            if (emu_block.fibers[i].done) emu_fail("a thread exited while others still wait at a barrier");
+    }
+}
+
+template <class... A, size_t... I>
+inline void emu_call(void (*f)(A...), void** args, std::index_sequence<I...>) {
+    f(*static_cast<std::remove_reference_t<A>*>(args[I])...);
+}
+
+template <class... A>
+inline void emu_launch(void (*f)(A...), unsigned gx, unsigned gy, unsigned gz, unsigned bx, void** args) {
+    gridDim.x = gx;
+    gridDim.y = gy;
+    gridDim.z = gz;
+    blockDim.x = bx;
+    for (unsigned z = 0; z < gz; ++z)
+        for (unsigned y = 0; y < gy; ++y)
+            for (unsigned x = 0; x < gx; ++x) {
+                blockIdx.x = x;
+                blockIdx.y = y;
+                blockIdx.z = z;
+                emu_run_block(bx, [&] { emu_call(f, args, std::index_sequence_for<A...>{}); });
+            }
+}
+
+#define EMU_EXPORT(name)                                                                                      \
+    extern "C" void emu_##name(unsigned gx, unsigned gy, unsigned gz, unsigned bx, void** args) {              \
+        emu_launch(name, gx, gy, gz, bx, args);                                                                \
+    }

@@ -1,0 +1,116 @@
+//! The CPU emulation of the CUDA kernels (see `emu/cuda_emu.hpp`): each family is compiled by the
+//! host C++ compiler together with the emulation header into a shared library, loaded, and its
+//! kernels are called with the same argument lists as `cuLaunchKernel` would get. Used by
+//! [`crate::CudaBackend::emulated`] so the conformance suite runs the real kernel sources in CI.
+
+use crate::kernels::{self, Family, Spec};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+const HEADER: &str = include_str!("../emu/cuda_emu.hpp");
+
+/// `emu_<kernel>(grid x, y, z, block x, args)`.
+pub type EmuFn = unsafe extern "C" fn(u32, u32, u32, u32, *mut *mut c_void);
+
+/// An emulated kernel and the library that holds it.
+#[derive(Clone)]
+pub struct EmuKernel {
+    pub f: EmuFn,
+    _lib: Arc<libloading::Library>,
+}
+
+pub struct Emulator {
+    compiler: String,
+    dir: PathBuf,
+    libs: Mutex<HashMap<(Family, Spec), Arc<libloading::Library>>>,
+}
+
+static LAUNCH_LOCK: Mutex<()> = Mutex::new(());
+
+/// Serialises emulated launches in the process: each library keeps its scheduler (and
+/// `__shared__` memory) in globals, so two launches of one kernel must not overlap.
+pub fn global_launch_lock() -> std::sync::MutexGuard<'static, ()> {
+    LAUNCH_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Emulator {
+    /// Finds a C++ compiler (`$CXX`, else `g++`, else `c++`).
+    pub fn new() -> Result<Emulator, String> {
+        let candidates: Vec<String> =
+            std::env::var("CXX").into_iter().chain(["g++".to_string(), "c++".to_string()]).collect();
+        let compiler = candidates
+            .into_iter()
+            .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+            .ok_or("no C++ compiler (g++/c++/$CXX) to build the CUDA emulation")?;
+        let dir = std::env::temp_dir().join(format!("joyrt-cuda-emu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(Emulator { compiler, dir, libs: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn kernel(&self, family: Family, spec: Spec, name: &str) -> Result<EmuKernel, String> {
+        let lib = {
+            let mut libs = self.libs.lock().unwrap_or_else(|e| e.into_inner());
+            match libs.get(&(family, spec)) {
+                Some(l) => l.clone(),
+                None => {
+                    let l = Arc::new(self.build(family, spec)?);
+                    libs.insert((family, spec), l.clone());
+                    l
+                }
+            }
+        };
+        let symbol = format!("emu_{name}");
+        // SAFETY: every exported `emu_*` symbol has the EmuFn signature (EMU_EXPORT).
+        let f: EmuFn = unsafe {
+            *lib.get::<EmuFn>(symbol.as_bytes()).map_err(|e| format!("{}: {symbol}: {e}", family.file()))?
+        };
+        Ok(EmuKernel { f, _lib: lib })
+    }
+
+    fn build(&self, family: Family, spec: Spec) -> Result<libloading::Library, String> {
+        let stem = format!(
+            "{}-{:?}-{:?}-{:?}-{:?}",
+            family.file().trim_end_matches(".cu"),
+            spec.x,
+            spec.w,
+            spec.b,
+            spec.c
+        );
+        let src_path = self.dir.join(format!("{stem}.cpp"));
+        let lib_path = self.dir.join(format!("{stem}.so"));
+        let mut src = String::from("#define JOYRT_CUDA_EMU 1\n");
+        src += HEADER;
+        src += "\n";
+        src += &kernels::source(family, &spec);
+        for k in family.kernels(spec.mma()) {
+            src += &format!("EMU_EXPORT({k})\n");
+        }
+        std::fs::write(&src_path, src).map_err(|e| format!("{}: {e}", src_path.display()))?;
+        let out = Command::new(&self.compiler)
+            .args(["-std=c++17", "-O2", "-shared", "-fPIC", "-w", "-o"])
+            .arg(&lib_path)
+            .arg(&src_path)
+            .output()
+            .map_err(|e| format!("running {}: {e}", self.compiler))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed on {} (emulated {}):\n{}",
+                self.compiler,
+                src_path.display(),
+                family.file(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        // SAFETY: a library we just built; its initialisers only set up statics.
+        unsafe { libloading::Library::new(&lib_path) }.map_err(|e| format!("{}: {e}", lib_path.display()))
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
