@@ -192,6 +192,15 @@ impl Block {
     }
 }
 
+impl Block {
+    /// Drops the buffer without returning it to the pool (its creation may have failed).
+    fn discard(mut self) {
+        if self.buf.take().is_some() {
+            self.pool.lock().stats.live_bytes -= self.class;
+        }
+    }
+}
+
 impl Drop for Block {
     fn drop(&mut self) {
         if let Some(b) = self.buf.take() {
@@ -533,7 +542,11 @@ impl WgpuBackend {
         let size = bytes.max(4).div_ceil(4) * 4;
         self.check_size(size, what)?;
         let b = self.inner.pool.take(Kind::Storage, size);
-        self.check(what)?;
+        if let Err(e) = self.check(what) {
+            // Most likely this buffer's creation (out of memory): keep it out of the free lists.
+            b.discard();
+            return Err(e);
+        }
         Ok(b)
     }
 
@@ -1126,11 +1139,9 @@ impl Backend for WgpuBackend {
         for &r in index {
             let (first, last) = (r as usize * p.cols, (r as usize + 1) * p.cols);
             if last > first {
-                for t in &mut touched
-                    [first / tb.chunk_elems..=((last - 1) / tb.chunk_elems).min(tb.chunks.len() - 1)]
-                {
-                    *t = true;
-                }
+                let end = tb.chunks.len() - 1;
+                let (j0, j1) = ((first / tb.chunk_elems).min(end), ((last - 1) / tb.chunk_elems).min(end));
+                touched[j0..=j1].iter_mut().for_each(|t| *t = true);
             }
         }
         if !touched.contains(&true) {

@@ -259,3 +259,55 @@ fn norms_match_the_cpu_with_and_without_fast_paths() {
         }
     }
 }
+
+/// Full size on the adapter's real binding limit (128 MiB on lavapipe): the Qwen3-VL embedding
+/// table (151936×4096 bf16, 1.24 GB) and a DiT QKV weight in f32 (12288×4096, 201 MB). Needs
+/// about 6 GB of host memory: `cargo test -p joyrt-wgpu -- --ignored`.
+#[test]
+#[ignore]
+fn full_size_embedding_table_and_weight_on_the_real_limit() {
+    let Some(b) = open("full size", WgpuOptions::default()) else { return };
+    let (v, c) = (151_936usize, 4096usize);
+    // Integers below 256 are exact in bf16: element (r, k) holds (7r + k) mod 256.
+    let bits = |x: f32| (x.to_bits() >> 16) as u16;
+    let mut bytes = Vec::with_capacity(v * c * 2);
+    for r in 0..v {
+        for k in 0..c {
+            bytes.extend_from_slice(&bits(((7 * r + k) % 256) as f32).to_le_bytes());
+        }
+    }
+    let t0 = std::time::Instant::now();
+    let table = Tensor::from_bytes(&b, [v, c], DType::BF16, &bytes).unwrap();
+    drop(bytes);
+    println!(
+        "table: {} chunks under a {} byte binding limit, uploaded in {:.1} s",
+        table.buffer().chunk_count(),
+        b.binding_limit(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(table.buffer().chunk_count() > 1);
+    let idx = [0u32, 16_383, 16_384, 151_935, 77_777, 100_000, 32_767, 32_768];
+    let out = table.embedding(&idx).unwrap().to_f32_vec().unwrap();
+    for (i, &r) in idx.iter().enumerate() {
+        for k in 0..c {
+            assert_eq!(out[i * c + k], ((7 * r as usize + k) % 256) as f32, "row {r} col {k}");
+        }
+    }
+    drop(table);
+
+    let (m, k, n) = (3, 4096, 12_288);
+    let mut rng = Rng::new(5);
+    let (xv, wv) = (rng.normal_vec(m * k, 1.0), rng.normal_vec(n * k, 0.05));
+    let w = t(&b, &[n, k], &wv, DType::F32);
+    println!("weight {n}x{k} f32: {} chunks", w.buffer().chunk_count());
+    assert!(w.buffer().chunk_count() > 1);
+    let got = t(&b, &[m, k], &xv, DType::F32).linear(&w, None).unwrap().to_f32_vec().unwrap();
+    let cpu = CpuBackend::default();
+    let want = t(&cpu, &[m, k], &xv, DType::F32)
+        .linear(&t(&cpu, &[n, k], &wv, DType::F32), None)
+        .unwrap()
+        .to_f32_vec()
+        .unwrap();
+    assert_close("linear 3x4096x12288 f32", &got, &want, 1e-4);
+    println!("pool after: {:?}", b.pool_stats());
+}
