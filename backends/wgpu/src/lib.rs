@@ -363,7 +363,9 @@ impl WgpuBackend {
         let limits = adapter.limits();
         // Optional features are requested only where the adapter offers them, so the device request
         // never fails for their sake; the portable kernels stay the fallback.
-        let wanted = if opts.fast_paths {
+        // Not in the browser: WebGPU requires `enable subgroups;` in the WGSL, which naga (native)
+        // rejects, and the subgroup shader has not been run there.
+        let wanted = if opts.fast_paths && info.backend != wgpu::Backend::BrowserWebGpu {
             adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16)
         } else {
             wgpu::Features::empty()
