@@ -3,8 +3,16 @@
 // B (both read along K, B in its stored [N, K] layout). f32 accumulation.
 // K is split into chunks, one dispatch each, accumulating in OUT (software adapters cap the loop
 // iterations of one invocation at 65535).
-// P[0] = M, P[1] = K, P[2] = N, P[3] = has bias, P[4] = workgroups along N, P[5], P[6] = K range of
-// this chunk, P[7] = first chunk, P[8] = last chunk (adds the bias).
+// A weight larger than the storage binding limit is split into chunks of whole words (not rows);
+// one dispatch per (weight chunk, K chunk). B holds weight elements [e0, e1) only: loads outside it
+// read 0, the dispatch covers the rows [n_lo, n_hi) the chunk touches, and a row split between two
+// chunks gets its partial sums accumulated in OUT like a K chunk's. An output element is written
+// fresh by its first contribution (K chunk 0 of the chunk holding its row's start, so n·K ≥ e0) and
+// gets the bias from the last (last K chunk of the chunk holding its row's end, (n+1)·K ≤ e1).
+// Unsplit weights have e0 = 0, e1 = N·K and the whole N range.
+// P[0] = M, P[1] = K, P[2] = N, P[3] = has bias, P[4] = workgroups along N (of this dispatch),
+// P[5], P[6] = K range of this K chunk, P[7], P[8] = rows n_lo, n_hi of W covered,
+// P[9], P[10] = elements e0, e1 of W held by B.
 var<workgroup> ta: array<array<f32, 17>, 64>;
 var<workgroup> tb: array<array<f32, 17>, 64>;
 
@@ -15,16 +23,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let N = P[2];
     let tile = wg.y * nwg.x + wg.x;
     let m0 = (tile / P[4]) * 64u;
-    let n0 = (tile % P[4]) * 64u;
+    let n0 = P[7] + (tile % P[4]) * 64u;
+    let nhi = P[8];
+    let e0 = P[9];
+    let e1 = P[10];
     let t = lid.y * 16u + lid.x;
     var acc: array<array<f32, 4>, 4>;
-    if (P[7] == 0u) {
-        for (var u = 0u; u < 4u; u++) {
-            for (var v = 0u; v < 4u; v++) {
-                let m = m0 + lid.y * 4u + u;
-                let n = n0 + lid.x * 4u + v;
-                if (m < M && n < N) { acc[u][v] = OUT[m * N + n]; }
-            }
+    for (var u = 0u; u < 4u; u++) {
+        for (var v = 0u; v < 4u; v++) {
+            let m = m0 + lid.y * 4u + u;
+            let n = n0 + lid.x * 4u + v;
+            let fresh = P[5] == 0u && n * K >= e0;
+            if (m < M && n < nhi && !fresh) { acc[u][v] = OUT[m * N + n]; }
         }
     }
     let kend = P[6];
@@ -38,7 +48,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             var va = 0.0;
             var vb = 0.0;
             if (m0 + r < M && k < kend) { va = ld_a((m0 + r) * K + k); }
-            if (n0 + r < N && k < kend) { vb = ld_b((n0 + r) * K + k); }
+            let g = (n0 + r) * K + k;
+            if (n0 + r < nhi && k < kend && g >= e0 && g < e1) { vb = ld_b(g - e0); }
             ta[r][c] = va;
             tb[r][c] = vb;
         }
@@ -62,9 +73,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let m = m0 + lid.y * 4u + u;
         for (var v = 0u; v < 4u; v++) {
             let n = n0 + lid.x * 4u + v;
-            if (m < M && n < N) {
+            if (m < M && n < nhi) {
                 var r = acc[u][v];
-                if (P[3] != 0u && P[8] != 0u) { r += ld_c(n); }
+                if (P[3] != 0u && P[6] == K && (n + 1u) * K <= e1) { r += ld_c(n); }
                 OUT[m * N + n] = r;
             }
         }

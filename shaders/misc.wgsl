@@ -4,7 +4,10 @@
 //   P[2] = H, P[3] = D, P[4] = pairing (0 interleaved, 1 half-split), P[5] = normalise, P[6] = eps.
 // Op 2 cfg renorm of A = cond, B = uncond [C, P]: P[2] = C, P[3] = positions, P[4] = guidance bits.
 // Op 3 gather: OUT[n, c] = Σ_t W[n·T + t]·A[I[n·T + t], c]; B = indices (u32), C = weights (f32);
-//   P[2] = cols, P[3] = taps, P[4] = has weights.
+//   P[2] = cols, P[3] = taps, P[4] = has weights, P[5], P[6] = elements [e0, e1) of the table that A
+//   holds, P[7] = first dispatch. A table past the binding limit comes in chunks (whole words, rows
+//   may straddle two): one dispatch per chunk, each adding the taps whose element it holds, the
+//   first writing OUT fresh. Unsplit tables: e0 = 0, e1 = all, one dispatch, the taps in order.
 // Op 4 scatter rows into OUT (already a copy of dst): B = rows (u32), A = src [N, C]: P[2] = cols, P[3] = add.
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -71,11 +74,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             let c = i % cols;
             var acc = 0.0;
             for (var t = 0u; t < T; t++) {
+                let g = B[n * T + t] * cols + c;
+                if (g < P[5] || g >= P[6]) { continue; }
                 var w = 1.0;
                 if (P[4] != 0u) { w = bitcast<f32>(C[n * T + t]); }
-                acc += w * ld_a(B[n * T + t] * cols + c);
+                acc += w * ld_a(g - P[5]);
             }
-            OUT[i] = acc;
+            if (P[7] != 0u) { OUT[i] = acc; } else { OUT[i] = OUT[i] + acc; }
         }
         default: {
             let cols = P[2];

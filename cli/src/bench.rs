@@ -20,6 +20,9 @@ pub struct BenchArgs {
     /// Tokens (rows) of the op benchmarks; the DiT at 1024² has 9231.
     #[arg(long, default_value_t = 512)]
     pub tokens: usize,
+    /// Sequence length of the attention benchmark (default: --tokens).
+    #[arg(long)]
+    pub attn_tokens: Option<usize>,
     /// Image size of the DiT step (square, multiple of 16).
     #[arg(long, default_value_t = 256)]
     pub size: usize,
@@ -61,13 +64,14 @@ fn bench<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, model: &ModelFolder) ->
             2.0 * (m * k * n) as f64 / s / 1e9
         );
     }
-    let (q, kk, v) = (rand(&[m, 32, 128])?, rand(&[m, 32, 128])?, rand(&[m, 32, 128])?);
+    let l = a.attn_tokens.unwrap_or(m);
+    let (q, kk, v) = (rand(&[l, 32, 128])?, rand(&[l, 32, 128])?, rand(&[l, 32, 128])?);
     let s = time(b, a.iters, || q.attention(&kk, &v, false, None).map(|_| ()))?;
     println!(
         "{:<44} {:>10.2} {:>10.1}",
-        format!("attention L={m} 32x128"),
+        format!("attention L={l} 32x128"),
         s * 1e3,
-        4.0 * (m * m * 4096) as f64 / s / 1e9
+        4.0 * (l * l * 4096) as f64 / s / 1e9
     );
 
     let cfg = DitConfig::from_file(&model.transformer.join("config.json"))?;
@@ -90,5 +94,19 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     let backend = AnyBackend::open(a.backend)?;
     println!("backend {} dtype {dtype}", backend.name());
-    crate::with_backend!(&backend, b => bench(b, &a, dtype, &model))
+    crate::with_backend!(&backend, b => bench(b, &a, dtype, &model))?;
+    if let AnyBackend::Wgpu(w) = &backend {
+        let s = w.pool_stats();
+        println!(
+            "wgpu: subgroup norms {}, shader-f16 {}, binding limit {} MiB; buffers: peak {} MiB live, \
+             {} device allocations, {} reuses from the pool",
+            w.uses_subgroups(),
+            w.has_shader_f16(),
+            w.binding_limit() >> 20,
+            s.peak_bytes >> 20,
+            s.allocations,
+            s.reuses
+        );
+    }
+    Ok(())
 }

@@ -8,18 +8,282 @@
 //! Shaders live in `shaders/*.wgsl`, one file per op family. Each is specialised at pipeline
 //! creation by prepending the bindings and one load function per input dtype; pipelines are cached
 //! by their source. All six bindings (params, output, four inputs) are always bound, unused ones to
-//! a 4-byte dummy, under one explicit layout.
+//! a 4-byte dummy, under one explicit layout; each binding covers exactly the bytes in use.
+//!
+//! Memory: every buffer (tensors, f32 work buffers, params, index lists, download staging) comes
+//! from a pool of free lists by size class and goes back to it on drop, so a denoising loop
+//! reaches a steady state with no device allocation per op; free buffers beyond a budget are
+//! released. [`WgpuBackend::memory_stats`] and [`WgpuBackend::pool_stats`] count them.
+//!
+//! Limits: sizes are checked against `max_buffer_size` and `max_storage_buffer_binding_size` before
+//! wgpu sees them, with an error that gives the numbers. A tensor larger than the binding limit is
+//! held in chunks ([`WgpuBuffer`]); `linear` (weight) and `gather_rows` (table) run over the chunks,
+//! so a 1.2 GB embedding table or a large weight works on a 128 MiB-binding adapter; other ops
+//! refuse chunked inputs with an error.
+//!
+//! Optional features are requested only when the adapter offers them ([`WgpuOptions::fast_paths`]):
+//! `SUBGROUP` switches the row norms' reductions to `subgroupAdd`; `SHADER_F16` is requested and
+//! reported but nothing depends on it (the packed-u32 path runs everywhere).
 
 use joyrt_core::backend::*;
 use joyrt_core::{Backend, DType, Error, Result, Tensor};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+// ---- buffer pool ---------------------------------------------------------------------------------
+
+/// The smallest size class: params and index buffers all share it.
+const MIN_CLASS: u64 = 256;
+
+/// Pool budget when neither [`WgpuOptions::pool_budget`] nor `JOYRT_WGPU_POOL_MB` says otherwise.
+pub const DEFAULT_POOL_BUDGET: u64 = 1 << 30;
+
+/// The size class of a request of `bytes`: powers of two with three steps of a quarter between
+/// them (256, 320, 384, 448, 512, 640, ...), so a pooled buffer wastes less than 25%.
+fn size_class(bytes: u64) -> u64 {
+    let b = bytes.max(MIN_CLASS);
+    let p = b.next_power_of_two();
+    if p == b {
+        return p;
+    }
+    let step = p / 8;
+    b.div_ceil(step) * step
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+enum Kind {
+    /// Tensors, work buffers, params, index lists.
+    Storage,
+    /// Staging buffers of `download`.
+    Readback,
+}
+
+impl Kind {
+    fn usage(self) -> wgpu::BufferUsages {
+        match self {
+            Kind::Storage => {
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
+            }
+            Kind::Readback => wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        }
+    }
+}
+
+/// Counters of the buffer pool (see [`WgpuBackend::pool_stats`]). Bytes are size-class bytes,
+/// i.e. device memory, not tensor bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Bytes of device buffers held now by tensors and in-flight temporaries.
+    pub live_bytes: u64,
+    /// The most `live_bytes` has been since the backend was made.
+    pub peak_bytes: u64,
+    /// Bytes of free buffers kept for reuse (not counted in `live_bytes`).
+    pub pooled_bytes: u64,
+    /// `device.create_buffer` calls made for the pool.
+    pub allocations: u64,
+    /// Requests served from the free lists.
+    pub reuses: u64,
+    /// Free buffers handed back to the device because the pool exceeded its budget.
+    pub releases: u64,
+}
+
+struct PoolState {
+    /// Free buffers by (kind, size class), each stamped with the tick it was returned at.
+    free: HashMap<(Kind, u64), Vec<(u64, wgpu::Buffer)>>,
+    tick: u64,
+    budget: u64,
+    stats: PoolStats,
+}
+
+impl PoolState {
+    /// Releases the least recently returned free buffers until at most `budget` bytes are pooled.
+    fn evict_to(&mut self, budget: u64) {
+        while self.stats.pooled_bytes > budget {
+            let oldest = self.free.iter().filter_map(|(k, v)| v.first().map(|(t, _)| (*t, *k))).min();
+            let Some((_, key)) = oldest else { break };
+            let list = self.free.get_mut(&key).expect("key just found");
+            let (_, buf) = list.remove(0);
+            if list.is_empty() {
+                self.free.remove(&key);
+            }
+            self.stats.pooled_bytes -= key.1;
+            self.stats.releases += 1;
+            // Dropping is safe with work in flight: wgpu frees the memory once the queue is done with it.
+            drop(buf);
+        }
+    }
+}
+
+/// Free lists of device buffers by size class, so a denoising loop reaches a steady state where
+/// no op allocates. Buffers come back through [`Block`]'s `Drop`.
+///
+/// Reuse is safe without waiting for the GPU: every op is submitted to the one queue in order, so a
+/// buffer's next user runs after its previous one, and `queue.write_buffer` lands before the next
+/// submission's commands, after every earlier submission. Recycled buffers are not zeroed:
+/// `zeros` clears explicitly and every kernel writes all of its output.
+struct Pool {
+    device: wgpu::Device,
+    max_buffer: u64,
+    state: Mutex<PoolState>,
+}
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A buffer of at least `size` bytes (a multiple of 4, already checked against the limits).
+    fn take(self: &Arc<Self>, kind: Kind, size: u64) -> Block {
+        let mut class = size_class(size);
+        if class > self.max_buffer {
+            class = size;
+        }
+        let mut s = self.lock();
+        let buf = match s.free.get_mut(&(kind, class)).and_then(|v| v.pop()) {
+            Some((_, b)) => {
+                s.stats.reuses += 1;
+                s.stats.pooled_bytes -= class;
+                b
+            }
+            None => {
+                s.stats.allocations += 1;
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: None,
+                    size: class,
+                    usage: kind.usage(),
+                    mapped_at_creation: false,
+                })
+            }
+        };
+        s.stats.live_bytes += class;
+        s.stats.peak_bytes = s.stats.peak_bytes.max(s.stats.live_bytes);
+        Block { buf: Some(buf), kind, class, size, pool: self.clone() }
+    }
+
+    fn put(&self, kind: Kind, class: u64, buf: wgpu::Buffer) {
+        let mut s = self.lock();
+        s.stats.live_bytes -= class;
+        s.tick += 1;
+        let tick = s.tick;
+        s.free.entry((kind, class)).or_default().push((tick, buf));
+        s.stats.pooled_bytes += class;
+        let budget = s.budget;
+        s.evict_to(budget);
+    }
+}
+
+/// A pooled device buffer; `size` bytes of it are in use (and bound). Goes back to the pool on drop.
+struct Block {
+    buf: Option<wgpu::Buffer>,
+    kind: Kind,
+    class: u64,
+    size: u64,
+    pool: Arc<Pool>,
+}
+
+impl Block {
+    fn buffer(&self) -> &wgpu::Buffer {
+        self.buf.as_ref().expect("a live block holds its buffer")
+    }
+
+    fn bind(&self) -> Bind<'_> {
+        Bind { buf: self.buffer(), size: self.size }
+    }
+}
+
+impl Block {
+    /// Drops the buffer without returning it to the pool (its creation may have failed).
+    fn discard(mut self) {
+        if self.buf.take().is_some() {
+            self.pool.lock().stats.live_bytes -= self.class;
+        }
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            self.pool.put(self.kind, self.class, b);
+        }
+    }
+}
+
+// ---- tensors -------------------------------------------------------------------------------------
 
 /// A device buffer holding one tensor.
+///
+/// A tensor larger than the storage binding limit is held in several chunks, each within the
+/// limit, of `chunk_elems` elements (the last one shorter). Chunks split at word boundaries, not
+/// rows: the upload path does not know the row length, so the kernels that accept chunked inputs
+/// (`linear`'s weight, `gather_rows`' table) take the element range each chunk holds and handle rows
+/// that straddle two chunks. Every other op refuses a chunked input with an error that says so.
 pub struct WgpuBuffer {
-    buf: wgpu::Buffer,
+    chunks: Vec<Block>,
+    chunk_elems: usize,
     len: usize,
     dtype: DType,
+}
+
+impl WgpuBuffer {
+    /// The number of device buffers holding this tensor (more than one only past the binding limit).
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Chunk `j` and the element range `[e0, e1)` of the tensor it holds.
+    fn chunk(&self, j: usize) -> (&Block, usize, usize) {
+        let e0 = j * self.chunk_elems;
+        (&self.chunks[j], e0, (e0 + self.chunk_elems).min(self.len))
+    }
+}
+
+/// A bound range of a buffer: bytes `[0, size)`.
+#[derive(Clone, Copy)]
+struct Bind<'a> {
+    buf: &'a wgpu::Buffer,
+    size: u64,
+}
+
+/// An input of a dispatch: a buffer and the dtype its loader decodes.
+type Input<'a> = (Bind<'a>, DType);
+
+// ---- the backend ---------------------------------------------------------------------------------
+
+/// Options of [`WgpuBackend::with_options`]; [`WgpuOptions::from_env`] gives `new()`'s.
+#[derive(Clone, Debug)]
+pub struct WgpuOptions {
+    /// Use optional adapter features where the adapter offers them: today subgroup reductions
+    /// (`Features::SUBGROUP`) in the row norms. `false` runs the portable kernels everywhere.
+    /// Env: `JOYRT_WGPU_FAST_PATHS=0` turns them off.
+    pub fast_paths: bool,
+    /// Treat the storage binding limit as at most this many bytes (tests of the split paths on a
+    /// device whose real limit is large).
+    pub binding_limit: Option<u64>,
+    /// Bytes of free buffers the pool may keep; beyond it the least recently freed are released.
+    /// Env: `JOYRT_WGPU_POOL_MB`.
+    pub pool_budget: u64,
+}
+
+impl Default for WgpuOptions {
+    fn default() -> Self {
+        WgpuOptions { fast_paths: true, binding_limit: None, pool_budget: DEFAULT_POOL_BUDGET }
+    }
+}
+
+impl WgpuOptions {
+    /// The defaults, changed by `JOYRT_WGPU_FAST_PATHS=0` and `JOYRT_WGPU_POOL_MB=<n>`.
+    pub fn from_env() -> WgpuOptions {
+        let mut o = WgpuOptions::default();
+        if let Ok(v) = std::env::var("JOYRT_WGPU_FAST_PATHS") {
+            o.fast_paths = !matches!(v.trim(), "0" | "false" | "off" | "no");
+        }
+        if let Some(mb) = std::env::var("JOYRT_WGPU_POOL_MB").ok().and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            o.pool_budget = mb << 20;
+        }
+        o
+    }
 }
 
 struct Inner {
@@ -34,8 +298,18 @@ struct Inner {
     pipeline_layout: wgpu::PipelineLayout,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     dummy: wgpu::Buffer,
+    pool: Arc<Pool>,
+    /// The storage binding limit in force (the adapter's, or lower by [`WgpuOptions::binding_limit`]).
     max_binding: u64,
+    /// The adapter's own `max_storage_buffer_binding_size`, for messages.
+    adapter_binding: u64,
+    max_buffer: u64,
     max_groups: u32,
+    /// `Features::SUBGROUP` requested (offered by the adapter and fast paths on).
+    subgroups: bool,
+    /// `Features::SHADER_F16` requested. No kernel needs it: 16-bit storage is packed in u32 and
+    /// widened by bit operations, which every adapter runs; this records that native f16 is there.
+    shader_f16: bool,
 }
 
 /// The wgpu backend. Cloning shares the device.
@@ -48,6 +322,8 @@ const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const LAYOUT: &str = include_str!("../../../shaders/layout.wgsl");
 const GEMM: &str = include_str!("../../../shaders/gemm.wgsl");
 const NORM: &str = include_str!("../../../shaders/norm.wgsl");
+const NORM_REDUCE: &str = include_str!("../../../shaders/norm_reduce.wgsl");
+const NORM_REDUCE_SUBGROUP: &str = include_str!("../../../shaders/norm_reduce_subgroup.wgsl");
 const MISC: &str = include_str!("../../../shaders/misc.wgsl");
 const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
 const CONV: &str = include_str!("../../../shaders/conv.wgsl");
@@ -68,12 +344,15 @@ fn loader(name: &str, arr: &str, dtype: DType) -> String {
     }
 }
 
-/// An input of a dispatch: a buffer and the dtype its loader decodes.
-type Input<'a> = (&'a wgpu::Buffer, DType);
-
 impl WgpuBackend {
-    /// Opens the first adapter wgpu finds (`WGPU_BACKEND` selects vulkan/gl/...).
+    /// Opens the first adapter wgpu finds (`WGPU_BACKEND` selects vulkan/gl/...), with
+    /// [`WgpuOptions::from_env`].
     pub fn new() -> Result<WgpuBackend> {
+        Self::with_options(WgpuOptions::from_env())
+    }
+
+    /// Opens the first adapter wgpu finds with explicit options.
+    pub fn with_options(opts: WgpuOptions) -> Result<WgpuBackend> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
@@ -82,8 +361,18 @@ impl WgpuBackend {
         .map_err(|e| unavailable(format!("no GPU adapter: {e}")))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
+        // Optional features are requested only where the adapter offers them, so the device request
+        // never fails for their sake; the portable kernels stay the fallback.
+        // Not in the browser: WebGPU requires `enable subgroups;` in the WGSL, which naga (native)
+        // rejects, and the subgroup shader has not been run there.
+        let wanted = if opts.fast_paths && info.backend != wgpu::Backend::BrowserWebGpu {
+            adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16)
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("joyrt"),
+            required_features: wanted,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -126,19 +415,37 @@ impl WgpuBackend {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let adapter_binding = limits.max_storage_buffer_binding_size as u64;
+        let max_buffer = limits.max_buffer_size;
+        let max_binding = opts.binding_limit.unwrap_or(u64::MAX).min(adapter_binding).min(max_buffer).max(16);
+        let pool = Arc::new(Pool {
+            device: device.clone(),
+            max_buffer,
+            state: Mutex::new(PoolState {
+                free: HashMap::new(),
+                tick: 0,
+                budget: opts.pool_budget,
+                stats: PoolStats::default(),
+            }),
+        });
         Ok(WgpuBackend {
             inner: Arc::new(Inner {
                 error,
                 software: info.device_type == wgpu::DeviceType::Cpu,
                 name: format!("wgpu:{} ({:?})", info.name, info.backend),
-                max_binding: limits.max_storage_buffer_binding_size as u64,
+                max_binding,
+                adapter_binding,
+                max_buffer,
                 max_groups: limits.max_compute_workgroups_per_dimension,
+                subgroups: wanted.contains(wgpu::Features::SUBGROUP),
+                shader_f16: wanted.contains(wgpu::Features::SHADER_F16),
                 device,
                 queue,
                 layout,
                 pipeline_layout,
                 pipelines: Mutex::new(HashMap::new()),
                 dummy,
+                pool,
             }),
         })
     }
@@ -147,6 +454,47 @@ impl WgpuBackend {
     /// than the CPU backend, so `--backend auto` does not pick it.
     pub fn is_software(&self) -> bool {
         self.inner.software
+    }
+
+    /// Whether the row norms use subgroup reductions (the adapter offers `SUBGROUP` and fast paths
+    /// are on).
+    pub fn uses_subgroups(&self) -> bool {
+        self.inner.subgroups
+    }
+
+    /// Whether `SHADER_F16` was requested (offered, fast paths on). Informational: 16-bit tensors
+    /// are packed in u32 and widened by bit operations on every adapter.
+    pub fn has_shader_f16(&self) -> bool {
+        self.inner.shader_f16
+    }
+
+    /// The storage binding limit in force, in bytes: tensors above it are held in chunks.
+    pub fn binding_limit(&self) -> u64 {
+        self.inner.max_binding
+    }
+
+    /// Device bytes held by live tensors and temporaries now, and the most held at once since the
+    /// backend was made (size-class bytes; free pooled buffers are in [`Self::pool_stats`]).
+    pub fn memory_stats(&self) -> (u64, u64) {
+        let s = self.pool_stats();
+        (s.live_bytes, s.peak_bytes)
+    }
+
+    /// The buffer pool's counters.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.inner.pool.lock().stats
+    }
+
+    /// Changes the pool budget (bytes of free buffers kept), releasing buffers beyond it now.
+    pub fn set_pool_budget(&self, bytes: u64) {
+        let mut s = self.inner.pool.lock();
+        s.budget = bytes;
+        s.evict_to(bytes);
+    }
+
+    /// Releases every free pooled buffer to the device (for example between pipeline stages).
+    pub fn trim_pool(&self) {
+        self.inner.pool.lock().evict_to(0);
     }
 
     /// The error wgpu reported since the last check, if any.
@@ -161,25 +509,94 @@ impl WgpuBackend {
         }
     }
 
-    fn storage(&self, bytes: u64, what: &str) -> Result<wgpu::Buffer> {
-        let size = bytes.max(4).div_ceil(4) * 4;
-        if size > self.inner.max_binding {
+    /// Refuses, before wgpu sees it, a buffer the device cannot bind or create.
+    fn check_size(&self, size: u64, what: &str) -> Result<()> {
+        let i = &self.inner;
+        if size > i.max_buffer {
             return Err(Error::backend(
                 self.name(),
                 format!(
-                    "{what}: {size} bytes exceed this adapter's max_storage_buffer_binding_size of {} bytes",
+                    "{what}: {size} bytes exceed this adapter's max_buffer_size of {} bytes",
+                    i.max_buffer
+                ),
+            ));
+        }
+        if size > i.max_binding {
+            let lowered = if i.max_binding < i.adapter_binding {
+                format!(" (lowered by options from the adapter's {} bytes)", i.adapter_binding)
+            } else {
+                String::new()
+            };
+            return Err(Error::backend(
+                self.name(),
+                format!(
+                    "{what}: {size} bytes exceed the max_storage_buffer_binding_size of {} bytes{lowered} \
+                     (max_buffer_size {} bytes); only linear weights and gather_rows tables are split",
+                    i.max_binding, i.max_buffer
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A pooled storage buffer of `bytes` (rounded up to a word), within the binding limit.
+    fn storage(&self, bytes: u64, what: &str) -> Result<Block> {
+        let size = bytes.max(4).div_ceil(4) * 4;
+        self.check_size(size, what)?;
+        let b = self.inner.pool.take(Kind::Storage, size);
+        if let Err(e) = self.check(what) {
+            // Most likely this buffer's creation (out of memory): keep it out of the free lists.
+            b.discard();
+            return Err(e);
+        }
+        Ok(b)
+    }
+
+    /// Device memory for a tensor of `len` elements: one buffer, or chunks past the binding limit.
+    fn tensor(&self, dtype: DType, len: usize, what: &str) -> Result<WgpuBuffer> {
+        let bytes = (len * dtype.size()) as u64;
+        if bytes <= self.inner.max_binding {
+            let b = self.storage(bytes, what)?;
+            return Ok(WgpuBuffer { chunks: vec![b], chunk_elems: len.max(1), len, dtype });
+        }
+        if len > u32::MAX as usize {
+            return Err(Error::backend(
+                self.name(),
+                format!("{what}: {len} elements exceed the kernels' 32-bit element indices"),
+            ));
+        }
+        // Whole words per chunk, so a packed 16-bit chunk starts at an even element.
+        let chunk_bytes = self.inner.max_binding / 4 * 4;
+        let chunk_elems = (chunk_bytes / dtype.size() as u64) as usize;
+        let chunks = (0..len.div_ceil(chunk_elems))
+            .map(|j| {
+                let n = (len - j * chunk_elems).min(chunk_elems);
+                self.storage((n * dtype.size()) as u64, what)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WgpuBuffer { chunks, chunk_elems, len, dtype })
+    }
+
+    /// The single buffer of an op's input; a chunked tensor is refused with the reason.
+    fn inp<'a>(&self, t: &'a Tensor<Self>, op: &str) -> Result<Input<'a>> {
+        let b = t.buffer();
+        if b.chunks.len() > 1 {
+            return Err(Error::backend(
+                self.name(),
+                format!(
+                    "{op}: an input of {} bytes is split into {} chunks (over the max_storage_buffer_binding_size \
+                     of {} bytes); only linear weights and gather_rows tables may be that large",
+                    b.len * b.dtype.size(),
+                    b.chunks.len(),
                     self.inner.max_binding
                 ),
             ));
         }
-        let buf = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        self.check(what)?;
-        Ok(buf)
+        Ok((b.chunks[0].bind(), b.dtype))
+    }
+
+    fn dummy(&self) -> Input<'_> {
+        (Bind { buf: &self.inner.dummy, size: 16 }, DType::F32)
     }
 
     fn pipeline(&self, src: String) -> Arc<wgpu::ComputePipeline> {
@@ -204,14 +621,7 @@ impl WgpuBackend {
     }
 
     /// Runs `shader` (specialised for the inputs' dtypes) over `groups` workgroups, writing `out`.
-    fn dispatch(
-        &self,
-        shader: &str,
-        params: &[u32],
-        inputs: &[Input],
-        out: &wgpu::Buffer,
-        groups: u64,
-    ) -> Result<()> {
+    fn dispatch(&self, shader: &str, params: &[u32], inputs: &[Input], out: Bind, groups: u64) -> Result<()> {
         let mut src = String::from(
             "@group(0) @binding(0) var<storage, read> P: array<u32>;\n@group(0) @binding(1) var<storage, read_write> OUT: array<f32>;\n",
         );
@@ -223,26 +633,28 @@ impl WgpuBackend {
         self.run(src, params, inputs.iter().map(|i| i.0).collect(), out, groups)
     }
 
-    fn run(
-        &self,
-        src: String,
-        params: &[u32],
-        inputs: Vec<&wgpu::Buffer>,
-        out: &wgpu::Buffer,
-        groups: u64,
-    ) -> Result<()> {
+    fn run(&self, src: String, params: &[u32], inputs: Vec<Bind>, out: Bind, groups: u64) -> Result<()> {
         let pipeline = self.pipeline(src);
+        // Params come from the pool too: one small buffer per dispatch, back in the free list as
+        // soon as the dispatch is submitted (see `Pool` on why that is safe).
         let pbuf = self.storage(4 * params.len() as u64, "params")?;
-        self.inner.queue.write_buffer(&pbuf, 0, bytemuck::cast_slice(params));
-        let mut bufs = vec![&pbuf, out];
+        self.inner.queue.write_buffer(pbuf.buffer(), 0, bytemuck::cast_slice(params));
+        let mut bufs = vec![pbuf.bind(), out];
         bufs.extend(inputs);
         while bufs.len() < 6 {
-            bufs.push(&self.inner.dummy);
+            bufs.push(self.dummy().0);
         }
         let entries: Vec<wgpu::BindGroupEntry> = bufs
             .iter()
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: b.buf,
+                    offset: 0,
+                    size: NonZeroU64::new(b.size),
+                }),
+            })
             .collect();
         let bind = self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
@@ -270,14 +682,14 @@ impl WgpuBackend {
     }
 
     /// An f32 work buffer of `n` elements.
-    fn f32_buf(&self, n: usize) -> Result<wgpu::Buffer> {
+    fn f32_buf(&self, n: usize) -> Result<Block> {
         self.storage(4 * n as u64, "f32 work buffer")
     }
 
     /// Stores an f32 work buffer of `n` elements as `dtype`.
-    fn finish(&self, f: wgpu::Buffer, n: usize, dtype: DType) -> Result<WgpuBuffer> {
+    fn finish(&self, f: Block, n: usize, dtype: DType) -> Result<WgpuBuffer> {
         if dtype == DType::F32 {
-            return Ok(WgpuBuffer { buf: f, len: n, dtype });
+            return Ok(WgpuBuffer { chunks: vec![f], chunk_elems: n.max(1), len: n, dtype });
         }
         let words = n.div_ceil(2);
         let out = self.storage(4 * words as u64, "packed output")?;
@@ -285,11 +697,11 @@ impl WgpuBackend {
         self.run(
             PACK.to_string(),
             &[words as u32, n as u32, mode],
-            vec![&f],
-            &out,
+            vec![f.bind()],
+            out.bind(),
             (words as u64).div_ceil(256),
         )?;
-        Ok(WgpuBuffer { buf: out, len: n, dtype })
+        Ok(WgpuBuffer { chunks: vec![out], chunk_elems: n.max(1), len: n, dtype })
     }
 
     /// One thread per element of an `n`-element f32 result, then stored as `dtype`.
@@ -302,21 +714,17 @@ impl WgpuBackend {
         dtype: DType,
     ) -> Result<WgpuBuffer> {
         let out = self.f32_buf(n)?;
-        self.dispatch(shader, params, inputs, &out, (n as u64).div_ceil(256))?;
+        self.dispatch(shader, params, inputs, out.bind(), (n as u64).div_ceil(256))?;
         self.finish(out, n, dtype)
     }
 
-    fn u32_buf(&self, v: &[u32]) -> Result<wgpu::Buffer> {
+    fn u32_buf(&self, v: &[u32]) -> Result<Block> {
         let b = self.storage(4 * v.len() as u64, "index buffer")?;
         if !v.is_empty() {
-            self.inner.queue.write_buffer(&b, 0, bytemuck::cast_slice(v));
+            self.inner.queue.write_buffer(b.buffer(), 0, bytemuck::cast_slice(v));
         }
         Ok(b)
     }
-}
-
-fn inp(t: &Tensor<WgpuBackend>) -> Input<'_> {
-    (&t.buffer().buf, t.buffer().dtype)
 }
 
 fn fbits(v: f32) -> u32 {
@@ -331,8 +739,15 @@ impl Backend for WgpuBackend {
     }
 
     fn zeros(&self, dtype: DType, len: usize) -> Result<WgpuBuffer> {
-        // wgpu zero-initialises new buffers.
-        Ok(WgpuBuffer { buf: self.storage((len * dtype.size()) as u64, "zeros")?, len, dtype })
+        // Pooled buffers are recycled, so clear them (new wgpu buffers would be zero anyway).
+        let t = self.tensor(dtype, len, "zeros")?;
+        let mut enc = self.inner.device.create_command_encoder(&Default::default());
+        for c in &t.chunks {
+            enc.clear_buffer(c.buffer(), 0, Some(c.size));
+        }
+        self.inner.queue.submit([enc.finish()]);
+        self.check("zeros")?;
+        Ok(t)
     }
 
     fn upload(&self, dtype: DType, bytes: &[u8]) -> Result<WgpuBuffer> {
@@ -342,48 +757,58 @@ impl Backend for WgpuBackend {
                 format!("upload: {} bytes is not a whole number of {dtype} elements", bytes.len()),
             ));
         }
-        let buf = self.storage(bytes.len() as u64, "upload")?;
-        let mut padded = bytes.to_vec();
-        padded.resize(bytes.len().max(4).div_ceil(4) * 4, 0);
-        self.inner.queue.write_buffer(&buf, 0, &padded);
-        Ok(WgpuBuffer { buf, len: bytes.len() / dtype.size(), dtype })
+        let t = self.tensor(dtype, bytes.len() / dtype.size(), "upload")?;
+        let cb = t.chunk_elems * dtype.size();
+        for (j, c) in t.chunks.iter().enumerate() {
+            let part = &bytes[j * cb..((j + 1) * cb).min(bytes.len())];
+            if part.len().is_multiple_of(4) {
+                self.inner.queue.write_buffer(c.buffer(), 0, part);
+            } else {
+                let mut padded = part.to_vec();
+                padded.resize(part.len().div_ceil(4) * 4, 0);
+                self.inner.queue.write_buffer(c.buffer(), 0, &padded);
+            }
+        }
+        self.check("upload")?;
+        Ok(t)
     }
 
     fn download(&self, x: &Tensor<Self>) -> Result<Vec<u8>> {
         let b = x.buffer();
-        let n = (b.len * b.dtype.size()) as u64;
-        let size = b.buf.size();
-        let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("download"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = self.inner.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&b.buf, 0, &staging, 0, size);
-        self.inner.queue.submit([enc.finish()]);
-        let slice = staging.slice(..);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.inner
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::backend(self.name(), format!("poll: {e}")))?;
-        rx.recv()
-            .map_err(|e| Error::backend(self.name(), format!("download: {e}")))?
-            .map_err(|e| Error::backend(self.name(), format!("download: {e}")))?;
-        let view =
-            slice.get_mapped_range().map_err(|e| Error::backend(self.name(), format!("download: {e}")))?;
-        let out = view[..n as usize].to_vec();
-        drop(view);
-        staging.unmap();
+        let n = b.len * b.dtype.size();
+        let mut out = Vec::with_capacity(n + 4);
+        // One chunk at a time, so the staging buffer stays within max_buffer_size.
+        for c in &b.chunks {
+            self.check_size(c.size, "download staging")?;
+            let staging = self.inner.pool.take(Kind::Readback, c.size);
+            let mut enc = self.inner.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(c.buffer(), 0, staging.buffer(), 0, c.size);
+            self.inner.queue.submit([enc.finish()]);
+            let slice = staging.buffer().slice(..c.size);
+            let (tx, rx) = std::sync::mpsc::channel();
+            slice.map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            self.inner
+                .device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::backend(self.name(), format!("poll: {e}")))?;
+            rx.recv()
+                .map_err(|e| Error::backend(self.name(), format!("download: {e}")))?
+                .map_err(|e| Error::backend(self.name(), format!("download: {e}")))?;
+            // Mapped from here on: unmap before the staging buffer goes back to the pool.
+            let read = slice.get_mapped_range().map(|view| out.extend_from_slice(&view));
+            staging.buffer().unmap();
+            read.map_err(|e| Error::backend(self.name(), format!("download: {e}")))?;
+        }
+        self.check("download")?;
+        out.truncate(n);
         Ok(out)
     }
 
     fn cast(&self, x: &Tensor<Self>, to: DType) -> Result<WgpuBuffer> {
-        self.elementwise(ELEMENTWISE, &[x.numel() as u32, 9, 0, 1, 0], &[inp(x)], x.numel(), to)
+        let a = self.inp(x, "cast")?;
+        self.elementwise(ELEMENTWISE, &[x.numel() as u32, 9, 0, 1, 0], &[a], x.numel(), to)
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -402,13 +827,13 @@ impl Backend for WgpuBackend {
             params[3 + a] = p.dims[src] as u32;
             params[9 + a] = strides[src] as u32;
         }
-        self.elementwise(LAYOUT, &params, &[inp(x)], x.numel(), x.dtype())
+        self.elementwise(LAYOUT, &params, &[self.inp(x, "permute")?], x.numel(), x.dtype())
     }
 
     fn slice(&self, x: &Tensor<Self>, p: &SliceParams) -> Result<WgpuBuffer> {
         let n = p.outer * p.len;
         let params = [n as u32, 1, p.len as u32, p.x_inner as u32, p.start as u32, p.len as u32, 0];
-        self.elementwise(LAYOUT, &params, &[inp(x)], n, x.dtype())
+        self.elementwise(LAYOUT, &params, &[self.inp(x, "slice")?], n, x.dtype())
     }
 
     fn concat(&self, xs: &[&Tensor<Self>], p: &ConcatParams) -> Result<WgpuBuffer> {
@@ -423,7 +848,13 @@ impl Backend for WgpuBackend {
             let n = p.outer * inner;
             if n > 0 {
                 let params = [n as u32, 1, inner as u32, inner as u32, 0, total as u32, off as u32];
-                self.dispatch(LAYOUT, &params, &[inp(x)], &out, (n as u64).div_ceil(256))?;
+                self.dispatch(
+                    LAYOUT,
+                    &params,
+                    &[self.inp(x, "concat")?],
+                    out.bind(),
+                    (n as u64).div_ceil(256),
+                )?;
             }
             off += inner;
         }
@@ -438,28 +869,41 @@ impl Backend for WgpuBackend {
         p: &LinearParams,
     ) -> Result<WgpuBuffer> {
         let out = self.f32_buf(p.m * p.n)?;
-        let (tm, tn) = (p.m.div_ceil(64), p.n.div_ceil(64));
-        let mut inputs = vec![inp(x), inp(w)];
-        if let Some(b) = bias {
-            inputs.push(inp(b));
-        }
+        let tm = p.m.div_ceil(64);
+        let xin = self.inp(x, "linear")?;
+        let bin = bias.map(|b| self.inp(b, "linear bias")).transpose()?;
+        let wb = w.buffer();
         // Chunks of K stay within software adapters' per-invocation loop limit.
         const KC: usize = 1024;
-        let chunks = p.k.div_ceil(KC).max(1);
-        for c in 0..chunks {
-            let (k0, k1) = (c * KC, ((c + 1) * KC).min(p.k));
-            let params = [
-                p.m as u32,
-                p.k as u32,
-                p.n as u32,
-                bias.is_some() as u32,
-                tn as u32,
-                k0 as u32,
-                k1 as u32,
-                (c == 0) as u32,
-                (c == chunks - 1) as u32,
-            ];
-            self.dispatch(GEMM, &params, &inputs, &out, (tm * tn) as u64)?;
+        let kchunks = p.k.div_ceil(KC).max(1);
+        // A weight past the binding limit comes in chunks of whole words, not rows: each chunk
+        // runs over the rows it touches, and a row split between two chunks gets its two partial
+        // sums accumulated in OUT (see gemm.wgsl).
+        for j in 0..wb.chunks.len() {
+            let (chunk, e0, e1) = wb.chunk(j);
+            let (n_lo, n_hi) = (e0 / p.k.max(1), e1.div_ceil(p.k.max(1)).min(p.n));
+            let tn = (n_hi - n_lo).div_ceil(64);
+            let mut inputs = vec![xin, (chunk.bind(), wb.dtype)];
+            if let Some(b) = bin {
+                inputs.push(b);
+            }
+            for c in 0..kchunks {
+                let (k0, k1) = (c * KC, ((c + 1) * KC).min(p.k));
+                let params = [
+                    p.m as u32,
+                    p.k as u32,
+                    p.n as u32,
+                    bias.is_some() as u32,
+                    tn as u32,
+                    k0 as u32,
+                    k1 as u32,
+                    n_lo as u32,
+                    n_hi as u32,
+                    e0 as u32,
+                    e1 as u32,
+                ];
+                self.dispatch(GEMM, &params, &inputs, out.bind(), (tm * tn) as u64)?;
+            }
         }
         self.finish(out, p.m * p.n, x.dtype())
     }
@@ -471,9 +915,10 @@ impl Backend for WgpuBackend {
         b: Option<&Tensor<Self>>,
         p: &NormParams,
     ) -> Result<WgpuBuffer> {
-        let d = &self.inner.dummy;
-        let inputs = [inp(x), w.map_or((d, DType::F32), inp), b.map_or((d, DType::F32), inp)];
-        self.norm(x, &inputs, p, 0, w.is_some(), b.is_some())
+        let op = "layer_norm";
+        let wi = w.map(|w| self.inp(w, op)).transpose()?.unwrap_or(self.dummy());
+        let bi = b.map(|b| self.inp(b, op)).transpose()?.unwrap_or(self.dummy());
+        self.norm(x, &[self.inp(x, op)?, wi, bi], p, 0, w.is_some(), b.is_some())
     }
 
     fn layer_norm_modulate(
@@ -483,11 +928,12 @@ impl Backend for WgpuBackend {
         scale: &Tensor<Self>,
         p: &NormParams,
     ) -> Result<WgpuBuffer> {
-        self.norm(x, &[inp(x), inp(shift), inp(scale)], p, 1, true, true)
+        let op = "layer_norm_modulate";
+        self.norm(x, &[self.inp(x, op)?, self.inp(shift, op)?, self.inp(scale, op)?], p, 1, true, true)
     }
 
     fn rms_norm(&self, x: &Tensor<Self>, w: &Tensor<Self>, p: &NormParams) -> Result<WgpuBuffer> {
-        self.norm(x, &[inp(x), inp(w)], p, 2, true, false)
+        self.norm(x, &[self.inp(x, "rms_norm")?, self.inp(w, "rms_norm")?], p, 2, true, false)
     }
 
     fn channel_rms_norm(
@@ -496,9 +942,11 @@ impl Backend for WgpuBackend {
         gamma: &Tensor<Self>,
         p: &ChannelParams,
     ) -> Result<WgpuBuffer> {
+        let op = "channel_rms_norm";
         let out = self.f32_buf(x.numel())?;
         let params = [p.positions as u32, 0, p.channels as u32, p.positions as u32];
-        self.dispatch(MISC, &params, &[inp(x), inp(gamma)], &out, (p.positions as u64).div_ceil(256))?;
+        let inputs = [self.inp(x, op)?, self.inp(gamma, op)?];
+        self.dispatch(MISC, &params, &inputs, out.bind(), (p.positions as u64).div_ceil(256))?;
         self.finish(out, x.numel(), x.dtype())
     }
 
@@ -522,14 +970,15 @@ impl Backend for WgpuBackend {
             Activation::GeluTanh => 1,
             Activation::GeluErf => 2,
         };
-        self.elementwise(ELEMENTWISE, &[x.numel() as u32, op, 0, 1, 0], &[inp(x)], x.numel(), x.dtype())
+        let params = [x.numel() as u32, op, 0, 1, 0];
+        self.elementwise(ELEMENTWISE, &params, &[self.inp(x, "activation")?], x.numel(), x.dtype())
     }
 
     fn swiglu(&self, gate: &Tensor<Self>, up: &Tensor<Self>) -> Result<WgpuBuffer> {
         self.elementwise(
             ELEMENTWISE,
             &[gate.numel() as u32, 6, 0, 1, 0],
-            &[inp(gate), inp(up)],
+            &[self.inp(gate, "swiglu")?, self.inp(up, "swiglu")?],
             gate.numel(),
             gate.dtype(),
         )
@@ -549,7 +998,7 @@ impl Backend for WgpuBackend {
         self.elementwise(
             ELEMENTWISE,
             &[p.len as u32, op, mode, inner as u32, 0],
-            &[inp(a), inp(b)],
+            &[self.inp(a, "binary")?, self.inp(b, "binary")?],
             p.len,
             a.dtype(),
         )
@@ -559,7 +1008,7 @@ impl Backend for WgpuBackend {
         self.elementwise(
             ELEMENTWISE,
             &[x.numel() as u32, 7, 0, 1, fbits(alpha)],
-            &[inp(x), inp(z)],
+            &[self.inp(x, "scaled_add")?, self.inp(z, "scaled_add")?],
             x.numel(),
             x.dtype(),
         )
@@ -572,11 +1021,12 @@ impl Backend for WgpuBackend {
         gate: &Tensor<Self>,
         p: &RowsParams,
     ) -> Result<WgpuBuffer> {
+        let op = "gated_residual";
         let n = p.rows * p.cols;
         self.elementwise(
             ELEMENTWISE,
             &[n as u32, 8, 0, p.cols as u32, 0],
-            &[inp(x), inp(z), inp(gate)],
+            &[self.inp(x, op)?, self.inp(z, op)?, self.inp(gate, op)?],
             n,
             x.dtype(),
         )
@@ -585,7 +1035,8 @@ impl Backend for WgpuBackend {
     fn cfg_renorm(&self, cond: &Tensor<Self>, uncond: &Tensor<Self>, p: &CfgParams) -> Result<WgpuBuffer> {
         let out = self.f32_buf(cond.numel())?;
         let params = [p.positions as u32, 2, p.channels as u32, p.positions as u32, fbits(p.guidance)];
-        self.dispatch(MISC, &params, &[inp(cond), inp(uncond)], &out, (p.positions as u64).div_ceil(256))?;
+        let inputs = [self.inp(cond, "cfg_renorm")?, self.inp(uncond, "cfg_renorm")?];
+        self.dispatch(MISC, &params, &inputs, out.bind(), (p.positions as u64).div_ceil(256))?;
         self.finish(out, cond.numel(), cond.dtype())
     }
 
@@ -602,6 +1053,7 @@ impl Backend for WgpuBackend {
                 format!("attention: head dim {} > 128 is not supported by this kernel", p.head_dim),
             ));
         }
+        let inputs = [self.inp(q, "attention")?, self.inp(k, "attention")?, self.inp(v, "attention")?];
         let threads = p.q_len * p.q_heads;
         let d = p.head_dim;
         // Running state per (query, head): acc[D], max, sum. Key chunks keep each invocation
@@ -625,19 +1077,13 @@ impl Backend for WgpuBackend {
                 (c == 0) as u32,
                 (c == chunks - 1) as u32,
             ];
-            self.dispatch(
-                ATTENTION,
-                &params,
-                &[inp(q), inp(k), inp(v)],
-                &state,
-                (threads as u64).div_ceil(64),
-            )?;
+            self.dispatch(ATTENTION, &params, &inputs, state.bind(), (threads as u64).div_ceil(64))?;
         }
         // Drop the two state columns: rows of D + 2 → rows of D.
         let n = threads * d;
         let out = self.f32_buf(n)?;
         let params = [n as u32, 1, d as u32, (d + 2) as u32, 0, d as u32, 0];
-        self.dispatch(LAYOUT, &params, &[(&state, DType::F32)], &out, (n as u64).div_ceil(256))?;
+        self.dispatch(LAYOUT, &params, &[(state.bind(), DType::F32)], out.bind(), (n as u64).div_ceil(256))?;
         self.finish(out, n, q.dtype())
     }
 
@@ -648,9 +1094,10 @@ impl Backend for WgpuBackend {
         bias: Option<&Tensor<Self>>,
         p: &Conv2dParams,
     ) -> Result<WgpuBuffer> {
+        let op = "conv2d";
         let n = p.out_channels * p.out_height * p.out_width;
-        let d = &self.inner.dummy;
-        let inputs = [inp(x), inp(w), (d, DType::F32), bias.map_or((d, DType::F32), inp)];
+        let bi = bias.map(|b| self.inp(b, op)).transpose()?.unwrap_or(self.dummy());
+        let inputs = [self.inp(x, op)?, self.inp(w, op)?, self.dummy(), bi];
         let params = [
             n as u32,
             0,
@@ -672,7 +1119,7 @@ impl Backend for WgpuBackend {
     fn upsample_nearest2x(&self, x: &Tensor<Self>, p: &ImageParams) -> Result<WgpuBuffer> {
         let n = 4 * x.numel();
         let params = [n as u32, 2, p.channels as u32, p.height as u32, p.width as u32];
-        self.elementwise(LAYOUT, &params, &[inp(x)], n, x.dtype())
+        self.elementwise(LAYOUT, &params, &[self.inp(x, "upsample_nearest2x")?], n, x.dtype())
     }
 
     fn gather_rows(
@@ -686,14 +1133,40 @@ impl Backend for WgpuBackend {
         let w: Vec<u32> = weights.map(|w| w.iter().map(|v| v.to_bits()).collect()).unwrap_or_default();
         let wb = self.u32_buf(&w)?;
         let n = p.rows * p.cols;
-        let params = [n as u32, 3, p.cols as u32, p.taps as u32, weights.is_some() as u32];
-        self.elementwise(
-            MISC,
-            &params,
-            &[inp(table), (&idx, DType::F32), (&wb, DType::F32)],
-            n,
-            table.dtype(),
-        )
+        let out = self.f32_buf(n)?;
+        let tb = table.buffer();
+        // A table past the binding limit is in chunks: run only over the chunks some index
+        // touches, each adding the taps whose elements it holds (see misc.wgsl op 3).
+        let mut touched = vec![false; tb.chunks.len()];
+        for &r in index {
+            let (first, last) = (r as usize * p.cols, (r as usize + 1) * p.cols);
+            if last > first {
+                let end = tb.chunks.len() - 1;
+                let (j0, j1) = ((first / tb.chunk_elems).min(end), ((last - 1) / tb.chunk_elems).min(end));
+                touched[j0..=j1].iter_mut().for_each(|t| *t = true);
+            }
+        }
+        if !touched.contains(&true) {
+            touched[0] = true;
+        }
+        let mut first = true;
+        for j in (0..tb.chunks.len()).filter(|&j| touched[j]) {
+            let (chunk, e0, e1) = tb.chunk(j);
+            let params = [
+                n as u32,
+                3,
+                p.cols as u32,
+                p.taps as u32,
+                weights.is_some() as u32,
+                e0 as u32,
+                e1 as u32,
+                first as u32,
+            ];
+            let inputs = [(chunk.bind(), tb.dtype), (idx.bind(), DType::F32), (wb.bind(), DType::F32)];
+            self.dispatch(MISC, &params, &inputs, out.bind(), (n as u64).div_ceil(256))?;
+            first = false;
+        }
+        self.finish(out, n, table.dtype())
     }
 
     fn scatter_rows(
@@ -708,15 +1181,16 @@ impl Backend for WgpuBackend {
         self.dispatch(
             ELEMENTWISE,
             &[total as u32, 9, 0, 1, 0],
-            &[inp(dst)],
-            &out,
+            &[self.inp(dst, "scatter_rows")?],
+            out.bind(),
             (total as u64).div_ceil(256),
         )?;
         let rb = self.u32_buf(rows)?;
         let n = p.src_rows * p.cols;
         if n > 0 {
             let params = [n as u32, 4, p.cols as u32, (p.mode == ScatterMode::Add) as u32];
-            self.dispatch(MISC, &params, &[inp(src), (&rb, DType::F32)], &out, (n as u64).div_ceil(256))?;
+            let inputs = [self.inp(src, "scatter_rows")?, (rb.bind(), DType::F32)];
+            self.dispatch(MISC, &params, &inputs, out.bind(), (n as u64).div_ceil(256))?;
         }
         self.finish(out, total, dst.dtype())
     }
@@ -734,7 +1208,9 @@ impl WgpuBackend {
     ) -> Result<WgpuBuffer> {
         let out = self.f32_buf(x.numel())?;
         let params = [p.rows as u32, p.cols as u32, fbits(p.eps), mode, has_w as u32, has_b as u32];
-        self.dispatch(NORM, &params, inputs, &out, p.rows as u64)?;
+        // The row reduction: subgroup sums where the device has them, else a workgroup-memory tree.
+        let reduce = if self.inner.subgroups { NORM_REDUCE_SUBGROUP } else { NORM_REDUCE };
+        self.dispatch(&format!("{reduce}{NORM}"), &params, inputs, out.bind(), p.rows as u64)?;
         self.finish(out, x.numel(), x.dtype())
     }
 
@@ -745,17 +1221,18 @@ impl WgpuBackend {
         rope: &Rope<Self>,
         p: &HeadParams,
     ) -> Result<WgpuBuffer> {
+        let op = "rope";
         let threads = p.tokens * p.heads;
         let out = self.f32_buf(x.numel())?;
         let pairing = match rope.pairing {
             RopePairing::Interleaved => 0,
             RopePairing::HalfSplit => 1,
         };
-        let d = &self.inner.dummy;
-        let inputs = [inp(x), inp(&rope.cos), inp(&rope.sin), w.map_or((d, DType::F32), inp)];
+        let wi = w.map(|w| self.inp(w, op)).transpose()?.unwrap_or(self.dummy());
+        let inputs = [self.inp(x, op)?, self.inp(&rope.cos, op)?, self.inp(&rope.sin, op)?, wi];
         let params =
             [threads as u32, 1, p.heads as u32, p.head_dim as u32, pairing, w.is_some() as u32, fbits(p.eps)];
-        self.dispatch(MISC, &params, &inputs, &out, (threads as u64).div_ceil(256))?;
+        self.dispatch(MISC, &params, &inputs, out.bind(), (threads as u64).div_ceil(256))?;
         self.finish(out, x.numel(), x.dtype())
     }
 }

@@ -1,0 +1,313 @@
+//! joyrt-wgpu's own tests: the buffer pool's steady state, tensors split past the binding limit,
+//! and the optional fast paths against the portable kernels. Each test prints a loud `SKIPPED`
+//! line and returns when no adapter is present.
+
+use joyrt_core::{Backend, DType, Rng, Tensor};
+use joyrt_cpu::CpuBackend;
+use joyrt_wgpu::{WgpuBackend, WgpuOptions};
+
+fn open(test: &str, opts: WgpuOptions) -> Option<WgpuBackend> {
+    match WgpuBackend::with_options(opts) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            println!("SKIPPED: joyrt-wgpu {test}: no wgpu adapter: {e}");
+            eprintln!("SKIPPED: joyrt-wgpu {test}: no wgpu adapter: {e}");
+            None
+        }
+    }
+}
+
+fn t<B: Backend>(b: &B, shape: &[usize], v: &[f32], dtype: DType) -> Tensor<B> {
+    Tensor::from_f32(b, shape.to_vec(), v, dtype).unwrap()
+}
+
+/// `|got − want| ≤ tol·max(1, |want|)` everywhere.
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * w.abs().max(1.0),
+            "{what}: element {i}: got {g}, want {w} (tol {tol})"
+        );
+    }
+}
+
+// ---- buffer pool ---------------------------------------------------------------------------------
+
+/// One step of a toy denoising loop: the kinds of op a DiT step runs, in bf16 and f32.
+fn step(
+    lat: &Tensor<WgpuBackend>,
+    w1: &Tensor<WgpuBackend>,
+    g: &Tensor<WgpuBackend>,
+    w2: &Tensor<WgpuBackend>,
+) -> joyrt_core::Result<Tensor<WgpuBackend>> {
+    let h = lat.linear(w1, None)?.rms_norm(g, 1e-6)?.gelu_tanh()?;
+    let q = h.reshape([lat.dims()[0], 4, 16])?;
+    let a = q.attention(&q, &q, false, None)?.reshape([lat.dims()[0], 64])?;
+    let a = a.cast(DType::BF16)?.layer_norm(None, None, 1e-6)?.cast(DType::F32)?;
+    let v = a.linear(w2, None)?;
+    lat.scaled_add(&v, -0.05)
+}
+
+#[test]
+fn pool_reaches_a_steady_state_with_no_new_allocations() {
+    let Some(b) = open("pool", WgpuOptions::default()) else { return };
+    let mut rng = Rng::new(3);
+    let w1 = t(&b, &[64, 40], &rng.normal_vec(64 * 40, 0.2), DType::BF16);
+    let w2 = t(&b, &[40, 64], &rng.normal_vec(40 * 64, 0.2), DType::BF16);
+    let g = t(&b, &[64], &rng.uniform_vec(64, 0.5, 1.5), DType::F32);
+    let mut lat = t(&b, &[33, 40], &rng.normal_vec(33 * 40, 1.0), DType::F32);
+    let mut after_warmup = None;
+    for i in 0..8 {
+        lat = step(&lat, &w1, &g, &w2).unwrap();
+        let _ = lat.to_f32_vec().unwrap(); // downloads go through the pool too
+        let s = b.pool_stats();
+        println!("step {i}: {s:?}");
+        if i == 1 {
+            after_warmup = Some(s);
+        }
+    }
+    let (warm, end) = (after_warmup.unwrap(), b.pool_stats());
+    assert_eq!(end.allocations, warm.allocations, "allocations after the warm-up steps: {warm:?} → {end:?}");
+    assert!(end.reuses > warm.reuses, "steps must be served from the pool: {warm:?} → {end:?}");
+    assert_eq!(end.live_bytes, warm.live_bytes, "live bytes must not grow step to step");
+    assert_eq!(b.memory_stats(), (end.live_bytes, end.peak_bytes));
+    assert!(end.peak_bytes >= end.live_bytes && end.live_bytes > 0);
+
+    // Everything dropped: nothing live; a zero budget releases every free buffer.
+    drop((lat, w1, w2, g));
+    assert_eq!(b.memory_stats().0, 0, "no tensor is alive, so no live bytes");
+    b.set_pool_budget(0);
+    let s = b.pool_stats();
+    assert_eq!(s.pooled_bytes, 0);
+    assert!(s.releases > 0);
+}
+
+#[test]
+fn recycled_buffers_are_cleared_by_zeros() {
+    let Some(b) = open("zeros", WgpuOptions::default()) else { return };
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        let x = t(&b, &[301], &[7.0; 301], dtype);
+        drop(x);
+        let before = b.pool_stats().reuses;
+        let z = Tensor::zeros(&b, [301], dtype).unwrap();
+        assert!(b.pool_stats().reuses > before, "zeros should reuse the freed buffer");
+        assert!(z.to_f32_vec().unwrap().iter().all(|&v| v == 0.0), "{dtype}: zeros from a recycled buffer");
+    }
+}
+
+// ---- tensors past the binding limit ----------------------------------------------------------
+
+#[test]
+fn linear_and_gather_on_split_tensors_match_the_cpu() {
+    let Some(small) = open("split", WgpuOptions { binding_limit: Some(1024), ..WgpuOptions::default() })
+    else {
+        return;
+    };
+    let Some(mid) = open("split", WgpuOptions { binding_limit: Some(16384), ..WgpuOptions::default() })
+    else {
+        return;
+    };
+    let whole = WgpuBackend::with_options(WgpuOptions::default()).unwrap();
+    let cpu = CpuBackend::default();
+    let mut rng = Rng::new(7);
+    // (backend, M, K, N): rows straddle chunk boundaries; N = 150 crosses a 64-row tile inside a
+    // chunk; K = 1100 also has two K chunks.
+    let cases: [(&WgpuBackend, usize, usize, usize); 4] =
+        [(&small, 3, 20, 37), (&small, 12, 20, 21), (&small, 1, 20, 150), (&mid, 2, 1100, 9)];
+    for (b, m, k, n) in cases {
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            for bias in [false, true] {
+                let (xv, wv, bv) =
+                    (rng.normal_vec(m * k, 1.0), rng.normal_vec(n * k, 0.3), rng.normal_vec(n, 1.0));
+                let w = t(b, &[n, k], &wv, dtype);
+                let chunks = w.buffer().chunk_count();
+                if n * k * dtype.size() > b.binding_limit() as usize {
+                    assert!(chunks > 1, "{n}x{k} {dtype} should be split");
+                }
+                // Round trip of a split tensor.
+                assert_eq!(w.to_f32_vec().unwrap(), t(&cpu, &[n, k], &wv, dtype).to_f32_vec().unwrap());
+                let got = t(b, &[m, k], &xv, DType::F32)
+                    .linear(&w, bias.then(|| t(b, &[n], &bv, dtype)).as_ref())
+                    .unwrap()
+                    .to_f32_vec()
+                    .unwrap();
+                let want = t(&cpu, &[m, k], &xv, DType::F32)
+                    .linear(&t(&cpu, &[n, k], &wv, dtype), bias.then(|| t(&cpu, &[n], &bv, dtype)).as_ref())
+                    .unwrap()
+                    .to_f32_vec()
+                    .unwrap();
+                let what = format!("linear M={m} K={k} N={n} {dtype} bias={bias} in {chunks} chunks");
+                assert_close(&what, &got, &want, 1e-4);
+                // Split or not, the wgpu GEMM sums in the same order: bit-identical.
+                let unsplit = t(&whole, &[m, k], &xv, DType::F32)
+                    .linear(
+                        &t(&whole, &[n, k], &wv, dtype),
+                        bias.then(|| t(&whole, &[n], &bv, dtype)).as_ref(),
+                    )
+                    .unwrap()
+                    .to_f32_vec()
+                    .unwrap();
+                assert_eq!(got, unsplit, "{what}: split vs unsplit");
+                println!("ok: {what}");
+            }
+        }
+    }
+
+    // gather_rows from a split table: rows 21 and 42 straddle chunks (256 f32 or 512 16-bit elements).
+    let (v, c) = (50, 12);
+    let idx = [21u32, 0, 49, 21, 42, 10, 5, 42];
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        let tv = rng.normal_vec(v * c, 1.0);
+        let table = t(&small, &[v, c], &tv, dtype);
+        assert!(table.buffer().chunk_count() > 1);
+        let ctable = t(&cpu, &[v, c], &tv, dtype);
+        let got = table.embedding(&idx).unwrap().to_f32_vec().unwrap();
+        let want = ctable.embedding(&idx).unwrap().to_f32_vec().unwrap();
+        assert_eq!(got, want, "embedding {dtype} from {} chunks", table.buffer().chunk_count());
+        let wts: Vec<f32> = rng.uniform_vec(idx.len(), 0.0, 1.0);
+        let got = table.gather_rows(&idx, Some(&wts), 2).unwrap().to_f32_vec().unwrap();
+        let want = ctable.gather_rows(&idx, Some(&wts), 2).unwrap().to_f32_vec().unwrap();
+        assert_close(&format!("gather_rows taps=2 {dtype}"), &got, &want, 1e-5);
+        println!("ok: gather {dtype} from {} chunks", table.buffer().chunk_count());
+    }
+
+    // A split zeros tensor is all zero.
+    let z = Tensor::zeros(&small, [700], DType::F32).unwrap();
+    assert!(z.buffer().chunk_count() > 1);
+    assert!(z.to_f32_vec().unwrap().iter().all(|&x| x == 0.0));
+}
+
+#[test]
+fn split_inputs_and_oversized_outputs_are_clear_errors() {
+    let Some(b) = open("split errors", WgpuOptions { binding_limit: Some(1024), ..WgpuOptions::default() })
+    else {
+        return;
+    };
+    let x = t(&b, &[300], &[1.0; 300], DType::F32);
+    assert_eq!(x.buffer().chunk_count(), 2);
+    let Err(e) = x.silu() else { panic!("silu of a split tensor must fail") };
+    let e = e.to_string();
+    assert!(e.contains("split into 2 chunks") && e.contains("1024 bytes"), "{e}");
+    // An output past the limit names both limits and the numbers.
+    let w = t(&b, &[40, 20], &[0.5; 800], DType::F32);
+    let x = t(&b, &[8, 20], &[1.0; 160], DType::F32);
+    let Err(e) = x.linear(&w, None) else { panic!("an output past the limit must fail") };
+    let e = e.to_string();
+    assert!(
+        e.contains("1280 bytes exceed the max_storage_buffer_binding_size of 1024 bytes")
+            && e.contains("max_buffer_size"),
+        "{e}"
+    );
+}
+
+// ---- fast paths -----------------------------------------------------------------------------------
+
+type Run<B> = fn(&Tensor<B>, &Tensor<B>, &Tensor<B>) -> joyrt_core::Result<Tensor<B>>;
+
+/// The row-norm ops, each as (x, w, b) → y.
+fn norm_ops<B: Backend>() -> [(&'static str, Run<B>); 4] {
+    [
+        ("layer_norm", |x, w, b| x.layer_norm(Some(w), Some(b), 1e-6)),
+        ("layer_norm (no affine)", |x, _, _| x.layer_norm(None, None, 1e-5)),
+        ("layer_norm_modulate", |x, w, b| x.layer_norm_modulate(b, w, 1e-6)),
+        ("rms_norm", |x, w, _| x.rms_norm(w, 1e-6)),
+    ]
+}
+
+#[test]
+fn norms_match_the_cpu_with_and_without_fast_paths() {
+    let Some(fast) = open("fast paths", WgpuOptions::default()) else { return };
+    let Some(portable) = open("fast paths", WgpuOptions { fast_paths: false, ..WgpuOptions::default() })
+    else {
+        return;
+    };
+    assert!(!portable.uses_subgroups());
+    if fast.uses_subgroups() {
+        println!("fast paths: subgroup reductions on ({})", fast.name());
+    } else {
+        println!(
+            "NOTE: {} lacks Features::SUBGROUP: only the portable norm kernels were tested",
+            fast.name()
+        );
+    }
+    println!("shader-f16 offered and requested: {}", fast.has_shader_f16());
+    let cpu = CpuBackend::default();
+    let mut rng = Rng::new(11);
+    for (rows, cols) in [(5, 7), (3, 64), (9, 67), (4, 300), (2, 1000)] {
+        for dtype in [DType::F32, DType::BF16] {
+            let (xv, wv, bv) =
+                (rng.normal_vec(rows * cols, 2.0), rng.normal_vec(cols, 1.0), rng.normal_vec(cols, 1.0));
+            let inputs = |b: &WgpuBackend| {
+                (t(b, &[rows, cols], &xv, dtype), t(b, &[cols], &wv, dtype), t(b, &[cols], &bv, dtype))
+            };
+            let (cx, cw, cb) = (
+                t(&cpu, &[rows, cols], &xv, dtype),
+                t(&cpu, &[cols], &wv, dtype),
+                t(&cpu, &[cols], &bv, dtype),
+            );
+            for ((name, fw), (_, fc)) in norm_ops::<WgpuBackend>().into_iter().zip(norm_ops::<CpuBackend>()) {
+                let want = fc(&cx, &cw, &cb).unwrap().to_f32_vec().unwrap();
+                // bf16 outputs may round differently by one ulp (2^-8 relative).
+                let tol = if dtype == DType::F32 { 2e-5 } else { 8e-3 };
+                for (path, b) in [("fast", &fast), ("portable", &portable)] {
+                    let (x, w, bb) = inputs(b);
+                    let got = fw(&x, &w, &bb).unwrap().to_f32_vec().unwrap();
+                    assert_close(&format!("{name} {rows}x{cols} {dtype} {path}"), &got, &want, tol);
+                }
+            }
+        }
+    }
+}
+
+/// Full size on the adapter's real binding limit (128 MiB on lavapipe): the Qwen3-VL embedding
+/// table (151936×4096 bf16, 1.24 GB) and a DiT QKV weight in f32 (12288×4096, 201 MB). Needs
+/// about 6 GB of host memory: `cargo test -p joyrt-wgpu -- --ignored`.
+#[test]
+#[ignore]
+fn full_size_embedding_table_and_weight_on_the_real_limit() {
+    let Some(b) = open("full size", WgpuOptions::default()) else { return };
+    let (v, c) = (151_936usize, 4096usize);
+    // Integers below 256 are exact in bf16: element (r, k) holds (7r + k) mod 256.
+    let bits = |x: f32| (x.to_bits() >> 16) as u16;
+    let mut bytes = Vec::with_capacity(v * c * 2);
+    for r in 0..v {
+        for k in 0..c {
+            bytes.extend_from_slice(&bits(((7 * r + k) % 256) as f32).to_le_bytes());
+        }
+    }
+    let t0 = std::time::Instant::now();
+    let table = Tensor::from_bytes(&b, [v, c], DType::BF16, &bytes).unwrap();
+    drop(bytes);
+    println!(
+        "table: {} chunks under a {} byte binding limit, uploaded in {:.1} s",
+        table.buffer().chunk_count(),
+        b.binding_limit(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(table.buffer().chunk_count() > 1);
+    let idx = [0u32, 16_383, 16_384, 151_935, 77_777, 100_000, 32_767, 32_768];
+    let out = table.embedding(&idx).unwrap().to_f32_vec().unwrap();
+    for (i, &r) in idx.iter().enumerate() {
+        for k in 0..c {
+            assert_eq!(out[i * c + k], ((7 * r as usize + k) % 256) as f32, "row {r} col {k}");
+        }
+    }
+    drop(table);
+
+    let (m, k, n) = (3, 4096, 12_288);
+    let mut rng = Rng::new(5);
+    let (xv, wv) = (rng.normal_vec(m * k, 1.0), rng.normal_vec(n * k, 0.05));
+    let w = t(&b, &[n, k], &wv, DType::F32);
+    println!("weight {n}x{k} f32: {} chunks", w.buffer().chunk_count());
+    assert!(w.buffer().chunk_count() > 1);
+    let got = t(&b, &[m, k], &xv, DType::F32).linear(&w, None).unwrap().to_f32_vec().unwrap();
+    let cpu = CpuBackend::default();
+    let want = t(&cpu, &[m, k], &xv, DType::F32)
+        .linear(&t(&cpu, &[n, k], &wv, DType::F32), None)
+        .unwrap()
+        .to_f32_vec()
+        .unwrap();
+    assert_close("linear 3x4096x12288 f32", &got, &want, 1e-4);
+    println!("pool after: {:?}", b.pool_stats());
+}
