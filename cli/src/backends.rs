@@ -53,7 +53,7 @@ impl AnyBackend {
     pub fn memory(&self) -> Option<(u64, u64)> {
         match self {
             AnyBackend::Cpu(b) => Some(b.memory_stats()),
-            AnyBackend::Wgpu(_) => None,
+            AnyBackend::Wgpu(b) => Some(b.memory_stats()),
             AnyBackend::Cuda(b) => Some(b.memory_stats()),
         }
     }

@@ -30,7 +30,16 @@ pub struct BenchArgs {
     pub iters: usize,
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Text tokens of the DiT step (JoyAI at 1024² has 9231 tokens in all: 2 × 4096 image + text).
+    #[arg(long, default_value_t = 64)]
+    pub text_tokens: usize,
+    /// Time the full-size DiT (the published 16B configuration) on synthetic random weights
+    /// held in memory, instead of the model folder's transformer.
+    #[arg(long)]
+    pub full_dit: bool,
 }
+
+const FULL_DIT_CONFIG: &str = include_str!("configs/full/transformer.json");
 
 /// Median seconds of `iters` runs after one warm-up, synchronising the device around each.
 fn time<B: Backend>(b: &B, iters: usize, mut f: impl FnMut() -> joyrt_core::Result<()>) -> Result<f64> {
@@ -74,13 +83,30 @@ fn bench<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, model: &ModelFolder) ->
         4.0 * (l * l * 4096) as f64 / s / 1e9
     );
 
-    let cfg = DitConfig::from_file(&model.transformer.join("config.json"))?;
-    let dit = Dit::load(b, &Checkpoint::open(&model.transformer)?, &cfg, dtype)?;
+    let (cfg, ck) = if a.full_dit {
+        let json: serde_json::Value = serde_json::from_str(FULL_DIT_CONFIG)?;
+        let cfg = DitConfig::from_json(&json, std::path::Path::new("configs/full/transformer.json"))?;
+        let t0 = Instant::now();
+        let ck = Checkpoint::synthetic("full-size DiT", &cfg.param_specs(), dtype, 7)?;
+        println!(
+            "synthetic full-size DiT weights: {} params in {:.1} s",
+            cfg.param_count(),
+            t0.elapsed().as_secs_f64()
+        );
+        (cfg, ck)
+    } else {
+        (DitConfig::from_file(&model.transformer.join("config.json"))?, Checkpoint::open(&model.transformer)?)
+    };
+    let t0 = Instant::now();
+    let dit = Dit::load(b, &ck, &cfg, dtype)?;
+    b.synchronize()?;
+    println!("DiT loaded to {} in {:.1} s", b.name(), t0.elapsed().as_secs_f64());
+    drop(ck);
     if a.size == 0 || !a.size.is_multiple_of(16) {
         bail!("--size must be a positive multiple of 16");
     }
     let lat = rand(&[2, cfg.in_channels, a.size / 8, a.size / 8])?;
-    let text = rand(&[64, cfg.text_dim])?;
+    let text = rand(&[a.text_tokens.max(1), cfg.text_dim])?;
     let s = time(b, a.iters, || dit.forward(&lat, 500.0, &text).map(|_| ()))?;
     println!("{:<44} {:>10.2}", format!("DiT forward {}² (×2 per CFG step)", a.size), s * 1e3);
     Ok(())

@@ -45,7 +45,10 @@ impl Emulator {
             .into_iter()
             .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
             .ok_or("no C++ compiler (g++/c++/$CXX) to build the CUDA emulation")?;
-        let dir = std::env::temp_dir().join(format!("joyrt-cuda-emu-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // One folder per emulator: each removes its own when dropped.
+        let dir = std::env::temp_dir().join(format!("joyrt-cuda-emu-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         Ok(Emulator { compiler, dir, libs: Mutex::new(HashMap::new()) })
     }
