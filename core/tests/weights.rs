@@ -304,3 +304,22 @@ fn wan_original_keys_map_to_diffusers() {
         "decoder.up_blocks.1.resnets.0.norm1.gamma"
     );
 }
+
+#[test]
+fn synthetic_checkpoint_holds_exactly_the_specs_with_small_random_values() {
+    use joyrt_core::weights::{Checkpoint, ParamSpec};
+    use joyrt_core::DType;
+    let specs = vec![ParamSpec::new("a.weight", [64, 33]), ParamSpec::new("b.bias", [7])];
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        let ck = Checkpoint::synthetic("test", &specs, dtype, 3).unwrap();
+        ck.check_exact("test", &specs, &[]).unwrap();
+        let a = ck.read_f32("a.weight").unwrap();
+        assert_eq!(a.len(), 64 * 33);
+        assert!(a.iter().all(|v| v.abs() <= 0.0347), "{dtype}: out of range");
+        let std = (a.iter().map(|v| v * v).sum::<f32>() / a.len() as f32).sqrt();
+        assert!((0.017..0.023).contains(&std), "{dtype}: std {std}");
+        let again = Checkpoint::synthetic("test", &specs, dtype, 3).unwrap().read_f32("a.weight").unwrap();
+        assert_eq!(a, again, "same seed, same weights");
+        assert_eq!(ck.read_f32("b.bias").unwrap().len(), 7);
+    }
+}
