@@ -12,7 +12,9 @@
 // running max and sum are rescaled once per tile (exp2, with log2(e) folded into the query
 // scale) and the tile's V rows are accumulated. f32 throughout.
 //
-// This is the CUDA-core version (no tensor cores): correct for every shape joyrt uses.
+// attention_d128/d512 below are the CUDA-core version: correct for every shape joyrt uses
+// (any head dim up to 512, mixed dtypes). The tensor-core version at the end of the file takes
+// over for same-dtype bf16/f16 with D = 64 or 128 (the DiT's and Qwen's text heads).
 #include "common.cuh"
 
 #define ATT_THREADS 128
@@ -114,3 +116,194 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
                    int d, float scale, int causal) {
     attention_impl<16>(q, k, v, y, q_len, kv_len, q_heads, kv_heads, d, scale, causal);
 }
+
+// ---- tensor-core version (bf16/f16 q, k, v of one dtype; D = 64 or 128) ----------------------
+//
+// FlashAttention-2 structure on mma.sync.m16n8k16: a block of 4 warps owns 64 queries of one
+// head, each warp 16 of them, held as A fragments in registers for the whole run. Per tile of 64
+// keys: K is staged in shared memory as [key][d] (the col-major B operand of S = Q·Kᵀ) and V
+// transposed as [d][key] (the B operand of O += P·V). S (16×64 per warp, f32) stays in registers;
+// the online softmax works on each thread's two rows (g and g+8), reducing max and sum over the
+// four threads of a quad with shuffles; P is rounded to the input dtype and re-used directly as
+// the A fragment of P·V (the accumulator layout of two n8 tiles is the A layout of one k16 step).
+// O is f32 in registers, divided by the row sum at the end.
+#if defined(MMA_OK)
+
+#define FA_BR 64
+#define FA_BC 64
+
+__device__ __forceinline__ u32 pack2(float lo, float hi) {
+    return (u32)from_f32<TX>(lo).bits | ((u32)from_f32<TX>(hi).bits << 16);
+}
+
+__device__ __forceinline__ void fa_mma(float* d, const u32* a, const u32* b, bf16_t) {
+#ifdef JOYRT_CUDA_EMU
+    emu_mma16816(d, a, b, true);
+#else
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+__device__ __forceinline__ void fa_mma(float* d, const u32* a, const u32* b, f16_t) {
+#ifdef JOYRT_CUDA_EMU
+    emu_mma16816(d, a, b, false);
+#else
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+template <int D>
+__device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, const TX* v, TX* y, int q_len,
+                                                   int kv_len, int q_heads, int kv_heads, float scale,
+                                                   int causal) {
+    constexpr int KS = D + 8;        // padded row of Ks (16-bit elements)
+    constexpr int VS = FA_BC + 8;    // padded row of Vt
+    __shared__ __align__(16) u16 Ks[FA_BC * KS];
+    __shared__ __align__(16) u16 Vt[D * VS];
+    const int h = blockIdx.y, kh = h / (q_heads / kv_heads);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    const int q0 = blockIdx.x * FA_BR + warp * 16;  // this warp's first query
+    const float sl2 = scale * 1.4426950408889634f;
+    const u16* qb = (const u16*)q;
+
+    // Q fragments: rows q0+g and q0+g+8, all D columns, as D/16 k-steps.
+    u32 qf[D / 16][4];
+#pragma unroll
+    for (int s = 0; s < D / 16; ++s) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int row = q0 + g + ((r & 1) ? 8 : 0), col = s * 16 + 2 * t4 + ((r & 2) ? 8 : 0);
+            qf[s][r] = row < q_len ? *(const u32*)(qb + ((u64)row * q_heads + h) * D + col) : 0u;
+        }
+    }
+    float o[D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+
+    const int shift = kv_len - q_len;
+    const int last_q = min(q_len, (int)(blockIdx.x + 1) * FA_BR) - 1;
+    const int kv_end = causal ? min(kv_len, last_q + shift + 1) : kv_len;
+
+    for (int j0 = 0; j0 < kv_end; j0 += FA_BC) {
+        __syncthreads();
+        // Stage K [key][d] and Vᵀ [d][key]: 16-byte chunks of 8 elements, zero past kv_len.
+        for (int c = threadIdx.x; c < FA_BC * D / 8; c += 128) {
+            const int key = c / (D / 8), d0 = (c % (D / 8)) * 8, j = j0 + key;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            if (j < kv_len) {
+                const u64 off = ((u64)j * kv_heads + kh) * D + d0;
+                kv = *(const uint4*)((const u16*)k + off);
+                vv = *(const uint4*)((const u16*)v + off);
+            }
+            *(uint4*)&Ks[key * KS + d0] = kv;
+            const u32 w[4] = {vv.x, vv.y, vv.z, vv.w};
+#pragma unroll
+            for (int i = 0; i < 8; ++i) Vt[(d0 + i) * VS + key] = (u16)(w[i / 2] >> (16 * (i % 2)));
+        }
+        __syncthreads();
+
+        // S = Q·Kᵀ for this warp's 16 rows × 64 keys.
+        float s[FA_BC / 8][4];
+#pragma unroll
+        for (int n = 0; n < FA_BC / 8; ++n) {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                const u16* kr = &Ks[(n * 8 + g) * KS + kk * 16 + 2 * t4];
+                const u32 b[2] = {*(const u32*)kr, *(const u32*)(kr + 8)};
+                fa_mma(s[n], qf[kk], b, TX{});
+            }
+        }
+        // Scale, mask, and the new row maxima (rows g: r = 0, g + 8: r = 1).
+        float mt[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+        for (int n = 0; n < FA_BC / 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int r = e >> 1, qi = q0 + g + 8 * r, j = j0 + n * 8 + 2 * t4 + (e & 1);
+                const bool visible = j < kv_len && (!causal || j <= qi + shift);
+                s[n][e] = visible ? s[n][e] * sl2 : NEG_INF;
+                mt[r] = fmaxf(mt[r], s[n][e]);
+            }
+        float alpha[2], mu[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mt[r] = fmaxf(mt[r], __shfl_xor_sync(0xffffffffu, mt[r], 1));
+            mt[r] = fmaxf(mt[r], __shfl_xor_sync(0xffffffffu, mt[r], 2));
+            const float mn = fmaxf(m[r], mt[r]);
+            mu[r] = mn == NEG_INF ? 0.0f : mn;  // a row with nothing visible yet: p = 0, not NaN
+            alpha[r] = exp2f(m[r] - mu[r]);
+            m[r] = mn;
+            l[r] *= alpha[r];
+        }
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) {
+            o[j][0] *= alpha[0];
+            o[j][1] *= alpha[0];
+            o[j][2] *= alpha[1];
+            o[j][3] *= alpha[1];
+        }
+        // P = exp2(S − m), packed as the A fragments of O += P·V (one k16 step per two n8 tiles).
+        u32 pf[FA_BC / 16][4];
+#pragma unroll
+        for (int n = 0; n < FA_BC / 8; ++n) {
+            float p[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) p[e] = exp2f(s[n][e] - mu[e >> 1]);
+            l[0] += p[0] + p[1];
+            l[1] += p[2] + p[3];
+            pf[n / 2][(n & 1) * 2 + 0] = pack2(p[0], p[1]);
+            pf[n / 2][(n & 1) * 2 + 1] = pack2(p[2], p[3]);
+        }
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+            for (int kk = 0; kk < FA_BC / 16; ++kk) {
+                const u16* vr = &Vt[(j * 8 + g) * VS + kk * 16 + 2 * t4];
+                const u32 b[2] = {*(const u32*)vr, *(const u32*)(vr + 8)};
+                fa_mma(o[j], pf[kk], b, TX{});
+            }
+    }
+    // Row sums are per-thread partials: add the quad's.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = q0 + g + 8 * r;
+        if (row >= q_len) continue;
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) {
+            const u64 base = ((u64)row * q_heads + h) * D + j * 8 + 2 * t4;
+            st(y, base, o[j][2 * r] * inv);
+            st(y, base + 1, o[j][2 * r + 1] * inv);
+        }
+    }
+}
+
+// Grid: (ceil(Lq / 64), Hq); 128 threads.
+extern "C" __global__ void __launch_bounds__(128)
+    attention_mma_d64(const TX* q, const TX* k, const TX* v, TX* y, int q_len, int kv_len, int q_heads,
+                      int kv_heads, int d, float scale, int causal) {
+    attention_mma_impl<64>(q, k, v, y, q_len, kv_len, q_heads, kv_heads, scale, causal);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    attention_mma_d128(const TX* q, const TX* k, const TX* v, TX* y, int q_len, int kv_len, int q_heads,
+                       int kv_heads, int d, float scale, int causal) {
+    attention_mma_impl<128>(q, k, v, y, q_len, kv_len, q_heads, kv_heads, scale, causal);
+}
+
+#endif

@@ -157,6 +157,10 @@ pub fn cases() -> Vec<Op> {
         Attention { lq: 5, lk: 77, hq: 4, hkv: 1, d: 32, causal: true },
         Attention { lq: 150, lk: 150, hq: 2, hkv: 2, d: 72, causal: false },
         Attention { lq: 40, lk: 40, hq: 1, hkv: 1, d: 128, causal: false },
+        // The tensor-core attention's head dims with several 64-query and 64-key tiles, a ragged
+        // last tile, causal with Lq < Lk, and GQA.
+        Attention { lq: 100, lk: 150, hq: 4, hkv: 2, d: 128, causal: true },
+        Attention { lq: 130, lk: 130, hq: 2, hkv: 1, d: 64, causal: false },
         // Head dims past 128 (the Wan VAE's mid-block attention is single-head with d = 384).
         Attention { lq: 45, lk: 45, hq: 1, hkv: 1, d: 384, causal: false },
         // Longer than one key chunk of the wgpu kernel (the VAE's mid-block attention is this shape).

@@ -61,7 +61,10 @@ impl Family {
                 "rms_norm_rope",
             ],
             (Family::Misc, _) => &["gather_rows", "scatter_rows", "upsample_nearest2x", "cfg_renorm"],
-            (Family::Attention, _) => &["attention_d128", "attention_d512"],
+            (Family::Attention, false) => &["attention_d128", "attention_d512"],
+            (Family::Attention, true) => {
+                &["attention_d128", "attention_d512", "attention_mma_d64", "attention_mma_d128"]
+            }
         }
     }
 

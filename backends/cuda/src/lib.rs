@@ -899,7 +899,11 @@ impl Backend for CudaBackend {
         v: &Tensor<Self>,
         p: &AttentionParams,
     ) -> Result<CudaBuffer> {
+        let spec = Spec { x: q.dtype(), w: k.dtype(), b: v.dtype(), c: q.dtype() };
+        let tensor_cores = self.inner.mma && spec.mma() && spec.b == spec.x;
         let (name, rows) = match p.head_dim {
+            64 if tensor_cores => ("attention_mma_d64", 64),
+            128 if tensor_cores => ("attention_mma_d128", 64),
             0..=128 => ("attention_d128", 32),
             129..=512 => ("attention_d512", 8),
             d => {
@@ -909,7 +913,6 @@ impl Backend for CudaBackend {
                 ))
             }
         };
-        let spec = Spec { x: q.dtype(), w: k.dtype(), b: v.dtype(), c: q.dtype() };
         let out = self.alloc(q.dtype(), p.q_len * p.q_heads * p.head_dim, false)?;
         let f = self.function(Family::Attention, spec, name)?;
         let args = [
