@@ -100,6 +100,9 @@ struct Inner {
     arch: String,
     /// Tensor-core GEMM for same-dtype 16-bit operands (off with `JOYRT_CUDA_GEMM=simt`).
     mma: bool,
+    /// Fill fresh outputs with NaN bytes (`JOYRT_CUDA_POISON=1`; always in the emulation) so an
+    /// unwritten element shows as NaN in the conformance suite.
+    poison: bool,
     /// Resident grid size for grid-stride kernels.
     max_blocks: u32,
     modules: Mutex<HashMap<(Family, Spec), Arc<CudaModule>>>,
@@ -247,6 +250,7 @@ impl CudaBackend {
                 name: format!("cuda:{gpu}"),
                 arch: kernels::arch_for(major, minor),
                 mma: gemm_mma_enabled(),
+                poison: std::env::var("JOYRT_CUDA_POISON").is_ok_and(|v| v == "1"),
                 max_blocks: (sms.max(1) as u32) * 16,
                 dev: Dev::Gpu { ctx, stream },
                 modules: Mutex::new(HashMap::new()),
@@ -267,6 +271,7 @@ impl CudaBackend {
                 name: "cuda-emulated (kernels on the CPU)".into(),
                 arch: "emulated".into(),
                 mma: gemm_mma_enabled(),
+                poison: true,
                 max_blocks: 8,
                 dev: Dev::Emu(emulator),
                 modules: Mutex::new(HashMap::new()),
@@ -324,10 +329,19 @@ impl CudaBackend {
                     let (ptr, _sync) = data.device_ptr(stream);
                     ptr
                 };
+                if !zeroed && self.inner.poison {
+                    // SAFETY: `ptr` addresses `bytes` bytes just allocated on this stream.
+                    let r = unsafe { cu::cuMemsetD8Async(ptr, 0xff, bytes, stream.cu_stream()) };
+                    if r != cu::CUresult::CUDA_SUCCESS {
+                        return Err(self.driver_err("cuMemsetD8Async", DriverError(r)));
+                    }
+                }
                 (Mem::Device(data), ptr)
             }
             Dev::Emu(_) => {
-                let words = vec![0u128; bytes.div_ceil(16)];
+                // Fresh outputs are all-ones bytes (NaN in every float dtype) so that an element a
+                // kernel forgets to write fails the comparison instead of passing as a stale 0.
+                let words = vec![if zeroed { 0 } else { u128::MAX }; bytes.div_ceil(16)];
                 let ptr = words.as_ptr() as u64;
                 (Mem::Host(words), ptr)
             }
