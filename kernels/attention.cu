@@ -122,7 +122,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 // FlashAttention-2 structure on mma.sync.m16n8k16: a block of 4 warps owns 64 queries of one
 // head, each warp 16 of them, held as A fragments in registers for the whole run. Per tile of 64
 // keys: K is staged in shared memory as [key][d] (the col-major B operand of S = Q·Kᵀ) and V
-// transposed as [d][key] (the B operand of O += P·V). S (16×64 per warp, f32) stays in registers;
+// transposed as [d][key] (the B operand of O += P·V), both read back as fragments by ldmatrix. S (16×64 per warp, f32) stays in registers;
 // the online softmax works on each thread's two rows (g and g+8), reducing max and sum over the
 // four threads of a quad with shuffles; P is rounded to the input dtype and re-used directly as
 // the A fragment of P·V (the accumulator layout of two n8 tiles is the A layout of one k16 step).
@@ -211,18 +211,19 @@ __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, con
         }
         __syncthreads();
 
-        // S = Q·Kᵀ for this warp's 16 rows × 64 keys.
+        // S = Q·Kᵀ for this warp's 16 rows × 64 keys; K fragments by ldmatrix, two n8 blocks each.
         float s[FA_BC / 8][4];
 #pragma unroll
-        for (int n = 0; n < FA_BC / 8; ++n) {
-            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+        for (int n = 0; n < FA_BC / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) {
-                const u16* kr = &Ks[(n * 8 + g) * KS + kk * 16 + 2 * t4];
-                const u32 b[2] = {*(const u32*)kr, *(const u32*)(kr + 8)};
-                fa_mma(s[n], qf[kk], b, TX{});
+        for (int kk = 0; kk < D / 16; ++kk)
+#pragma unroll
+            for (int n = 0; n < FA_BC / 8; n += 2) {
+                u32 r[4];
+                ldsm_x4(r, &Ks[(n * 8 + (lane >> 4) * 8 + (lane & 7)) * KS + kk * 16 + ((lane >> 3) & 1) * 8]);
+                fa_mma(s[n], qf[kk], r, TX{});
+                fa_mma(s[n + 1], qf[kk], r + 2, TX{});
             }
-        }
         // Scale, mask, and the new row maxima (rows g: r = 0, g + 8: r = 1).
         float mt[2] = {NEG_INF, NEG_INF};
 #pragma unroll
@@ -265,12 +266,13 @@ __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, con
             pf[n / 2][(n & 1) * 2 + 1] = pack2(p[2], p[3]);
         }
 #pragma unroll
-        for (int j = 0; j < D / 8; ++j)
+        for (int kk = 0; kk < FA_BC / 16; ++kk)
 #pragma unroll
-            for (int kk = 0; kk < FA_BC / 16; ++kk) {
-                const u16* vr = &Vt[(j * 8 + g) * VS + kk * 16 + 2 * t4];
-                const u32 b[2] = {*(const u32*)vr, *(const u32*)(vr + 8)};
-                fa_mma(o[j], pf[kk], b, TX{});
+            for (int j = 0; j < D / 8; j += 2) {
+                u32 r[4];
+                ldsm_x4(r, &Vt[(j * 8 + (lane >> 4) * 8 + (lane & 7)) * VS + kk * 16 + ((lane >> 3) & 1) * 8]);
+                fa_mma(o[j], pf[kk], r, TX{});
+                fa_mma(o[j + 1], pf[kk], r + 2, TX{});
             }
     }
     // Row sums are per-thread partials: add the quad's.

@@ -107,3 +107,17 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 
 // −∞ without math.h (NVRTC compiles these files with no headers at all).
 #define NEG_INF __int_as_float(0xff800000)
+
+// ldmatrix.x4: four 8×8 tiles of 16-bit elements from shared memory, lane l giving the address
+// of row l % 8 of tile l / 8 (16-byte aligned); r[i] receives tile i's elements at row lane / 4,
+// columns 2·(lane % 4) + {0, 1}: exactly an mma.m16n8k16 fragment register.
+__device__ __forceinline__ void ldsm_x4(u32* r, const u16* row) {
+#ifdef JOYRT_CUDA_EMU
+    emu_ldmatrix_x4(r, row);
+#else
+    const u32 a = (u32)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+#endif
+}

@@ -11,8 +11,9 @@
 // 4 (N), 64×32 per warp = 4×4 tiles of mma.m16n8k16 with f32 accumulators (64 per thread).
 // Shared tiles are double-buffered: the next K tile is loaded from global memory into registers
 // (16-byte loads when K % 8 == 0) while the current one is multiplied, then stored to the other
-// buffer; one barrier per K tile. Rows are padded to 40 elements (80 bytes) so the fragment loads
-// (8 rows × 4 words per warp) hit 32 distinct banks.
+// buffer; one barrier per K tile. Fragments come from shared memory by ldmatrix.x4 (one
+// instruction per 16×16 A block or pair of n8 B blocks); rows are padded to 40 elements (80
+// bytes) so the 8 row addresses of each 8×8 tile hit 32 distinct banks.
 //
 // gemm_simt (f32, or operands of different dtypes): 64×64×16 tile, 256 threads × 4×4 outputs,
 // f32 FMA. It is the exact-f32 path (no TF32), matching the reference to f32 rounding.
@@ -204,19 +205,18 @@ __device__ __forceinline__ void gemm_mma(LA a, LB b, int M, int N, int K, TY* y,
 #pragma unroll
         for (int kk = 0; kk < MMA_BK; kk += 16) {
             u32 af[4][4], bfr[4][2];
+            // A: tiles (rows 0-7 | 8-15) × (k 0-7 | 8-15) of each m16 block, in a0..a3 order.
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const int r = wm * 64 + i * 16 + g;
-                af[i][0] = *(const u32*)&As[cur][r][kk + 2 * t4];
-                af[i][1] = *(const u32*)&As[cur][r + 8][kk + 2 * t4];
-                af[i][2] = *(const u32*)&As[cur][r][kk + 2 * t4 + 8];
-                af[i][3] = *(const u32*)&As[cur][r + 8][kk + 2 * t4 + 8];
-            }
+            for (int i = 0; i < 4; ++i) ldsm_x4(af[i], &As[cur][wm * 64 + i * 16 + (lane & 15)][kk + (lane >> 4) * 8]);
+            // B: two n8 blocks per ldmatrix, each as (k 0-7, k 8-15) = b0, b1.
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const int n = wn * 32 + j * 8 + g;
-                bfr[j][0] = *(const u32*)&Bs[cur][n][kk + 2 * t4];
-                bfr[j][1] = *(const u32*)&Bs[cur][n][kk + 2 * t4 + 8];
+            for (int j = 0; j < 4; j += 2) {
+                u32 r[4];
+                ldsm_x4(r, &Bs[cur][wn * 32 + j * 8 + (lane >> 4) * 8 + (lane & 7)][kk + ((lane >> 3) & 1) * 8]);
+                bfr[j][0] = r[0];
+                bfr[j][1] = r[1];
+                bfr[j + 1][0] = r[2];
+                bfr[j + 1][1] = r[3];
             }
 #pragma unroll
             for (int i = 0; i < 4; ++i)

@@ -168,6 +168,21 @@ inline void emu_mma16816(float* d, const unsigned* a, const unsigned* b, bool bf
     emu_sync();
 }
 
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16: lane l gives the address of row l % 8 of matrix
+// l / 8; each lane receives, from matrix i, the two elements at row lane / 4, columns
+// 2·(lane % 4) and 2·(lane % 4) + 1.
+static const unsigned short* emu_ldsm_row[1024];
+inline void emu_ldmatrix_x4(unsigned* r, const unsigned short* row) {
+    const int t = threadIdx.x, w0 = t & ~31, lane = t & 31;
+    emu_ldsm_row[t] = row;
+    emu_sync();
+    for (int i = 0; i < 4; ++i) {
+        const unsigned short* src = emu_ldsm_row[w0 + i * 8 + lane / 4] + 2 * (lane % 4);
+        r[i] = (unsigned)src[0] | ((unsigned)src[1] << 16);
+    }
+    emu_sync();
+}
+
 static void emu_fail(const char* msg) {
     std::fprintf(stderr, "cuda emulator: %s\n", msg);
     std::abort();
