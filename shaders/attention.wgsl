@@ -6,6 +6,7 @@
 // A = q [Lq, Hq, D], B = k, C = v [Lk, Hkv, D]. P[2] = Lq, P[3] = Lk, P[4] = Hq, P[5] = Hkv, P[6] = D,
 // P[7] = scale bits, P[8] = causal (key j visible to query i iff j ≤ i + Lk − Lq),
 // P[9], P[10] = key range of this chunk, P[11] = first chunk, P[12] = last chunk (normalise).
+// The host specialises the private arrays' length (128 here) to the head dim's bound (128 or 512).
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let t = (wg.y * nwg.x + wg.x) * 64u + li;

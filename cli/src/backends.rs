@@ -14,6 +14,9 @@ pub enum BackendChoice {
     Cpu,
     Wgpu,
     Cuda,
+    /// The CUDA kernels on the CPU through joyrt-cuda's emulation of CUDA (needs g++; slow: for
+    /// checking the kernels' logic, e.g. `joyrt conformance --backend cuda-emulated`).
+    CudaEmulated,
 }
 
 /// A backend picked at run time.
@@ -38,6 +41,7 @@ impl AnyBackend {
             }
             BackendChoice::Wgpu => Ok(AnyBackend::Wgpu(joyrt_wgpu::WgpuBackend::new()?)),
             BackendChoice::Cuda => Ok(AnyBackend::Cuda(joyrt_cuda::CudaBackend::new()?)),
+            BackendChoice::CudaEmulated => Ok(AnyBackend::Cuda(joyrt_cuda::CudaBackend::emulated()?)),
         }
     }
 

@@ -306,3 +306,23 @@ fn bad_input_gets_a_clear_error_and_no_output() {
     assert_clean_error(&o, "does not exist");
     assert!(!out.exists());
 }
+
+#[test]
+fn cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back() {
+    let out = work().join("cuda.png");
+    let args =
+        ["edit", "--image", &input_png(), "--prompt", "a hat", "--steps", "1", "-o", out.to_str().unwrap()];
+    if let Ok(b) = joyrt_cuda::CudaBackend::new() {
+        println!(
+            "SKIPPED: this machine has a CUDA device ({}), so there is no error to check",
+            joyrt_core::Backend::name(&b)
+        );
+        return;
+    }
+    let o = joyrt(&[&args[..], &["--backend", "cuda"]].concat());
+    assert_clean_error(&o, "backend cuda is not available");
+    assert!(!out.exists(), "no output file on error");
+    let o = joyrt(&[&args[..], &["--backend", "auto", "--json"]].concat());
+    assert!(o.status.success(), "auto must fall back: {}", text(&o));
+    assert!(out.exists());
+}

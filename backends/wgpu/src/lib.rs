@@ -1047,12 +1047,19 @@ impl Backend for WgpuBackend {
         v: &Tensor<Self>,
         p: &AttentionParams,
     ) -> Result<WgpuBuffer> {
-        if p.head_dim > 128 {
-            return Err(Error::backend(
-                self.name(),
-                format!("attention: head dim {} > 128 is not supported by this kernel", p.head_dim),
-            ));
-        }
+        // The query row and accumulator are private arrays sized at specialisation: 128 covers the
+        // DiT's and Qwen's heads, 512 the VAE's single-head mid-block attention (d = 384).
+        let max_d = match p.head_dim {
+            0..=128 => 128,
+            129..=512 => 512,
+            d => {
+                return Err(Error::backend(
+                    self.name(),
+                    format!("attention: head dim {d} > 512 is not supported by this kernel"),
+                ))
+            }
+        };
+        let shader = ATTENTION.replace("array<f32, 128>", &format!("array<f32, {max_d}>"));
         let inputs = [self.inp(q, "attention")?, self.inp(k, "attention")?, self.inp(v, "attention")?];
         let threads = p.q_len * p.q_heads;
         let d = p.head_dim;
@@ -1077,7 +1084,7 @@ impl Backend for WgpuBackend {
                 (c == 0) as u32,
                 (c == chunks - 1) as u32,
             ];
-            self.dispatch(ATTENTION, &params, &inputs, state.bind(), (threads as u64).div_ceil(64))?;
+            self.dispatch(&shader, &params, &inputs, state.bind(), (threads as u64).div_ceil(64))?;
         }
         // Drop the two state columns: rows of D + 2 → rows of D.
         let n = threads * d;
