@@ -121,3 +121,38 @@ __device__ __forceinline__ void ldsm_x4(u32* r, const u16* row) {
                  : "r"(a));
 #endif
 }
+
+// cp.async (sm_80+): a 16-byte global → shared copy that completes asynchronously; `src_bytes`
+// < 16 zero-fills the rest (0 = a pure zero fill; `src` must still be a valid address).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+#ifdef JOYRT_CUDA_EMU
+    emu_cp_async16(dst, src, src_bytes);
+#else
+    const u32 d = (u32)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef JOYRT_CUDA_EMU
+    emu_cp_async_commit();
+#else
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+#ifdef JOYRT_CUDA_EMU
+    emu_cp_async_wait(N);
+#else
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+// The kernel's dynamic shared memory (sized at launch).
+#ifdef JOYRT_CUDA_EMU
+#define DYNAMIC_SMEM(name) unsigned char* name = emu_dynamic_smem
+#else
+#define DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif

@@ -99,6 +99,9 @@ __device__ __forceinline__ void gemm_simt(LA a, LB b, int M, int N, int K, TY* y
             Bs[kk][r] = b.at(n0 + r, k0 + kk);
         }
         __syncthreads();
+        // Each K tile is summed on its own, then added: the rounding error grows with K/16 + 16
+        // terms instead of K (one long chain), close to the reference's blocked dot products.
+        float part[4][4] = {};
 #pragma unroll
         for (int kk = 0; kk < 16; ++kk) {
             float av[4], bv[4];
@@ -110,8 +113,12 @@ __device__ __forceinline__ void gemm_simt(LA a, LB b, int M, int N, int K, TY* y
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
-                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+                for (int j = 0; j < 4; ++j) part[i][j] = fmaf(av[i], bv[j], part[i][j]);
         }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] += part[i][j];
         __syncthreads();
     }
 #pragma unroll
@@ -249,6 +256,106 @@ extern "C" __global__ void __launch_bounds__(256)
     conv2d_mma(const TX* x, const TW* w, const TB* bias, TX* y, ConvShape s, int out_channels, int vec) {
     const int K = s.channels * s.kernel_h * s.kernel_w, P = s.out_height * s.out_width;
     gemm_mma(RowMajor<TW>{w, out_channels, K, vec}, Im2col<TX>{x, s}, out_channels, P, K, y, bias, 1);
+}
+
+// ---- the pipelined tensor-core GEMM (linear with K % 8 == 0: every DiT and Qwen shape) -------
+//
+// Same 128×128×32 tiles, warp layout and ldmatrix fragments as gemm_mma, but the global → shared
+// copies are cp.async (no register staging) into a ring of MMA_STAGES shared buffers in dynamic
+// shared memory, so up to MMA_STAGES − 1 K tiles are in flight while one is multiplied. Group
+// accounting: the prologue commits MMA_STAGES − 1 groups and each iteration exactly one (empty
+// past the last tile), so waiting until MMA_STAGES − 2 remain means tile t has landed; the
+// barrier after the wait makes every thread's copies visible and guarantees that the buffer
+// refilled next (the one of tile t − 1) is no longer being read.
+#define MMA_STAGES 3
+#define MMA_STAGE_ELEMS (2 * MMA_BM * MMA_LDS)  // A then B tile, 16-bit elements
+
+template <typename TY, typename TBIAS>
+__device__ __forceinline__ void gemm_mma_pipelined(const u16* a, const u16* b, int M, int N, int K, TY* y,
+                                                   const TBIAS* bias) {
+    DYNAMIC_SMEM(smem_raw);
+    u16* smem = (u16*)smem_raw;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int wm = warp >> 2, wn = warp & 3;
+    const int g = lane >> 2, t4 = lane & 3;
+    const int m0 = blockIdx.y * MMA_BM, n0 = blockIdx.x * MMA_BN;
+    const int row0 = tid >> 2, kc = (tid & 3) * 8;
+
+    float acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+
+    auto load = [&](int stage, int k0) {
+        u16* as = smem + stage * MMA_STAGE_ELEMS;
+        u16* bs = as + MMA_BM * MMA_LDS;
+        const bool k_in = k0 + kc < K;  // K % 8 == 0: a chunk is wholly in or out
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int r = row0 + 64 * i;
+            const bool ar = k_in && m0 + r < M, br = k_in && n0 + r < N;
+            cp_async16(&as[r * MMA_LDS + kc], ar ? a + (u64)(m0 + r) * K + k0 + kc : a, ar ? 16 : 0);
+            cp_async16(&bs[r * MMA_LDS + kc], br ? b + (u64)(n0 + r) * K + k0 + kc : b, br ? 16 : 0);
+        }
+    };
+
+    const int tiles = (K + MMA_BK - 1) / MMA_BK;
+#pragma unroll
+    for (int s = 0; s < MMA_STAGES - 1; ++s) {
+        if (s < tiles) load(s, s * MMA_BK);
+        cp_async_commit();
+    }
+    for (int t = 0; t < tiles; ++t) {
+        cp_async_wait<MMA_STAGES - 2>();
+        __syncthreads();
+        const int next = t + MMA_STAGES - 1;
+        if (next < tiles) load(next % MMA_STAGES, next * MMA_BK);
+        cp_async_commit();
+
+        const u16* as = smem + (t % MMA_STAGES) * MMA_STAGE_ELEMS;
+        const u16* bs = as + MMA_BM * MMA_LDS;
+#pragma unroll
+        for (int kk = 0; kk < MMA_BK; kk += 16) {
+            u32 af[4][4], bfr[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+                ldsm_x4(af[i], &as[(wm * 64 + i * 16 + (lane & 15)) * MMA_LDS + kk + (lane >> 4) * 8]);
+#pragma unroll
+            for (int j = 0; j < 4; j += 2) {
+                u32 r[4];
+                ldsm_x4(r, &bs[(wn * 32 + j * 8 + (lane >> 4) * 8 + (lane & 7)) * MMA_LDS + kk + ((lane >> 3) & 1) * 8]);
+                bfr[j][0] = r[0];
+                bfr[j][1] = r[1];
+                bfr[j + 1][0] = r[2];
+                bfr[j + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) mma16816(acc[i][j], af[i], bfr[j], TX{});
+        }
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int r = m0 + wm * 64 + i * 16 + g, c = n0 + wn * 32 + j * 8 + 2 * t4;
+            epilogue(y, bias, 0, r, c, M, N, acc[i][j][0]);
+            epilogue(y, bias, 0, r, c + 1, M, N, acc[i][j][1]);
+            epilogue(y, bias, 0, r + 8, c, M, N, acc[i][j][2]);
+            epilogue(y, bias, 0, r + 8, c + 1, M, N, acc[i][j][3]);
+        }
+}
+
+// Needs K % 8 == 0 and MMA_STAGES · 2 · 128 · 40 · 2 = 61440 bytes of dynamic shared memory.
+extern "C" __global__ void __launch_bounds__(256)
+    linear_mma_pipelined(const TX* x, const TW* w, const TB* bias, TX* y, int M, int N, int K) {
+    gemm_mma_pipelined((const u16*)x, (const u16*)w, M, N, K, y, bias);
 }
 
 #endif

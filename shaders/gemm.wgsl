@@ -54,6 +54,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             tb[r][c] = vb;
         }
         workgroupBarrier();
+        // Each 16-wide K tile is summed on its own and then added, so rounding grows with
+        // K/16 + 16 terms rather than one chain of K (close to the reference's blocked sums).
+        var part: array<array<f32, 4>, 4>;
         for (var c = 0u; c < 16u; c++) {
             var a: array<f32, 4>;
             var b: array<f32, 4>;
@@ -63,8 +66,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
             for (var u = 0u; u < 4u; u++) {
                 for (var v = 0u; v < 4u; v++) {
-                    acc[u][v] += a[u] * b[v];
+                    part[u][v] += a[u] * b[v];
                 }
+            }
+        }
+        for (var u = 0u; u < 4u; u++) {
+            for (var v = 0u; v < 4u; v++) {
+                acc[u][v] += part[u][v];
             }
         }
         workgroupBarrier();

@@ -131,6 +131,8 @@ pub fn cases() -> Vec<Op> {
         Linear { m: 7, k: 13, n: 5, bias: true },
         Linear { m: 33, k: 70, n: 19, bias: false },
         Linear { m: 130, k: 96, n: 72, bias: true },
+        // K % 8 == 0 with many more K tiles than the CUDA GEMM's pipeline stages, ragged M and N.
+        Linear { m: 150, k: 520, n: 136, bias: true },
         // K spans several of the wgpu GEMM's K chunks.
         Linear { m: 70, k: 2500, n: 40, bias: true },
         LayerNorm { rows: 9, cols: 67, affine: true },

@@ -183,6 +183,37 @@ inline void emu_ldmatrix_x4(unsigned* r, const unsigned short* row) {
     emu_sync();
 }
 
+// cp.async: copies are queued per thread and only performed when a later cp.async.wait_group
+// lets them complete, so a kernel that reads its shared tile before waiting sees stale data.
+struct EmuCopy {
+    void* dst;
+    const void* src;
+    int bytes;  // bytes read from src; the rest of the 16 is zero-filled
+};
+static std::vector<EmuCopy> emu_open_group[1024];
+static std::vector<std::vector<EmuCopy>> emu_pending[1024];
+inline void emu_cp_async16(void* dst, const void* src, int bytes) {
+    emu_open_group[threadIdx.x].push_back(EmuCopy{dst, src, bytes});
+}
+inline void emu_cp_async_commit() {
+    emu_pending[threadIdx.x].push_back(std::move(emu_open_group[threadIdx.x]));
+    emu_open_group[threadIdx.x].clear();
+}
+inline void emu_cp_async_wait(int newest_pending) {
+    auto& q = emu_pending[threadIdx.x];
+    while ((int)q.size() > newest_pending) {
+        for (const EmuCopy& c : q.front()) {
+            std::memset(c.dst, 0, 16);
+            if (c.bytes > 0) std::memcpy(c.dst, c.src, (size_t)c.bytes);
+        }
+        q.erase(q.begin());
+    }
+}
+
+// Dynamic shared memory (`extern __shared__`): one static arena per library, as big as any
+// kernel here asks for.
+static unsigned char emu_dynamic_smem[96 * 1024] __attribute__((aligned(16)));
+
 static void emu_fail(const char* msg) {
     std::fprintf(stderr, "cuda emulator: %s\n", msg);
     std::abort();
@@ -198,6 +229,8 @@ inline void emu_run_block(unsigned threads, const std::function<void()>& body) {
         if (f.stack.size() != stack) f.stack.assign(stack, 0);
         f.done = false;
         f.syncs = 0;
+        emu_open_group[i].clear();
+        emu_pending[i].clear();
         getcontext(&f.ctx);
         f.ctx.uc_stack.ss_sp = f.stack.data();
         f.ctx.uc_stack.ss_size = stack;

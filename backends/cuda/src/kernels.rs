@@ -51,7 +51,9 @@ impl Family {
             }
             (Family::Layout, _) => &["permute", "copy_cols"],
             (Family::Gemm, false) => &["linear_simt", "conv2d_simt"],
-            (Family::Gemm, true) => &["linear_simt", "conv2d_simt", "linear_mma", "conv2d_mma"],
+            (Family::Gemm, true) => {
+                &["linear_simt", "conv2d_simt", "linear_mma", "conv2d_mma", "linear_mma_pipelined"]
+            }
             (Family::Norm, _) => &[
                 "layer_norm",
                 "layer_norm_modulate",

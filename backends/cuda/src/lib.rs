@@ -392,6 +392,18 @@ impl CudaBackend {
     }
 
     fn launch(&self, f: &Kernel, grid: (u32, u32, u32), block: u32, args: &[Arg]) -> Result<()> {
+        self.launch_with_smem(f, grid, block, 0, args)
+    }
+
+    /// A launch with `smem` bytes of dynamic shared memory (the kernel's attribute must allow it).
+    fn launch_with_smem(
+        &self,
+        f: &Kernel,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem: u32,
+        args: &[Arg],
+    ) -> Result<()> {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
@@ -414,7 +426,7 @@ impl CudaBackend {
                         Arg::Out => unreachable!("Arg::Out is replaced before launch"),
                     };
                 }
-                let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+                let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem };
                 // SAFETY: each call site passes the argument list of the kernel's C signature
                 // (pointers to buffers sized by the checked op that calls it).
                 unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| self.driver_err("kernel launch", e))
@@ -515,6 +527,12 @@ impl CudaBackend {
 /// `args` with [`Arg::Out`] replaced by `out`'s address.
 fn with_output(args: &[Arg], out: &CudaBuffer) -> Vec<Arg> {
     args.iter().map(|a| if matches!(a, Arg::Out) { Arg::Ptr(out.ptr) } else { *a }).collect()
+}
+
+/// Dynamic shared memory of the kernels that use it (kernels/gemm.cu: MMA_STAGES · 2 · 128 · 40
+/// 16-bit elements).
+fn dynamic_smem(kernel: &str) -> Option<u32> {
+    (kernel == "linear_mma_pipelined").then_some(3 * 2 * 128 * 40 * 2)
 }
 
 fn gemm_mma_enabled() -> bool {
@@ -681,10 +699,15 @@ impl Backend for CudaBackend {
         let out = self.alloc(x.dtype(), p.m * p.n, false)?;
         let mut args =
             vec![ptr(x), ptr(w), opt_ptr(bias), Arg::Ptr(out.ptr), Arg::I32(m), Arg::I32(n), Arg::I32(k)];
-        if self.inner.mma && spec.mma() {
-            args.push(Arg::I32(p.k.is_multiple_of(8) as i32));
+        let grid = (p.n.div_ceil(128) as u32, p.m.div_ceil(128) as u32, 1);
+        if self.inner.mma && spec.mma() && p.k.is_multiple_of(8) {
+            let name = "linear_mma_pipelined";
+            let f = self.function(Family::Gemm, spec, name)?;
+            self.launch_with_smem(&f, grid, 256, dynamic_smem(name).unwrap_or(0), &args)?;
+        } else if self.inner.mma && spec.mma() {
+            args.push(Arg::I32(0));
             let f = self.function(Family::Gemm, spec, "linear_mma")?;
-            self.launch(&f, (p.n.div_ceil(128) as u32, p.m.div_ceil(128) as u32, 1), 256, &args)?;
+            self.launch(&f, grid, 256, &args)?;
         } else {
             let f = self.function(Family::Gemm, spec, "linear_simt")?;
             self.launch(&f, (p.n.div_ceil(64) as u32, p.m.div_ceil(64) as u32, 1), 256, &args)?;

@@ -139,7 +139,8 @@ fn linear_and_gather_on_split_tensors_match_the_cpu() {
                     .unwrap();
                 let what = format!("linear M={m} K={k} N={n} {dtype} bias={bias} in {chunks} chunks");
                 assert_close(&what, &got, &want, 1e-4);
-                // Split or not, the wgpu GEMM sums in the same order: bit-identical.
+                // Split or not, the same terms are summed; only a K tile cut by a chunk boundary is
+                // summed in two parts, so the results agree to f32 rounding.
                 let unsplit = t(&whole, &[m, k], &xv, DType::F32)
                     .linear(
                         &t(&whole, &[n, k], &wv, dtype),
@@ -148,7 +149,7 @@ fn linear_and_gather_on_split_tensors_match_the_cpu() {
                     .unwrap()
                     .to_f32_vec()
                     .unwrap();
-                assert_eq!(got, unsplit, "{what}: split vs unsplit");
+                assert_close(&format!("{what}: split vs unsplit"), &got, &unsplit, 1e-6);
                 println!("ok: {what}");
             }
         }
