@@ -120,9 +120,10 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 // ---- tensor-core version (bf16/f16 q, k, v of one dtype; D = 64 or 128) ----------------------
 //
 // FlashAttention-2 structure on mma.sync.m16n8k16: a block of 4 warps owns 64 queries of one
-// head, each warp 16 of them, held as A fragments in registers for the whole run. Per tile of 64
-// keys: K is staged in shared memory as [key][d] (the col-major B operand of S = Q·Kᵀ) and V
-// transposed as [d][key] (the B operand of O += P·V), both read back as fragments by ldmatrix. S (16×64 per warp, f32) stays in registers;
+// head, each warp 16 of them, held as A fragments in registers for the whole run. K and V tiles
+// of 64 keys are copied by cp.async into two stages of dynamic shared memory, both as [key][d]
+// (padded rows), so tile t + 1 is in flight while tile t is used; fragments come from ldmatrix
+// (K as the col-major B operand of S = Q·Kᵀ, V through ldmatrix.trans for O += P·V). S (16×64 per warp, f32) stays in registers;
 // the online softmax works on each thread's two rows (g and g+8), reducing max and sum over the
 // four threads of a quad with shuffles; P is rounded to the input dtype and re-used directly as
 // the A fragment of P·V (the accumulator layout of two n8 tiles is the A layout of one k16 step).
@@ -160,14 +161,17 @@ __device__ __forceinline__ void fa_mma(float* d, const u32* a, const u32* b, f16
 #endif
 }
 
+// Dynamic shared memory of attention_mma_d{D}: 2 stages × (K, V) × 64 keys × (D + 8) × 2 bytes.
+#define FA_SMEM_BYTES(D) (2 * 2 * FA_BC * ((D) + 8) * 2)
+
 template <int D>
 __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, const TX* v, TX* y, int q_len,
                                                    int kv_len, int q_heads, int kv_heads, float scale,
                                                    int causal) {
-    constexpr int KS = D + 8;        // padded row of Ks (16-bit elements)
-    constexpr int VS = FA_BC + 8;    // padded row of Vt
-    __shared__ __align__(16) u16 Ks[FA_BC * KS];
-    __shared__ __align__(16) u16 Vt[D * VS];
+    constexpr int KS = D + 8;  // padded row (16-bit elements; 16-byte aligned rows)
+    constexpr int STAGE = 2 * FA_BC * KS;
+    DYNAMIC_SMEM(smem_raw);
+    u16* smem = (u16*)smem_raw;
     const int h = blockIdx.y, kh = h / (q_heads / kv_heads);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     const int q0 = blockIdx.x * FA_BR + warp * 16;  // this warp's first query
@@ -192,24 +196,31 @@ __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, con
     const int shift = kv_len - q_len;
     const int last_q = min(q_len, (int)(blockIdx.x + 1) * FA_BR) - 1;
     const int kv_end = causal ? min(kv_len, last_q + shift + 1) : kv_len;
+    const int tiles = (kv_end + FA_BC - 1) / FA_BC;
 
-    for (int j0 = 0; j0 < kv_end; j0 += FA_BC) {
-        __syncthreads();
-        // Stage K [key][d] and Vᵀ [d][key]: 16-byte chunks of 8 elements, zero past kv_len.
+    // Copies keys [j0, j0 + 64) of K and V into stage `st` (16-byte chunks, zero past kv_len).
+    auto load = [&](int st, int j0) {
+        u16* ks = smem + st * STAGE;
+        u16* vs = ks + FA_BC * KS;
         for (int c = threadIdx.x; c < FA_BC * D / 8; c += 128) {
             const int key = c / (D / 8), d0 = (c % (D / 8)) * 8, j = j0 + key;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-            if (j < kv_len) {
-                const u64 off = ((u64)j * kv_heads + kh) * D + d0;
-                kv = *(const uint4*)((const u16*)k + off);
-                vv = *(const uint4*)((const u16*)v + off);
-            }
-            *(uint4*)&Ks[key * KS + d0] = kv;
-            const u32 w[4] = {vv.x, vv.y, vv.z, vv.w};
-#pragma unroll
-            for (int i = 0; i < 8; ++i) Vt[(d0 + i) * VS + key] = (u16)(w[i / 2] >> (16 * (i % 2)));
+            const bool in = j < kv_len;
+            const u64 off = in ? ((u64)j * kv_heads + kh) * D + d0 : 0;
+            cp_async16(&ks[key * KS + d0], (const u16*)k + off, in ? 16 : 0);
+            cp_async16(&vs[key * KS + d0], (const u16*)v + off, in ? 16 : 0);
         }
+    };
+
+    if (tiles > 0) load(0, 0);
+    cp_async_commit();
+    for (int t = 0; t < tiles; ++t) {
+        const int j0 = t * FA_BC;
+        if (t + 1 < tiles) load((t + 1) & 1, j0 + FA_BC);
+        cp_async_commit();
+        cp_async_wait<1>();  // tile t has landed (tile t + 1 may still be in flight)
         __syncthreads();
+        const u16* ks = smem + (t & 1) * STAGE;
+        const u16* vs = ks + FA_BC * KS;
 
         // S = Q·Kᵀ for this warp's 16 rows × 64 keys; K fragments by ldmatrix, two n8 blocks each.
         float s[FA_BC / 8][4];
@@ -220,7 +231,7 @@ __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, con
 #pragma unroll
             for (int n = 0; n < FA_BC / 8; n += 2) {
                 u32 r[4];
-                ldsm_x4(r, &Ks[(n * 8 + (lane >> 4) * 8 + (lane & 7)) * KS + kk * 16 + ((lane >> 3) & 1) * 8]);
+                ldsm_x4(r, &ks[(n * 8 + (lane >> 4) * 8 + (lane & 7)) * KS + kk * 16 + ((lane >> 3) & 1) * 8]);
                 fa_mma(s[n], qf[kk], r, TX{});
                 fa_mma(s[n + 1], qf[kk], r + 2, TX{});
             }
@@ -265,16 +276,20 @@ __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, con
             pf[n / 2][(n & 1) * 2 + 0] = pack2(p[0], p[1]);
             pf[n / 2][(n & 1) * 2 + 1] = pack2(p[2], p[3]);
         }
+        // V fragments (k = key, n = d) by ldmatrix.trans from the [key][d] tile: tiles (keys 0-7,
+        // 8-15) × (d block j, j + 1).
 #pragma unroll
         for (int kk = 0; kk < FA_BC / 16; ++kk)
 #pragma unroll
             for (int j = 0; j < D / 8; j += 2) {
                 u32 r[4];
-                ldsm_x4(r, &Vt[(j * 8 + (lane >> 4) * 8 + (lane & 7)) * VS + kk * 16 + ((lane >> 3) & 1) * 8]);
+                ldsm_x4_trans(r, &vs[(kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * KS + (j + (lane >> 4)) * 8]);
                 fa_mma(o[j], pf[kk], r, TX{});
                 fa_mma(o[j + 1], pf[kk], r + 2, TX{});
             }
+        __syncthreads();  // every warp is done with this stage before it is refilled
     }
+    cp_async_wait<0>();
     // Row sums are per-thread partials: add the quad's.
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -295,7 +310,7 @@ __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, con
     }
 }
 
-// Grid: (ceil(Lq / 64), Hq); 128 threads.
+// Grid: (ceil(Lq / 64), Hq); 128 threads; FA_SMEM_BYTES(D) of dynamic shared memory.
 extern "C" __global__ void __launch_bounds__(128)
     attention_mma_d64(const TX* q, const TX* k, const TX* v, TX* y, int q_len, int kv_len, int q_heads,
                       int kv_heads, int d, float scale, int causal) {

@@ -122,6 +122,19 @@ __device__ __forceinline__ void ldsm_x4(u32* r, const u16* row) {
 #endif
 }
 
+// ldmatrix.x4.trans: the same addressing, but r[i] receives tile i transposed: rows
+// 2·(lane % 4) + {0, 1} of column lane / 4 (a B fragment from a row-major [k][n] tile).
+__device__ __forceinline__ void ldsm_x4_trans(u32* r, const u16* row) {
+#ifdef JOYRT_CUDA_EMU
+    emu_ldmatrix_x4_trans(r, row);
+#else
+    const u32 a = (u32)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+#endif
+}
+
 // cp.async (sm_80+): a 16-byte global → shared copy that completes asynchronously; `src_bytes`
 // < 16 zero-fills the rest (0 = a pure zero fill; `src` must still be a valid address).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {

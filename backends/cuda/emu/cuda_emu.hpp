@@ -214,6 +214,20 @@ inline void emu_cp_async_wait(int newest_pending) {
 // kernel here asks for.
 static unsigned char emu_dynamic_smem[96 * 1024] __attribute__((aligned(16)));
 
+// ldmatrix...x4.trans: as above, but each lane receives tile i's elements at rows 2·(lane % 4)
+// and 2·(lane % 4) + 1, column lane / 4 (the transposed tile).
+inline void emu_ldmatrix_x4_trans(unsigned* r, const unsigned short* row) {
+    const int t = threadIdx.x, w0 = t & ~31, lane = t & 31;
+    emu_ldsm_row[t] = row;
+    emu_sync();
+    for (int i = 0; i < 4; ++i) {
+        const unsigned short lo = emu_ldsm_row[w0 + i * 8 + 2 * (lane % 4)][lane / 4];
+        const unsigned short hi = emu_ldsm_row[w0 + i * 8 + 2 * (lane % 4) + 1][lane / 4];
+        r[i] = (unsigned)lo | ((unsigned)hi << 16);
+    }
+    emu_sync();
+}
+
 static void emu_fail(const char* msg) {
     std::fprintf(stderr, "cuda emulator: %s\n", msg);
     std::abort();

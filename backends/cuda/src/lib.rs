@@ -529,10 +529,15 @@ fn with_output(args: &[Arg], out: &CudaBuffer) -> Vec<Arg> {
     args.iter().map(|a| if matches!(a, Arg::Out) { Arg::Ptr(out.ptr) } else { *a }).collect()
 }
 
-/// Dynamic shared memory of the kernels that use it (kernels/gemm.cu: MMA_STAGES · 2 · 128 · 40
-/// 16-bit elements).
+/// Dynamic shared memory of the kernels that use it, in bytes: kernels/gemm.cu's MMA_STAGES · 2 ·
+/// 128 · 40 16-bit elements, kernels/attention.cu's FA_SMEM_BYTES(D).
 fn dynamic_smem(kernel: &str) -> Option<u32> {
-    (kernel == "linear_mma_pipelined").then_some(3 * 2 * 128 * 40 * 2)
+    match kernel {
+        "linear_mma_pipelined" => Some(3 * 2 * 128 * 40 * 2),
+        "attention_mma_d64" => Some(2 * 2 * 64 * (64 + 8) * 2),
+        "attention_mma_d128" => Some(2 * 2 * 64 * (128 + 8) * 2),
+        _ => None,
+    }
 }
 
 fn gemm_mma_enabled() -> bool {
@@ -965,7 +970,8 @@ impl Backend for CudaBackend {
             Arg::F32(p.scale),
             Arg::I32(p.causal as i32),
         ];
-        self.launch(&f, (p.q_len.div_ceil(rows) as u32, p.q_heads as u32, 1), 128, &args)?;
+        let grid = (p.q_len.div_ceil(rows) as u32, p.q_heads as u32, 1);
+        self.launch_with_smem(&f, grid, 128, dynamic_smem(name).unwrap_or(0), &args)?;
         Ok(out)
     }
 
