@@ -247,7 +247,7 @@ impl CudaBackend {
         keep_freed_memory_pooled(&ctx);
         Ok(CudaBackend {
             inner: Arc::new(Inner {
-                name: format!("cuda:{gpu}"),
+                name: format!("cuda:{gpu} ({})", kernels::arch_for(major, minor)),
                 arch: kernels::arch_for(major, minor),
                 mma: gemm_mma_enabled(),
                 poison: std::env::var("JOYRT_CUDA_POISON").is_ok_and(|v| v == "1"),
