@@ -15,6 +15,17 @@ mkdir -p "$OUT"
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
     [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 done
+# cudarc looks for libnvrtc.so or libnvrtc.so.{12,11,...}; a CUDA 13 Python wheel ships only
+# libnvrtc.so.13, so give it an unversioned name in a scratch folder when nothing else is found.
+if ! ls $(echo "${LD_LIBRARY_PATH:-}" | tr ':' ' ') 2>/dev/null | grep -q '^libnvrtc.so'; then
+    wheel_lib="$(python3 -c 'import nvidia.cuda_nvrtc, os; print(os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib"))' 2>/dev/null)"
+    so="$(ls "$wheel_lib"/libnvrtc.so.* 2>/dev/null | grep -v builtins | head -n 1)"
+    if [ -n "$so" ]; then
+        mkdir -p "$OUT/nvrtc-link" && ln -sf "$so" "$OUT/nvrtc-link/libnvrtc.so"
+        export LD_LIBRARY_PATH="$OUT/nvrtc-link:$wheel_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    fi
+fi
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}" > "$OUT/env.txt"
 status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
 
