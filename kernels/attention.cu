@@ -171,6 +171,7 @@ __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, con
     constexpr int KS = D + 8;  // padded row (16-bit elements; 16-byte aligned rows)
     constexpr int STAGE = 2 * FA_BC * KS;
     DYNAMIC_SMEM(smem_raw);
+    REQUIRE_DYNAMIC_SMEM(FA_SMEM_BYTES(D));
     u16* smem = (u16*)smem_raw;
     const int h = blockIdx.y, kh = h / (q_heads / kv_heads);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;

@@ -163,6 +163,22 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
+// Bytes of dynamic shared memory this launch got.
+__device__ __forceinline__ unsigned dynamic_smem_bytes() {
+#ifdef JOYRT_CUDA_EMU
+    return emu_dynamic_smem_bytes;
+#else
+    unsigned r;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(r));
+    return r;
+#endif
+}
+
+// A kernel that carves `bytes` out of dynamic shared memory traps (a launch error on the host,
+// an abort in the emulation) instead of overrunning it when the host's size disagrees.
+#define REQUIRE_DYNAMIC_SMEM(bytes) \
+    if (dynamic_smem_bytes() < (unsigned)(bytes)) __trap()
+
 // The kernel's dynamic shared memory (sized at launch).
 #ifdef JOYRT_CUDA_EMU
 #define DYNAMIC_SMEM(name) unsigned char* name = emu_dynamic_smem

@@ -274,6 +274,7 @@ template <typename TY, typename TBIAS>
 __device__ __forceinline__ void gemm_mma_pipelined(const u16* a, const u16* b, int M, int N, int K, TY* y,
                                                    const TBIAS* bias) {
     DYNAMIC_SMEM(smem_raw);
+    REQUIRE_DYNAMIC_SMEM(MMA_STAGES * MMA_STAGE_ELEMS * 2);
     u16* smem = (u16*)smem_raw;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int wm = warp >> 2, wn = warp & 3;

@@ -213,6 +213,7 @@ inline void emu_cp_async_wait(int newest_pending) {
 // Dynamic shared memory (`extern __shared__`): one static arena per library, as big as any
 // kernel here asks for.
 static unsigned char emu_dynamic_smem[96 * 1024] __attribute__((aligned(16)));
+static unsigned emu_dynamic_smem_bytes = 0;  // what the launch asked for
 
 // ldmatrix...x4.trans: as above, but each lane receives tile i's elements at rows 2·(lane % 4)
 // and 2·(lane % 4) + 1, column lane / 4 (the transposed tile).
@@ -277,8 +278,13 @@ inline void emu_call(void (*f)(A...), void** args, std::index_sequence<I...>) {
     f(*static_cast<std::remove_reference_t<A>*>(args[I])...);
 }
 
+inline void __trap() { emu_fail("__trap(): a kernel's guard failed (e.g. too little dynamic shared memory)"); }
+
 template <class... A>
-inline void emu_launch(void (*f)(A...), unsigned gx, unsigned gy, unsigned gz, unsigned bx, void** args) {
+inline void emu_launch(void (*f)(A...), unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned smem,
+                       void** args) {
+    if (smem > sizeof(emu_dynamic_smem)) emu_fail("launch asks for more dynamic shared memory than the arena");
+    emu_dynamic_smem_bytes = smem;
     gridDim.x = gx;
     gridDim.y = gy;
     gridDim.z = gz;
@@ -294,6 +300,6 @@ inline void emu_launch(void (*f)(A...), unsigned gx, unsigned gy, unsigned gz, u
 }
 
 #define EMU_EXPORT(name)                                                                                      \
-    extern "C" void emu_##name(unsigned gx, unsigned gy, unsigned gz, unsigned bx, void** args) {              \
-        emu_launch(name, gx, gy, gz, bx, args);                                                                \
+    extern "C" void emu_##name(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned smem, void** args) { \
+        emu_launch(name, gx, gy, gz, bx, smem, args);                                                          \
     }

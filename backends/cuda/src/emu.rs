@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 const HEADER: &str = include_str!("../emu/cuda_emu.hpp");
 
-/// `emu_<kernel>(grid x, y, z, block x, args)`.
-pub type EmuFn = unsafe extern "C" fn(u32, u32, u32, u32, *mut *mut c_void);
+/// `emu_<kernel>(grid x, y, z, block x, dynamic shared memory bytes, args)`.
+pub type EmuFn = unsafe extern "C" fn(u32, u32, u32, u32, u32, *mut *mut c_void);
 
 /// An emulated kernel and the library that holds it.
 #[derive(Clone)]

@@ -445,7 +445,7 @@ impl CudaBackend {
                     .collect();
                 let _one_at_a_time = emu::global_launch_lock();
                 // SAFETY: as for the GPU launch; host buffers stand in for device memory.
-                unsafe { (k.f)(grid.0, grid.1, grid.2, block, ptrs.as_mut_ptr()) };
+                unsafe { (k.f)(grid.0, grid.1, grid.2, block, smem, ptrs.as_mut_ptr()) };
                 Ok(())
             }
             _ => unreachable!("kernels come from the backend's own device"),
