@@ -137,30 +137,6 @@ __device__ __forceinline__ u32 pack2(float lo, float hi) {
     return (u32)from_f32<TX>(lo).bits | ((u32)from_f32<TX>(hi).bits << 16);
 }
 
-__device__ __forceinline__ void fa_mma(float* d, const u32* a, const u32* b, bf16_t) {
-#ifdef JOYRT_CUDA_EMU
-    emu_mma16816(d, a, b, true);
-#else
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-}
-
-__device__ __forceinline__ void fa_mma(float* d, const u32* a, const u32* b, f16_t) {
-#ifdef JOYRT_CUDA_EMU
-    emu_mma16816(d, a, b, false);
-#else
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-}
-
 // Dynamic shared memory of attention_mma_d{D}: 2 stages × (K, V) × 64 keys × (D + 8) × 2 bytes.
 #define FA_SMEM_BYTES(D) (2 * 2 * FA_BC * ((D) + 8) * 2)
 
@@ -233,8 +209,8 @@ __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, con
             for (int n = 0; n < FA_BC / 8; n += 2) {
                 u32 r[4];
                 ldsm_x4(r, &ks[(n * 8 + (lane >> 4) * 8 + (lane & 7)) * KS + kk * 16 + ((lane >> 3) & 1) * 8]);
-                fa_mma(s[n], qf[kk], r, TX{});
-                fa_mma(s[n + 1], qf[kk], r + 2, TX{});
+                mma16816(s[n], qf[kk], r, TX{});
+                mma16816(s[n + 1], qf[kk], r + 2, TX{});
             }
         // Scale, mask, and the new row maxima (rows g: r = 0, g + 8: r = 1).
         float mt[2] = {NEG_INF, NEG_INF};
@@ -285,8 +261,8 @@ __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, con
             for (int j = 0; j < D / 8; j += 2) {
                 u32 r[4];
                 ldsm_x4_trans(r, &vs[(kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * KS + (j + (lane >> 4)) * 8]);
-                fa_mma(o[j], pf[kk], r, TX{});
-                fa_mma(o[j + 1], pf[kk], r + 2, TX{});
+                mma16816(o[j], pf[kk], r, TX{});
+                mma16816(o[j + 1], pf[kk], r + 2, TX{});
             }
         __syncthreads();  // every warp is done with this stage before it is refilled
     }

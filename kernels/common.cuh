@@ -185,3 +185,26 @@ __device__ __forceinline__ unsigned dynamic_smem_bytes() {
 #else
 #define DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
 #endif
+
+// mma.sync.aligned.m16n8k16.row.col with f32 accumulators, for bf16 or f16 operands (chosen by
+// the tag type): d += a·b on one warp's fragments (a: 4 registers, b: 2, d: 4; PTX ISA layout).
+#ifdef JOYRT_CUDA_EMU
+__device__ __forceinline__ void mma16816(float* d, const u32* a, const u32* b, bf16_t) { emu_mma16816(d, a, b, true); }
+__device__ __forceinline__ void mma16816(float* d, const u32* a, const u32* b, f16_t) { emu_mma16816(d, a, b, false); }
+#else
+__device__ __forceinline__ void mma16816(float* d, const u32* a, const u32* b, bf16_t) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ void mma16816(float* d, const u32* a, const u32* b, f16_t) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif

@@ -141,31 +141,56 @@ extern "C" __global__ void __launch_bounds__(256)
 // MMA_OK is defined by the host when TX and TW are the same 16-bit type.
 #if defined(MMA_OK)
 
-#ifdef JOYRT_CUDA_EMU
-__device__ __forceinline__ void mma16816(float* d, const u32* a, const u32* b, bf16_t) { emu_mma16816(d, a, b, true); }
-__device__ __forceinline__ void mma16816(float* d, const u32* a, const u32* b, f16_t) { emu_mma16816(d, a, b, false); }
-#else
-__device__ __forceinline__ void mma16816(float* d, const u32* a, const u32* b, bf16_t) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-__device__ __forceinline__ void mma16816(float* d, const u32* a, const u32* b, f16_t) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-#endif
-
 #define MMA_BM 128
 #define MMA_BN 128
 #define MMA_BK 32
 #define MMA_LDS 40  // padded row length of the shared tiles, in 16-bit elements
+
+// One warp's share of a 128×128×32 block tile: acc[i][j] (m16 block i, n8 block j of the warp's
+// 64×32) += A·Bᵀ over the 32 k of the shared tiles `as`, `bs` ([row][k], rows MMA_LDS apart).
+__device__ __forceinline__ void mma_block_tile(float (*acc)[4][4], const u16* as, const u16* bs, int wm, int wn,
+                                               int lane) {
+#pragma unroll
+    for (int kk = 0; kk < MMA_BK; kk += 16) {
+        u32 af[4][4], bfr[4][2];
+        // A: tiles (rows 0-7 | 8-15) × (k 0-7 | 8-15) of each m16 block, in a0..a3 order.
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            ldsm_x4(af[i], &as[(wm * 64 + i * 16 + (lane & 15)) * MMA_LDS + kk + (lane >> 4) * 8]);
+        // B: two n8 blocks per ldmatrix, each as (k 0-7, k 8-15) = b0, b1.
+#pragma unroll
+        for (int j = 0; j < 4; j += 2) {
+            u32 r[4];
+            ldsm_x4(r, &bs[(wn * 32 + j * 8 + (lane >> 4) * 8 + (lane & 7)) * MMA_LDS + kk + ((lane >> 3) & 1) * 8]);
+            bfr[j][0] = r[0];
+            bfr[j][1] = r[1];
+            bfr[j + 1][0] = r[2];
+            bfr[j + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) mma16816(acc[i][j], af[i], bfr[j], TX{});
+    }
+}
+
+// Stores one warp's accumulators of the block tile at (m0, n0). Accumulator fragment: d0, d1 at
+// (g, 2·t4 + {0, 1}), d2, d3 at (g + 8, 2·t4 + {0, 1}).
+template <typename TY, typename TBIAS>
+__device__ __forceinline__ void mma_block_store(float (*acc)[4][4], TY* y, const TBIAS* bias, int bias_rows, int m0,
+                                                int n0, int M, int N, int wm, int wn, int lane) {
+    const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int r = m0 + wm * 64 + i * 16 + g, c = n0 + wn * 32 + j * 8 + 2 * t4;
+            epilogue(y, bias, bias_rows, r, c, M, N, acc[i][j][0]);
+            epilogue(y, bias, bias_rows, r, c + 1, M, N, acc[i][j][1]);
+            epilogue(y, bias, bias_rows, r + 8, c, M, N, acc[i][j][2]);
+            epilogue(y, bias, bias_rows, r + 8, c + 1, M, N, acc[i][j][3]);
+        }
+}
 
 template <class LA, class LB, typename TY, typename TBIAS>
 __device__ __forceinline__ void gemm_mma(LA a, LB b, int M, int N, int K, TY* y, const TBIAS* bias, int bias_rows) {
@@ -173,7 +198,6 @@ __device__ __forceinline__ void gemm_mma(LA a, LB b, int M, int N, int K, TY* y,
     __shared__ __align__(16) u16 Bs[2][MMA_BN][MMA_LDS];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int wm = warp >> 2, wn = warp & 3;  // warp tile origin: (wm·64, wn·32)
-    const int g = lane >> 2, t4 = lane & 3;   // mma fragment coordinates
     const int m0 = blockIdx.y * MMA_BM, n0 = blockIdx.x * MMA_BN;
 
     float acc[4][4][4];
@@ -209,42 +233,12 @@ __device__ __forceinline__ void gemm_mma(LA a, LB b, int M, int N, int K, TY* y,
     for (int t = 0; t < tiles; ++t) {
         const int cur = t & 1;
         if (t + 1 < tiles) load((t + 1) * MMA_BK);
-#pragma unroll
-        for (int kk = 0; kk < MMA_BK; kk += 16) {
-            u32 af[4][4], bfr[4][2];
-            // A: tiles (rows 0-7 | 8-15) × (k 0-7 | 8-15) of each m16 block, in a0..a3 order.
-#pragma unroll
-            for (int i = 0; i < 4; ++i) ldsm_x4(af[i], &As[cur][wm * 64 + i * 16 + (lane & 15)][kk + (lane >> 4) * 8]);
-            // B: two n8 blocks per ldmatrix, each as (k 0-7, k 8-15) = b0, b1.
-#pragma unroll
-            for (int j = 0; j < 4; j += 2) {
-                u32 r[4];
-                ldsm_x4(r, &Bs[cur][wn * 32 + j * 8 + (lane >> 4) * 8 + (lane & 7)][kk + ((lane >> 3) & 1) * 8]);
-                bfr[j][0] = r[0];
-                bfr[j][1] = r[1];
-                bfr[j + 1][0] = r[2];
-                bfr[j + 1][1] = r[3];
-            }
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j) mma16816(acc[i][j], af[i], bfr[j], TX{});
-        }
+        mma_block_tile(acc, &As[cur][0][0], &Bs[cur][0][0], wm, wn, lane);
         if (t + 1 < tiles) store(cur ^ 1);
         __syncthreads();
     }
 
-    // Accumulator fragment: d0, d1 at (g, 2·t4 + {0, 1}), d2, d3 at (g + 8, 2·t4 + {0, 1}).
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int r = m0 + wm * 64 + i * 16 + g, c = n0 + wn * 32 + j * 8 + 2 * t4;
-            epilogue(y, bias, bias_rows, r, c, M, N, acc[i][j][0]);
-            epilogue(y, bias, bias_rows, r, c + 1, M, N, acc[i][j][1]);
-            epilogue(y, bias, bias_rows, r + 8, c, M, N, acc[i][j][2]);
-            epilogue(y, bias, bias_rows, r + 8, c + 1, M, N, acc[i][j][3]);
-        }
+    mma_block_store(acc, y, bias, bias_rows, m0, n0, M, N, wm, wn, lane);
 }
 
 extern "C" __global__ void __launch_bounds__(256)
@@ -278,7 +272,6 @@ __device__ __forceinline__ void gemm_mma_pipelined(const u16* a, const u16* b, i
     u16* smem = (u16*)smem_raw;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int wm = warp >> 2, wn = warp & 3;
-    const int g = lane >> 2, t4 = lane & 3;
     const int m0 = blockIdx.y * MMA_BM, n0 = blockIdx.x * MMA_BN;
     const int row0 = tid >> 2, kc = (tid & 3) * 8;
 
@@ -317,40 +310,11 @@ __device__ __forceinline__ void gemm_mma_pipelined(const u16* a, const u16* b, i
         cp_async_commit();
 
         const u16* as = smem + (t % MMA_STAGES) * MMA_STAGE_ELEMS;
-        const u16* bs = as + MMA_BM * MMA_LDS;
-#pragma unroll
-        for (int kk = 0; kk < MMA_BK; kk += 16) {
-            u32 af[4][4], bfr[4][2];
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-                ldsm_x4(af[i], &as[(wm * 64 + i * 16 + (lane & 15)) * MMA_LDS + kk + (lane >> 4) * 8]);
-#pragma unroll
-            for (int j = 0; j < 4; j += 2) {
-                u32 r[4];
-                ldsm_x4(r, &bs[(wn * 32 + j * 8 + (lane >> 4) * 8 + (lane & 7)) * MMA_LDS + kk + ((lane >> 3) & 1) * 8]);
-                bfr[j][0] = r[0];
-                bfr[j][1] = r[1];
-                bfr[j + 1][0] = r[2];
-                bfr[j + 1][1] = r[3];
-            }
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j) mma16816(acc[i][j], af[i], bfr[j], TX{});
-        }
+        mma_block_tile(acc, as, as + MMA_BM * MMA_LDS, wm, wn, lane);
     }
     cp_async_wait<0>();
 
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int r = m0 + wm * 64 + i * 16 + g, c = n0 + wn * 32 + j * 8 + 2 * t4;
-            epilogue(y, bias, 0, r, c, M, N, acc[i][j][0]);
-            epilogue(y, bias, 0, r, c + 1, M, N, acc[i][j][1]);
-            epilogue(y, bias, 0, r + 8, c, M, N, acc[i][j][2]);
-            epilogue(y, bias, 0, r + 8, c + 1, M, N, acc[i][j][3]);
-        }
+    mma_block_store(acc, y, bias, 0, m0, n0, M, N, wm, wn, lane);
 }
 
 // Needs K % 8 == 0 and MMA_STAGES · 2 · 128 · 40 · 2 = 61440 bytes of dynamic shared memory.

@@ -10,19 +10,28 @@
 // rope: one thread per rotated pair; angles are f32 tables.
 #include "common.cuh"
 
+// Mean and 1/√(var + eps) of the row of `cols` elements at `base` (biased variance, two passes),
+// reduced over the block; every thread gets both.
+__device__ __forceinline__ void row_mean_rstd(const TX* x, u64 base, u64 cols, float eps, float* scratch,
+                                              float* mean, float* rstd) {
+    float s = 0.0f;
+    for (u64 c = threadIdx.x; c < cols; c += blockDim.x) s += ld(x, base + c);
+    const float m = block_sum(s, scratch) / (float)cols;
+    float q = 0.0f;
+    for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
+        const float d = ld(x, base + c) - m;
+        q += d * d;
+    }
+    *mean = m;
+    *rstd = rsqrtf(block_sum(q, scratch) / (float)cols + eps);
+}
+
 // w, b may be null (absent = 1 / 0).
 extern "C" __global__ void layer_norm(const TX* x, const TW* w, const TB* b, TX* y, u64 cols, float eps) {
     __shared__ float scratch[32];
     const u64 base = (u64)blockIdx.x * cols;
-    float s = 0.0f;
-    for (u64 c = threadIdx.x; c < cols; c += blockDim.x) s += ld(x, base + c);
-    const float mean = block_sum(s, scratch) / (float)cols;
-    float q = 0.0f;
-    for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
-        float d = ld(x, base + c) - mean;
-        q += d * d;
-    }
-    const float rstd = rsqrtf(block_sum(q, scratch) / (float)cols + eps);
+    float mean, rstd;
+    row_mean_rstd(x, base, cols, eps, scratch, &mean, &rstd);
     for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
         float v = (ld(x, base + c) - mean) * rstd;
         if (w) v *= ld(w, c);
@@ -36,15 +45,8 @@ extern "C" __global__ void layer_norm_modulate(const TX* x, const TW* shift, con
                                                float eps) {
     __shared__ float scratch[32];
     const u64 base = (u64)blockIdx.x * cols;
-    float s = 0.0f;
-    for (u64 c = threadIdx.x; c < cols; c += blockDim.x) s += ld(x, base + c);
-    const float mean = block_sum(s, scratch) / (float)cols;
-    float q = 0.0f;
-    for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
-        float d = ld(x, base + c) - mean;
-        q += d * d;
-    }
-    const float rstd = rsqrtf(block_sum(q, scratch) / (float)cols + eps);
+    float mean, rstd;
+    row_mean_rstd(x, base, cols, eps, scratch, &mean, &rstd);
     for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
         float v = (ld(x, base + c) - mean) * rstd;
         st(y, base + c, v * (1.0f + ld(scale, c)) + ld(shift, c));
