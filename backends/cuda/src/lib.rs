@@ -507,7 +507,7 @@ impl CudaBackend {
                 .memcpy_htod(bytes, &mut d.slice_mut(..bytes.len()))
                 .map_err(|e| self.driver_err("upload (cuMemcpyHtoD)", e)),
             (Mem::Host(h), _) => {
-                host_bytes_mut(h)[..bytes.len()].copy_from_slice(bytes);
+                bytemuck::cast_slice_mut::<u128, u8>(h)[..bytes.len()].copy_from_slice(bytes);
                 Ok(())
             }
             _ => unreachable!("buffers come from the backend's own device"),
@@ -515,12 +515,11 @@ impl CudaBackend {
     }
 
     fn upload_u32(&self, v: &[u32]) -> Result<CudaBuffer> {
-        self.upload(DType::F32, bytemuck_u32(v))
+        self.upload(DType::F32, bytemuck::cast_slice(v))
     }
 
     fn upload_f32(&self, v: &[f32]) -> Result<CudaBuffer> {
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        self.upload(DType::F32, &bytes)
+        self.upload(DType::F32, bytemuck::cast_slice(v))
     }
 }
 
@@ -542,21 +541,6 @@ fn dynamic_smem(kernel: &str) -> Option<u32> {
 
 fn gemm_mma_enabled() -> bool {
     std::env::var("JOYRT_CUDA_GEMM").map_or(true, |v| v != "simt")
-}
-
-fn host_bytes(words: &[u128]) -> &[u8] {
-    // SAFETY: u128 has no padding; any byte pattern is a valid u8.
-    unsafe { std::slice::from_raw_parts(words.as_ptr() as *const u8, words.len() * 16) }
-}
-
-fn host_bytes_mut(words: &mut [u128]) -> &mut [u8] {
-    // SAFETY: as above, and the borrow is unique.
-    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 16) }
-}
-
-fn bytemuck_u32(v: &[u32]) -> &[u8] {
-    // SAFETY: u32 has no padding and any byte pattern is a valid u8.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
 }
 
 /// Raises the default memory pool's release threshold so freed blocks stay in the pool (the
@@ -614,7 +598,7 @@ impl Backend for CudaBackend {
             (Mem::Device(d), Dev::Gpu { stream, .. }) => stream
                 .memcpy_dtoh(&d.slice(..bytes), &mut host)
                 .map_err(|e| self.driver_err("download (cuMemcpyDtoH)", e))?,
-            (Mem::Host(h), _) => host.copy_from_slice(&host_bytes(h)[..bytes]),
+            (Mem::Host(h), _) => host.copy_from_slice(&bytemuck::cast_slice::<u128, u8>(h)[..bytes]),
             _ => unreachable!("buffers come from the backend's own device"),
         }
         self.synchronize()?;
