@@ -46,20 +46,12 @@ impl AnyBackend {
     }
 
     pub fn name(&self) -> String {
-        match self {
-            AnyBackend::Cpu(b) => joyrt_core::Backend::name(b),
-            AnyBackend::Wgpu(b) => joyrt_core::Backend::name(b),
-            AnyBackend::Cuda(b) => joyrt_core::Backend::name(b),
-        }
+        crate::with_backend!(self, b => joyrt_core::Backend::name(b))
     }
 
     /// Bytes held now and at most so far, where the backend counts them.
-    pub fn memory(&self) -> Option<(u64, u64)> {
-        match self {
-            AnyBackend::Cpu(b) => Some(b.memory_stats()),
-            AnyBackend::Wgpu(b) => Some(b.memory_stats()),
-            AnyBackend::Cuda(b) => Some(b.memory_stats()),
-        }
+    pub fn memory(&self) -> (u64, u64) {
+        crate::with_backend!(self, b => joyrt_core::Backend::memory_stats(b))
     }
 }
 

@@ -142,7 +142,7 @@ pub fn run(a: EditArgs) -> Result<()> {
             "dtype": dtype.name(),
             "backend": backend.name(),
             "builtin_model": builtin,
-            "peak_memory_bytes": backend.memory().map(|m| m.1),
+            "peak_memory_bytes": backend.memory().1,
             "timings_s": timings,
             "total_s": total.as_secs_f64(),
         });

@@ -15,6 +15,11 @@
 //!   `cast`. Weights, biases, norm gains and tables may be stored in any dtype; backends widen
 //!   them. Arithmetic and all accumulation are f32 (f32 softmax, f32 norm statistics).
 //! - `R` = rows, `C` = columns of a 2-D view of a tensor; `[L, H, D]` = tokens, heads, head dim.
+//!
+//! Methods are grouped by op family. The family name in each section header (`elementwise`,
+//! `layout`, `gemm`, `conv`, `norm`, `rope`, `attention`, `gather`) is the file name of the
+//! family in every backend: `backends/<backend>/src/ops/<family>.rs`, `shaders/<family>.wgsl`,
+//! `kernels/<family>.cu` (see docs/ARCHITECTURE.md, "Adding an op").
 
 use crate::{DType, Result, Tensor};
 
@@ -28,7 +33,7 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     /// A short name for messages and tables (`cpu`, `wgpu:<adapter>`, `cuda:<gpu>`).
     fn name(&self) -> String;
 
-    // ---- memory ------------------------------------------------------------------------------
+    // ---- memory ---------------------------------------------------------------------------------
 
     /// A buffer of `len` elements of `dtype`, all zero.
     fn zeros(&self, dtype: DType, len: usize) -> Result<Self::Buffer>;
@@ -36,12 +41,35 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     fn upload(&self, dtype: DType, bytes: &[u8]) -> Result<Self::Buffer>;
     /// The little-endian bytes of `x` (waits for pending work on `x`).
     fn download(&self, x: &Tensor<Self>) -> Result<Vec<u8>>;
-    /// `y[i] = round_to(to, x[i])` (round to nearest even; same length as `x`).
-    fn cast(&self, x: &Tensor<Self>, to: DType) -> Result<Self::Buffer>;
     /// Blocks until all queued work has finished (for timing).
     fn synchronize(&self) -> Result<()>;
+    /// Bytes of device memory held by live buffers now, and the most held at once since the
+    /// backend was made (each backend counts what it allocates).
+    fn memory_stats(&self) -> (u64, u64);
 
-    // ---- layout copies -----------------------------------------------------------------------
+    // ---- elementwise (`elementwise`) ------------------------------------------------------------
+
+    /// `y[i] = round_to(to, x[i])` (round to nearest even; same length as `x`).
+    fn cast(&self, x: &Tensor<Self>, to: DType) -> Result<Self::Buffer>;
+    /// `y = f(x)` elementwise: SiLU `x·σ(x)`, GELU-tanh `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`,
+    /// GELU-erf `½x(1 + erf(x/√2))`.
+    fn activation(&self, x: &Tensor<Self>, act: Activation) -> Result<Self::Buffer>;
+    /// `y = silu(gate) ⊙ up` (same shape).
+    fn swiglu(&self, gate: &Tensor<Self>, up: &Tensor<Self>) -> Result<Self::Buffer>;
+    /// `y = a ∘ b` for `∘ ∈ {+, −, ×}` with `b` broadcast as `p.broadcast` says.
+    fn binary(&self, a: &Tensor<Self>, b: &Tensor<Self>, p: &BinaryParams) -> Result<Self::Buffer>;
+    /// `y = x + α·z` (same shape; the Euler step).
+    fn scaled_add(&self, x: &Tensor<Self>, z: &Tensor<Self>, alpha: f32) -> Result<Self::Buffer>;
+    /// `y[r, c] = x[r, c] + gate[c]·z[r, c]` for `x, z [R, C]`, `gate [C]` (gated residual).
+    fn gated_residual(
+        &self,
+        x: &Tensor<Self>,
+        z: &Tensor<Self>,
+        gate: &Tensor<Self>,
+        p: &RowsParams,
+    ) -> Result<Self::Buffer>;
+
+    // ---- layout copies (`layout`) ---------------------------------------------------------------
 
     /// `y = x.permute(p.perm)` for `x` of shape `p.dims` (rank ≤ 6): `y[i_{perm[0]}, …] = x[i_0, …]`,
     /// i.e. output axis `a` is input axis `perm[a]`.
@@ -51,8 +79,10 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     /// With each `xs[k]` viewed as `[outer, inner_k]`: `y[o] = xs[0][o] ++ xs[1][o] ++ …` →
     /// `[outer, Σ inner_k]`. All inputs share one dtype.
     fn concat(&self, xs: &[&Tensor<Self>], p: &ConcatParams) -> Result<Self::Buffer>;
+    /// Nearest ×2 upsampling of `x [C, H, W]`: `y[c, i, j] = x[c, i/2, j/2]` → `[C, 2H, 2W]`.
+    fn upsample_nearest2x(&self, x: &Tensor<Self>, p: &ImageParams) -> Result<Self::Buffer>;
 
-    // ---- GEMM --------------------------------------------------------------------------------
+    // ---- GEMM (`gemm`) --------------------------------------------------------------------------
 
     /// `y[m, n] = Σ_k x[m, k]·w[n, k] + bias[n]`: `x [M, K]`, `w [N, K]` (PyTorch layout),
     /// `bias [N]` optional → `[M, N]`.
@@ -64,7 +94,20 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
         p: &LinearParams,
     ) -> Result<Self::Buffer>;
 
-    // ---- normalisation -----------------------------------------------------------------------
+    // ---- convolution (`conv`) -------------------------------------------------------------------
+
+    /// 2-D cross-correlation of `x [C, H, W]` with `w [O, C, KH, KW]` (+ `bias [O]`), stride `s`,
+    /// zero padding `(top, bottom, left, right)` →
+    /// `[O, (H + top + bottom − KH)/s + 1, (W + left + right − KW)/s + 1]`.
+    fn conv2d(
+        &self,
+        x: &Tensor<Self>,
+        w: &Tensor<Self>,
+        bias: Option<&Tensor<Self>>,
+        p: &Conv2dParams,
+    ) -> Result<Self::Buffer>;
+
+    // ---- normalisation (`norm`) -----------------------------------------------------------------
 
     /// Per row of `x [R, C]`: `y = (x − mean)/√(var + eps)·w + b` (biased variance; `w`, `b`
     /// optional `[C]`, absent = 1 / 0).
@@ -94,8 +137,11 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
         gamma: &Tensor<Self>,
         p: &ChannelParams,
     ) -> Result<Self::Buffer>;
+    /// Classifier-free guidance with norm rescale on `cond, uncond [C, P]` (channel-first):
+    /// `g = u + s·(c − u)`, `y[:, p] = g[:, p]·‖c[:, p]‖₂ / max(‖g[:, p]‖₂, 1e-6)`.
+    fn cfg_renorm(&self, cond: &Tensor<Self>, uncond: &Tensor<Self>, p: &CfgParams) -> Result<Self::Buffer>;
 
-    // ---- rotary embeddings -------------------------------------------------------------------
+    // ---- rotary embeddings (`rope`) -------------------------------------------------------------
 
     /// Rotates `x [L, H, D]` by the angle table `rope` (`cos`, `sin` are f32 `[L, D/2]`, the same
     /// for every head). Pair `m` is `(2m, 2m+1)` for [`RopePairing::Interleaved`] (DiT) and
@@ -112,30 +158,7 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
         p: &HeadParams,
     ) -> Result<Self::Buffer>;
 
-    // ---- elementwise -------------------------------------------------------------------------
-
-    /// `y = f(x)` elementwise: SiLU `x·σ(x)`, GELU-tanh `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`,
-    /// GELU-erf `½x(1 + erf(x/√2))`.
-    fn activation(&self, x: &Tensor<Self>, act: Activation) -> Result<Self::Buffer>;
-    /// `y = silu(gate) ⊙ up` (same shape).
-    fn swiglu(&self, gate: &Tensor<Self>, up: &Tensor<Self>) -> Result<Self::Buffer>;
-    /// `y = a ∘ b` for `∘ ∈ {+, −, ×}` with `b` broadcast as `p.broadcast` says.
-    fn binary(&self, a: &Tensor<Self>, b: &Tensor<Self>, p: &BinaryParams) -> Result<Self::Buffer>;
-    /// `y = x + α·z` (same shape; the Euler step).
-    fn scaled_add(&self, x: &Tensor<Self>, z: &Tensor<Self>, alpha: f32) -> Result<Self::Buffer>;
-    /// `y[r, c] = x[r, c] + gate[c]·z[r, c]` for `x, z [R, C]`, `gate [C]` (gated residual).
-    fn gated_residual(
-        &self,
-        x: &Tensor<Self>,
-        z: &Tensor<Self>,
-        gate: &Tensor<Self>,
-        p: &RowsParams,
-    ) -> Result<Self::Buffer>;
-    /// Classifier-free guidance with norm rescale on `cond, uncond [C, P]` (channel-first):
-    /// `g = u + s·(c − u)`, `y[:, p] = g[:, p]·‖c[:, p]‖₂ / max(‖g[:, p]‖₂, 1e-6)`.
-    fn cfg_renorm(&self, cond: &Tensor<Self>, uncond: &Tensor<Self>, p: &CfgParams) -> Result<Self::Buffer>;
-
-    // ---- attention ---------------------------------------------------------------------------
+    // ---- attention (`attention`) ----------------------------------------------------------------
 
     /// Scaled dot-product attention, `q [Lq, Hq, D]`, `k, v [Lk, Hkv, D]`, `Hq = G·Hkv` (query head
     /// `h` uses kv head `h / G`): `y[i, h] = Σ_j softmax_j(scale·q[i,h]·k[j,h/G]) v[j,h/G]` →
@@ -149,22 +172,7 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
         p: &AttentionParams,
     ) -> Result<Self::Buffer>;
 
-    // ---- convolution / VAE -------------------------------------------------------------------
-
-    /// 2-D cross-correlation of `x [C, H, W]` with `w [O, C, KH, KW]` (+ `bias [O]`), stride `s`,
-    /// zero padding `(top, bottom, left, right)` →
-    /// `[O, (H + top + bottom − KH)/s + 1, (W + left + right − KW)/s + 1]`.
-    fn conv2d(
-        &self,
-        x: &Tensor<Self>,
-        w: &Tensor<Self>,
-        bias: Option<&Tensor<Self>>,
-        p: &Conv2dParams,
-    ) -> Result<Self::Buffer>;
-    /// Nearest ×2 upsampling of `x [C, H, W]`: `y[c, i, j] = x[c, i/2, j/2]` → `[C, 2H, 2W]`.
-    fn upsample_nearest2x(&self, x: &Tensor<Self>, p: &ImageParams) -> Result<Self::Buffer>;
-
-    // ---- gather / scatter --------------------------------------------------------------------
+    // ---- gather / scatter (`gather`) ------------------------------------------------------------
 
     /// Weighted row gather from `table [V, C]`: `y[n] = Σ_{j<K} weight[n·K+j]·table[index[n·K+j]]`
     /// → `[N, C]` (`weights = None` means all ones; `K = 1` is an embedding lookup). Indices and

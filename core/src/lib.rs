@@ -5,6 +5,7 @@ pub mod backend;
 mod dtype;
 mod error;
 pub mod image;
+pub mod kernel_abi;
 pub mod model_folder;
 pub mod models;
 pub mod pipeline;

@@ -5,11 +5,9 @@
 //! right first; multi-threaded with rayon where the work is: GEMM rows, attention (head × query
 //! block), convolution output channels, and large elementwise ops.
 //!
-//! Threading and tiling: `linear` splits `x` into blocks of 8 rows, one rayon task per block; inside
-//! a block each weight row is read once for the 8 dot products (8 independent accumulators per dot
-//! so the compiler vectorises). `attention` runs one task per (head, 16-query block) and keeps one
-//! row of scores at a time (two-pass f32 softmax), so memory stays O(Lk) per task. `conv2d` runs
-//! one task per output channel with a direct loop whose inner dimension is the output row.
+//! This file holds the buffers, the memory counters and the `Backend` impl, whose op methods each
+//! call the function of the same name in `ops/<family>.rs` (the families of `core/src/backend.rs`);
+//! each family file says how it threads and tiles.
 
 use half::{bf16, f16};
 use joyrt_core::backend::*;
@@ -19,7 +17,9 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-mod kernels;
+type T = Tensor<CpuBackend>;
+
+mod ops;
 
 /// Host memory holding one tensor.
 pub struct CpuBuffer {
@@ -90,11 +90,6 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    /// Bytes held by live buffers now, and the most held at once since the backend was made.
-    pub fn memory_stats(&self) -> (u64, u64) {
-        (self.stats.current.load(Ordering::Relaxed), self.stats.peak.load(Ordering::Relaxed))
-    }
-
     fn buffer(&self, data: Data) -> CpuBuffer {
         let b = CpuBuffer { data, stats: self.stats.clone() };
         self.stats.add(b.bytes());
@@ -102,7 +97,7 @@ impl CpuBackend {
     }
 
     /// Stores f32 results as `dtype`.
-    fn store(&self, v: Vec<f32>, dtype: DType) -> CpuBuffer {
+    pub(crate) fn store(&self, v: Vec<f32>, dtype: DType) -> CpuBuffer {
         self.buffer(match dtype {
             DType::F32 => Data::F32(v),
             DType::BF16 => Data::BF16(v.par_iter().map(|&x| bf16::from_f32(x)).collect()),
@@ -111,13 +106,8 @@ impl CpuBackend {
     }
 }
 
-fn f32s(t: &Tensor<CpuBackend>) -> Cow<'_, [f32]> {
+pub(crate) fn f32s(t: &Tensor<CpuBackend>) -> Cow<'_, [f32]> {
     t.buffer().f32()
-}
-
-/// Elementwise map over a possibly large slice, in parallel chunks.
-fn par_map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    x.par_iter().with_min_len(4096).map(|&v| f(v)).collect()
 }
 
 impl Backend for CpuBackend {
@@ -160,320 +150,97 @@ impl Backend for CpuBackend {
         Ok(out)
     }
 
-    fn cast(&self, x: &Tensor<Self>, to: DType) -> Result<CpuBuffer> {
-        Ok(self.store(f32s(x).into_owned(), to))
-    }
-
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
 
-    fn permute(&self, x: &Tensor<Self>, p: &PermuteParams) -> Result<CpuBuffer> {
-        Ok(self.store(kernels::permute(&f32s(x), &p.dims, &p.perm), x.dtype()))
+    fn memory_stats(&self) -> (u64, u64) {
+        (self.stats.current.load(Ordering::Relaxed), self.stats.peak.load(Ordering::Relaxed))
     }
 
-    fn slice(&self, x: &Tensor<Self>, p: &SliceParams) -> Result<CpuBuffer> {
-        let xv = f32s(x);
-        let mut out = Vec::with_capacity(p.outer * p.len);
-        for o in 0..p.outer {
-            let row = o * p.x_inner + p.start;
-            out.extend_from_slice(&xv[row..row + p.len]);
-        }
-        Ok(self.store(out, x.dtype()))
+    // ---- elementwise ----
+    fn cast(&self, x: &T, to: DType) -> Result<CpuBuffer> {
+        ops::elementwise::cast(self, x, to)
+    }
+    fn activation(&self, x: &T, act: Activation) -> Result<CpuBuffer> {
+        ops::elementwise::activation(self, x, act)
+    }
+    fn swiglu(&self, gate: &T, up: &T) -> Result<CpuBuffer> {
+        ops::elementwise::swiglu(self, gate, up)
+    }
+    fn binary(&self, a: &T, b: &T, p: &BinaryParams) -> Result<CpuBuffer> {
+        ops::elementwise::binary(self, a, b, p)
+    }
+    fn scaled_add(&self, x: &T, z: &T, alpha: f32) -> Result<CpuBuffer> {
+        ops::elementwise::scaled_add(self, x, z, alpha)
+    }
+    fn gated_residual(&self, x: &T, z: &T, gate: &T, p: &RowsParams) -> Result<CpuBuffer> {
+        ops::elementwise::gated_residual(self, x, z, gate, p)
     }
 
-    fn concat(&self, xs: &[&Tensor<Self>], p: &ConcatParams) -> Result<CpuBuffer> {
-        let dtype = xs[0].dtype();
-        if let Some(bad) = xs.iter().find(|t| t.dtype() != dtype) {
-            return Err(Error::DType { op: "concat", dtype: bad.dtype() });
-        }
-        let vs: Vec<Cow<[f32]>> = xs.iter().map(|t| f32s(t)).collect();
-        let mut out = Vec::with_capacity(p.outer * p.inners.iter().sum::<usize>());
-        for o in 0..p.outer {
-            for (v, &inner) in vs.iter().zip(&p.inners) {
-                out.extend_from_slice(&v[o * inner..(o + 1) * inner]);
-            }
-        }
-        Ok(self.store(out, dtype))
+    // ---- layout ----
+    fn permute(&self, x: &T, p: &PermuteParams) -> Result<CpuBuffer> {
+        ops::layout::permute(self, x, p)
+    }
+    fn slice(&self, x: &T, p: &SliceParams) -> Result<CpuBuffer> {
+        ops::layout::slice(self, x, p)
+    }
+    fn concat(&self, xs: &[&T], p: &ConcatParams) -> Result<CpuBuffer> {
+        ops::layout::concat(self, xs, p)
+    }
+    fn upsample_nearest2x(&self, x: &T, p: &ImageParams) -> Result<CpuBuffer> {
+        ops::layout::upsample_nearest2x(self, x, p)
     }
 
-    fn linear(
-        &self,
-        x: &Tensor<Self>,
-        w: &Tensor<Self>,
-        bias: Option<&Tensor<Self>>,
-        p: &LinearParams,
-    ) -> Result<CpuBuffer> {
-        let b = bias.map(f32s);
-        Ok(self.store(kernels::linear(&f32s(x), &f32s(w), b.as_deref(), p.m, p.k, p.n), x.dtype()))
+    // ---- gemm, conv ----
+    fn linear(&self, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<CpuBuffer> {
+        ops::gemm::linear(self, x, w, bias, p)
+    }
+    fn conv2d(&self, x: &T, w: &T, bias: Option<&T>, p: &Conv2dParams) -> Result<CpuBuffer> {
+        ops::conv::conv2d(self, x, w, bias, p)
     }
 
-    fn layer_norm(
-        &self,
-        x: &Tensor<Self>,
-        w: Option<&Tensor<Self>>,
-        b: Option<&Tensor<Self>>,
-        p: &NormParams,
-    ) -> Result<CpuBuffer> {
-        let (w, b) = (w.map(f32s), b.map(f32s));
-        let out = kernels::rows(&f32s(x), p.cols, |row, out| {
-            let (mean, rstd) = kernels::mean_rstd(row, p.eps);
-            for (c, (o, &v)) in out.iter_mut().zip(row).enumerate() {
-                let n = (v - mean) * rstd;
-                *o = n * w.as_ref().map_or(1.0, |w| w[c]) + b.as_ref().map_or(0.0, |b| b[c]);
-            }
-        });
-        Ok(self.store(out, x.dtype()))
+    // ---- norm ----
+    fn layer_norm(&self, x: &T, w: Option<&T>, b: Option<&T>, p: &NormParams) -> Result<CpuBuffer> {
+        ops::norm::layer_norm(self, x, w, b, p)
+    }
+    fn layer_norm_modulate(&self, x: &T, shift: &T, scale: &T, p: &NormParams) -> Result<CpuBuffer> {
+        ops::norm::layer_norm_modulate(self, x, shift, scale, p)
+    }
+    fn rms_norm(&self, x: &T, w: &T, p: &NormParams) -> Result<CpuBuffer> {
+        ops::norm::rms_norm(self, x, w, p)
+    }
+    fn channel_rms_norm(&self, x: &T, gamma: &T, p: &ChannelParams) -> Result<CpuBuffer> {
+        ops::norm::channel_rms_norm(self, x, gamma, p)
+    }
+    fn cfg_renorm(&self, cond: &T, uncond: &T, p: &CfgParams) -> Result<CpuBuffer> {
+        ops::norm::cfg_renorm(self, cond, uncond, p)
     }
 
-    fn layer_norm_modulate(
-        &self,
-        x: &Tensor<Self>,
-        shift: &Tensor<Self>,
-        scale: &Tensor<Self>,
-        p: &NormParams,
-    ) -> Result<CpuBuffer> {
-        let (sh, sc) = (f32s(shift), f32s(scale));
-        let out = kernels::rows(&f32s(x), p.cols, |row, out| {
-            let (mean, rstd) = kernels::mean_rstd(row, p.eps);
-            for (c, (o, &v)) in out.iter_mut().zip(row).enumerate() {
-                *o = (v - mean) * rstd * (1.0 + sc[c]) + sh[c];
-            }
-        });
-        Ok(self.store(out, x.dtype()))
+    // ---- rope ----
+    fn rope(&self, x: &T, rope: &Rope<Self>, p: &HeadParams) -> Result<CpuBuffer> {
+        ops::rope::rope(self, x, None, rope, p)
+    }
+    fn rms_norm_rope(&self, x: &T, w: &T, rope: &Rope<Self>, p: &HeadParams) -> Result<CpuBuffer> {
+        ops::rope::rope(self, x, Some(w), rope, p)
     }
 
-    fn rms_norm(&self, x: &Tensor<Self>, w: &Tensor<Self>, p: &NormParams) -> Result<CpuBuffer> {
-        let w = f32s(w);
-        let out = kernels::rows(&f32s(x), p.cols, |row, out| {
-            let r = kernels::rms_scale(row, p.eps);
-            for (c, (o, &v)) in out.iter_mut().zip(row).enumerate() {
-                *o = v * r * w[c];
-            }
-        });
-        Ok(self.store(out, x.dtype()))
+    // ---- attention ----
+    fn attention(&self, q: &T, k: &T, v: &T, p: &AttentionParams) -> Result<CpuBuffer> {
+        ops::attention::attention(self, q, k, v, p)
     }
 
-    fn channel_rms_norm(
-        &self,
-        x: &Tensor<Self>,
-        gamma: &Tensor<Self>,
-        p: &ChannelParams,
-    ) -> Result<CpuBuffer> {
-        let (xv, g) = (f32s(x), f32s(gamma));
-        let (c, n) = (p.channels, p.positions);
-        let mut inv = vec![0f32; n];
-        for ch in 0..c {
-            for (s, &v) in inv.iter_mut().zip(&xv[ch * n..(ch + 1) * n]) {
-                *s += v * v;
-            }
-        }
-        let root_c = (c as f32).sqrt();
-        inv.iter_mut().for_each(|s| *s = root_c / s.sqrt().max(1e-12));
-        let mut out = vec![0f32; c * n];
-        out.par_chunks_mut(n).enumerate().for_each(|(ch, o)| {
-            for ((o, &v), &s) in o.iter_mut().zip(&xv[ch * n..(ch + 1) * n]).zip(&inv) {
-                *o = v * s * g[ch];
-            }
-        });
-        Ok(self.store(out, x.dtype()))
-    }
-
-    fn rope(&self, x: &Tensor<Self>, rope: &Rope<Self>, p: &HeadParams) -> Result<CpuBuffer> {
-        let (cos, sin) = (f32s(&rope.cos), f32s(&rope.sin));
-        let d = p.head_dim;
-        let mut out = f32s(x).into_owned();
-        out.par_chunks_mut(p.heads * d).enumerate().for_each(|(l, tok)| {
-            for head in tok.chunks_mut(d) {
-                kernels::rotate(
-                    head,
-                    &cos[l * d / 2..(l + 1) * d / 2],
-                    &sin[l * d / 2..(l + 1) * d / 2],
-                    rope.pairing,
-                );
-            }
-        });
-        Ok(self.store(out, x.dtype()))
-    }
-
-    fn rms_norm_rope(
-        &self,
-        x: &Tensor<Self>,
-        w: &Tensor<Self>,
-        rope: &Rope<Self>,
-        p: &HeadParams,
-    ) -> Result<CpuBuffer> {
-        let (cos, sin, w) = (f32s(&rope.cos), f32s(&rope.sin), f32s(w));
-        let d = p.head_dim;
-        let mut out = f32s(x).into_owned();
-        out.par_chunks_mut(p.heads * d).enumerate().for_each(|(l, tok)| {
-            for head in tok.chunks_mut(d) {
-                let r = kernels::rms_scale(head, p.eps);
-                head.iter_mut().zip(w.iter()).for_each(|(v, &g)| *v = *v * r * g);
-                kernels::rotate(
-                    head,
-                    &cos[l * d / 2..(l + 1) * d / 2],
-                    &sin[l * d / 2..(l + 1) * d / 2],
-                    rope.pairing,
-                );
-            }
-        });
-        Ok(self.store(out, x.dtype()))
-    }
-
-    fn activation(&self, x: &Tensor<Self>, act: Activation) -> Result<CpuBuffer> {
-        let f = match act {
-            Activation::Silu => kernels::silu,
-            Activation::GeluTanh => kernels::gelu_tanh,
-            Activation::GeluErf => kernels::gelu_erf,
-        };
-        Ok(self.store(par_map(&f32s(x), f), x.dtype()))
-    }
-
-    fn swiglu(&self, gate: &Tensor<Self>, up: &Tensor<Self>) -> Result<CpuBuffer> {
-        let (g, u) = (f32s(gate), f32s(up));
-        let out =
-            g.par_iter().zip(u.par_iter()).with_min_len(4096).map(|(&g, &u)| kernels::silu(g) * u).collect();
-        Ok(self.store(out, gate.dtype()))
-    }
-
-    fn binary(&self, a: &Tensor<Self>, b: &Tensor<Self>, p: &BinaryParams) -> Result<CpuBuffer> {
-        let (av, bv) = (f32s(a), f32s(b));
-        let op = |x: f32, y: f32| match p.op {
-            BinaryOp::Add => x + y,
-            BinaryOp::Sub => x - y,
-            BinaryOp::Mul => x * y,
-        };
-        let out = (0..p.len)
-            .into_par_iter()
-            .with_min_len(4096)
-            .map(|i| {
-                let j = match p.broadcast {
-                    Broadcast::None => i,
-                    Broadcast::Row { inner } => i % inner,
-                    Broadcast::Col { inner } => i / inner,
-                };
-                op(av[i], bv[j])
-            })
-            .collect();
-        Ok(self.store(out, a.dtype()))
-    }
-
-    fn scaled_add(&self, x: &Tensor<Self>, z: &Tensor<Self>, alpha: f32) -> Result<CpuBuffer> {
-        let (xv, zv) = (f32s(x), f32s(z));
-        let out = xv.par_iter().zip(zv.par_iter()).with_min_len(4096).map(|(&x, &z)| x + alpha * z).collect();
-        Ok(self.store(out, x.dtype()))
-    }
-
-    fn gated_residual(
-        &self,
-        x: &Tensor<Self>,
-        z: &Tensor<Self>,
-        gate: &Tensor<Self>,
-        p: &RowsParams,
-    ) -> Result<CpuBuffer> {
-        let (xv, zv, g) = (f32s(x), f32s(z), f32s(gate));
-        let out = (0..p.rows * p.cols)
-            .into_par_iter()
-            .with_min_len(4096)
-            .map(|i| xv[i] + g[i % p.cols] * zv[i])
-            .collect();
-        Ok(self.store(out, x.dtype()))
-    }
-
-    fn cfg_renorm(&self, cond: &Tensor<Self>, uncond: &Tensor<Self>, p: &CfgParams) -> Result<CpuBuffer> {
-        let (c, u) = (f32s(cond), f32s(uncond));
-        let (ch, n) = (p.channels, p.positions);
-        let mut out = vec![0f32; ch * n];
-        for pos in 0..n {
-            let (mut nc, mut ng) = (0f32, 0f32);
-            for k in 0..ch {
-                let (cv, uv) = (c[k * n + pos], u[k * n + pos]);
-                let g = uv + p.guidance * (cv - uv);
-                out[k * n + pos] = g;
-                nc += cv * cv;
-                ng += g * g;
-            }
-            let s = nc.sqrt() / ng.sqrt().max(1e-6);
-            for k in 0..ch {
-                out[k * n + pos] *= s;
-            }
-        }
-        Ok(self.store(out, cond.dtype()))
-    }
-
-    fn attention(
-        &self,
-        q: &Tensor<Self>,
-        k: &Tensor<Self>,
-        v: &Tensor<Self>,
-        p: &AttentionParams,
-    ) -> Result<CpuBuffer> {
-        Ok(self.store(kernels::attention(&f32s(q), &f32s(k), &f32s(v), p), q.dtype()))
-    }
-
-    fn conv2d(
-        &self,
-        x: &Tensor<Self>,
-        w: &Tensor<Self>,
-        bias: Option<&Tensor<Self>>,
-        p: &Conv2dParams,
-    ) -> Result<CpuBuffer> {
-        let b = bias.map(f32s);
-        Ok(self.store(kernels::conv2d(&f32s(x), &f32s(w), b.as_deref(), p), x.dtype()))
-    }
-
-    fn upsample_nearest2x(&self, x: &Tensor<Self>, p: &ImageParams) -> Result<CpuBuffer> {
-        let xv = f32s(x);
-        let (h, w) = (p.height, p.width);
-        let mut out = vec![0f32; p.channels * 4 * h * w];
-        out.par_chunks_mut(2 * w).enumerate().for_each(|(row, o)| {
-            let (c, y) = (row / (2 * h), (row % (2 * h)) / 2);
-            for (xo, v) in o.iter_mut().enumerate() {
-                *v = xv[(c * h + y) * w + xo / 2];
-            }
-        });
-        Ok(self.store(out, x.dtype()))
-    }
-
+    // ---- gather ----
     fn gather_rows(
         &self,
-        table: &Tensor<Self>,
+        table: &T,
         index: &[u32],
         weights: Option<&[f32]>,
         p: &GatherParams,
     ) -> Result<CpuBuffer> {
-        let t = f32s(table);
-        let c = p.cols;
-        let mut out = vec![0f32; p.rows * c];
-        out.par_chunks_mut(c.max(1)).enumerate().for_each(|(n, o)| {
-            for j in 0..p.taps {
-                let (row, wt) = (index[n * p.taps + j] as usize, weights.map_or(1.0, |w| w[n * p.taps + j]));
-                for (o, &v) in o.iter_mut().zip(&t[row * c..(row + 1) * c]) {
-                    *o += wt * v;
-                }
-            }
-        });
-        Ok(self.store(out, table.dtype()))
+        ops::gather::gather_rows(self, table, index, weights, p)
     }
-
-    fn scatter_rows(
-        &self,
-        dst: &Tensor<Self>,
-        rows: &[u32],
-        src: &Tensor<Self>,
-        p: &ScatterParams,
-    ) -> Result<CpuBuffer> {
-        let mut out = f32s(dst).into_owned();
-        let s = f32s(src);
-        let c = p.cols;
-        for (n, &r) in rows.iter().enumerate() {
-            let (o, v) = (&mut out[r as usize * c..(r as usize + 1) * c], &s[n * c..(n + 1) * c]);
-            match p.mode {
-                ScatterMode::Assign => o.copy_from_slice(v),
-                ScatterMode::Add => o.iter_mut().zip(v).for_each(|(o, v)| *o += v),
-            }
-        }
-        Ok(self.store(out, dst.dtype()))
+    fn scatter_rows(&self, dst: &T, rows: &[u32], src: &T, p: &ScatterParams) -> Result<CpuBuffer> {
+        ops::gather::scatter_rows(self, dst, rows, src, p)
     }
 }

@@ -2,7 +2,7 @@
 //! code), on random inputs of odd and non-square shapes, at every storage dtype.
 
 use joyrt_core::backend::RopePairing;
-use joyrt_core::{Activation, BinaryOp, DType, Rng, Rope, ScatterMode, Tensor};
+use joyrt_core::{Activation, Backend, BinaryOp, DType, Rng, Rope, ScatterMode, Tensor};
 use joyrt_cpu::CpuBackend;
 
 /// Tolerance presets: the output is rounded once to its storage dtype, so the bound is half an

@@ -286,12 +286,6 @@ impl CudaBackend {
         &self.inner.arch
     }
 
-    /// Bytes of tensors alive now, and the most alive at once so far.
-    pub fn memory_stats(&self) -> (u64, u64) {
-        let s = &self.inner.stats;
-        (s.live.load(Ordering::Relaxed), s.peak.load(Ordering::Relaxed))
-    }
-
     /// Free and total device memory in bytes, as the driver reports them.
     pub fn device_memory(&self) -> Result<(u64, u64)> {
         match &self.inner.dev {
@@ -620,6 +614,11 @@ impl Backend for CudaBackend {
                 .map_err(|e| self.driver_err("synchronize (a kernel may have faulted)", e)),
             Dev::Emu(_) => Ok(()),
         }
+    }
+
+    fn memory_stats(&self) -> (u64, u64) {
+        let s = &self.inner.stats;
+        (s.live.load(Ordering::Relaxed), s.peak.load(Ordering::Relaxed))
     }
 
     fn permute(&self, x: &Tensor<Self>, p: &PermuteParams) -> Result<CudaBuffer> {

@@ -473,13 +473,6 @@ impl WgpuBackend {
         self.inner.max_binding
     }
 
-    /// Device bytes held by live tensors and temporaries now, and the most held at once since the
-    /// backend was made (size-class bytes; free pooled buffers are in [`Self::pool_stats`]).
-    pub fn memory_stats(&self) -> (u64, u64) {
-        let s = self.pool_stats();
-        (s.live_bytes, s.peak_bytes)
-    }
-
     /// The buffer pool's counters.
     pub fn pool_stats(&self) -> PoolStats {
         self.inner.pool.lock().stats
@@ -817,6 +810,11 @@ impl Backend for WgpuBackend {
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
             .map_err(|e| Error::backend(self.name(), format!("poll: {e}")))
+    }
+
+    fn memory_stats(&self) -> (u64, u64) {
+        let s = self.pool_stats();
+        (s.live_bytes, s.peak_bytes)
     }
 
     fn permute(&self, x: &Tensor<Self>, p: &PermuteParams) -> Result<WgpuBuffer> {
