@@ -19,7 +19,7 @@
 //! Methods are grouped by op family. The family name in each section header (`elementwise`,
 //! `layout`, `gemm`, `conv`, `norm`, `rope`, `attention`, `gather`) is the file name of the
 //! family in every backend: `backends/<backend>/src/ops/<family>.rs`, `shaders/<family>.wgsl`,
-//! `kernels/<family>.cu` (see docs/ARCHITECTURE.md, "Adding an op").
+//! `kernels/<family>.cu` (see docs/ARCHITECTURE.md, "Checklist: adding an op").
 
 use crate::{DType, Result, Tensor};
 

@@ -1,6 +1,6 @@
 //! joyrt's conformance suite: one body, instantiated per backend.
 //!
-//! Layers (see docs/architecture.md):
+//! Layers (see docs/ARCHITECTURE.md, "Conformance"):
 //! 1. [`ops`]: every op vs the CPU reference on random inputs (the CPU backend itself is held to an
 //!    independent f64 implementation in `joyrt-cpu`'s own tests);
 //! 2. networks vs golden fixtures from diffusers/transformers;
