@@ -231,17 +231,17 @@ skip_part() { # NAME LIMIT LOG WHY
 # budget. Its stdout goes to WORK/data/DATA when DATA is set (the JSON documents), else to
 # OUT/LOG with its stderr. Leaves the outcome in PART_*; finish_part records it.
 run_part() {
-    local data=$4 left t0 t1
+    local limit=$2 data=$4 left t0 t1
     PART_NAME=$1 PART_LOG=$3 PART_RC="" PART_SECS=0 PART_NOTE=""
     shift 4
     left=$((START + BUDGET_S - REPORT_RESERVE_S - $(date +%s)))
     PART_OFFSET=$(stat -c %s "$OUT/$PART_LOG" 2>/dev/null || echo 0)
     if ((left < MIN_PART_S)); then
-        PART_LIMIT=$2 PART_STATUS=not-run PART_NOTE="no time left of the ${BUDGET_S} s budget"
+        PART_LIMIT=$limit PART_STATUS=not-run PART_NOTE="no time left of the ${BUDGET_S} s budget"
         echo "== $PART_NAME: not run"
         return
     fi
-    PART_LIMIT=$(($2 < left ? $2 : left))
+    PART_LIMIT=$((limit < left ? limit : left))
     echo "== $PART_NAME (limit $PART_LIMIT s)"
     printf '\n== %s (limit %s s): %s\n' "$PART_NAME" "$PART_LIMIT" "$*" >> "$OUT/$PART_LOG"
     t0=$(date +%s%N)
@@ -453,10 +453,12 @@ dry_checks() {
 echo "joyrt GPU check ($MODE): $JOYRT -> $OUT"
 echo "NVRTC: $NVRTC_FOUND"
 function_part env env.txt collect_env
+sed 's/^\([^\t]*\)\t/   \1: /' "$WORK/data/env.tsv"
 if [ "$MODE" = dry-run ]; then
     function_part checks checks.txt dry_checks
 fi
 gpu_part probe 60 bench.txt probe.json env "${CHECKED[@]}" "$JOYRT" "${PROBE[@]}"
+grep -m 1 '^NVRTC ' "$OUT/bench.txt" 2> /dev/null | sed 's/^/   as joyrt loads it: /'
 gpu_part conformance 150 conformance.txt conformance.json env "${CHECKED[@]}" "$JOYRT" "${CONFORMANCE[@]}"
 gpu_part bench-ops 60 bench.txt bench-ops.json env "${TIMED[@]}" "$JOYRT" "${BENCH_OPS[@]}"
 # PyTorch gets the caller's library path: the NVRTC folder made for joyrt is not for it.

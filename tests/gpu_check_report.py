@@ -24,6 +24,8 @@ BF16_DENSE_PEAK_TFLOPS = 989.0
 # The DiT at 1024²: 40 double-stream blocks, hidden 4096, MLP 16384, two forwards per CFG step.
 BLOCKS, HIDDEN, FORWARDS = 40, 4096, 2
 DIT_TOKENS_1024 = 9231
+# `joyrt bench --full-dit`'s "weights" value.
+FULL_SIZE_WEIGHTS = "synthetic full-size"
 CONSTANTS = {
     "sglang_h100_cfg_step_s": {
         "value": SGLANG_H100_CFG_STEP_S,
@@ -117,6 +119,7 @@ def read_conformance(doc):
 def read_bench_ops(doc):
     return {
         "backend": field(doc, "backend"),
+        "dtype": field(doc, "dtype"),
         "ops": [{"op": op_label(k), "ms": ms, "tflops": t} for k, ms, t in op_records(doc)],
     }
 
@@ -132,6 +135,7 @@ def read_peer(doc):
 def read_dit(doc):
     dit = field(doc, "dit")
     fig = {"backend": field(doc, "backend"), "dtype": field(doc, "dtype"), "iters": int(number(doc, "iters"))}
+    fig["weights"] = field(dit, "weights")
     for k in ("tokens", "size", "params"):
         fig[k] = int(number(dit, k))
     fig["load_s"] = number(dit, "load_s")
@@ -238,20 +242,27 @@ def comparisons(parts):
                 }
             )
         out["ops_vs_peer"] = rows
+        if not rows:
+            out["ops_vs_peer_error"] = "joyrt and the peer timed no op at the same shape"
     step = by.get("cfg-step")
     if step and "cfg_step_ms" in step:
         s = step["cfg_step_ms"] / 1e3
+        cfg = {"measured_s": s, "tokens": step["tokens"], "weights": step["weights"]}
+        out["cfg_step"] = cfg
+        if step["weights"] != FULL_SIZE_WEIGHTS:
+            # The FLOP count and the comparisons are the full-size DiT's.
+            return out
         tflop = cfg_step_tflop(step["tokens"])
         floor = tflop / BF16_DENSE_PEAK_TFLOPS
-        cfg = {
-            "measured_s": s,
-            "tokens": step["tokens"],
-            "flop_t": tflop,
-            "achieved_tflops": tflop / s,
-            "floor_s_at_peak": floor,
-            "vs_floor": s / floor,
-            "mfu": tflop / s / BF16_DENSE_PEAK_TFLOPS,
-        }
+        cfg.update(
+            {
+                "flop_t": tflop,
+                "achieved_tflops": tflop / s,
+                "floor_s_at_peak": floor,
+                "vs_floor": s / floor,
+                "mfu": tflop / s / BF16_DENSE_PEAK_TFLOPS,
+            }
+        )
         if step["tokens"] == DIT_TOKENS_1024:
             cfg["sglang_h100_s"] = SGLANG_H100_CFG_STEP_S
             cfg["vs_sglang_h100"] = s / SGLANG_H100_CFG_STEP_S
@@ -259,7 +270,6 @@ def comparisons(parts):
             best = max(r["tflops"] for r in peer["ops"] if r["op"].startswith("linear"))
             cfg["floor_s_at_cublas_rate"] = tflop / best
             cfg["cublas_best_tflops"] = best
-        out["cfg_step"] = cfg
     return out
 
 
@@ -314,10 +324,11 @@ def markdown(rep):
         lines.append(f"| {p['name']} | {p['status']} | {p['seconds']:.1f} | {limit} | {note} |")
 
     rows = cmp_.get("ops_vs_peer")
+    ops_dtype = next((p["figures"]["dtype"] for p in parts if p["name"] == "bench-ops" and p.get("figures")), "")
     if rows:
         lines += [
             "",
-            "## GEMM and attention against the same-run peer (measured, bf16)",
+            f"## GEMM and attention against the same-run peer (measured, {ops_dtype})",
             "",
             "speed = joyrt's TFLOP/s over the peer's (1.0: as fast as cuBLAS / SDPA).",
             "",
@@ -329,15 +340,20 @@ def markdown(rep):
                 f"| {r['op']} | {r['joyrt_ms']:.3f} | {r['joyrt_tflops']:.1f} | {r['peer']} | "
                 f"{r['peer_ms']:.3f} | {r['peer_tflops']:.1f} | {r['speed_vs_peer']:.2f} |"
             )
+    if "ops_vs_peer_error" in cmp_:
+        lines += ["", f"GEMM and attention against the peer: {cmp_['ops_vs_peer_error']}."]
     c = cmp_.get("cfg_step")
     if c:
         lines += [
             "",
-            f"## One CFG step, full-size DiT on synthetic weights, {c['tokens']} tokens",
+            f"## One CFG step, {c['tokens']} tokens, weights: {c['weights']}",
             "",
             "| figure | value | kind |",
             "|---|---:|---|",
             f"| CFG step (median) | {c['measured_s']:.3f} s | measured |",
+        ]
+    if c and "flop_t" in c:
+        lines += [
             f"| FLOP per step | {c['flop_t']:.1f} T | counted (GEMMs + attention) |",
             f"| achieved | {c['achieved_tflops']:.0f} TFLOP/s, MFU {c['mfu']:.0%} | derived |",
             f"| floor at {BF16_DENSE_PEAK_TFLOPS:.0f} TFLOP/s | {c['floor_s_at_peak']:.3f} s "
@@ -410,7 +426,7 @@ def self_test():
             "backend": "cuda:test",
             "dtype": "bf16",
             "iters": 3,
-            "dit": {"params": 1, "load_s": 1.0, "size": 1024, "text_tokens": 1039, "tokens": 9231, "cfg_step_ms": 1346.0},
+            "dit": {"weights": FULL_SIZE_WEIGHTS, "params": 1, "load_s": 1.0, "size": 1024, "text_tokens": 1039, "tokens": 9231, "cfg_step_ms": 1346.0},
         },
         "memcheck": conf,
         "racecheck": conf,

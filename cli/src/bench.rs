@@ -55,6 +55,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub full_dit: bool,
     /// Print one JSON object with every figure on stdout at the end (progress goes to stderr).
+    /// tests/gpu_check_report.py reads its keys.
     #[arg(long)]
     pub json: bool,
 }
@@ -142,6 +143,7 @@ fn bench_dit<B: Backend>(
         let ck = Checkpoint::synthetic("full-size DiT", &cfg.param_specs(), dtype, 7)?;
         let s = t0.elapsed().as_secs_f64();
         out.say(format!("synthetic full-size DiT weights: {} params in {s:.1} s", cfg.param_count()));
+        // tests/gpu_check_report.py counts a step's FLOP only for this value.
         doc["weights"] = json!("synthetic full-size");
         doc["synthetic_weights_s"] = json!(s);
         (cfg, ck)
