@@ -218,6 +218,8 @@ finish_part() {
         tail -c +$((PART_OFFSET + 1)) "$OUT/$PART_LOG" 2>/dev/null | tail -n 15 | sed 's/^/   | /'
     fi
     [ -e "$OUT/$PART_LOG" ] && cap_log "$OUT/$PART_LOG"
+    # The report so far: if the whole call is cut short, OUTDIR still says how far it got.
+    timeout 30 python3 "$REPORT_PY" write "$WORK" "$OUT" "$MODE" "$BUDGET_S" 2> /dev/null
     return 0
 }
 
@@ -450,6 +452,10 @@ dry_checks() {
 
 # ---- the run -------------------------------------------------------------------------------------
 
+# Parts the report lists as not run if the call ends before them.
+PLANNED=(env probe conformance bench-ops peer cfg-step memcheck racecheck)
+[ "$MODE" = dry-run ] && PLANNED=(env checks "${PLANNED[@]:1}")
+printf '%s\n' "${PLANNED[@]}" > "$WORK/planned"
 echo "joyrt GPU check ($MODE): $JOYRT -> $OUT"
 echo "NVRTC: $NVRTC_FOUND"
 function_part env env.txt collect_env

@@ -5,11 +5,11 @@
     gpu_check_report.py self-test                          a made-up run with every part passed
 
 WORK holds `parts.tsv` (one line per part: name, status, seconds, limit or `-` where each of
-its commands has its own, exit code, log, note), `data/env.tsv` (key, value), `data/PART.json`,
-the JSON that `joyrt bench --json`, `joyrt conformance --json` and
-`tests/oracle/bench_peer_cuda.py --json` printed, and `data/PART.log`, compute-sanitizer's own
-log. A missing or malformed document makes that part's figures an error in the report; it never
-stops the report.
+its commands has its own, exit code, log, note), `planned` (the part names, one a line),
+`data/env.tsv` (key, value), `data/PART.json`, the JSON that `joyrt bench --json`,
+`joyrt conformance --json` and `tests/oracle/bench_peer_cuda.py --json` printed, and
+`data/PART.log`, compute-sanitizer's own log. A missing or malformed document makes that part's
+figures an error in the report; it never stops the report.
 """
 
 import json
@@ -193,6 +193,26 @@ def read_parts(work):
     return parts
 
 
+def add_unfinished(parts, work):
+    """Parts planned (`planned`, one name a line) but not recorded: the call ended first."""
+    planned = work / "planned"
+    names = planned.read_text().split() if planned.is_file() else []
+    done = {p["name"] for p in parts}
+    for name in names:
+        if name not in done:
+            parts.append(
+                {
+                    "name": name,
+                    "status": "not-run",
+                    "seconds": 0.0,
+                    "limit_s": None,
+                    "exit_code": None,
+                    "log": "",
+                    "note": "not reached: the run ended or is still going",
+                }
+            )
+
+
 def read_env(work):
     env = {}
     path = work / "data" / "env.tsv"
@@ -320,7 +340,9 @@ def markdown(rep):
     ]
     for p in parts:
         note = p["note"] or p.get("figures_error", "")
-        limit = "each command's own" if p["limit_s"] is None else p["limit_s"]
+        limit = p["limit_s"]
+        if limit is None:
+            limit = "" if p["status"] == "not-run" else "each command's own"
         lines.append(f"| {p['name']} | {p['status']} | {p['seconds']:.1f} | {limit} | {note} |")
 
     rows = cmp_.get("ops_vs_peer")
@@ -385,6 +407,7 @@ def markdown(rep):
 def write(work, out, mode, budget):
     parts = read_parts(work)
     attach_figures(parts, work)
+    add_unfinished(parts, work)
     started = (work / "started").read_text().strip() if (work / "started").is_file() else "unknown"
     rep = {
         "schema": 1,
@@ -397,8 +420,11 @@ def write(work, out, mode, budget):
         "parts": parts,
     }
     rep["comparisons"] = comparisons(parts)
-    (out / "report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False) + "\n")
-    (out / "report.md").write_text(markdown(rep))
+    # Whole files only (temporary name, then rename): the run may be cut short at any moment.
+    for name, text in [("report.json", json.dumps(rep, indent=2, ensure_ascii=False) + "\n"), ("report.md", markdown(rep))]:
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / name)
     return rep
 
 
