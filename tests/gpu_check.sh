@@ -17,7 +17,8 @@
 #
 # Run on a machine lent by the `device` tool (one H200, no network), from the checkout the
 # session was started in:
-#   1. here:  cargo build --release -p joyrt          (the binary travels; nothing is built there)
+#   1. here:  cargo build --release -p joyrt          (the binary travels; nothing is built there;
+#             `strip` it if the carried tree would pass the tool's 64 MiB)
 #   2. one `run` call, carry ["target/release/joyrt"], timeout_s 540:
 #             tests/gpu_check.sh target/release/joyrt $OUT
 #   3. commit $OUT/report.md and report.json under docs/gpu-runs/ (date and GPU in the names),
