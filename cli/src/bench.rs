@@ -2,51 +2,89 @@
 
 use crate::backends::{AnyBackend, BackendChoice};
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use joyrt_core::model_folder::ModelFolder;
 use joyrt_core::models::dit::{Dit, DitConfig};
 use joyrt_core::weights::Checkpoint;
 use joyrt_core::{Backend, DType, Rng, Tensor};
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// A timed part of the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Part {
+    /// `linear` at the DiT block's four K×N shapes (M = --tokens) and attention (32 heads × 128).
+    Ops,
+    /// One DiT forward over two items (reference and target latents) and the text.
+    Forward,
+    /// One CFG denoising step as the edit pipeline runs it: two DiT forwards (prompt and negative
+    /// prompt), the CFG combine with its norm rescale, and the Euler update.
+    CfgStep,
+}
 
 #[derive(Args)]
 pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
     /// Model folder whose transformer is timed (default: the built-in tiny model).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "full_dit")]
     pub model: Option<PathBuf>,
+    /// What to time, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ops,forward")]
+    pub parts: Vec<Part>,
     /// Tokens (rows) of the op benchmarks; the DiT at 1024² has 9231.
     #[arg(long, default_value_t = 512)]
     pub tokens: usize,
     /// Sequence length of the attention benchmark (default: --tokens).
     #[arg(long)]
     pub attn_tokens: Option<usize>,
-    /// Image size of the DiT step (square, multiple of 16).
+    /// Image size of the DiT forward and CFG step (square, multiple of 16).
     #[arg(long, default_value_t = 256)]
     pub size: usize,
+    /// Timed runs of each part (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 3)]
     pub iters: usize,
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// Text tokens of the DiT step (JoyAI at 1024² has 9231 tokens in all: 2 × 4096 image + text).
+    /// Text tokens of the DiT forward (JoyAI at 1024² has 9231 tokens in all: 2 × 4096 image + text).
     #[arg(long, default_value_t = 64)]
     pub text_tokens: usize,
     /// Time the full-size DiT (the published 16B configuration) on synthetic random weights
     /// held in memory, instead of the model folder's transformer.
     #[arg(long)]
     pub full_dit: bool,
+    /// Print one JSON object with every figure on stdout at the end (progress goes to stderr).
+    /// tests/gpu_check_report.py reads its keys.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const FULL_DIT_CONFIG: &str = include_str!("configs/full/transformer.json");
+/// The edit pipeline's default guidance; the CFG combine costs the same at any value above 1.
+const GUIDANCE: f32 = 4.0;
+
+/// Human-readable lines go to stdout, or to stderr when stdout carries the JSON.
+struct Lines {
+    json: bool,
+}
+
+impl Lines {
+    fn say(&self, line: String) {
+        if self.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+}
 
 /// Median seconds of `iters` runs after one warm-up, synchronising the device around each.
 fn time<B: Backend>(b: &B, iters: usize, mut f: impl FnMut() -> joyrt_core::Result<()>) -> Result<f64> {
     f()?;
     b.synchronize()?;
     let mut t = Vec::with_capacity(iters);
-    for _ in 0..iters.max(1) {
+    for _ in 0..iters {
         let t0 = Instant::now();
         f()?;
         b.synchronize()?;
@@ -56,74 +94,153 @@ fn time<B: Backend>(b: &B, iters: usize, mut f: impl FnMut() -> joyrt_core::Resu
     Ok(t[t.len() / 2])
 }
 
-fn bench<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, model: &ModelFolder) -> Result<()> {
-    let mut rng = Rng::new(1);
-    let mut rand = |shape: &[usize]| {
-        Tensor::from_f32(b, shape.to_vec(), &rng.normal_vec(shape.iter().product(), 0.5), dtype)
-    };
-    let m = a.tokens;
-    println!("{:<44} {:>10} {:>10}", "op (DiT block shapes, K×N)", "ms", "GFLOP/s");
-    for (k, n) in [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)] {
-        let (x, w) = (rand(&[m, k])?, rand(&[n, k])?);
-        let s = time(b, a.iters, || x.linear(&w, None).map(|_| ()))?;
-        println!(
-            "{:<44} {:>10.2} {:>10.1}",
-            format!("linear M={m} {k}x{n}"),
-            s * 1e3,
-            2.0 * (m * k * n) as f64 / s / 1e9
-        );
-    }
-    let l = a.attn_tokens.unwrap_or(m);
-    let (q, kk, v) = (rand(&[l, 32, 128])?, rand(&[l, 32, 128])?, rand(&[l, 32, 128])?);
-    let s = time(b, a.iters, || q.attention(&kk, &v, false, None).map(|_| ()))?;
-    println!(
-        "{:<44} {:>10.2} {:>10.1}",
-        format!("attention L={l} 32x128"),
-        s * 1e3,
-        4.0 * (l * l * 4096) as f64 / s / 1e9
-    );
+fn random<B: Backend>(b: &B, rng: &mut Rng, shape: &[usize], dtype: DType) -> Result<Tensor<B>> {
+    Ok(Tensor::from_f32(b, shape.to_vec(), &rng.normal_vec(shape.iter().product(), 0.5), dtype)?)
+}
 
+/// Times the ops; returns one JSON record per op.
+fn bench_ops<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, out: &Lines) -> Result<Vec<Value>> {
+    let mut rng = Rng::new(1);
+    let m = a.tokens;
+    let mut records = Vec::new();
+    let mut record = |label: String, s: f64, flop: f64, mut r: Value| {
+        out.say(format!("{label:<44} {:>10.2} {:>10.1}", s * 1e3, flop / s / 1e9));
+        r["ms"] = json!(s * 1e3);
+        r["flop"] = json!(flop);
+        records.push(r);
+    };
+    out.say(format!("{:<44} {:>10} {:>10}", "op (DiT block shapes, K×N)", "ms", "GFLOP/s"));
+    for (k, n) in [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)] {
+        let (x, w) = (random(b, &mut rng, &[m, k], dtype)?, random(b, &mut rng, &[n, k], dtype)?);
+        let s = time(b, a.iters, || x.linear(&w, None).map(|_| ()))?;
+        let flop = 2.0 * (m * k * n) as f64;
+        record(format!("linear M={m} {k}x{n}"), s, flop, json!({ "op": "linear", "m": m, "k": k, "n": n }));
+    }
+    let (l, heads, d) = (a.attn_tokens.unwrap_or(m), 32, 128);
+    let q = random(b, &mut rng, &[l, heads, d], dtype)?;
+    let (k, v) = (random(b, &mut rng, &[l, heads, d], dtype)?, random(b, &mut rng, &[l, heads, d], dtype)?);
+    let s = time(b, a.iters, || q.attention(&k, &v, false, None).map(|_| ()))?;
+    let flop = 4.0 * (l * l * heads * d) as f64;
+    let r = json!({ "op": "attention", "tokens": l, "heads": heads, "head_dim": d });
+    record(format!("attention L={l} {heads}x{d}"), s, flop, r);
+    Ok(records)
+}
+
+/// Loads the DiT (the model folder's, or the full-size one on synthetic weights) and times the
+/// forward and/or the CFG step; returns the figures as one JSON object.
+fn bench_dit<B: Backend>(
+    b: &B,
+    a: &BenchArgs,
+    dtype: DType,
+    model: &ModelFolder,
+    out: &Lines,
+) -> Result<Value> {
+    let mut doc = json!({});
     let (cfg, ck) = if a.full_dit {
         let json: serde_json::Value = serde_json::from_str(FULL_DIT_CONFIG)?;
         let cfg = DitConfig::from_json(&json, std::path::Path::new("configs/full/transformer.json"))?;
         let t0 = Instant::now();
         let ck = Checkpoint::synthetic("full-size DiT", &cfg.param_specs(), dtype, 7)?;
-        println!(
-            "synthetic full-size DiT weights: {} params in {:.1} s",
-            cfg.param_count(),
-            t0.elapsed().as_secs_f64()
-        );
+        let s = t0.elapsed().as_secs_f64();
+        out.say(format!("synthetic full-size DiT weights: {} params in {s:.1} s", cfg.param_count()));
+        // tests/gpu_check_report.py counts a step's FLOP only for this value.
+        doc["weights"] = json!("synthetic full-size");
+        doc["synthetic_weights_s"] = json!(s);
         (cfg, ck)
     } else {
+        doc["weights"] = json!(model.transformer.display().to_string());
         (DitConfig::from_file(&model.transformer.join("config.json"))?, Checkpoint::open(&model.transformer)?)
     };
     let t0 = Instant::now();
     let dit = Dit::load(b, &ck, &cfg, dtype)?;
     b.synchronize()?;
-    println!("DiT loaded to {} in {:.1} s", b.name(), t0.elapsed().as_secs_f64());
+    let load_s = t0.elapsed().as_secs_f64();
+    out.say(format!("DiT loaded to {} in {load_s:.1} s", b.name()));
     drop(ck);
-    if a.size == 0 || !a.size.is_multiple_of(16) {
-        bail!("--size must be a positive multiple of 16");
+    let (h, w) = (a.size / 8, a.size / 8);
+    let image_tokens = 2 * (h / cfg.patch_size[1]) * (w / cfg.patch_size[2]);
+    doc["params"] = json!(cfg.param_count());
+    doc["load_s"] = json!(load_s);
+    doc["size"] = json!(a.size);
+    doc["text_tokens"] = json!(a.text_tokens);
+    doc["tokens"] = json!(image_tokens + a.text_tokens);
+
+    let mut rng = Rng::new(2);
+    let c = cfg.in_channels;
+    let text = random(b, &mut rng, &[a.text_tokens, cfg.text_dim], dtype)?;
+    if a.parts.contains(&Part::Forward) {
+        let items = random(b, &mut rng, &[2, c, h, w], dtype)?;
+        let s = time(b, a.iters, || dit.forward(&items, 500.0, &text).map(|_| ()))?;
+        out.say(format!("{:<44} {:>10.2}", format!("DiT forward {}² (×2 per CFG step)", a.size), s * 1e3));
+        doc["forward_ms"] = json!(s * 1e3);
     }
-    let lat = rand(&[2, cfg.in_channels, a.size / 8, a.size / 8])?;
-    let text = rand(&[a.text_tokens.max(1), cfg.text_dim])?;
-    let s = time(b, a.iters, || dit.forward(&lat, 500.0, &text).map(|_| ()))?;
-    println!("{:<44} {:>10.2}", format!("DiT forward {}² (×2 per CFG step)", a.size), s * 1e3);
-    Ok(())
+    if a.parts.contains(&Part::CfgStep) {
+        // The pipeline's step: f32 latents, the reference slot restored in front of the target,
+        // prompt and negative prompt through the DiT, the target's velocities combined, one Euler
+        // update. Each timed step starts from the same latents.
+        let negative = random(b, &mut rng, &[a.text_tokens, cfg.text_dim], dtype)?;
+        let z_ref = random(b, &mut rng, &[1, c, h, w], DType::F32)?;
+        let x = random(b, &mut rng, &[1, c, h, w], DType::F32)?;
+        let velocity = |items: &Tensor<B>, text: &Tensor<B>| -> joyrt_core::Result<Tensor<B>> {
+            dit.forward(items, 500.0, text)?.slice(0, 1, 1)?.cast(DType::F32)?.reshape([c, h * w])
+        };
+        let step = || -> joyrt_core::Result<()> {
+            let items = Tensor::concat(&[&z_ref, &x], 0)?.cast(dtype)?;
+            let v = velocity(&items, &text)?.cfg_renorm(&velocity(&items, &negative)?, GUIDANCE)?;
+            x.scaled_add(&v.reshape([1, c, h, w])?, -0.025).map(|_| ())
+        };
+        let s = time(b, a.iters, step)?;
+        out.say(format!("{:<44} {:>10.2}", format!("CFG step {}² (2 forwards + combine)", a.size), s * 1e3));
+        doc["cfg_step_ms"] = json!(s * 1e3);
+    }
+    Ok(doc)
+}
+
+/// NVRTC as this process loaded it: the version it reports and the file the dynamic loader
+/// picked (read back from the process's mappings, so it is the library actually in use).
+fn nvrtc() -> Value {
+    let Some((major, minor)) = joyrt_cuda::kernels::nvrtc_version() else { return Value::Null };
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let library = maps
+        .lines()
+        .filter_map(|l| l.splitn(6, char::is_whitespace).nth(5).map(str::trim))
+        .find(|p| p.rsplit('/').next().is_some_and(|f| f.starts_with("libnvrtc.so")));
+    json!({ "version": format!("{major}.{minor}"), "library": library })
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
     let dtype = joyrt_core::DType::parse(&a.dtype).with_context(|| format!("unknown dtype {:?}", a.dtype))?;
+    if a.size == 0 || !a.size.is_multiple_of(16) {
+        bail!("--size must be a positive multiple of 16, got {}", a.size);
+    }
+    if a.iters == 0 || a.tokens == 0 || a.attn_tokens == Some(0) || a.text_tokens == 0 {
+        bail!("--iters, --tokens, --attn-tokens and --text-tokens must be at least 1");
+    }
     let model = match &a.model {
         Some(d) => ModelFolder::open(d)?,
         None => crate::builtin::model_folder()?,
     };
+    let out = Lines { json: a.json };
     let backend = AnyBackend::open(a.backend)?;
-    println!("backend {} dtype {dtype}", backend.name());
-    crate::with_backend!(&backend, b => bench(b, &a, dtype, &model))?;
+    out.say(format!("backend {} dtype {dtype}", backend.name()));
+    let mut doc = json!({ "backend": backend.name(), "dtype": dtype.to_string(), "iters": a.iters });
+    if let AnyBackend::Cuda(c) = &backend {
+        if c.arch() != "emulated" {
+            doc["nvrtc"] = nvrtc();
+            out.say(format!("NVRTC {}", doc["nvrtc"]));
+        }
+    }
+    if a.parts.contains(&Part::Ops) {
+        doc["ops"] = Value::Array(crate::with_backend!(&backend, b => bench_ops(b, &a, dtype, &out))?);
+    }
+    if a.parts.contains(&Part::Forward) || a.parts.contains(&Part::CfgStep) {
+        doc["dit"] = crate::with_backend!(&backend, b => bench_dit(b, &a, dtype, &model, &out))?;
+    }
+    let (now, peak) = backend.memory();
+    doc["memory"] = json!({ "current_bytes": now, "peak_bytes": peak });
     if let AnyBackend::Wgpu(w) = &backend {
         let s = w.pool_stats();
-        println!(
+        out.say(format!(
             "wgpu: subgroup norms {}, shader-f16 {}, binding limit {} MiB; buffers: peak {} MiB live, \
              {} device allocations, {} reuses from the pool",
             w.uses_subgroups(),
@@ -132,7 +249,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             s.peak_bytes >> 20,
             s.allocations,
             s.reuses
-        );
+        ));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     }
     Ok(())
 }

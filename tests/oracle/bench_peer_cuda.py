@@ -1,15 +1,20 @@
-# Same-run GPU peer for `joyrt bench --backend cuda --dtype bf16 --tokens 9231 --attn-tokens 9231`:
-# cuBLAS (torch.nn.functional.linear) at the DiT's GEMM shapes and PyTorch's
+# Same-run GPU peer for `joyrt bench --backend cuda --dtype bf16 --parts ops --tokens 9231
+# --attn-tokens 9231`: cuBLAS (torch.nn.functional.linear) at the DiT's GEMM shapes and PyTorch's
 # scaled_dot_product_attention at 9231 tokens x 32 heads x 128, bf16, timed with CUDA events
 # (median of 10 after 3 warm-ups). Needs only PyTorch with CUDA (the device machine has it).
-import torch
+#
+# The table goes to stdout; with --json it goes to stderr and stdout carries one JSON object in
+# the shape of `joyrt bench --json`'s "ops" records (tests/gpu_check.sh reads it).
+import argparse
+import json
+import sys
 
-assert torch.cuda.is_available(), "no CUDA device"
-dev = torch.device("cuda")
-print(f"peer: torch {torch.__version__}, {torch.cuda.get_device_name(0)}, bf16")
+M = 9231
+GEMMS = [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)]
+HEADS, HEAD_DIM = 32, 128
 
 
-def median_ms(f, warm=3, iters=10):
+def median_ms(torch, f, warm=3, iters=10):
     for _ in range(warm):
         f()
     torch.cuda.synchronize()
@@ -24,14 +29,40 @@ def median_ms(f, warm=3, iters=10):
     return sorted(times)[len(times) // 2]
 
 
-m = 9231
-for k, n in [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)]:
-    x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
-    w = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
-    ms = median_ms(lambda: torch.nn.functional.linear(x, w))
-    print(f"cublas linear M={m} {k}x{n:<6} {ms:9.3f} ms {2 * m * k * n / ms / 1e9:8.1f} TFLOP/s")
+def main():
+    parser = argparse.ArgumentParser(description="cuBLAS and SDPA at the DiT's 1024² shapes, bf16")
+    parser.add_argument("--json", action="store_true", help="JSON on stdout, the table on stderr")
+    args = parser.parse_args()
+    # Imported here so that `--help` works on a machine without PyTorch (the dry run checks it).
+    import torch
 
-l = 9231
-q, k_, v = (torch.randn(1, 32, l, 128, device=dev, dtype=torch.bfloat16) for _ in range(3))
-ms = median_ms(lambda: torch.nn.functional.scaled_dot_product_attention(q, k_, v))
-print(f"sdpa attention L={l} 32x128      {ms:9.3f} ms {4 * l * l * 4096 / ms / 1e9:8.1f} TFLOP/s")
+    say = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
+    if not torch.cuda.is_available():
+        sys.exit("peer: PyTorch sees no CUDA device")
+    dev = torch.device("cuda")
+    gpu = torch.cuda.get_device_name(0)
+    say(f"peer: torch {torch.__version__} (CUDA {torch.version.cuda}), {gpu}, bf16")
+    gen = torch.Generator(device=dev).manual_seed(0)
+    records = []
+    for k, n in GEMMS:
+        x = torch.randn(M, k, device=dev, dtype=torch.bfloat16, generator=gen)
+        w = torch.randn(n, k, device=dev, dtype=torch.bfloat16, generator=gen)
+        ms = median_ms(torch, lambda: torch.nn.functional.linear(x, w))
+        flop = 2 * M * k * n
+        say(f"cublas linear M={M} {k}x{n:<6} {ms:9.3f} ms {flop / ms / 1e9:8.1f} TFLOP/s")
+        records.append({"op": "linear", "m": M, "k": k, "n": n, "ms": ms, "flop": flop})
+        del x, w
+    q, k_, v = (
+        torch.randn(1, HEADS, M, HEAD_DIM, device=dev, dtype=torch.bfloat16, generator=gen) for _ in range(3)
+    )
+    ms = median_ms(torch, lambda: torch.nn.functional.scaled_dot_product_attention(q, k_, v))
+    flop = 4 * M * M * HEADS * HEAD_DIM
+    say(f"sdpa attention L={M} {HEADS}x{HEAD_DIM}      {ms:9.3f} ms {flop / ms / 1e9:8.1f} TFLOP/s")
+    records.append({"op": "attention", "tokens": M, "heads": HEADS, "head_dim": HEAD_DIM, "ms": ms, "flop": flop})
+    if args.json:
+        doc = {"torch": torch.__version__, "cuda": torch.version.cuda, "gpu": gpu, "dtype": "bf16", "ops": records}
+        print(json.dumps(doc, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,508 @@
+"""The report of tests/gpu_check.sh: report.json and report.md from what its parts left behind.
+
+    gpu_check_report.py write WORK OUTDIR MODE BUDGET_S   the report of one run
+    gpu_check_report.py validate KIND FILE                 FILE is a document this writer can read
+    gpu_check_report.py self-test                          a made-up run with every part passed
+
+WORK holds `parts.tsv` (one line per part: name, status, seconds, limit or `-` where each of
+its commands has its own, exit code, log, note), `planned` (the part names, one a line),
+`data/env.tsv` (key, value), `data/PART.json`, the JSON that `joyrt bench --json`,
+`joyrt conformance --json` and `tests/oracle/bench_peer_cuda.py --json` printed, and
+`data/PART.log`, compute-sanitizer's own log. A missing or malformed document makes that part's
+figures an error in the report; it never stops the report.
+"""
+
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+# Constants the report compares with; none is measured by the run.
+SGLANG_H100_CFG_STEP_S = 0.673
+BF16_DENSE_PEAK_TFLOPS = 989.0
+# The DiT at 1024²: 40 double-stream blocks, hidden 4096, MLP 16384, two forwards per CFG step.
+BLOCKS, HIDDEN, FORWARDS = 40, 4096, 2
+DIT_TOKENS_1024 = 9231
+# `joyrt bench --full-dit`'s "weights" value.
+FULL_SIZE_WEIGHTS = "synthetic full-size"
+CONSTANTS = {
+    "sglang_h100_cfg_step_s": {
+        "value": SGLANG_H100_CFG_STEP_S,
+        "source": "SGLang's CFG step at 1024² on an H100 (/work/shared/docs/model-spec.md); not measured here",
+    },
+    "bf16_dense_peak_tflops": {
+        "value": BF16_DENSE_PEAK_TFLOPS,
+        "source": "H100/H200 SXM dense bf16 peak, datasheet; not measured here",
+    },
+}
+
+PASSING = ("passed", "skipped")
+
+
+class DocError(Exception):
+    """A document lacks what the report reads from it."""
+
+
+def field(doc, *path):
+    v = doc
+    for key in path:
+        if not isinstance(v, dict) or key not in v:
+            raise DocError(f"missing {'.'.join(map(str, path))}")
+        v = v[key]
+    return v
+
+
+def number(doc, *path):
+    v = field(doc, *path)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise DocError(f"{'.'.join(map(str, path))} is not a number")
+    return float(v)
+
+
+def cfg_step_tflop(tokens):
+    """FLOP (in T) of one CFG step: each block's GEMMs (QKV, proj, MLP up and down: 2·M·H²·12)
+    and attention (4·M²·H), as counted in docs/benchmarks.md."""
+    per_block = 2 * tokens * HIDDEN * HIDDEN * 12 + 4 * tokens * tokens * HIDDEN
+    return per_block * BLOCKS * FORWARDS / 1e12
+
+
+def op_key(rec):
+    if field(rec, "op") == "linear":
+        return ("linear", int(number(rec, "m")), int(number(rec, "k")), int(number(rec, "n")))
+    if rec["op"] == "attention":
+        return ("attention", int(number(rec, "tokens")), int(number(rec, "heads")), int(number(rec, "head_dim")))
+    raise DocError(f"unknown op {rec['op']!r}")
+
+
+def op_records(doc):
+    """(key, ms, TFLOP/s) of each op record of a `joyrt bench` or peer document."""
+    recs = field(doc, "ops")
+    if not isinstance(recs, list) or not recs:
+        raise DocError("ops is not a non-empty list")
+    out = []
+    for rec in recs:
+        ms = number(rec, "ms")
+        if ms <= 0:
+            raise DocError(f"{op_key(rec)}: ms = {ms}")
+        out.append((op_key(rec), ms, number(rec, "flop") / ms / 1e9))
+    return out
+
+
+def op_label(key):
+    if key[0] == "linear":
+        return f"linear M={key[1]} {key[2]}x{key[3]}"
+    return f"attention L={key[1]} {key[2]}x{key[3]}"
+
+
+# ---- per-kind readers: each returns the figures of one document -------------------------------
+
+
+def read_probe(doc):
+    return {
+        "backend": field(doc, "backend"),
+        "nvrtc": doc.get("nvrtc"),
+        "ops": [{"op": op_label(k), "ms": ms, "tflops": t} for k, ms, t in op_records(doc)],
+    }
+
+
+def read_conformance(doc):
+    fig = {k: int(number(doc, k)) for k in ("passed", "failed", "skipped")}
+    fig["backend"] = field(doc, "backend")
+    fails = field(doc, "failures")
+    if not isinstance(fails, list):
+        raise DocError("failures is not a list")
+    fig["failures"] = [f"{field(f, 'layer')} {field(f, 'check')}: {field(f, 'detail')}" for f in fails]
+    return fig
+
+
+def read_bench_ops(doc):
+    return {
+        "backend": field(doc, "backend"),
+        "dtype": field(doc, "dtype"),
+        "ops": [{"op": op_label(k), "ms": ms, "tflops": t} for k, ms, t in op_records(doc)],
+    }
+
+
+def read_peer(doc):
+    return {
+        "torch": field(doc, "torch"),
+        "gpu": field(doc, "gpu"),
+        "ops": [{"op": op_label(k), "ms": ms, "tflops": t} for k, ms, t in op_records(doc)],
+    }
+
+
+def read_dit(doc):
+    dit = field(doc, "dit")
+    fig = {"backend": field(doc, "backend"), "dtype": field(doc, "dtype"), "iters": int(number(doc, "iters"))}
+    fig["weights"] = field(dit, "weights")
+    for k in ("tokens", "size", "params"):
+        fig[k] = int(number(dit, k))
+    fig["load_s"] = number(dit, "load_s")
+    for k in ("forward_ms", "cfg_step_ms", "synthetic_weights_s"):
+        if k in dit:
+            fig[k] = number(dit, k)
+    if "forward_ms" not in fig and "cfg_step_ms" not in fig:
+        raise DocError("dit has neither forward_ms nor cfg_step_ms")
+    return fig
+
+
+READERS = {
+    "probe": read_probe,
+    "conformance": read_conformance,
+    "bench-ops": read_bench_ops,
+    "peer": read_peer,
+    "cfg-step": read_dit,
+    "memcheck": read_conformance,
+    "racecheck": read_conformance,
+}
+# `validate` kinds: what the dry run can produce without a GPU, by reader.
+KINDS = {"conformance": read_conformance, "dit": read_dit, "bench": read_bench_ops, "peer": read_peer}
+
+
+def sanitizer_summary(log_path):
+    """compute-sanitizer's summary lines (`ERROR SUMMARY`, `RACECHECK SUMMARY`)."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return []
+    return [m.group(0).strip() for m in re.finditer(r"^=+ *(?:ERROR|RACECHECK) SUMMARY:.*$", text, re.M)]
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+
+def read_parts(work):
+    parts = []
+    for line in (work / "parts.tsv").read_text().splitlines():
+        cols = line.split("\t")
+        if len(cols) != 7:
+            continue
+        name, status, secs, limit, rc, log, note = cols
+        parts.append(
+            {
+                "name": name,
+                "status": status,
+                "seconds": float(secs),
+                "limit_s": int(limit) if limit.isdigit() else None,
+                "exit_code": int(rc) if rc.lstrip("-").isdigit() else None,
+                "log": log,
+                "note": note,
+            }
+        )
+    return parts
+
+
+def add_unfinished(parts, work):
+    """Parts planned (`planned`, one name a line) but not recorded: the call ended first."""
+    planned = work / "planned"
+    names = planned.read_text().split() if planned.is_file() else []
+    done = {p["name"] for p in parts}
+    for name in names:
+        if name not in done:
+            parts.append(
+                {
+                    "name": name,
+                    "status": "not-run",
+                    "seconds": 0.0,
+                    "limit_s": None,
+                    "exit_code": None,
+                    "log": "",
+                    "note": "not reached: the run ended or is still going",
+                }
+            )
+
+
+def read_env(work):
+    env = {}
+    path = work / "data" / "env.tsv"
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            key, _, value = line.partition("\t")
+            if key:
+                env[key] = value
+    return env
+
+
+def attach_figures(parts, work):
+    for p in parts:
+        reader = READERS.get(p["name"])
+        doc_path = work / "data" / f"{p['name']}.json"
+        if reader is None or p["status"] in ("skipped", "not-run"):
+            continue
+        if p["name"] in ("memcheck", "racecheck"):
+            p["sanitizer"] = sanitizer_summary(work / "data" / f"{p['name']}.log")
+        try:
+            p["figures"] = reader(json.loads(doc_path.read_text()))
+        except (OSError, ValueError, DocError) as e:
+            p["figures_error"] = f"{doc_path.name}: {e}"
+
+
+def comparisons(parts):
+    """The ratios the issue asks for, from the parts that produced figures."""
+    by = {p["name"]: p.get("figures") for p in parts}
+    out = {"constants": CONSTANTS}
+    ops, peer = by.get("bench-ops"), by.get("peer")
+    if ops and peer:
+        theirs = {r["op"]: r for r in peer["ops"]}
+        rows = []
+        for r in ops["ops"]:
+            t = theirs.get(r["op"])
+            if t is None:
+                continue
+            rows.append(
+                {
+                    "op": r["op"],
+                    "peer": "cuBLAS F.linear" if r["op"].startswith("linear") else "torch SDPA",
+                    "joyrt_ms": r["ms"],
+                    "joyrt_tflops": r["tflops"],
+                    "peer_ms": t["ms"],
+                    "peer_tflops": t["tflops"],
+                    "speed_vs_peer": t["ms"] / r["ms"],
+                }
+            )
+        out["ops_vs_peer"] = rows
+        if not rows:
+            out["ops_vs_peer_error"] = "joyrt and the peer timed no op at the same shape"
+    step = by.get("cfg-step")
+    if step and "cfg_step_ms" in step:
+        s = step["cfg_step_ms"] / 1e3
+        cfg = {"measured_s": s, "tokens": step["tokens"], "weights": step["weights"]}
+        out["cfg_step"] = cfg
+        if step["weights"] != FULL_SIZE_WEIGHTS:
+            # The FLOP count and the comparisons are the full-size DiT's.
+            return out
+        tflop = cfg_step_tflop(step["tokens"])
+        floor = tflop / BF16_DENSE_PEAK_TFLOPS
+        cfg.update(
+            {
+                "flop_t": tflop,
+                "achieved_tflops": tflop / s,
+                "floor_s_at_peak": floor,
+                "vs_floor": s / floor,
+                "mfu": tflop / s / BF16_DENSE_PEAK_TFLOPS,
+            }
+        )
+        if step["tokens"] == DIT_TOKENS_1024:
+            cfg["sglang_h100_s"] = SGLANG_H100_CFG_STEP_S
+            cfg["vs_sglang_h100"] = s / SGLANG_H100_CFG_STEP_S
+        if peer:
+            best = max(r["tflops"] for r in peer["ops"] if r["op"].startswith("linear"))
+            cfg["floor_s_at_cublas_rate"] = tflop / best
+            cfg["cublas_best_tflops"] = best
+    return out
+
+
+def fmt(v, digits=3):
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return str(v)
+
+
+def markdown(rep):
+    env, parts, cmp_ = rep["env"], rep["parts"], rep["comparisons"]
+    lines = [
+        f"# joyrt GPU check, {rep['started']}: {env.get('gpu', 'no GPU')}",
+        "",
+        f"Mode: {rep['mode']}. Overall: **{'PASSED' if rep['passed'] else 'FAILED'}** "
+        f"({sum(p['status'] == 'passed' for p in parts)} passed, "
+        f"{sum(p['status'] == 'skipped' for p in parts)} skipped, "
+        f"{sum(p['status'] not in PASSING for p in parts)} failed, timed out or not run; "
+        f"{rep['total_s']:.0f} s of a {rep['budget_s']} s budget).",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    probe = next((p.get("figures") for p in parts if p["name"] == "probe"), None)
+    nv = (probe or {}).get("nvrtc")
+    joyrt_nvrtc = f"{nv.get('version')} ({nv.get('library')})" if isinstance(nv, dict) else "not reported"
+    for key, label in [
+        ("gpu", "GPU"),
+        ("driver", "driver"),
+        ("driver_cuda", "CUDA version of the driver"),
+        ("nvcc", "CUDA toolkit (nvcc)"),
+        ("nvrtc_found", "NVRTC found by the script"),
+        ("compute_sanitizer", "compute-sanitizer"),
+        ("python", "python3, torch"),
+        ("kernel", "kernel"),
+        ("joyrt", "joyrt binary"),
+    ]:
+        lines.append(f"| {label} | {env.get(key, 'not recorded')} |")
+    lines.append(f"| NVRTC as joyrt loads it | {joyrt_nvrtc} |")
+    lines += [
+        "",
+        "## Parts",
+        "",
+        "| part | status | seconds | limit | note |",
+        "|---|---|---:|---:|---|",
+    ]
+    for p in parts:
+        note = p["note"] or p.get("figures_error", "")
+        limit = p["limit_s"]
+        if limit is None:
+            limit = "" if p["status"] == "not-run" else "each command's own"
+        lines.append(f"| {p['name']} | {p['status']} | {p['seconds']:.1f} | {limit} | {note} |")
+
+    rows = cmp_.get("ops_vs_peer")
+    ops_dtype = next((p["figures"]["dtype"] for p in parts if p["name"] == "bench-ops" and p.get("figures")), "")
+    if rows:
+        lines += [
+            "",
+            f"## GEMM and attention against the same-run peer (measured, {ops_dtype})",
+            "",
+            "speed = joyrt's TFLOP/s over the peer's (1.0: as fast as cuBLAS / SDPA).",
+            "",
+            "| op | joyrt ms | joyrt TFLOP/s | peer | peer ms | peer TFLOP/s | speed |",
+            "|---|---:|---:|---|---:|---:|---:|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['op']} | {r['joyrt_ms']:.3f} | {r['joyrt_tflops']:.1f} | {r['peer']} | "
+                f"{r['peer_ms']:.3f} | {r['peer_tflops']:.1f} | {r['speed_vs_peer']:.2f} |"
+            )
+    if "ops_vs_peer_error" in cmp_:
+        lines += ["", f"GEMM and attention against the peer: {cmp_['ops_vs_peer_error']}."]
+    c = cmp_.get("cfg_step")
+    if c:
+        lines += [
+            "",
+            f"## One CFG step, {c['tokens']} tokens, weights: {c['weights']}",
+            "",
+            "| figure | value | kind |",
+            "|---|---:|---|",
+            f"| CFG step (median) | {c['measured_s']:.3f} s | measured |",
+        ]
+    if c and "flop_t" in c:
+        lines += [
+            f"| FLOP per step | {c['flop_t']:.1f} T | counted (GEMMs + attention) |",
+            f"| achieved | {c['achieved_tflops']:.0f} TFLOP/s, MFU {c['mfu']:.0%} | derived |",
+            f"| floor at {BF16_DENSE_PEAK_TFLOPS:.0f} TFLOP/s | {c['floor_s_at_peak']:.3f} s "
+            f"(step = {c['vs_floor']:.2f}× floor) | constant peak (datasheet) |",
+        ]
+        if "floor_s_at_cublas_rate" in c:
+            lines.append(
+                f"| floor at this run's best cuBLAS rate ({c['cublas_best_tflops']:.0f} TFLOP/s) | "
+                f"{c['floor_s_at_cublas_rate']:.3f} s | derived from measured |"
+            )
+        if "sglang_h100_s" in c:
+            lines.append(
+                f"| SGLang on an H100 | {c['sglang_h100_s']:.3f} s (joyrt = {c['vs_sglang_h100']:.2f}× its time) "
+                "| constant (model-spec), not measured here |"
+            )
+    for p in parts:
+        f = p.get("figures")
+        if p["name"] == "conformance" and f:
+            lines += ["", "## Conformance", "", f"{f['passed']} passed, {f['failed']} failed, {f['skipped']} skipped."]
+            lines += [f"- {x}" for x in f["failures"][:40]]
+            if len(f["failures"]) > 40:
+                lines.append(f"- … {len(f['failures']) - 40} more in report.json")
+        if p["name"] in ("memcheck", "racecheck") and p["status"] not in ("skipped", "not-run"):
+            lines += ["", f"## {p['name']}", ""]
+            lines += [f"- {s}" for s in p.get("sanitizer", [])] or ["- no compute-sanitizer summary in its log"]
+    return "\n".join(lines) + "\n"
+
+
+def write(work, out, mode, budget):
+    parts = read_parts(work)
+    attach_figures(parts, work)
+    add_unfinished(parts, work)
+    started = (work / "started").read_text().strip() if (work / "started").is_file() else "unknown"
+    rep = {
+        "schema": 1,
+        "mode": mode,
+        "started": started,
+        "budget_s": budget,
+        "total_s": sum(p["seconds"] for p in parts),
+        "passed": bool(parts) and all(p["status"] in PASSING for p in parts),
+        "env": read_env(work),
+        "parts": parts,
+    }
+    rep["comparisons"] = comparisons(parts)
+    # Whole files only (temporary name, then rename): the run may be cut short at any moment.
+    for name, text in [("report.json", json.dumps(rep, indent=2, ensure_ascii=False) + "\n"), ("report.md", markdown(rep))]:
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / name)
+    return rep
+
+
+# ---- self-test ------------------------------------------------------------------------------------
+
+
+def self_test():
+    """Writes the report of a made-up run with every part passed and checks its figures."""
+
+    def ops(ms):
+        recs = [
+            {"op": "linear", "m": 9231, "k": k, "n": n, "ms": ms, "flop": 2.0 * 9231 * k * n}
+            for k, n in [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)]
+        ]
+        recs.append({"op": "attention", "tokens": 9231, "heads": 32, "head_dim": 128, "ms": ms, "flop": 1.0})
+        return recs
+
+    conf = {"backend": "cuda:test", "passed": 3, "failed": 0, "skipped": 1, "failures": []}
+    docs = {
+        "probe": {"backend": "cuda:test", "dtype": "bf16", "iters": 1, "nvrtc": {"version": "13.0"}, "ops": ops(1.0)},
+        "conformance": conf,
+        "bench-ops": {"backend": "cuda:test", "dtype": "bf16", "iters": 10, "ops": ops(4.0)},
+        "peer": {"torch": "t", "cuda": "13.0", "gpu": "test", "dtype": "bf16", "ops": ops(2.0)},
+        "cfg-step": {
+            "backend": "cuda:test",
+            "dtype": "bf16",
+            "iters": 3,
+            "dit": {"weights": FULL_SIZE_WEIGHTS, "params": 1, "load_s": 1.0, "size": 1024, "text_tokens": 1039, "tokens": 9231, "cfg_step_ms": 1346.0},
+        },
+        "memcheck": conf,
+        "racecheck": conf,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        work, out = Path(tmp, "work"), Path(tmp, "out")
+        (work / "data").mkdir(parents=True)
+        out.mkdir()
+        rows = []
+        for name, doc in docs.items():
+            (work / "data" / f"{name}.json").write_text(json.dumps(doc))
+            rows.append(f"{name}\tpassed\t1.0\t10\t0\tx.txt\t")
+        (work / "data" / "memcheck.log").write_text("========= ERROR SUMMARY: 0 errors\n")
+        (work / "parts.tsv").write_text("\n".join(rows) + "\n")
+        rep = write(work, out, "self-test", 100)
+        json.loads((out / "report.json").read_text())
+        md = (out / "report.md").read_text()
+    c = rep["comparisons"]
+    checks = [
+        (rep["passed"], "every part passed"),
+        (len(c["ops_vs_peer"]) == 5, "five ops compared"),
+        (all(abs(r["speed_vs_peer"] - 0.5) < 1e-12 for r in c["ops_vs_peer"]), "speed = peer ms / joyrt ms"),
+        (abs(c["cfg_step"]["vs_sglang_h100"] - 2.0) < 1e-3, "CFG step vs SGLang"),
+        (abs(c["cfg_step"]["flop_t"] - 409.1) < 0.5, "CFG step FLOP at 9231 tokens"),
+        (abs(c["cfg_step"]["floor_s_at_peak"] - 0.414) < 1e-3, "floor at 989 TFLOP/s"),
+        (rep["parts"][5]["sanitizer"] == ["========= ERROR SUMMARY: 0 errors"], "sanitizer summary read"),
+        ("| linear M=9231 4096x12288 |" in md and "SGLang on an H100" in md, "markdown tables"),
+    ]
+    bad = [what for ok, what in checks if not ok]
+    if bad:
+        sys.exit(f"self-test failed: {bad}")
+    print("report writer self-test: ok")
+
+
+def main(argv):
+    usage = __doc__.split("\n\n")[1]
+    if argv[:1] == ["write"] and len(argv) == 5:
+        rep = write(Path(argv[1]), Path(argv[2]), argv[3], int(argv[4]))
+        return 0 if rep["parts"] else 1
+    if argv[:1] == ["validate"] and len(argv) == 3 and argv[1] in KINDS:
+        try:
+            KINDS[argv[1]](json.loads(Path(argv[2]).read_text()))
+        except (OSError, ValueError, DocError) as e:
+            sys.exit(f"{argv[2]} is not a {argv[1]} document the report can read: {e}")
+        return 0
+    if argv == ["self-test"]:
+        self_test()
+        return 0
+    sys.exit(f"usage:\n{usage}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
