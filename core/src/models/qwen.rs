@@ -2,11 +2,13 @@
 //! DeepStack taps, and the text decoder whose last layer's states **before** the final norm are the
 //! DiT's text stream. `lm_head` and the final norm are never used.
 
+use super::loader::{DTypePolicy, Loader};
 use super::Linear;
 use crate::backend::{RopePairing, ScatterMode};
-use crate::model_folder::read_json;
+use crate::model_folder::{parse_config, read_json};
 use crate::weights::{param_count, Checkpoint, ParamSpec};
 use crate::{Backend, DType, Error, Result, Rope, Tensor};
+use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
 
@@ -31,7 +33,8 @@ pub struct QwenConfig {
     pub vision_end_token_id: u32,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// `vision_config` of `text_encoder/config.json`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct VisionConfig {
     pub depth: usize,
     pub hidden_size: usize,
@@ -40,15 +43,68 @@ pub struct VisionConfig {
     pub patch_size: usize,
     pub temporal_patch_size: usize,
     pub spatial_merge_size: usize,
+    #[serde(default = "VisionConfig::default_in_channels")]
     pub in_channels: usize,
     pub out_hidden_size: usize,
     pub num_position_embeddings: usize,
+    #[serde(default)]
     pub deepstack_visual_indexes: Vec<usize>,
+    /// Stored as `rope_parameters.rope_theta`.
+    #[serde(
+        rename = "rope_parameters",
+        default = "VisionConfig::default_rope_theta",
+        deserialize_with = "theta_of"
+    )]
     pub rope_theta: f64,
 }
 
-fn get<'a>(v: &'a Value, k: &str) -> Option<&'a Value> {
-    v.get(k).filter(|x| !x.is_null())
+impl VisionConfig {
+    fn default_in_channels() -> usize {
+        3
+    }
+
+    fn default_rope_theta() -> f64 {
+        10000.0
+    }
+}
+
+/// `rope_parameters` (transformers 5) or `rope_scaling` (older): the keys joyrt reads.
+#[derive(Deserialize)]
+struct RopeParameters {
+    rope_theta: Option<f64>,
+    mrope_section: Option<[usize; 3]>,
+}
+
+/// The vision tower's θ from its `rope_parameters`.
+fn theta_of<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(RopeParameters::deserialize(d)?.rope_theta.unwrap_or_else(VisionConfig::default_rope_theta))
+}
+
+/// `text_encoder/config.json` as transformers writes it.
+#[derive(Deserialize)]
+struct QwenFile {
+    text_config: TextFile,
+    vision_config: VisionConfig,
+    image_token_id: u32,
+    vision_start_token_id: u32,
+    vision_end_token_id: u32,
+}
+
+/// `text_config`; the keys without a default are required.
+#[derive(Deserialize)]
+struct TextFile {
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: usize,
+    /// Absent: `hidden_size / num_attention_heads`.
+    head_dim: Option<usize>,
+    intermediate_size: usize,
+    rms_norm_eps: Option<f32>,
+    rope_theta: Option<f64>,
+    rope_parameters: Option<RopeParameters>,
+    rope_scaling: Option<RopeParameters>,
+    vocab_size: usize,
 }
 
 impl QwenConfig {
@@ -90,66 +146,28 @@ impl QwenConfig {
     }
 
     pub fn from_json(v: &Value, path: &Path) -> Result<QwenConfig> {
-        let bad = |m: String| Error::config(path, m);
-        let int = |o: &Value, sect: &str, k: &str| -> Result<usize> {
-            get(o, k)
-                .and_then(Value::as_u64)
-                .map(|x| x as usize)
-                .ok_or_else(|| bad(format!("`{sect}{k}` is missing or not an integer")))
-        };
-        let t = get(v, "text_config").ok_or_else(|| bad("no `text_config`".into()))?;
-        let vc = get(v, "vision_config").ok_or_else(|| bad("no `vision_config`".into()))?;
-        let rope =
-            get(t, "rope_parameters").or_else(|| get(t, "rope_scaling")).cloned().unwrap_or(Value::Null);
-        let theta = get(&rope, "rope_theta")
-            .or_else(|| get(t, "rope_theta"))
-            .and_then(Value::as_f64)
-            .unwrap_or(5_000_000.0);
-        let section: Vec<usize> = get(&rope, "mrope_section")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
-            .unwrap_or_else(|| vec![24, 20, 20]); // transformers' fallback
-        let [s0, s1, s2] = section[..] else {
-            return Err(bad(format!("mrope_section {section:?} must have 3 entries")));
-        };
-        let hidden = int(t, "text_config.", "hidden_size")?;
-        let heads = int(t, "text_config.", "num_attention_heads")?;
-        let head_dim =
-            get(t, "head_dim").and_then(Value::as_u64).map(|x| x as usize).unwrap_or(hidden / heads.max(1));
-        let vrope = get(vc, "rope_parameters").cloned().unwrap_or(Value::Null);
+        let f: QwenFile = parse_config(v, path)?;
+        let t = f.text_config;
+        let rope = t.rope_parameters.or(t.rope_scaling);
+        let rope_theta = rope.as_ref().and_then(|r| r.rope_theta).or(t.rope_theta).unwrap_or(5_000_000.0);
         let cfg = QwenConfig {
-            hidden_size: hidden,
-            num_hidden_layers: int(t, "text_config.", "num_hidden_layers")?,
-            num_attention_heads: heads,
-            num_key_value_heads: int(t, "text_config.", "num_key_value_heads")?,
-            head_dim,
-            intermediate_size: int(t, "text_config.", "intermediate_size")?,
-            rms_norm_eps: get(t, "rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6) as f32,
-            rope_theta: theta,
-            mrope_section: [s0, s1, s2],
-            vocab_size: int(t, "text_config.", "vocab_size")?,
-            vision: VisionConfig {
-                depth: int(vc, "vision_config.", "depth")?,
-                hidden_size: int(vc, "vision_config.", "hidden_size")?,
-                num_heads: int(vc, "vision_config.", "num_heads")?,
-                intermediate_size: int(vc, "vision_config.", "intermediate_size")?,
-                patch_size: int(vc, "vision_config.", "patch_size")?,
-                temporal_patch_size: int(vc, "vision_config.", "temporal_patch_size")?,
-                spatial_merge_size: int(vc, "vision_config.", "spatial_merge_size")?,
-                in_channels: get(vc, "in_channels").and_then(Value::as_u64).unwrap_or(3) as usize,
-                out_hidden_size: int(vc, "vision_config.", "out_hidden_size")?,
-                num_position_embeddings: int(vc, "vision_config.", "num_position_embeddings")?,
-                deepstack_visual_indexes: get(vc, "deepstack_visual_indexes")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
-                    .unwrap_or_default(),
-                rope_theta: get(&vrope, "rope_theta").and_then(Value::as_f64).unwrap_or(10000.0),
-            },
-            image_token_id: int(v, "", "image_token_id")? as u32,
-            vision_start_token_id: int(v, "", "vision_start_token_id")? as u32,
-            vision_end_token_id: int(v, "", "vision_end_token_id")? as u32,
+            hidden_size: t.hidden_size,
+            num_hidden_layers: t.num_hidden_layers,
+            num_attention_heads: t.num_attention_heads,
+            num_key_value_heads: t.num_key_value_heads,
+            head_dim: t.head_dim.unwrap_or(t.hidden_size / t.num_attention_heads.max(1)),
+            intermediate_size: t.intermediate_size,
+            rms_norm_eps: t.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta,
+            // transformers' fallback
+            mrope_section: rope.and_then(|r| r.mrope_section).unwrap_or([24, 20, 20]),
+            vocab_size: t.vocab_size,
+            vision: f.vision_config,
+            image_token_id: f.image_token_id,
+            vision_start_token_id: f.vision_start_token_id,
+            vision_end_token_id: f.vision_end_token_id,
         };
-        cfg.validate().map_err(bad)?;
+        cfg.validate().map_err(|m| Error::config(path, m))?;
         Ok(cfg)
     }
 
@@ -268,11 +286,8 @@ struct Norm<B: Backend> {
 }
 
 impl<B: Backend> Norm<B> {
-    fn load(ck: &Checkpoint, be: &B, name: &str, dtype: DType) -> Result<Self> {
-        Ok(Norm {
-            w: ck.load(be, &format!("{name}.weight"), dtype)?,
-            b: ck.load(be, &format!("{name}.bias"), dtype)?,
-        })
+    fn load(vb: &Loader<B>) -> Result<Self> {
+        Ok(Norm { w: vb.tensor("weight")?, b: vb.tensor("bias")? })
     }
     fn fwd(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
         x.layer_norm(Some(&self.w), Some(&self.b), VISION_EPS)
@@ -297,11 +312,11 @@ struct Merger<B: Backend> {
 }
 
 impl<B: Backend> Merger<B> {
-    fn load(ck: &Checkpoint, be: &B, p: &str, post_shuffle: bool, dtype: DType) -> Result<Self> {
+    fn load(vb: &Loader<B>, post_shuffle: bool) -> Result<Self> {
         Ok(Merger {
-            norm: Norm::load(ck, be, &format!("{p}.norm"), dtype)?,
-            fc1: Linear::load(ck, be, &format!("{p}.linear_fc1"), dtype)?,
-            fc2: Linear::load(ck, be, &format!("{p}.linear_fc2"), dtype)?,
+            norm: Norm::load(&vb.pp("norm"))?,
+            fc1: Linear::load(&vb.pp("linear_fc1"))?,
+            fc2: Linear::load(&vb.pp("linear_fc2"))?,
             post_shuffle,
         })
     }
@@ -364,42 +379,39 @@ struct PrefixCache<B: Backend> {
 impl<B: Backend> Qwen<B> {
     pub fn load(be: &B, ck: &Checkpoint, cfg: &QwenConfig, dtype: DType) -> Result<Self> {
         ck.check_exact("text_encoder", &cfg.param_specs(), &QwenConfig::unused_names())?;
-        let v = &cfg.vision;
-        let patch_len = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
-        let patch_w = ck.read_f32("model.visual.patch_embed.proj.weight")?;
-        let patch_embed = Linear {
-            w: Tensor::from_f32(be, [v.hidden_size, patch_len], &patch_w, dtype)?,
-            b: Some(ck.load(be, "model.visual.patch_embed.proj.bias", dtype)?),
-        };
-        let blocks = (0..v.depth)
+        let policy = DTypePolicy::uniform(dtype);
+        let vb = Loader::new(ck, be, &policy);
+        let visual = vb.pp("model.visual");
+        let blocks = (0..cfg.vision.depth)
             .map(|b| {
-                let p = format!("model.visual.blocks.{b}");
+                let block = visual.pp(format!("blocks.{b}"));
                 Ok(VisionBlock {
-                    norm1: Norm::load(ck, be, &format!("{p}.norm1"), dtype)?,
-                    norm2: Norm::load(ck, be, &format!("{p}.norm2"), dtype)?,
-                    qkv: Linear::load(ck, be, &format!("{p}.attn.qkv"), dtype)?,
-                    proj: Linear::load(ck, be, &format!("{p}.attn.proj"), dtype)?,
-                    fc1: Linear::load(ck, be, &format!("{p}.mlp.linear_fc1"), dtype)?,
-                    fc2: Linear::load(ck, be, &format!("{p}.mlp.linear_fc2"), dtype)?,
+                    norm1: Norm::load(&block.pp("norm1"))?,
+                    norm2: Norm::load(&block.pp("norm2"))?,
+                    qkv: Linear::load(&block.pp("attn.qkv"))?,
+                    proj: Linear::load(&block.pp("attn.proj"))?,
+                    fc1: Linear::load(&block.pp("mlp.linear_fc1"))?,
+                    fc2: Linear::load(&block.pp("mlp.linear_fc2"))?,
                 })
             })
             .collect::<Result<_>>()?;
-        let deepstack = (0..v.deepstack_visual_indexes.len())
-            .map(|k| Merger::load(ck, be, &format!("model.visual.deepstack_merger_list.{k}"), true, dtype))
+        let deepstack = (0..cfg.vision.deepstack_visual_indexes.len())
+            .map(|k| Merger::load(&visual.pp(format!("deepstack_merger_list.{k}")), true))
             .collect::<Result<_>>()?;
+        let text = vb.pp("model.language_model");
         let layers = (0..cfg.num_hidden_layers)
             .map(|l| {
-                let p = format!("model.language_model.layers.{l}");
-                let lin = |n: &str| Linear::load(ck, be, &format!("{p}.{n}"), dtype);
+                let layer = text.pp(format!("layers.{l}"));
+                let lin = |n: &str| Linear::load(&layer.pp(n));
                 Ok(TextLayer {
-                    input_norm: ck.load(be, &format!("{p}.input_layernorm.weight"), dtype)?,
-                    post_norm: ck.load(be, &format!("{p}.post_attention_layernorm.weight"), dtype)?,
+                    input_norm: layer.tensor("input_layernorm.weight")?,
+                    post_norm: layer.tensor("post_attention_layernorm.weight")?,
                     q: lin("self_attn.q_proj")?,
                     k: lin("self_attn.k_proj")?,
                     v: lin("self_attn.v_proj")?,
                     o: lin("self_attn.o_proj")?,
-                    q_norm: ck.load(be, &format!("{p}.self_attn.q_norm.weight"), dtype)?,
-                    k_norm: ck.load(be, &format!("{p}.self_attn.k_norm.weight"), dtype)?,
+                    q_norm: layer.tensor("self_attn.q_norm.weight")?,
+                    k_norm: layer.tensor("self_attn.k_norm.weight")?,
                     gate: lin("mlp.gate_proj")?,
                     up: lin("mlp.up_proj")?,
                     down: lin("mlp.down_proj")?,
@@ -410,29 +422,18 @@ impl<B: Backend> Qwen<B> {
             cfg: cfg.clone(),
             backend: be.clone(),
             dtype,
-            patch_embed,
-            pos_embed: ck.load(be, "model.visual.pos_embed.weight", dtype)?,
+            patch_embed: Linear::load_patch_embed(&visual.pp("patch_embed.proj"))?,
+            pos_embed: visual.tensor("pos_embed.weight")?,
             blocks,
-            merger: Merger::load(ck, be, "model.visual.merger", false, dtype)?,
+            merger: Merger::load(&visual.pp("merger"), false)?,
             deepstack,
-            embed_tokens: ck.load(be, "model.language_model.embed_tokens.weight", dtype)?,
+            embed_tokens: text.tensor("embed_tokens.weight")?,
             layers,
         })
     }
 
     pub fn config(&self) -> &QwenConfig {
         &self.cfg
-    }
-
-    fn table(&self, rows: usize, angles: &[f32], pairing: RopePairing) -> Result<Rope<B>> {
-        let half = angles.len() / rows.max(1);
-        let cos: Vec<f32> = angles.iter().map(|&a| (a as f64).cos() as f32).collect();
-        let sin: Vec<f32> = angles.iter().map(|&a| (a as f64).sin() as f32).collect();
-        Ok(Rope {
-            cos: Tensor::from_f32(&self.backend, [rows, half], &cos, DType::F32)?,
-            sin: Tensor::from_f32(&self.backend, [rows, half], &sin, DType::F32)?,
-            pairing,
-        })
     }
 
     /// Runs the vision tower on `pixel_values [gh·gw, C·T·P·P]` (merge-block patch order).
@@ -496,7 +497,7 @@ impl<B: Backend> Qwen<B> {
             ang.extend(inv.iter().map(|f| r as f32 * f));
             ang.extend(inv.iter().map(|f| c as f32 * f));
         }
-        let rope = self.table(n, &ang, RopePairing::HalfSplit)?;
+        let rope = Rope::from_angles(&self.backend, n, &ang, RopePairing::HalfSplit)?;
 
         let mut deepstack = Vec::new();
         for (i, b) in self.blocks.iter().enumerate() {
@@ -619,7 +620,12 @@ impl<B: Backend> Qwen<B> {
             // A prefix that ends mid-image cannot happen: the cache always ends after the vision end token.
             h = h.scatter_rows(&pads, &image.embeds.cast(self.dtype)?, ScatterMode::Assign)?;
         }
-        let rope = self.table(s, &self.text_angles(&positions[start..]), RopePairing::HalfSplit)?;
+        let rope = Rope::from_angles(
+            &self.backend,
+            s,
+            &self.text_angles(&positions[start..]),
+            RopePairing::HalfSplit,
+        )?;
         let (hq, hkv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let mut kv_out = Vec::new();
         for (l, layer) in self.layers.iter().enumerate() {
