@@ -299,7 +299,7 @@ impl<B: Backend> Dit<B> {
         // diffusers keeps the time embedder in fp32 (`_keep_in_fp32_modules`).
         let policy = DTypePolicy::uniform(dtype).with("condition_embedder.time_embedder", DType::F32);
         let vb = Loader::new(&ck, backend, &policy);
-        let cond = vb.pp("condition_embedder");
+        let cond = |name: &str| Linear::load(&vb.pp("condition_embedder").pp(name));
         let blocks = (0..cfg.num_layers)
             .map(|l| {
                 let block = vb.pp(format!("double_blocks.{l}"));
@@ -311,11 +311,11 @@ impl<B: Backend> Dit<B> {
             backend: backend.clone(),
             dtype,
             img_in: Linear::load_patch_embed(&vb.pp("img_in"))?,
-            time_1: Linear::load(&cond.pp("time_embedder.linear_1"))?,
-            time_2: Linear::load(&cond.pp("time_embedder.linear_2"))?,
-            time_proj: Linear::load(&cond.pp("time_proj"))?,
-            text_1: Linear::load(&cond.pp("text_embedder.linear_1"))?,
-            text_2: Linear::load(&cond.pp("text_embedder.linear_2"))?,
+            time_1: cond("time_embedder.linear_1")?,
+            time_2: cond("time_embedder.linear_2")?,
+            time_proj: cond("time_proj")?,
+            text_1: cond("text_embedder.linear_1")?,
+            text_2: cond("text_embedder.linear_2")?,
             blocks,
             proj_out: Linear::load(&vb.pp("proj_out"))?,
         })
