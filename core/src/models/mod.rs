@@ -1,5 +1,5 @@
 //! The three networks of JoyAI-Image-Edit, written once over the [`Backend`](crate::Backend) trait,
-//! and the pieces they share: the weight [`Loader`](loader::Loader), [`Linear`] and the RoPE table.
+//! and the pieces they share: the weight loader, [`Linear`] and the RoPE table builder.
 
 pub mod dit;
 mod loader;
@@ -72,7 +72,7 @@ impl<B: Backend> Rope<B> {
     /// `[rows, D/2]`. cos and sin are taken in f64 and rounded, as torch computes them from f32
     /// angles on the CPU.
     pub fn from_angles(backend: &B, rows: usize, angles: &[f32], pairing: RopePairing) -> Result<Rope<B>> {
-        let half = if rows == 0 { 0 } else { angles.len() / rows };
+        let half = angles.len().checked_div(rows).unwrap_or(0);
         if half * rows != angles.len() {
             return Err(Error::shape(
                 "rope table",
