@@ -300,6 +300,7 @@ impl<B: Backend> Dit<B> {
         let policy = DTypePolicy::uniform(dtype).with("condition_embedder.time_embedder", DType::F32);
         let vb = Loader::new(&ck, backend, &policy);
         let cond = |name: &str| Linear::load(&vb.pp("condition_embedder").pp(name));
+        let img_in = Linear::load_patch_embed(&vb.pp("img_in"))?;
         let blocks = (0..cfg.num_layers)
             .map(|l| {
                 let block = vb.pp(format!("double_blocks.{l}"));
@@ -310,7 +311,7 @@ impl<B: Backend> Dit<B> {
             cfg: cfg.clone(),
             backend: backend.clone(),
             dtype,
-            img_in: Linear::load_patch_embed(&vb.pp("img_in"))?,
+            img_in,
             time_1: cond("time_embedder.linear_1")?,
             time_2: cond("time_embedder.linear_2")?,
             time_proj: cond("time_proj")?,
