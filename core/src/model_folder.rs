@@ -4,6 +4,8 @@
 //! weights stay on disk until a component is loaded.
 
 use crate::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -58,20 +60,49 @@ pub(crate) fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).map_err(|e| Error::config(path, format!("invalid JSON: {e}")))
 }
 
-fn usize_field(v: &Value, key: &str) -> Option<usize> {
-    v.get(key).and_then(Value::as_u64).map(|x| x as usize)
+/// Deserializes the config `v` read from `path`. A `null` value counts as absent (diffusers and
+/// transformers write `null` for "the class default"); an error names the file and the key.
+pub(crate) fn parse_config<T: DeserializeOwned>(v: &Value, path: &Path) -> Result<T> {
+    serde_path_to_error::deserialize(without_nulls(v)).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        Error::config(path, if key == "." { inner.to_string() } else { format!("`{key}`: {inner}") })
+    })
 }
 
-fn triple(v: &Value, key: &str, path: &Path) -> Result<Option<[f32; 3]>> {
-    let Some(a) = v.get(key) else { return Ok(None) };
-    let arr: Vec<f32> = a
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).map(|x| x as f32).collect())
-        .unwrap_or_default();
-    match arr[..] {
-        [a, b, c] => Ok(Some([a, b, c])),
-        _ => Err(Error::config(path, format!("`{key}` must be a list of 3 numbers"))),
+/// Whether the config sets `key` (present and not `null`), for defaults that depend on other keys.
+pub(crate) fn sets(v: &Value, key: &str) -> bool {
+    v.get(key).is_some_and(|x| !x.is_null())
+}
+
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter().filter(|(_, x)| !x.is_null()).map(|(k, x)| (k.clone(), without_nulls(x))).collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        x => x.clone(),
     }
+}
+
+/// `preprocessor_config.json` as transformers writes it; absent keys take Qwen3-VL's values.
+#[derive(Deserialize)]
+struct ProcessorFile {
+    patch_size: Option<usize>,
+    temporal_patch_size: Option<usize>,
+    merge_size: Option<usize>,
+    image_mean: Option<[f32; 3]>,
+    image_std: Option<[f32; 3]>,
+    /// Newer processors give the pixel range here, older ones as `min_pixels`/`max_pixels`.
+    size: Option<PixelRange>,
+    min_pixels: Option<usize>,
+    max_pixels: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct PixelRange {
+    shortest_edge: Option<usize>,
+    longest_edge: Option<usize>,
 }
 
 impl ProcessorConfig {
@@ -82,21 +113,17 @@ impl ProcessorConfig {
         let path = if pre.is_file() { pre } else { dir.join("processor_config.json") };
         // transformers 5 nests the image processor's settings in `processor_config.json`.
         let v = read_json(&path)?;
-        let v = v.get("image_processor").cloned().unwrap_or(v);
+        let f: ProcessorFile = parse_config(v.get("image_processor").unwrap_or(&v), &path)?;
         let d = ProcessorConfig::default();
-        let size = v.get("size").cloned().unwrap_or(Value::Null);
+        let size = f.size.unwrap_or(PixelRange { shortest_edge: None, longest_edge: None });
         let cfg = ProcessorConfig {
-            patch_size: usize_field(&v, "patch_size").unwrap_or(d.patch_size),
-            temporal_patch_size: usize_field(&v, "temporal_patch_size").unwrap_or(d.temporal_patch_size),
-            merge_size: usize_field(&v, "merge_size").unwrap_or(d.merge_size),
-            image_mean: triple(&v, "image_mean", &path)?.unwrap_or(d.image_mean),
-            image_std: triple(&v, "image_std", &path)?.unwrap_or(d.image_std),
-            min_pixels: usize_field(&size, "shortest_edge")
-                .or_else(|| usize_field(&v, "min_pixels"))
-                .unwrap_or(d.min_pixels),
-            max_pixels: usize_field(&size, "longest_edge")
-                .or_else(|| usize_field(&v, "max_pixels"))
-                .unwrap_or(d.max_pixels),
+            patch_size: f.patch_size.unwrap_or(d.patch_size),
+            temporal_patch_size: f.temporal_patch_size.unwrap_or(d.temporal_patch_size),
+            merge_size: f.merge_size.unwrap_or(d.merge_size),
+            image_mean: f.image_mean.unwrap_or(d.image_mean),
+            image_std: f.image_std.unwrap_or(d.image_std),
+            min_pixels: size.shortest_edge.or(f.min_pixels).unwrap_or(d.min_pixels),
+            max_pixels: size.longest_edge.or(f.max_pixels).unwrap_or(d.max_pixels),
         };
         if cfg.patch_size == 0 || cfg.merge_size == 0 || cfg.temporal_patch_size == 0 {
             return Err(Error::config(
@@ -111,24 +138,32 @@ impl ProcessorConfig {
     }
 }
 
+/// `scheduler_config.json` (`FlowMatchEulerDiscreteScheduler`): the keys joyrt reads or refuses.
+#[derive(Deserialize)]
+struct SchedulerFile {
+    shift: Option<f32>,
+    use_dynamic_shifting: Option<bool>,
+    num_train_timesteps: Option<usize>,
+}
+
 impl SchedulerConfig {
     pub fn from_file(path: &Path) -> Result<SchedulerConfig> {
-        let v = read_json(path)?;
-        if v.get("use_dynamic_shifting").and_then(Value::as_bool) == Some(true) {
+        let f: SchedulerFile = parse_config(&read_json(path)?, path)?;
+        if f.use_dynamic_shifting == Some(true) {
             return Err(Error::config(
                 path,
                 "use_dynamic_shifting = true is not supported (JoyAI uses a fixed shift)",
             ));
         }
-        if let Some(n) = v.get("num_train_timesteps").and_then(Value::as_u64) {
-            if n as usize != crate::scheduler::NUM_TRAIN_TIMESTEPS {
+        if let Some(n) = f.num_train_timesteps {
+            if n != crate::scheduler::NUM_TRAIN_TIMESTEPS {
                 return Err(Error::config(
                     path,
                     format!("num_train_timesteps = {n}; only 1000 is supported"),
                 ));
             }
         }
-        let shift = v.get("shift").and_then(Value::as_f64).map(|s| s as f32).unwrap_or(1.0);
+        let shift = f.shift.unwrap_or(1.0);
         if !(shift > 0.0 && shift.is_finite()) {
             return Err(Error::config(path, format!("shift must be a positive number, got {shift}")));
         }

@@ -6,7 +6,7 @@
 
 use crate::image::{qwen_patchify, resize_center_crop, Buckets, RgbImage};
 use crate::model_folder::ModelFolder;
-use crate::models::dit::{Dit, DitConfig};
+use crate::models::dit::{Dit, DitConfig, TextStream};
 use crate::models::qwen::{Qwen, QwenConfig};
 use crate::models::vae::{Vae, VaeConfig};
 use crate::prompt::{PromptTokenizer, DROP_TOKENS};
@@ -269,23 +269,26 @@ pub fn edit<B: Backend>(
         let dit = clock.run(Stage::LoadTransformer, |_| {
             Dit::load(backend, &Checkpoint::open(&model.transformer)?, &dit_cfg, dtype)
         })?;
-        let (e_pos, e_neg) = (e_pos.cast(dtype)?, e_neg.cast(dtype)?);
         clock.run(Stage::Denoise, |clock| {
+            // Fixed for the request: the RoPE table, the text streams (the negative one only with
+            // CFG); fixed for a step: the time vector, shared by both branches.
+            let request = dit.prepare(&[2, 16, lat.0, lat.1])?;
+            let text_pos = dit.embed_text(&e_pos)?;
+            let text_neg = (params.guidance > 1.0).then(|| dit.embed_text(&e_neg)).transpose()?;
             let total = schedule.steps();
             for i in 0..total {
                 let t0 = Instant::now();
                 // The reference slot is restored every step (item 0), the target is item 1.
                 let items = Tensor::concat(&[&z_ref, &x], 0)?.cast(dtype)?;
-                let t = schedule.timesteps[i];
-                let target = |v: Tensor<B>| -> Result<Tensor<B>> {
+                let vec = dit.time_vector(schedule.timesteps[i])?;
+                let velocity = |text: &TextStream<B>| -> Result<Tensor<B>> {
+                    let v = dit.forward_with(&request, &items, &vec, text)?;
                     v.slice(0, 1, 1)?.cast(DType::F32)?.reshape([16, lat.0 * lat.1])
                 };
-                let v_c = target(dit.forward(&items, t, &e_pos)?)?;
-                let v = if params.guidance > 1.0 {
-                    let v_u = target(dit.forward(&items, t, &e_neg)?)?;
-                    v_c.cfg_renorm(&v_u, params.guidance)?
-                } else {
-                    v_c
+                let v_c = velocity(&text_pos)?;
+                let v = match &text_neg {
+                    Some(neg) => v_c.cfg_renorm(&velocity(neg)?, params.guidance)?,
+                    None => v_c,
                 };
                 x = x.scaled_add(&v.reshape([1, 16, lat.0, lat.1])?, schedule.dt(i))?;
                 if let Some(tr) = trace.as_mut() {

@@ -2,19 +2,22 @@
 //! (model-spec §2). Image and text streams have their own weights and share one joint attention;
 //! the image tokens carry 3-D RoPE (adjacent pairs), the text tokens none.
 
+use super::loader::{DTypePolicy, Loader};
 use super::Linear;
-use crate::backend::RopePairing;
-use crate::model_folder::read_json;
+use crate::model_folder::{parse_config, read_json, sets};
 use crate::weights::{dit_key_to_diffusers, param_count, Checkpoint, ParamSpec};
-use crate::{Backend, DType, Error, Result, Rope, Tensor};
+use crate::{Backend, DType, Error, Result, Rope, RopePairing, Tensor};
+use serde::Deserialize;
 use std::path::Path;
 
 const EPS: f32 = 1e-6;
 /// Width of the sinusoidal timestep embedding.
 const TIME_FREQ_DIM: usize = 256;
 
-/// `transformer/config.json`.
-#[derive(Clone, Debug, PartialEq)]
+/// `transformer/config.json`. Absent (or `null`) keys take the diffusers class defaults, as
+/// diffusers does; `out_channels` defaults to `in_channels`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default = "DitConfig::class_defaults")]
 pub struct DitConfig {
     pub patch_size: [usize; 3],
     pub in_channels: usize,
@@ -32,16 +35,27 @@ impl DitConfig {
     /// The released model (model-spec §2.1).
     pub fn full() -> DitConfig {
         DitConfig {
+            hidden_size: 4096,
+            num_attention_heads: 32,
+            num_layers: 40,
+            theta: 10000.0,
+            ..Self::class_defaults()
+        }
+    }
+
+    /// The defaults of diffusers' `JoyImageEditTransformer3DModel.__init__`.
+    fn class_defaults() -> DitConfig {
+        DitConfig {
             patch_size: [1, 2, 2],
             in_channels: 16,
             out_channels: 16,
-            hidden_size: 4096,
-            num_attention_heads: 32,
+            hidden_size: 3072,
+            num_attention_heads: 24,
             text_dim: 4096,
             mlp_width_ratio: 4.0,
-            num_layers: 40,
+            num_layers: 20,
             rope_dim_list: [16, 56, 56],
-            theta: 10000.0,
+            theta: 256.0,
         }
     }
 
@@ -49,49 +63,12 @@ impl DitConfig {
         Self::from_json(&read_json(path)?, path)
     }
 
-    /// Reads the diffusers keys; absent keys take the diffusers class defaults, as diffusers does.
     pub fn from_json(v: &serde_json::Value, path: &Path) -> Result<DitConfig> {
         let bad = |m: String| Error::config(path, m);
-        let num = |k: &str, d: f64| -> Result<f64> {
-            match v.get(k) {
-                None | Some(serde_json::Value::Null) => Ok(d),
-                Some(x) => x.as_f64().ok_or_else(|| bad(format!("`{k}` must be a number"))),
-            }
-        };
-        let int = |k: &str, d: usize| -> Result<usize> {
-            let x = num(k, d as f64)?;
-            if x < 0.0 || x.fract() != 0.0 {
-                return Err(bad(format!("`{k}` must be a non-negative integer, got {x}")));
-            }
-            Ok(x as usize)
-        };
-        let triple = |k: &str, d: [usize; 3]| -> Result<[usize; 3]> {
-            match v.get(k) {
-                None => Ok(d),
-                Some(x) => {
-                    let l: Option<Vec<usize>> = x
-                        .as_array()
-                        .map(|a| a.iter().filter_map(|e| e.as_u64().map(|e| e as usize)).collect());
-                    match l.as_deref() {
-                        Some(&[a, b, c]) => Ok([a, b, c]),
-                        _ => Err(bad(format!("`{k}` must be a list of 3 integers"))),
-                    }
-                }
-            }
-        };
-        let in_channels = int("in_channels", 16)?;
-        let cfg = DitConfig {
-            patch_size: triple("patch_size", [1, 2, 2])?,
-            in_channels,
-            out_channels: int("out_channels", in_channels)?,
-            hidden_size: int("hidden_size", 3072)?,
-            num_attention_heads: int("num_attention_heads", 24)?,
-            text_dim: int("text_dim", 4096)?,
-            mlp_width_ratio: num("mlp_width_ratio", 4.0)?,
-            num_layers: int("num_layers", 20)?,
-            rope_dim_list: triple("rope_dim_list", [16, 56, 56])?,
-            theta: num("theta", 256.0)?,
-        };
+        let mut cfg: DitConfig = parse_config(v, path)?;
+        if !sets(v, "out_channels") {
+            cfg.out_channels = cfg.in_channels;
+        }
         if let Some(rt) = v.get("rope_type").and_then(|x| x.as_str()) {
             if rt != "rope" {
                 return Err(bad(format!(
@@ -204,16 +181,17 @@ struct Modulation<B: Backend> {
 }
 
 impl<B: Backend> Stream<B> {
-    fn load(ck: &Checkpoint, b: &B, block: usize, st: &str, dtype: DType) -> Result<Self> {
-        let p = format!("double_blocks.{block}");
+    /// Stream `st` (`img` or `txt`) of the block at `block`.
+    fn load(block: &Loader<B>, st: &str) -> Result<Self> {
+        let attn = block.pp("attn");
         Ok(Stream {
-            table: ck.load(b, &format!("{p}.{st}_mod.modulate_table"), dtype)?,
-            qkv: Linear::load(ck, b, &format!("{p}.attn.{st}_attn_qkv"), dtype)?,
-            q_norm: ck.load(b, &format!("{p}.attn.{st}_attn_q_norm.weight"), dtype)?,
-            k_norm: ck.load(b, &format!("{p}.attn.{st}_attn_k_norm.weight"), dtype)?,
-            proj: Linear::load(ck, b, &format!("{p}.attn.{st}_attn_proj"), dtype)?,
-            fc1: Linear::load(ck, b, &format!("{p}.{st}_mlp.net.0.proj"), dtype)?,
-            fc2: Linear::load(ck, b, &format!("{p}.{st}_mlp.net.2"), dtype)?,
+            table: block.tensor(&format!("{st}_mod.modulate_table"))?,
+            qkv: Linear::load(&attn.pp(format!("{st}_attn_qkv")))?,
+            q_norm: attn.tensor(&format!("{st}_attn_q_norm.weight"))?,
+            k_norm: attn.tensor(&format!("{st}_attn_k_norm.weight"))?,
+            proj: Linear::load(&attn.pp(format!("{st}_attn_proj")))?,
+            fc1: Linear::load(&block.pp(format!("{st}_mlp.net.0.proj")))?,
+            fc2: Linear::load(&block.pp(format!("{st}_mlp.net.2")))?,
         })
     }
 
@@ -301,25 +279,32 @@ pub fn rope_angles(frames: usize, gh: usize, gw: usize, dims: [usize; 3], theta:
     out
 }
 
+/// What stays fixed for one request: the latent layout and the image tokens' RoPE table, built
+/// once by [`Dit::prepare`] and shared by every step and both CFG branches.
+pub struct DitRequest<B: Backend> {
+    /// `[items, C, h, w]` of the latents every step passes.
+    latent_dims: [usize; 4],
+    rope: Rope<B>,
+}
+
+/// A prompt's text states after the DiT's text embedder (`[L, D]`), computed once per request by
+/// [`Dit::embed_text`].
+pub struct TextStream<B: Backend>(Tensor<B>);
+
 impl<B: Backend> Dit<B> {
     /// Loads the transformer, checking the exact tensor set first (both key spellings accepted).
     pub fn load(backend: &B, ck: &Checkpoint, cfg: &DitConfig, dtype: DType) -> Result<Self> {
         let ck = ck.clone().with_renames(dit_key_to_diffusers)?;
         ck.check_exact("transformer", &cfg.param_specs(), &[])?;
-        let lin = |n: &str| Linear::load(&ck, backend, n, dtype);
-        // f32 here: diffusers keeps the time embedder in fp32 (`_keep_in_fp32_modules`).
-        let lin32 = |n: &str| Linear::load(&ck, backend, n, DType::F32);
-        let img_in = {
-            let w = ck.read_f32("img_in.weight")?;
-            let w = Tensor::from_f32(backend, [cfg.hidden_size, cfg.patch_len(cfg.in_channels)], &w, dtype)?;
-            Linear { w, b: Some(ck.load(backend, "img_in.bias", dtype)?) }
-        };
+        // diffusers keeps the time embedder in fp32 (`_keep_in_fp32_modules`).
+        let policy = DTypePolicy::uniform(dtype).with("condition_embedder.time_embedder", DType::F32);
+        let vb = Loader::new(&ck, backend, &policy);
+        let cond = |name: &str| Linear::load(&vb.pp("condition_embedder").pp(name));
+        let img_in = Linear::load_patch_embed(&vb.pp("img_in"))?;
         let blocks = (0..cfg.num_layers)
             .map(|l| {
-                Ok((
-                    Stream::load(&ck, backend, l, "img", dtype)?,
-                    Stream::load(&ck, backend, l, "txt", dtype)?,
-                ))
+                let block = vb.pp(format!("double_blocks.{l}"));
+                Ok((Stream::load(&block, "img")?, Stream::load(&block, "txt")?))
             })
             .collect::<Result<_>>()?;
         Ok(Dit {
@@ -327,13 +312,13 @@ impl<B: Backend> Dit<B> {
             backend: backend.clone(),
             dtype,
             img_in,
-            time_1: lin32("condition_embedder.time_embedder.linear_1")?,
-            time_2: lin32("condition_embedder.time_embedder.linear_2")?,
-            time_proj: lin("condition_embedder.time_proj")?,
-            text_1: lin("condition_embedder.text_embedder.linear_1")?,
-            text_2: lin("condition_embedder.text_embedder.linear_2")?,
+            time_1: cond("time_embedder.linear_1")?,
+            time_2: cond("time_embedder.linear_2")?,
+            time_proj: cond("time_proj")?,
+            text_1: cond("text_embedder.linear_1")?,
+            text_2: cond("text_embedder.linear_2")?,
             blocks,
-            proj_out: lin("proj_out")?,
+            proj_out: Linear::load(&vb.pp("proj_out"))?,
         })
     }
 
@@ -341,7 +326,7 @@ impl<B: Backend> Dit<B> {
         &self.cfg
     }
 
-    /// The shared modulation vector `vec = time_proj(SiLU(temb))` as `[6, D]`.
+    /// The shared modulation vector `vec = time_proj(SiLU(temb))` as `[6, D]`: once per step.
     pub fn time_vector(&self, t: f32) -> Result<Tensor<B>> {
         let e = Tensor::from_f32(&self.backend, [1, TIME_FREQ_DIM], &timestep_embedding(t), DType::F32)?;
         let temb = self.time_2.fwd(&self.time_1.fwd(&e)?.silu()?)?;
@@ -349,36 +334,72 @@ impl<B: Backend> Dit<B> {
         vec.reshape([6, self.cfg.hidden_size])
     }
 
-    /// Velocity for `latents [items, C, h, w]` (pipeline order: item 0 the reference, the last
-    /// item the noisy target) at timestep `t` with text states `text [L, text_dim]`. Returns
-    /// `[items, C_out, h, w]` in the same item order.
-    pub fn forward(&self, latents: &Tensor<B>, t: f32, text: &Tensor<B>) -> Result<Tensor<B>> {
-        let cfg = &self.cfg;
-        let [n, c, h, w] = latents.dims()[..] else {
+    /// The text stream's input `text_2(gelu(text_1(text)))` for text states `text [L, text_dim]`.
+    pub fn embed_text(&self, text: &Tensor<B>) -> Result<TextStream<B>> {
+        if text.shape().rank() != 2 || text.dims()[1] != self.cfg.text_dim {
             return Err(Error::shape(
                 "dit",
-                format!("latents must be [items, C, h, w], got {}", latents.shape()),
+                format!("text states {} are not [L, {}]", text.shape(), self.cfg.text_dim),
+            ));
+        }
+        Ok(TextStream(self.text_2.fwd(&self.text_1.fwd(&text.cast(self.dtype)?)?.gelu_tanh()?)?))
+    }
+
+    /// The per-request state for latents of shape `latent_dims` (`[items, C, h, w]`).
+    pub fn prepare(&self, latent_dims: &[usize]) -> Result<DitRequest<B>> {
+        let cfg = &self.cfg;
+        let &[n, c, h, w] = latent_dims else {
+            return Err(Error::shape(
+                "dit",
+                format!("latents must be [items, C, h, w], got {latent_dims:?}"),
             ));
         };
         if c != cfg.in_channels || h % 2 != 0 || w % 2 != 0 || n == 0 {
             return Err(Error::shape(
                 "dit",
-                format!(
-                    "latents {} do not fit {} channels and 2x2 patches",
-                    latents.shape(),
-                    cfg.in_channels
-                ),
-            ));
-        }
-        if text.shape().rank() != 2 || text.dims()[1] != cfg.text_dim {
-            return Err(Error::shape(
-                "dit",
-                format!("text states {} are not [L, {}]", text.shape(), cfg.text_dim),
+                format!("latents {latent_dims:?} do not fit {} channels and 2x2 patches", cfg.in_channels),
             ));
         }
         let (gh, gw) = (h / 2, w / 2);
-        let n_img = n * gh * gw;
+        let angles = rope_angles(n, gh, gw, cfg.rope_dim_list, cfg.theta);
+        let rope = Rope::from_angles(&self.backend, n * gh * gw, &angles, RopePairing::Interleaved)?;
+        Ok(DitRequest { latent_dims: [n, c, h, w], rope })
+    }
+
+    /// Velocity for `latents [items, C, h, w]` (pipeline order: item 0 the reference, the last
+    /// item the noisy target) at timestep `t` with text states `text [L, text_dim]`. Returns
+    /// `[items, C_out, h, w]` in the same item order. One-shot: a denoising loop calls
+    /// [`Dit::prepare`], [`Dit::embed_text`] and [`Dit::time_vector`] once and
+    /// [`Dit::forward_with`] per step and branch.
+    pub fn forward(&self, latents: &Tensor<B>, t: f32, text: &Tensor<B>) -> Result<Tensor<B>> {
+        let req = self.prepare(latents.dims())?;
+        let text = self.embed_text(text)?;
+        self.forward_with(&req, latents, &self.time_vector(t)?, &text)
+    }
+
+    /// [`Dit::forward`] from the per-request state `req`, the step's time vector `vec` and a
+    /// prompt's text stream.
+    pub fn forward_with(
+        &self,
+        req: &DitRequest<B>,
+        latents: &Tensor<B>,
+        vec: &Tensor<B>,
+        text: &TextStream<B>,
+    ) -> Result<Tensor<B>> {
+        let cfg = &self.cfg;
+        if latents.dims() != req.latent_dims {
+            return Err(Error::shape(
+                "dit",
+                format!("latents {} differ from the prepared {:?}", latents.shape(), req.latent_dims),
+            ));
+        }
         let (d, heads) = (cfg.hidden_size, cfg.num_attention_heads);
+        if vec.dims() != [6, d] {
+            return Err(Error::shape("dit", format!("time vector {} is not [6, {d}]", vec.shape())));
+        }
+        let [n, c, h, w] = req.latent_dims;
+        let (gh, gw) = (h / 2, w / 2);
+        let n_img = n * gh * gw;
 
         // The target (last item) becomes frame 0, the others follow in order.
         let order: Vec<usize> = std::iter::once(n - 1).chain(0..n - 1).collect();
@@ -387,23 +408,12 @@ impl<B: Backend> Dit<B> {
         let patches =
             frames.reshape([n, c, gh, 2, gw, 2])?.permute(&[0, 2, 4, 1, 3, 5])?.reshape([n_img, c * 4])?;
         let mut img = self.img_in.fwd(&patches)?;
-        let mut txt = self.text_2.fwd(&self.text_1.fwd(&text.cast(self.dtype)?)?.gelu_tanh()?)?;
-        let vec = self.time_vector(t)?;
-
-        let angles = rope_angles(n, gh, gw, cfg.rope_dim_list, cfg.theta);
-        let half = cfg.head_dim() / 2;
-        let cos: Vec<f32> = angles.iter().map(|&a| (a as f64).cos() as f32).collect();
-        let sin: Vec<f32> = angles.iter().map(|&a| (a as f64).sin() as f32).collect();
-        let rope = Rope {
-            cos: Tensor::from_f32(&self.backend, [n_img, half], &cos, DType::F32)?,
-            sin: Tensor::from_f32(&self.backend, [n_img, half], &sin, DType::F32)?,
-            pairing: RopePairing::Interleaved,
-        };
+        let mut txt = text.0.clone();
 
         let l_txt = txt.dims()[0];
         for (si, st) in &self.blocks {
-            let (mi, mt) = (si.modulation(&vec)?, st.modulation(&vec)?);
-            let (qi, ki, vi) = si.qkv(&img, &mi, heads, Some(&rope))?;
+            let (mi, mt) = (si.modulation(vec)?, st.modulation(vec)?);
+            let (qi, ki, vi) = si.qkv(&img, &mi, heads, Some(&req.rope))?;
             let (qt, kt, vt) = st.qkv(&txt, &mt, heads, None)?;
             let q = Tensor::concat(&[&qi, &qt], 0)?;
             let k = Tensor::concat(&[&ki, &kt], 0)?;

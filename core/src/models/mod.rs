@@ -1,27 +1,90 @@
-//! The three networks of JoyAI-Image-Edit, written once over the [`Backend`](crate::Backend) trait.
+//! The three networks of JoyAI-Image-Edit, written once over the [`Backend`](crate::Backend) trait,
+//! and the pieces they share: the weight loader, [`Linear`] and the RoPE table builder.
 
 pub mod dit;
+mod loader;
 pub mod qwen;
 pub mod vae;
 
-use crate::weights::Checkpoint;
-use crate::{Backend, DType, Result, Tensor};
+use crate::{Backend, DType, Error, Result, Rope, RopePairing, Tensor};
+use loader::Loader;
+
+/// The weight matrix `[out, in]` of a linear layer, in whatever form the checkpoint stores it.
+///
+/// Dense today. A quantized format (packed blocks + per-block scales + a format tag) becomes a
+/// second variant, chosen by [`Weight::load`] from the tensors stored under the layer's name, with
+/// its own arm in [`Linear::fwd`]; the model graphs only call `fwd` and never look inside.
+pub(crate) enum Weight<B: Backend> {
+    Dense(Tensor<B>),
+}
+
+impl<B: Backend> Weight<B> {
+    /// `{prefix}.weight` as stored.
+    fn load(vb: &Loader<B>) -> Result<Self> {
+        Ok(Weight::Dense(vb.tensor("weight")?))
+    }
+
+    /// `{prefix}.weight` stored with extra trailing axes (a patch-embedding conv whose kernel
+    /// covers its whole input patch), viewed as the matrix `[out, in·…]`.
+    fn load_flattened(vb: &Loader<B>) -> Result<Self> {
+        let w = vb.tensor("weight")?;
+        let out = w.dims()[0];
+        let w = w.reshape([out, w.numel() / out.max(1)])?;
+        Ok(Weight::Dense(w))
+    }
+}
 
 /// A linear layer `x·Wᵀ + b` whose bias is optional in the checkpoint.
 pub(crate) struct Linear<B: Backend> {
-    pub(crate) w: Tensor<B>,
-    pub(crate) b: Option<Tensor<B>>,
+    w: Weight<B>,
+    b: Option<Tensor<B>>,
 }
 
 impl<B: Backend> Linear<B> {
-    /// Loads `{name}.weight` and, when stored, `{name}.bias`.
-    pub(crate) fn load(ck: &Checkpoint, be: &B, name: &str, dtype: DType) -> Result<Self> {
-        let bias = format!("{name}.bias");
-        let b = if ck.info(&bias).is_some() { Some(ck.load(be, &bias, dtype)?) } else { None };
-        Ok(Linear { w: ck.load(be, &format!("{name}.weight"), dtype)?, b })
+    /// Loads `{prefix}.weight` and, when stored, `{prefix}.bias`.
+    pub(crate) fn load(vb: &Loader<B>) -> Result<Self> {
+        Ok(Linear { w: Weight::load(vb)?, b: Self::bias(vb)? })
+    }
+
+    /// A patch embedding stored as a conv over the whole patch (`[out, C, T, P, P]`), as a linear
+    /// layer over flattened patch vectors.
+    pub(crate) fn load_patch_embed(vb: &Loader<B>) -> Result<Self> {
+        Ok(Linear { w: Weight::load_flattened(vb)?, b: Self::bias(vb)? })
+    }
+
+    fn bias(vb: &Loader<B>) -> Result<Option<Tensor<B>>> {
+        if vb.contains("bias") {
+            Ok(Some(vb.tensor("bias")?))
+        } else {
+            Ok(None)
+        }
     }
 
     pub(crate) fn fwd(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
-        x.linear(&self.w, self.b.as_ref())
+        match &self.w {
+            Weight::Dense(w) => x.linear(w, self.b.as_ref()),
+        }
+    }
+}
+
+impl<B: Backend> Rope<B> {
+    /// The cos/sin table of `angles` (`rows` tokens × D/2 angles, row-major), uploaded as f32
+    /// `[rows, D/2]`. cos and sin are taken in f64 and rounded, as torch computes them from f32
+    /// angles on the CPU.
+    pub fn from_angles(backend: &B, rows: usize, angles: &[f32], pairing: RopePairing) -> Result<Rope<B>> {
+        let half = angles.len().checked_div(rows).unwrap_or(0);
+        if half * rows != angles.len() {
+            return Err(Error::shape(
+                "rope table",
+                format!("{} angles do not split into {rows} rows", angles.len()),
+            ));
+        }
+        let cos: Vec<f32> = angles.iter().map(|&a| (a as f64).cos() as f32).collect();
+        let sin: Vec<f32> = angles.iter().map(|&a| (a as f64).sin() as f32).collect();
+        Ok(Rope {
+            cos: Tensor::from_f32(backend, [rows, half], &cos, DType::F32)?,
+            sin: Tensor::from_f32(backend, [rows, half], &sin, DType::F32)?,
+            pairing,
+        })
     }
 }

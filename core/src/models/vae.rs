@@ -3,14 +3,18 @@
 //! a 2-D conv with the last temporal tap; the temporal resample convs are skipped on the first
 //! chunk, so `downsample3d`/`upsample3d` act as their 2-D versions.
 
-use crate::model_folder::read_json;
+use super::loader::{DTypePolicy, Loader};
+use crate::model_folder::{parse_config, read_json, sets};
 use crate::weights::{param_count, wan_vae_key_to_diffusers, Checkpoint, ParamSpec};
 use crate::{Backend, DType, Error, Result, Tensor};
+use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
 
-/// `vae/config.json`.
-#[derive(Clone, Debug, PartialEq)]
+/// `vae/config.json`. Absent (or `null`) keys take the diffusers class defaults, which are the
+/// released model's; `decoder_base_dim` defaults to `base_dim`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default = "VaeConfig::full")]
 pub struct VaeConfig {
     pub base_dim: usize,
     pub decoder_base_dim: usize,
@@ -57,6 +61,7 @@ enum Block {
 }
 
 impl VaeConfig {
+    /// The released model, which is also what diffusers' `AutoencoderKLWan` defaults to.
     pub fn full() -> VaeConfig {
         VaeConfig {
             base_dim: 96,
@@ -78,57 +83,14 @@ impl VaeConfig {
 
     pub fn from_json(v: &Value, path: &Path) -> Result<VaeConfig> {
         let bad = |m: String| Error::config(path, m);
-        let int = |k: &str, d: usize| -> Result<usize> {
-            match v.get(k) {
-                None | Some(Value::Null) => Ok(d),
-                Some(x) => x
-                    .as_u64()
-                    .map(|x| x as usize)
-                    .ok_or_else(|| bad(format!("`{k}` must be a non-negative integer"))),
-            }
-        };
-        let list = |k: &str| -> Option<&Vec<Value>> { v.get(k).and_then(Value::as_array) };
-        let floats = |k: &str, d: &[f32]| -> Result<Vec<f32>> {
-            match list(k) {
-                None => Ok(d.to_vec()),
-                Some(a) => a
-                    .iter()
-                    .map(|x| x.as_f64().map(|x| x as f32))
-                    .collect::<Option<_>>()
-                    .ok_or_else(|| bad(format!("`{k}` must be numbers"))),
-            }
-        };
-        let base_dim = int("base_dim", 96)?;
-        let cfg = VaeConfig {
-            base_dim,
-            decoder_base_dim: int("decoder_base_dim", base_dim)?,
-            z_dim: int("z_dim", 16)?,
-            dim_mult: match list("dim_mult") {
-                None => vec![1, 2, 4, 4],
-                Some(a) => a
-                    .iter()
-                    .map(|x| x.as_u64().map(|x| x as usize))
-                    .collect::<Option<_>>()
-                    .ok_or_else(|| bad("`dim_mult` must be integers".into()))?,
-            },
-            num_res_blocks: int("num_res_blocks", 2)?,
-            temperal_downsample: match list("temperal_downsample") {
-                None => vec![false, true, true],
-                Some(a) => a
-                    .iter()
-                    .map(Value::as_bool)
-                    .collect::<Option<_>>()
-                    .ok_or_else(|| bad("`temperal_downsample` must be booleans".into()))?,
-            },
-            in_channels: int("in_channels", 3)?,
-            out_channels: int("out_channels", 3)?,
-            latents_mean: floats("latents_mean", &LATENTS_MEAN)?,
-            latents_std: floats("latents_std", &LATENTS_STD)?,
-        };
+        let mut cfg: VaeConfig = parse_config(v, path)?;
+        if !sets(v, "decoder_base_dim") {
+            cfg.decoder_base_dim = cfg.base_dim;
+        }
         if v.get("is_residual").and_then(Value::as_bool) == Some(true) {
             return Err(bad("is_residual = true is the Wan 2.2 VAE; JoyAI-Image-Edit uses Wan 2.1".into()));
         }
-        if list("attn_scales").is_some_and(|a| !a.is_empty()) {
+        if v.get("attn_scales").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
             return Err(bad(
                 "attention in the down/up blocks (attn_scales) is not supported; Wan 2.1 has none".into(),
             ));
@@ -300,10 +262,9 @@ struct Conv<B: Backend> {
 }
 
 impl<B: Backend> Conv<B> {
-    fn load(ck: &Checkpoint, be: &B, name: &str, dtype: DType) -> Result<Self> {
-        let (info, _) = ck.raw(&format!("{name}.weight"))?;
-        let d = info.shape.dims().to_vec();
-        let full = ck.read_f32(&format!("{name}.weight"))?;
+    fn load(vb: &Loader<B>) -> Result<Self> {
+        let (shape, full) = vb.host_f32("weight")?;
+        let d = shape.dims();
         let (w, k) = if d.len() == 5 {
             // [O, I, T, KH, KW] → [O, I, KH, KW] at t = T−1: the only tap that sees the frame.
             let (o, i, t, kh, kw) = (d[0], d[1], d[2], d[3], d[4]);
@@ -313,11 +274,11 @@ impl<B: Backend> Conv<B> {
                 let base = (oi * t + t - 1) * plane;
                 w.extend_from_slice(&full[base..base + plane]);
             }
-            (Tensor::from_f32(be, [o, i, kh, kw], &w, dtype)?, kh)
+            (vb.upload("weight", [o, i, kh, kw], &w)?, kh)
         } else {
-            (Tensor::from_f32(be, d.clone(), &full, dtype)?, d[2])
+            (vb.upload("weight", d.to_vec(), &full)?, d[2])
         };
-        Ok(Conv { w, b: ck.load(be, &format!("{name}.bias"), dtype)?, pad: k / 2 })
+        Ok(Conv { w, b: vb.tensor("bias")?, pad: k / 2 })
     }
 
     fn fwd(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
@@ -326,8 +287,9 @@ impl<B: Backend> Conv<B> {
     }
 }
 
-fn gamma<B: Backend>(ck: &Checkpoint, be: &B, name: &str, dtype: DType) -> Result<Tensor<B>> {
-    let g = ck.load(be, name, dtype)?;
+/// A norm's `gamma`, stored `[C, 1, 1(, 1)]`, as `[C]`.
+fn gamma<B: Backend>(vb: &Loader<B>) -> Result<Tensor<B>> {
+    let g = vb.tensor("gamma")?;
     let c = g.dims()[0];
     g.reshape([c])
 }
@@ -341,17 +303,17 @@ struct Res<B: Backend> {
 }
 
 impl<B: Backend> Res<B> {
-    fn load(ck: &Checkpoint, be: &B, p: &str, dtype: DType) -> Result<Self> {
-        let shortcut = if ck.info(&format!("{p}.conv_shortcut.weight")).is_some() {
-            Some(Conv::load(ck, be, &format!("{p}.conv_shortcut"), dtype)?)
+    fn load(vb: &Loader<B>) -> Result<Self> {
+        let shortcut = if vb.contains("conv_shortcut.weight") {
+            Some(Conv::load(&vb.pp("conv_shortcut"))?)
         } else {
             None
         };
         Ok(Res {
-            norm1: gamma(ck, be, &format!("{p}.norm1.gamma"), dtype)?,
-            conv1: Conv::load(ck, be, &format!("{p}.conv1"), dtype)?,
-            norm2: gamma(ck, be, &format!("{p}.norm2.gamma"), dtype)?,
-            conv2: Conv::load(ck, be, &format!("{p}.conv2"), dtype)?,
+            norm1: gamma(&vb.pp("norm1"))?,
+            conv1: Conv::load(&vb.pp("conv1"))?,
+            norm2: gamma(&vb.pp("norm2"))?,
+            conv2: Conv::load(&vb.pp("conv2"))?,
             shortcut,
         })
     }
@@ -374,11 +336,11 @@ struct Attn<B: Backend> {
 }
 
 impl<B: Backend> Attn<B> {
-    fn load(ck: &Checkpoint, be: &B, p: &str, dtype: DType) -> Result<Self> {
+    fn load(vb: &Loader<B>) -> Result<Self> {
         Ok(Attn {
-            norm: gamma(ck, be, &format!("{p}.norm.gamma"), dtype)?,
-            to_qkv: Conv::load(ck, be, &format!("{p}.to_qkv"), dtype)?,
-            proj: Conv::load(ck, be, &format!("{p}.proj"), dtype)?,
+            norm: gamma(&vb.pp("norm"))?,
+            to_qkv: Conv::load(&vb.pp("to_qkv"))?,
+            proj: Conv::load(&vb.pp("proj"))?,
         })
     }
 
@@ -400,11 +362,11 @@ struct Mid<B: Backend> {
 }
 
 impl<B: Backend> Mid<B> {
-    fn load(ck: &Checkpoint, be: &B, p: &str, dtype: DType) -> Result<Self> {
+    fn load(vb: &Loader<B>) -> Result<Self> {
         Ok(Mid {
-            res0: Res::load(ck, be, &format!("{p}.resnets.0"), dtype)?,
-            attn: Attn::load(ck, be, &format!("{p}.attentions.0"), dtype)?,
-            res1: Res::load(ck, be, &format!("{p}.resnets.1"), dtype)?,
+            res0: Res::load(&vb.pp("resnets.0"))?,
+            attn: Attn::load(&vb.pp("attentions.0"))?,
+            res1: Res::load(&vb.pp("resnets.1"))?,
         })
     }
     fn fwd(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
@@ -456,22 +418,21 @@ impl<B: Backend> Vae<B> {
         let nrb = cfg.num_res_blocks;
         let ck = ck.clone().with_renames(|n| wan_vae_key_to_diffusers(n, nrb))?;
         ck.check_exact("vae", &cfg.param_specs(), &[])?;
-        let resample = |p: &str| -> Result<(Tensor<B>, Tensor<B>)> {
-            Ok((
-                ck.load(be, &format!("{p}.resample.1.weight"), dtype)?,
-                ck.load(be, &format!("{p}.resample.1.bias"), dtype)?,
-            ))
+        let policy = DTypePolicy::uniform(dtype);
+        let vb = Loader::new(&ck, be, &policy);
+        let resample = |vb: Loader<B>| -> Result<(Tensor<B>, Tensor<B>)> {
+            Ok((vb.tensor("resample.1.weight")?, vb.tensor("resample.1.bias")?))
         };
         let (eb, _) = cfg.encoder_blocks();
         let enc = eb
             .iter()
             .enumerate()
             .map(|(k, b)| {
-                let p = format!("encoder.down_blocks.{k}");
+                let p = vb.pp(format!("encoder.down_blocks.{k}"));
                 Ok(match b {
-                    Block::Res { .. } => Stage::Res(Box::new(Res::load(&ck, be, &p, dtype)?)),
+                    Block::Res { .. } => Stage::Res(Box::new(Res::load(&p)?)),
                     _ => {
-                        let (w, bb) = resample(&p)?;
+                        let (w, bb) = resample(p)?;
                         Stage::Down(w, bb)
                     }
                 })
@@ -480,31 +441,32 @@ impl<B: Backend> Vae<B> {
         let (db, _, _) = cfg.decoder_blocks();
         let mut dec = Vec::new();
         for (i, (resnets, up)) in db.iter().enumerate() {
+            let block = vb.pp(format!("decoder.up_blocks.{i}"));
             for j in 0..resnets.len() {
-                let p = format!("decoder.up_blocks.{i}.resnets.{j}");
-                dec.push(Stage::Res(Box::new(Res::load(&ck, be, &p, dtype)?)));
+                dec.push(Stage::Res(Box::new(Res::load(&block.pp(format!("resnets.{j}")))?)));
             }
             if up.is_some() {
-                let (w, b) = resample(&format!("decoder.up_blocks.{i}.upsamplers.0"))?;
+                let (w, b) = resample(block.pp("upsamplers.0"))?;
                 dec.push(Stage::Up(w, b));
             }
         }
         let z = cfg.z_dim;
+        // The latent statistics stay f32 whatever the weights' dtype: they act on f32 latents.
         let stat = |v: &[f32]| Tensor::from_f32(be, [z, 1, 1], v, DType::F32);
         Ok(Vae {
             cfg: cfg.clone(),
-            enc_in: Conv::load(&ck, be, "encoder.conv_in", dtype)?,
+            enc_in: Conv::load(&vb.pp("encoder.conv_in"))?,
             enc,
-            enc_mid: Mid::load(&ck, be, "encoder.mid_block", dtype)?,
-            enc_norm: gamma(&ck, be, "encoder.norm_out.gamma", dtype)?,
-            enc_out: Conv::load(&ck, be, "encoder.conv_out", dtype)?,
-            quant: Conv::load(&ck, be, "quant_conv", dtype)?,
-            post_quant: Conv::load(&ck, be, "post_quant_conv", dtype)?,
-            dec_in: Conv::load(&ck, be, "decoder.conv_in", dtype)?,
-            dec_mid: Mid::load(&ck, be, "decoder.mid_block", dtype)?,
+            enc_mid: Mid::load(&vb.pp("encoder.mid_block"))?,
+            enc_norm: gamma(&vb.pp("encoder.norm_out"))?,
+            enc_out: Conv::load(&vb.pp("encoder.conv_out"))?,
+            quant: Conv::load(&vb.pp("quant_conv"))?,
+            post_quant: Conv::load(&vb.pp("post_quant_conv"))?,
+            dec_in: Conv::load(&vb.pp("decoder.conv_in"))?,
+            dec_mid: Mid::load(&vb.pp("decoder.mid_block"))?,
             dec,
-            dec_norm: gamma(&ck, be, "decoder.norm_out.gamma", dtype)?,
-            dec_out: Conv::load(&ck, be, "decoder.conv_out", dtype)?,
+            dec_norm: gamma(&vb.pp("decoder.norm_out"))?,
+            dec_out: Conv::load(&vb.pp("decoder.conv_out"))?,
             mean: stat(&cfg.latents_mean)?,
             std: stat(&cfg.latents_std)?,
             inv_std: stat(&cfg.latents_std.iter().map(|s| 1.0 / s).collect::<Vec<_>>())?,
