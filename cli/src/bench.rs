@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use joyrt_core::model_folder::ModelFolder;
 use joyrt_core::models::dit::{Dit, DitConfig};
+use joyrt_core::pipeline::Denoiser;
 use joyrt_core::weights::Checkpoint;
 use joyrt_core::{Backend, DType, Rng, Tensor};
 use serde_json::{json, Value};
@@ -170,7 +171,10 @@ fn bench_dit<B: Backend>(
     let text = random(b, &mut rng, &[a.text_tokens, cfg.text_dim], dtype)?;
     if a.parts.contains(&Part::Forward) {
         let items = random(b, &mut rng, &[2, c, h, w], dtype)?;
-        let s = time(b, a.iters, || dit.forward(&items, 500.0, &text).map(|_| ()))?;
+        // As the pipeline runs it: the per-request RoPE table and text stream prepared once.
+        let (request, stream) = (dit.prepare(&[2, c, h, w])?, dit.embed_text(&text)?);
+        let vec = dit.time_vector(500.0)?;
+        let s = time(b, a.iters, || dit.forward_with(&request, &items, &vec, &stream).map(|_| ()))?;
         out.say(format!("{:<44} {:>10.2}", format!("DiT forward {}² (×2 per CFG step)", a.size), s * 1e3));
         doc["forward_ms"] = json!(s * 1e3);
     }
@@ -181,14 +185,8 @@ fn bench_dit<B: Backend>(
         let negative = random(b, &mut rng, &[a.text_tokens, cfg.text_dim], dtype)?;
         let z_ref = random(b, &mut rng, &[1, c, h, w], DType::F32)?;
         let x = random(b, &mut rng, &[1, c, h, w], DType::F32)?;
-        let velocity = |items: &Tensor<B>, text: &Tensor<B>| -> joyrt_core::Result<Tensor<B>> {
-            dit.forward(items, 500.0, text)?.slice(0, 1, 1)?.cast(DType::F32)?.reshape([c, h * w])
-        };
-        let step = || -> joyrt_core::Result<()> {
-            let items = Tensor::concat(&[&z_ref, &x], 0)?.cast(dtype)?;
-            let v = velocity(&items, &text)?.cfg_renorm(&velocity(&items, &negative)?, GUIDANCE)?;
-            x.scaled_add(&v.reshape([1, c, h, w])?, -0.025).map(|_| ())
-        };
+        let denoiser = Denoiser::new(&dit, z_ref, &text, Some(&negative), GUIDANCE, dtype)?;
+        let step = || denoiser.step(&x, 500.0, -0.025).map(|_| ());
         let s = time(b, a.iters, step)?;
         out.say(format!("{:<44} {:>10.2}", format!("CFG step {}² (2 forwards + combine)", a.size), s * 1e3));
         doc["cfg_step_ms"] = json!(s * 1e3);

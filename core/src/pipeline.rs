@@ -6,7 +6,7 @@
 
 use crate::image::{qwen_patchify, resize_center_crop, Buckets, RgbImage};
 use crate::model_folder::ModelFolder;
-use crate::models::dit::{Dit, DitConfig, TextStream};
+use crate::models::dit::{Dit, DitConfig, DitRequest, TextStream};
 use crate::models::qwen::{Qwen, QwenConfig};
 use crate::models::vae::{Vae, VaeConfig};
 use crate::prompt::{PromptTokenizer, DROP_TOKENS};
@@ -270,27 +270,12 @@ pub fn edit<B: Backend>(
             Dit::load(backend, &Checkpoint::open(&model.transformer)?, &dit_cfg, dtype)
         })?;
         clock.run(Stage::Denoise, |clock| {
-            // Fixed for the request: the RoPE table, the text streams (the negative one only with
-            // CFG); fixed for a step: the time vector, shared by both branches.
-            let request = dit.prepare(&[2, 16, lat.0, lat.1])?;
-            let text_pos = dit.embed_text(&e_pos)?;
-            let text_neg = (params.guidance > 1.0).then(|| dit.embed_text(&e_neg)).transpose()?;
+            let neg = (params.guidance > 1.0).then_some(&e_neg);
+            let denoiser = Denoiser::new(&dit, z_ref, &e_pos, neg, params.guidance, dtype)?;
             let total = schedule.steps();
             for i in 0..total {
                 let t0 = Instant::now();
-                // The reference slot is restored every step (item 0), the target is item 1.
-                let items = Tensor::concat(&[&z_ref, &x], 0)?.cast(dtype)?;
-                let vec = dit.time_vector(schedule.timesteps[i])?;
-                let velocity = |text: &TextStream<B>| -> Result<Tensor<B>> {
-                    let v = dit.forward_with(&request, &items, &vec, text)?;
-                    v.slice(0, 1, 1)?.cast(DType::F32)?.reshape([16, lat.0 * lat.1])
-                };
-                let v_c = velocity(&text_pos)?;
-                let v = match &text_neg {
-                    Some(neg) => v_c.cfg_renorm(&velocity(neg)?, params.guidance)?,
-                    None => v_c,
-                };
-                x = x.scaled_add(&v.reshape([1, 16, lat.0, lat.1])?, schedule.dt(i))?;
+                x = denoiser.step(&x, schedule.timesteps[i], schedule.dt(i))?;
                 if let Some(tr) = trace.as_mut() {
                     tr.latents.push(x.to_f32_vec()?);
                 }
@@ -314,4 +299,69 @@ pub fn edit<B: Backend>(
     })?;
 
     Ok(EditOutput { image: image_out, bucket, schedule, timings: clock.timings, trace })
+}
+
+/// The denoising loop's step for one request: everything fixed for the request (the DiT's RoPE
+/// table and text streams, the reference latent) prepared once by [`Denoiser::new`].
+pub struct Denoiser<'a, B: Backend> {
+    dit: &'a Dit<B>,
+    request: DitRequest<B>,
+    /// The reference latent `[1, C, h, w]` (f32), restored in front of the target every step.
+    z_ref: Tensor<B>,
+    text_pos: TextStream<B>,
+    /// The negative prompt's text stream; `None` runs without CFG.
+    text_neg: Option<TextStream<B>>,
+    guidance: f32,
+    dtype: DType,
+}
+
+impl<'a, B: Backend> Denoiser<'a, B> {
+    /// `z_ref` is the reference latent `[1, C, h, w]`; `e_pos`, `e_neg` the prompt encoder's
+    /// states; `e_neg = None` disables CFG. `dtype` is the DiT's activation dtype.
+    pub fn new(
+        dit: &'a Dit<B>,
+        z_ref: Tensor<B>,
+        e_pos: &Tensor<B>,
+        e_neg: Option<&Tensor<B>>,
+        guidance: f32,
+        dtype: DType,
+    ) -> Result<Self> {
+        let [1, c, h, w] = z_ref.dims()[..] else {
+            return Err(Error::shape(
+                "denoise",
+                format!("reference latent {} is not [1, C, h, w]", z_ref.shape()),
+            ));
+        };
+        Ok(Denoiser {
+            dit,
+            request: dit.prepare(&[2, c, h, w])?,
+            z_ref,
+            text_pos: dit.embed_text(e_pos)?,
+            text_neg: e_neg.map(|e| dit.embed_text(e)).transpose()?,
+            guidance,
+            dtype,
+        })
+    }
+
+    /// One Euler step from the f32 target latent `x [1, C, h, w]` at timestep `t`: the reference
+    /// slot (item 0) and the target (item 1) through the DiT once per prompt, the target's
+    /// velocities combined by CFG with norm rescale, then `x + dt·v`. The time vector is computed
+    /// once for both branches.
+    pub fn step(&self, x: &Tensor<B>, t: f32, dt: f32) -> Result<Tensor<B>> {
+        let [_, c, h, w] = x.dims()[..] else {
+            return Err(Error::shape("denoise", format!("latent {} is not [1, C, h, w]", x.shape())));
+        };
+        let items = Tensor::concat(&[&self.z_ref, x], 0)?.cast(self.dtype)?;
+        let vec = self.dit.time_vector(t)?;
+        let velocity = |text: &TextStream<B>| -> Result<Tensor<B>> {
+            let v = self.dit.forward_with(&self.request, &items, &vec, text)?;
+            v.slice(0, 1, 1)?.cast(DType::F32)?.reshape([c, h * w])
+        };
+        let v_c = velocity(&self.text_pos)?;
+        let v = match &self.text_neg {
+            Some(neg) => v_c.cfg_renorm(&velocity(neg)?, self.guidance)?,
+            None => v_c,
+        };
+        x.scaled_add(&v.reshape([1, c, h, w])?, dt)
+    }
 }
