@@ -1,9 +1,11 @@
 //! The CPU emulation of the CUDA kernels (see `emu/cuda_emu.hpp`): each family is compiled by the
 //! host C++ compiler together with the emulation header into a shared library, loaded, and its
-//! kernels are called with the same argument lists as `cuLaunchKernel` would get. Used by
-//! [`crate::CudaBackend::emulated`] so the conformance suite runs the real kernel sources in CI.
+//! kernels (those the family's descriptors list) are called with the same argument lists as
+//! `cuLaunchKernel` would get. Used by [`crate::CudaBackend::emulated`] so the conformance suite
+//! runs the real kernel sources in CI.
 
-use crate::kernels::{self, Family, Spec};
+use crate::kernel::{Family, KernelDesc, Spec};
+use crate::nvrtc;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::path::PathBuf;
@@ -53,7 +55,9 @@ impl Emulator {
         Ok(Emulator { compiler, dir, libs: Mutex::new(HashMap::new()) })
     }
 
-    pub fn kernel(&self, family: Family, spec: Spec, name: &str) -> Result<EmuKernel, String> {
+    /// The kernel `desc` of the library built for its family and `spec`.
+    pub fn kernel(&self, desc: &KernelDesc, spec: Spec) -> Result<EmuKernel, String> {
+        let family = desc.family;
         let lib = {
             let mut libs = self.libs.lock().unwrap_or_else(|e| e.into_inner());
             match libs.get(&(family, spec)) {
@@ -65,7 +69,7 @@ impl Emulator {
                 }
             }
         };
-        let symbol = format!("emu_{name}");
+        let symbol = format!("emu_{}", desc.name);
         // SAFETY: every exported `emu_*` symbol has the EmuFn signature (EMU_EXPORT).
         let f: EmuFn = unsafe {
             *lib.get::<EmuFn>(symbol.as_bytes()).map_err(|e| format!("{}: {symbol}: {e}", family.file()))?
@@ -74,22 +78,15 @@ impl Emulator {
     }
 
     fn build(&self, family: Family, spec: Spec) -> Result<libloading::Library, String> {
-        let stem = format!(
-            "{}-{:?}-{:?}-{:?}-{:?}",
-            family.file().trim_end_matches(".cu"),
-            spec.x,
-            spec.w,
-            spec.b,
-            spec.c
-        );
+        let stem = format!("{}-{:?}-{:?}-{:?}-{:?}", family.def().name, spec.x, spec.w, spec.b, spec.c);
         let src_path = self.dir.join(format!("{stem}.cpp"));
         let lib_path = self.dir.join(format!("{stem}.so"));
         let mut src = String::from("#define JOYRT_CUDA_EMU 1\n");
         src += HEADER;
         src += "\n";
-        src += &kernels::source(family, &spec);
-        for k in family.kernels(spec.mma()) {
-            src += &format!("EMU_EXPORT({k})\n");
+        src += &nvrtc::source(family, &spec);
+        for k in family.kernels(&spec) {
+            src += &format!("EMU_EXPORT({})\n", k.name);
         }
         std::fs::write(&src_path, src).map_err(|e| format!("{}: {e}", src_path.display()))?;
         let out = Command::new(&self.compiler)

@@ -1,0 +1,105 @@
+//! Elementwise ops (`kernels/elementwise.cu`): one thread per element in a grid-stride loop.
+
+use super::STRIDE_THREADS;
+use crate::kernel::{Family, FamilyDef, Kernel, KernelDesc, Spec};
+use crate::launch::{addr, Grid};
+use crate::{CudaBackend, CudaBuffer};
+use joyrt_core::backend::{Activation, BinaryParams, RowsParams};
+use joyrt_core::kernel_abi::{KernelParams, OpCode};
+use joyrt_core::{DType, Result, Tensor};
+
+type T = Tensor<CudaBackend>;
+
+joyrt_core::kernel_params! {
+    /// The scalars of the elementwise kernels.
+    pub struct ElementwiseArgs {
+        /// Elements of the output.
+        pub n: u64,
+        /// `binary`: the extent of `b`'s broadcast (1 for none); `gated_residual`: the row length.
+        pub inner: u64,
+        /// `binary`: a `BIN_*` code.
+        pub op: u32,
+        /// `binary`: a `BCAST_*` code.
+        pub bcast: u32,
+        /// `activation`: an `ACT_*` code.
+        pub act: u32,
+        /// `scaled_add`: α.
+        pub alpha: f32,
+    }
+}
+
+const fn kernel(name: &'static str) -> Kernel<ElementwiseArgs> {
+    Kernel::new(KernelDesc::new(name, Family::Elementwise, STRIDE_THREADS))
+}
+
+const CAST: Kernel<ElementwiseArgs> = kernel("cast");
+const ACTIVATION: Kernel<ElementwiseArgs> = kernel("activation");
+const SWIGLU: Kernel<ElementwiseArgs> = kernel("swiglu");
+const BINARY: Kernel<ElementwiseArgs> = kernel("binary");
+const SCALED_ADD: Kernel<ElementwiseArgs> = kernel("scaled_add");
+const GATED_RESIDUAL: Kernel<ElementwiseArgs> = kernel("gated_residual");
+
+pub(crate) static FAMILY: FamilyDef = FamilyDef {
+    name: "elementwise",
+    source: include_str!("../../../../kernels/elementwise.cu"),
+    params: ElementwiseArgs::c,
+    defines: &[],
+    kernels: &[
+        &CAST.desc,
+        &ACTIVATION.desc,
+        &SWIGLU.desc,
+        &BINARY.desc,
+        &SCALED_ADD.desc,
+        &GATED_RESIDUAL.desc,
+    ],
+};
+
+/// Runs `kernel` over the `n` elements of a new `dtype` output, after `inputs`.
+fn map(
+    be: &CudaBackend,
+    kernel: &'static Kernel<ElementwiseArgs>,
+    spec: Spec,
+    dtype: DType,
+    inputs: &[u64],
+    args: ElementwiseArgs,
+) -> Result<CudaBuffer> {
+    let n = args.n as usize;
+    be.launch_output(kernel, spec, Grid::Stride(n), inputs, (dtype, n), &args)
+}
+
+fn over(n: usize) -> ElementwiseArgs {
+    ElementwiseArgs { n: n as u64, inner: 1, ..Default::default() }
+}
+
+pub fn cast(be: &CudaBackend, x: &T, to: DType) -> Result<CudaBuffer> {
+    let spec = Spec { c: to, ..Spec::uniform(x.dtype()) };
+    map(be, &CAST, spec, to, &[addr(x)], over(x.numel()))
+}
+
+pub fn activation(be: &CudaBackend, x: &T, act: Activation) -> Result<CudaBuffer> {
+    let args = ElementwiseArgs { act: act.code(), ..over(x.numel()) };
+    map(be, &ACTIVATION, Spec::uniform(x.dtype()), x.dtype(), &[addr(x)], args)
+}
+
+pub fn swiglu(be: &CudaBackend, gate: &T, up: &T) -> Result<CudaBuffer> {
+    let spec = Spec { w: up.dtype(), ..Spec::uniform(gate.dtype()) };
+    map(be, &SWIGLU, spec, gate.dtype(), &[addr(gate), addr(up)], over(gate.numel()))
+}
+
+pub fn binary(be: &CudaBackend, a: &T, b: &T, p: &BinaryParams) -> Result<CudaBuffer> {
+    let spec = Spec { w: b.dtype(), ..Spec::uniform(a.dtype()) };
+    let (mode, inner) = p.broadcast.mode_inner();
+    let args = ElementwiseArgs { inner: inner as u64, op: p.op.code(), bcast: mode.code(), ..over(p.len) };
+    map(be, &BINARY, spec, a.dtype(), &[addr(a), addr(b)], args)
+}
+
+pub fn scaled_add(be: &CudaBackend, x: &T, z: &T, alpha: f32) -> Result<CudaBuffer> {
+    let spec = Spec { w: z.dtype(), ..Spec::uniform(x.dtype()) };
+    map(be, &SCALED_ADD, spec, x.dtype(), &[addr(x), addr(z)], ElementwiseArgs { alpha, ..over(x.numel()) })
+}
+
+pub fn gated_residual(be: &CudaBackend, x: &T, z: &T, gate: &T, p: &RowsParams) -> Result<CudaBuffer> {
+    let spec = Spec { x: x.dtype(), w: z.dtype(), b: gate.dtype(), c: x.dtype() };
+    let args = ElementwiseArgs { inner: p.cols.max(1) as u64, ..over(p.rows * p.cols) };
+    map(be, &GATED_RESIDUAL, spec, x.dtype(), &[addr(x), addr(z), addr(gate)], args)
+}
