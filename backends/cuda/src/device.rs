@@ -104,7 +104,7 @@ impl CudaBackend {
     }
 
     /// Opens GPU `ordinal`. A missing driver, NVRTC, GPU or a GPU older than the kernels need
-    /// (Ampere) is [`Error::BackendUnavailable`].
+    /// ([`kernel::required_arch`]: Ampere) is [`Error::BackendUnavailable`].
     pub fn with_device(ordinal: usize) -> Result<CudaBackend> {
         availability().map_err(unavailable)?;
         // cudarc panics when the driver lacks a symbol it wants (a driver older than the CUDA
@@ -132,9 +132,9 @@ impl CudaBackend {
         let gpu = ctx.name().unwrap_or_else(|_| "GPU".into());
         let (need_major, need_minor) = kernel::required_arch();
         if (major as u32, minor as u32) < (need_major, need_minor) {
+            let need = format!("{need_major}.{need_minor}");
             return Err(unavailable(format!(
-                "{gpu} has compute capability {major}.{minor}; joyrt's kernels need {need_major}.{need_minor} \
-                 (Ampere) or newer"
+                "{gpu} has compute capability {major}.{minor}; joyrt's kernels need {need} or newer"
             )));
         }
         let sms = ctx

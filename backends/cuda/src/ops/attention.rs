@@ -2,11 +2,10 @@
 //! Tensor cores for same-dtype bf16/f16 with head dim 64 or 128 (the DiT's and Qwen's text
 //! heads); CUDA cores for every other shape up to head dim 512.
 
-use crate::kernel::{Family, FamilyDef, Kernel, KernelDesc, Spec};
+use crate::kernel::{Family, Kernel, KernelDesc, Spec};
 use crate::launch::{addr, i32_of, Grid};
 use crate::{CudaBackend, CudaBuffer};
 use joyrt_core::backend::AttentionParams;
-use joyrt_core::kernel_abi::KernelParams;
 use joyrt_core::{Backend, Error, Result, Tensor};
 
 type T = Tensor<CudaBackend>;
@@ -50,31 +49,32 @@ fn flash_smem_d128(_: &Spec) -> u32 {
     flash_smem(128)
 }
 
-const fn kernel(name: &'static str) -> KernelDesc {
+const fn attention_kernel(name: &'static str) -> KernelDesc {
     KernelDesc::new(name, Family::Attention, ATT_THREADS)
 }
 
-const ATTENTION_D128: Kernel<AttentionArgs> = Kernel::new(kernel("attention_d128"));
-const ATTENTION_D512: Kernel<AttentionArgs> = Kernel::new(kernel("attention_d512"));
+const ATTENTION_D128: Kernel<AttentionArgs> = Kernel::new(attention_kernel("attention_d128"));
+const ATTENTION_D512: Kernel<AttentionArgs> = Kernel::new(attention_kernel("attention_d512"));
 const ATTENTION_MMA_D64: Kernel<AttentionArgs> =
-    Kernel::new(kernel("attention_mma_d64").mma().dynamic_smem(flash_smem_d64));
+    Kernel::new(attention_kernel("attention_mma_d64").mma().dynamic_smem(flash_smem_d64));
 const ATTENTION_MMA_D128: Kernel<AttentionArgs> =
-    Kernel::new(kernel("attention_mma_d128").mma().dynamic_smem(flash_smem_d128));
+    Kernel::new(attention_kernel("attention_mma_d128").mma().dynamic_smem(flash_smem_d128));
 
-pub(crate) static FAMILY: FamilyDef = FamilyDef {
-    name: "attention",
-    source: include_str!("../../../../kernels/attention.cu"),
-    params: AttentionArgs::c,
-    defines: &[
-        ("ATT_THREADS", ATT_THREADS),
-        ("ATT_TPR_D128", TPR_D128),
-        ("ATT_TPR_D512", TPR_D512),
-        ("FA_BR", FA_BR),
-        ("FA_BC", FA_BC),
-        ("FA_ROW_PAD", FA_ROW_PAD),
-    ],
-    kernels: &[&ATTENTION_D128.desc, &ATTENTION_D512.desc, &ATTENTION_MMA_D64.desc, &ATTENTION_MMA_D128.desc],
-};
+/// The block shapes the host launches with, as the kernels read them.
+const ATTENTION_DEFINES: &[(&str, u32)] = &[
+    ("ATT_THREADS", ATT_THREADS),
+    ("ATT_TPR_D128", TPR_D128),
+    ("ATT_TPR_D512", TPR_D512),
+    ("FA_BR", FA_BR),
+    ("FA_BC", FA_BC),
+    ("FA_ROW_PAD", FA_ROW_PAD),
+];
+
+family! {
+    "attention", AttentionArgs,
+    defines: ATTENTION_DEFINES,
+    kernels: [ATTENTION_D128, ATTENTION_D512, ATTENTION_MMA_D64, ATTENTION_MMA_D128],
+}
 
 pub fn attention(be: &CudaBackend, q: &T, k: &T, v: &T, p: &AttentionParams) -> Result<CudaBuffer> {
     let spec = Spec { x: q.dtype(), w: k.dtype(), b: v.dtype(), c: q.dtype() };

@@ -4,11 +4,10 @@
 
 use super::dtype_or;
 use super::gemm::{gemm_kernel, GEMM_DEFINES, MMA_TILE, SIMT_TILE};
-use crate::kernel::{Family, FamilyDef, Kernel, Spec};
+use crate::kernel::{Family, Kernel, Spec};
 use crate::launch::{addr, i32_of, opt_addr, Grid};
 use crate::{CudaBackend, CudaBuffer};
 use joyrt_core::backend::Conv2dParams;
-use joyrt_core::kernel_abi::KernelParams;
 use joyrt_core::{Result, Tensor};
 
 type T = Tensor<CudaBackend>;
@@ -36,13 +35,11 @@ joyrt_core::kernel_params! {
 const CONV2D_SIMT: Kernel<ConvArgs> = Kernel::new(gemm_kernel("conv2d_simt", Family::Conv));
 const CONV2D_MMA: Kernel<ConvArgs> = Kernel::new(gemm_kernel("conv2d_mma", Family::Conv).mma());
 
-pub(crate) static FAMILY: FamilyDef = FamilyDef {
-    name: "conv",
-    source: include_str!("../../../../kernels/conv.cu"),
-    params: ConvArgs::c,
+family! {
+    "conv", ConvArgs,
     defines: GEMM_DEFINES,
-    kernels: &[&CONV2D_SIMT.desc, &CONV2D_MMA.desc],
-};
+    kernels: [CONV2D_SIMT, CONV2D_MMA],
+}
 
 pub fn conv2d(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &Conv2dParams) -> Result<CudaBuffer> {
     let spec = Spec { x: x.dtype(), w: w.dtype(), b: dtype_or(bias, x.dtype()), c: x.dtype() };

@@ -1,11 +1,11 @@
 //! Elementwise ops (`kernels/elementwise.cu`): one thread per element in a grid-stride loop.
 
-use super::STRIDE_THREADS;
-use crate::kernel::{Family, FamilyDef, Kernel, KernelDesc, Spec};
+use super::kernel;
+use crate::kernel::{Family, Kernel, Spec};
 use crate::launch::{addr, Grid};
 use crate::{CudaBackend, CudaBuffer};
 use joyrt_core::backend::{Activation, BinaryParams, RowsParams};
-use joyrt_core::kernel_abi::{KernelParams, OpCode};
+use joyrt_core::kernel_abi::OpCode;
 use joyrt_core::{DType, Result, Tensor};
 
 type T = Tensor<CudaBackend>;
@@ -28,31 +28,11 @@ joyrt_core::kernel_params! {
     }
 }
 
-const fn kernel(name: &'static str) -> Kernel<ElementwiseArgs> {
-    Kernel::new(KernelDesc::new(name, Family::Elementwise, STRIDE_THREADS))
-}
-
-const CAST: Kernel<ElementwiseArgs> = kernel("cast");
-const ACTIVATION: Kernel<ElementwiseArgs> = kernel("activation");
-const SWIGLU: Kernel<ElementwiseArgs> = kernel("swiglu");
-const BINARY: Kernel<ElementwiseArgs> = kernel("binary");
-const SCALED_ADD: Kernel<ElementwiseArgs> = kernel("scaled_add");
-const GATED_RESIDUAL: Kernel<ElementwiseArgs> = kernel("gated_residual");
-
-pub(crate) static FAMILY: FamilyDef = FamilyDef {
-    name: "elementwise",
-    source: include_str!("../../../../kernels/elementwise.cu"),
-    params: ElementwiseArgs::c,
+family! {
+    "elementwise", ElementwiseArgs,
     defines: &[],
-    kernels: &[
-        &CAST.desc,
-        &ACTIVATION.desc,
-        &SWIGLU.desc,
-        &BINARY.desc,
-        &SCALED_ADD.desc,
-        &GATED_RESIDUAL.desc,
-    ],
-};
+    kernels: [CAST, ACTIVATION, SWIGLU, BINARY, SCALED_ADD, GATED_RESIDUAL],
+}
 
 /// Runs `kernel` over the `n` elements of a new `dtype` output, after `inputs`.
 fn map(
@@ -71,20 +51,28 @@ fn over(n: usize) -> ElementwiseArgs {
     ElementwiseArgs { n: n as u64, inner: 1, ..Default::default() }
 }
 
+const CAST: Kernel<ElementwiseArgs> = kernel("cast", Family::Elementwise);
+
 pub fn cast(be: &CudaBackend, x: &T, to: DType) -> Result<CudaBuffer> {
     let spec = Spec { c: to, ..Spec::uniform(x.dtype()) };
     map(be, &CAST, spec, to, &[addr(x)], over(x.numel()))
 }
+
+const ACTIVATION: Kernel<ElementwiseArgs> = kernel("activation", Family::Elementwise);
 
 pub fn activation(be: &CudaBackend, x: &T, act: Activation) -> Result<CudaBuffer> {
     let args = ElementwiseArgs { act: act.code(), ..over(x.numel()) };
     map(be, &ACTIVATION, Spec::uniform(x.dtype()), x.dtype(), &[addr(x)], args)
 }
 
+const SWIGLU: Kernel<ElementwiseArgs> = kernel("swiglu", Family::Elementwise);
+
 pub fn swiglu(be: &CudaBackend, gate: &T, up: &T) -> Result<CudaBuffer> {
     let spec = Spec { w: up.dtype(), ..Spec::uniform(gate.dtype()) };
     map(be, &SWIGLU, spec, gate.dtype(), &[addr(gate), addr(up)], over(gate.numel()))
 }
+
+const BINARY: Kernel<ElementwiseArgs> = kernel("binary", Family::Elementwise);
 
 pub fn binary(be: &CudaBackend, a: &T, b: &T, p: &BinaryParams) -> Result<CudaBuffer> {
     let spec = Spec { w: b.dtype(), ..Spec::uniform(a.dtype()) };
@@ -93,10 +81,14 @@ pub fn binary(be: &CudaBackend, a: &T, b: &T, p: &BinaryParams) -> Result<CudaBu
     map(be, &BINARY, spec, a.dtype(), &[addr(a), addr(b)], args)
 }
 
+const SCALED_ADD: Kernel<ElementwiseArgs> = kernel("scaled_add", Family::Elementwise);
+
 pub fn scaled_add(be: &CudaBackend, x: &T, z: &T, alpha: f32) -> Result<CudaBuffer> {
     let spec = Spec { w: z.dtype(), ..Spec::uniform(x.dtype()) };
     map(be, &SCALED_ADD, spec, x.dtype(), &[addr(x), addr(z)], ElementwiseArgs { alpha, ..over(x.numel()) })
 }
+
+const GATED_RESIDUAL: Kernel<ElementwiseArgs> = kernel("gated_residual", Family::Elementwise);
 
 pub fn gated_residual(be: &CudaBackend, x: &T, z: &T, gate: &T, p: &RowsParams) -> Result<CudaBuffer> {
     let spec = Spec { x: x.dtype(), w: z.dtype(), b: gate.dtype(), c: x.dtype() };

@@ -1,12 +1,12 @@
 //! Row gather and scatter (`kernels/gather.cu`): one thread per element moved, with indices (and
 //! gather weights) uploaded from the host for the call.
 
-use super::STRIDE_THREADS;
-use crate::kernel::{Family, FamilyDef, Kernel, KernelDesc, Spec};
+use super::kernel;
+use crate::kernel::{Family, Kernel, Spec};
 use crate::launch::{addr, Grid};
 use crate::{CudaBackend, CudaBuffer};
 use joyrt_core::backend::{GatherParams, ScatterParams};
-use joyrt_core::kernel_abi::{KernelParams, OpCode};
+use joyrt_core::kernel_abi::OpCode;
 use joyrt_core::{Result, Tensor};
 
 type T = Tensor<CudaBackend>;
@@ -24,18 +24,13 @@ joyrt_core::kernel_params! {
     }
 }
 
-const GATHER_ROWS: Kernel<GatherArgs> =
-    Kernel::new(KernelDesc::new("gather_rows", Family::Gather, STRIDE_THREADS));
-const SCATTER_ROWS: Kernel<GatherArgs> =
-    Kernel::new(KernelDesc::new("scatter_rows", Family::Gather, STRIDE_THREADS));
-
-pub(crate) static FAMILY: FamilyDef = FamilyDef {
-    name: "gather",
-    source: include_str!("../../../../kernels/gather.cu"),
-    params: GatherArgs::c,
+family! {
+    "gather", GatherArgs,
     defines: &[],
-    kernels: &[&GATHER_ROWS.desc, &SCATTER_ROWS.desc],
-};
+    kernels: [GATHER_ROWS, SCATTER_ROWS],
+}
+
+const GATHER_ROWS: Kernel<GatherArgs> = kernel("gather_rows", Family::Gather);
 
 pub fn gather_rows(
     be: &CudaBackend,
@@ -60,6 +55,8 @@ pub fn gather_rows(
         &args,
     )
 }
+
+const SCATTER_ROWS: Kernel<GatherArgs> = kernel("scatter_rows", Family::Gather);
 
 pub fn scatter_rows(
     be: &CudaBackend,

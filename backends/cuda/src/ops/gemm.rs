@@ -3,11 +3,10 @@
 //! exact-f32 SIMT kernel otherwise.
 
 use super::dtype_or;
-use crate::kernel::{Family, FamilyDef, Kernel, KernelDesc, Spec};
+use crate::kernel::{Family, Kernel, KernelDesc, Spec};
 use crate::launch::{addr, i32_of, opt_addr, Grid};
 use crate::{CudaBackend, CudaBuffer};
 use joyrt_core::backend::LinearParams;
-use joyrt_core::kernel_abi::KernelParams;
 use joyrt_core::{Result, Tensor};
 
 type T = Tensor<CudaBackend>;
@@ -62,13 +61,11 @@ const LINEAR_MMA: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_mma", Famil
 const LINEAR_MMA_PIPELINED: Kernel<GemmArgs> =
     Kernel::new(gemm_kernel("linear_mma_pipelined", Family::Gemm).mma().dynamic_smem(pipelined_smem));
 
-pub(crate) static FAMILY: FamilyDef = FamilyDef {
-    name: "gemm",
-    source: include_str!("../../../../kernels/gemm.cu"),
-    params: GemmArgs::c,
+family! {
+    "gemm", GemmArgs,
     defines: GEMM_DEFINES,
-    kernels: &[&LINEAR_SIMT.desc, &LINEAR_MMA.desc, &LINEAR_MMA_PIPELINED.desc],
-};
+    kernels: [LINEAR_SIMT, LINEAR_MMA, LINEAR_MMA_PIPELINED],
+}
 
 pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<CudaBuffer> {
     let spec = Spec { x: x.dtype(), w: w.dtype(), b: dtype_or(bias, x.dtype()), c: x.dtype() };

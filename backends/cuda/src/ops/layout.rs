@@ -2,12 +2,11 @@
 //! thread per output element in a grid-stride loop. No conversion: the output has the input's
 //! dtype.
 
-use super::STRIDE_THREADS;
-use crate::kernel::{Family, FamilyDef, Kernel, KernelDesc, Spec};
+use super::kernel;
+use crate::kernel::{Family, Kernel, Spec};
 use crate::launch::{addr, Grid};
 use crate::{CudaBackend, CudaBuffer};
 use joyrt_core::backend::{ConcatParams, ImageParams, PermuteParams, SliceParams};
-use joyrt_core::kernel_abi::KernelParams;
 use joyrt_core::{Error, Result, Tensor};
 
 type T = Tensor<CudaBackend>;
@@ -37,21 +36,11 @@ joyrt_core::kernel_params! {
     }
 }
 
-const fn kernel(name: &'static str) -> Kernel<LayoutArgs> {
-    Kernel::new(KernelDesc::new(name, Family::Layout, STRIDE_THREADS))
-}
-
-const PERMUTE: Kernel<LayoutArgs> = kernel("permute");
-const COPY_COLS: Kernel<LayoutArgs> = kernel("copy_cols");
-const UPSAMPLE_NEAREST2X: Kernel<LayoutArgs> = kernel("upsample_nearest2x");
-
-pub(crate) static FAMILY: FamilyDef = FamilyDef {
-    name: "layout",
-    source: include_str!("../../../../kernels/layout.cu"),
-    params: LayoutArgs::c,
+family! {
+    "layout", LayoutArgs,
     defines: &[],
-    kernels: &[&PERMUTE.desc, &COPY_COLS.desc, &UPSAMPLE_NEAREST2X.desc],
-};
+    kernels: [PERMUTE, COPY_COLS, UPSAMPLE_NEAREST2X],
+}
 
 /// Runs `kernel` over `args.n` elements from `x` into a new buffer of as many.
 fn copy(
@@ -63,6 +52,8 @@ fn copy(
     let n = args.n as usize;
     be.launch_output(kernel, Spec::uniform(x.dtype()), Grid::Stride(n), &[addr(x)], (x.dtype(), n), &args)
 }
+
+const PERMUTE: Kernel<LayoutArgs> = kernel("permute", Family::Layout);
 
 pub fn permute(be: &CudaBackend, x: &T, p: &PermuteParams) -> Result<CudaBuffer> {
     let rank = p.dims.len();
@@ -80,6 +71,8 @@ pub fn permute(be: &CudaBackend, x: &T, p: &PermuteParams) -> Result<CudaBuffer>
     }
     copy(be, &PERMUTE, x, args)
 }
+
+const COPY_COLS: Kernel<LayoutArgs> = kernel("copy_cols", Family::Layout);
 
 /// `copy_cols` arguments moving `len` columns of each of `outer` rows (the offsets to be set).
 fn columns(outer: usize, len: usize) -> LayoutArgs {
@@ -120,6 +113,8 @@ pub fn concat(be: &CudaBackend, xs: &[&T], p: &ConcatParams) -> Result<CudaBuffe
     }
     Ok(out)
 }
+
+const UPSAMPLE_NEAREST2X: Kernel<LayoutArgs> = kernel("upsample_nearest2x", Family::Layout);
 
 pub fn upsample_nearest2x(be: &CudaBackend, x: &T, p: &ImageParams) -> Result<CudaBuffer> {
     let n = p.channels * 4 * p.height * p.width;

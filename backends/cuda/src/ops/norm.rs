@@ -2,12 +2,11 @@
 //! the channel norms of channel-first `[C, P]` tensors (one thread per position, looping over
 //! channels): the VAE's channel RMS norm and CFG's per-position norm rescale.
 
-use super::{dtype_or, STRIDE_THREADS};
-use crate::kernel::{Family, FamilyDef, Kernel, KernelDesc, Spec};
+use super::{dtype_or, kernel};
+use crate::kernel::{Family, Kernel, Spec};
 use crate::launch::{addr, opt_addr, Grid};
 use crate::{CudaBackend, CudaBuffer};
 use joyrt_core::backend::{CfgParams, ChannelParams, NormParams};
-use joyrt_core::kernel_abi::KernelParams;
 use joyrt_core::{Result, Tensor};
 
 type T = Tensor<CudaBackend>;
@@ -26,29 +25,11 @@ joyrt_core::kernel_params! {
     }
 }
 
-const fn kernel(name: &'static str) -> Kernel<NormArgs> {
-    Kernel::new(KernelDesc::new(name, Family::Norm, STRIDE_THREADS))
-}
-
-const LAYER_NORM: Kernel<NormArgs> = kernel("layer_norm");
-const LAYER_NORM_MODULATE: Kernel<NormArgs> = kernel("layer_norm_modulate");
-const RMS_NORM: Kernel<NormArgs> = kernel("rms_norm");
-const CHANNEL_RMS_NORM: Kernel<NormArgs> = kernel("channel_rms_norm");
-const CFG_RENORM: Kernel<NormArgs> = kernel("cfg_renorm");
-
-pub(crate) static FAMILY: FamilyDef = FamilyDef {
-    name: "norm",
-    source: include_str!("../../../../kernels/norm.cu"),
-    params: NormArgs::c,
+family! {
+    "norm", NormArgs,
     defines: &[],
-    kernels: &[
-        &LAYER_NORM.desc,
-        &LAYER_NORM_MODULATE.desc,
-        &RMS_NORM.desc,
-        &CHANNEL_RMS_NORM.desc,
-        &CFG_RENORM.desc,
-    ],
-};
+    kernels: [LAYER_NORM, LAYER_NORM_MODULATE, RMS_NORM, CHANNEL_RMS_NORM, CFG_RENORM],
+}
 
 /// A row norm over `x [rows, cols]`: one block per row.
 fn row_norm(
@@ -83,6 +64,8 @@ fn channel_norm(
     be.launch_output(kernel, spec, Grid::Stride(positions), inputs, (spec.x, channels * positions), &args)
 }
 
+const LAYER_NORM: Kernel<NormArgs> = kernel("layer_norm", Family::Norm);
+
 pub fn layer_norm(
     be: &CudaBackend,
     x: &T,
@@ -93,6 +76,8 @@ pub fn layer_norm(
     let spec = Spec { x: x.dtype(), w: dtype_or(w, x.dtype()), b: dtype_or(b, x.dtype()), c: x.dtype() };
     row_norm(be, &LAYER_NORM, spec, &[addr(x), opt_addr(w), opt_addr(b)], p)
 }
+
+const LAYER_NORM_MODULATE: Kernel<NormArgs> = kernel("layer_norm_modulate", Family::Norm);
 
 pub fn layer_norm_modulate(
     be: &CudaBackend,
@@ -105,15 +90,21 @@ pub fn layer_norm_modulate(
     row_norm(be, &LAYER_NORM_MODULATE, spec, &[addr(x), addr(shift), addr(scale)], p)
 }
 
+const RMS_NORM: Kernel<NormArgs> = kernel("rms_norm", Family::Norm);
+
 pub fn rms_norm(be: &CudaBackend, x: &T, w: &T, p: &NormParams) -> Result<CudaBuffer> {
     let spec = Spec { w: w.dtype(), ..Spec::uniform(x.dtype()) };
     row_norm(be, &RMS_NORM, spec, &[addr(x), addr(w)], p)
 }
 
+const CHANNEL_RMS_NORM: Kernel<NormArgs> = kernel("channel_rms_norm", Family::Norm);
+
 pub fn channel_rms_norm(be: &CudaBackend, x: &T, gamma: &T, p: &ChannelParams) -> Result<CudaBuffer> {
     let spec = Spec { w: gamma.dtype(), ..Spec::uniform(x.dtype()) };
     channel_norm(be, &CHANNEL_RMS_NORM, spec, &[addr(x), addr(gamma)], (p.channels, p.positions), 0.0)
 }
+
+const CFG_RENORM: Kernel<NormArgs> = kernel("cfg_renorm", Family::Norm);
 
 pub fn cfg_renorm(be: &CudaBackend, cond: &T, uncond: &T, p: &CfgParams) -> Result<CudaBuffer> {
     let spec = Spec { w: uncond.dtype(), ..Spec::uniform(cond.dtype()) };

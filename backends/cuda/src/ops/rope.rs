@@ -1,12 +1,12 @@
 //! Rotary embeddings (`kernels/rope.cu`): `rope` (one thread per rotated pair) and the fused
 //! per-head RMSNorm + rope (one block per (token, head) row).
 
-use super::STRIDE_THREADS;
-use crate::kernel::{Family, FamilyDef, Kernel, KernelDesc, Spec};
+use super::kernel;
+use crate::kernel::{Family, Kernel, Spec};
 use crate::launch::{addr, Grid};
 use crate::{CudaBackend, CudaBuffer};
 use joyrt_core::backend::{HeadParams, Rope};
-use joyrt_core::kernel_abi::{KernelParams, OpCode};
+use joyrt_core::kernel_abi::OpCode;
 use joyrt_core::{DType, Error, Result, Tensor};
 
 type T = Tensor<CudaBackend>;
@@ -24,17 +24,11 @@ joyrt_core::kernel_params! {
     }
 }
 
-const ROPE: Kernel<RopeArgs> = Kernel::new(KernelDesc::new("rope", Family::Rope, STRIDE_THREADS));
-const RMS_NORM_ROPE: Kernel<RopeArgs> =
-    Kernel::new(KernelDesc::new("rms_norm_rope", Family::Rope, STRIDE_THREADS));
-
-pub(crate) static FAMILY: FamilyDef = FamilyDef {
-    name: "rope",
-    source: include_str!("../../../../kernels/rope.cu"),
-    params: RopeArgs::c,
+family! {
+    "rope", RopeArgs,
     defines: &[],
-    kernels: &[&ROPE.desc, &RMS_NORM_ROPE.desc],
-};
+    kernels: [ROPE, RMS_NORM_ROPE],
+}
 
 /// The kernels' arguments for `rope`'s tables, which must be f32.
 fn args(rope: &Rope<CudaBackend>, p: &HeadParams) -> Result<RopeArgs> {
@@ -52,12 +46,16 @@ fn args(rope: &Rope<CudaBackend>, p: &HeadParams) -> Result<RopeArgs> {
     })
 }
 
+const ROPE: Kernel<RopeArgs> = kernel("rope", Family::Rope);
+
 pub fn rope(be: &CudaBackend, x: &T, rope: &Rope<CudaBackend>, p: &HeadParams) -> Result<CudaBuffer> {
     let args = args(rope, p)?;
     let n = p.tokens * p.heads * p.head_dim;
     let inputs = [addr(x), addr(&rope.cos), addr(&rope.sin)];
     be.launch_output(&ROPE, Spec::uniform(x.dtype()), Grid::Stride(n / 2), &inputs, (x.dtype(), n), &args)
 }
+
+const RMS_NORM_ROPE: Kernel<RopeArgs> = kernel("rms_norm_rope", Family::Rope);
 
 pub fn rms_norm_rope(
     be: &CudaBackend,
