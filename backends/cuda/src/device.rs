@@ -1,7 +1,7 @@
 //! The device under the backend: opening a GPU (or the CPU emulation), its one stream, and the
 //! memory every op reads and writes (allocation from the stream-ordered pool, copies, counters).
 
-use crate::launch::FunctionCache;
+use crate::launch::KernelCache;
 use crate::{emu, kernel, nvrtc, CudaBackend, Inner};
 use cudarc::driver::{sys as cu, CudaContext, CudaSlice, CudaStream, DevicePtr, DriverError};
 use joyrt_core::{DType, Error, Result, Tensor};
@@ -153,7 +153,7 @@ impl CudaBackend {
             poison: std::env::var("JOYRT_CUDA_POISON").is_ok_and(|v| v == "1"),
             max_blocks: (sms.max(1) as u32) * 16,
             dev: Device::Gpu { ctx, stream },
-            functions: FunctionCache::default(),
+            kernels: KernelCache::default(),
             stats: Arc::default(),
         }))
     }
@@ -171,7 +171,7 @@ impl CudaBackend {
             poison: true,
             max_blocks: 8,
             dev: Device::Emu(emulator),
-            functions: FunctionCache::default(),
+            kernels: KernelCache::default(),
             stats: Arc::default(),
         }))
     }

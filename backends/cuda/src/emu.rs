@@ -6,7 +6,6 @@
 
 use crate::kernel::{Family, KernelDesc, Spec};
 use crate::nvrtc;
-use std::collections::HashMap;
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::process::Command;
@@ -24,10 +23,32 @@ pub struct EmuKernel {
     _lib: Arc<libloading::Library>,
 }
 
+/// One family specialised for one spec, built and loaded (the emulation's module).
+#[derive(Clone)]
+pub struct EmuModule {
+    family: Family,
+    lib: Arc<libloading::Library>,
+}
+
+impl EmuModule {
+    /// The kernel `desc` of this module.
+    pub fn kernel(&self, desc: &KernelDesc) -> Result<EmuKernel, String> {
+        let symbol = format!("emu_{}", desc.name);
+        // SAFETY: every exported `emu_*` symbol has the EmuFn signature (EMU_EXPORT).
+        let f: EmuFn = unsafe {
+            *self
+                .lib
+                .get::<EmuFn>(symbol.as_bytes())
+                .map_err(|e| format!("{}: {symbol}: {e}", self.family.file()))?
+        };
+        Ok(EmuKernel { f, _lib: self.lib.clone() })
+    }
+}
+
+/// Builds modules with the host's C++ compiler, in a scratch folder of its own.
 pub struct Emulator {
     compiler: String,
     dir: PathBuf,
-    libs: Mutex<HashMap<(Family, Spec), Arc<libloading::Library>>>,
 }
 
 static LAUNCH_LOCK: Mutex<()> = Mutex::new(());
@@ -52,32 +73,12 @@ impl Emulator {
         // One folder per emulator: each removes its own when dropped.
         let dir = std::env::temp_dir().join(format!("joyrt-cuda-emu-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        Ok(Emulator { compiler, dir, libs: Mutex::new(HashMap::new()) })
+        Ok(Emulator { compiler, dir })
     }
 
-    /// The kernel `desc` of the library built for its family and `spec`.
-    pub fn kernel(&self, desc: &KernelDesc, spec: Spec) -> Result<EmuKernel, String> {
-        let family = desc.family;
-        let lib = {
-            let mut libs = self.libs.lock().unwrap_or_else(|e| e.into_inner());
-            match libs.get(&(family, spec)) {
-                Some(l) => l.clone(),
-                None => {
-                    let l = Arc::new(self.build(family, spec)?);
-                    libs.insert((family, spec), l.clone());
-                    l
-                }
-            }
-        };
-        let symbol = format!("emu_{}", desc.name);
-        // SAFETY: every exported `emu_*` symbol has the EmuFn signature (EMU_EXPORT).
-        let f: EmuFn = unsafe {
-            *lib.get::<EmuFn>(symbol.as_bytes()).map_err(|e| format!("{}: {symbol}: {e}", family.file()))?
-        };
-        Ok(EmuKernel { f, _lib: lib })
-    }
-
-    fn build(&self, family: Family, spec: Spec) -> Result<libloading::Library, String> {
+    /// Compiles `family` specialised by `spec`, with the kernels its descriptors list exported,
+    /// and loads it.
+    pub fn build(&self, family: Family, spec: Spec) -> Result<EmuModule, String> {
         let stem = format!("{}-{:?}-{:?}-{:?}-{:?}", family.def().name, spec.x, spec.w, spec.b, spec.c);
         let src_path = self.dir.join(format!("{stem}.cpp"));
         let lib_path = self.dir.join(format!("{stem}.so"));
@@ -105,7 +106,9 @@ impl Emulator {
             ));
         }
         // SAFETY: a library we just built; its initialisers only set up statics.
-        unsafe { libloading::Library::new(&lib_path) }.map_err(|e| format!("{}: {e}", lib_path.display()))
+        let lib = unsafe { libloading::Library::new(&lib_path) }
+            .map_err(|e| format!("{}: {e}", lib_path.display()))?;
+        Ok(EmuModule { family, lib: Arc::new(lib) })
     }
 }
 

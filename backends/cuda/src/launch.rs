@@ -17,6 +17,13 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
+/// A family compiled for one spec.
+#[derive(Clone)]
+enum Module {
+    Gpu(Arc<CudaModule>),
+    Emu(emu::EmuModule),
+}
+
 /// A loaded kernel.
 #[derive(Clone)]
 enum Function {
@@ -26,8 +33,8 @@ enum Function {
 
 /// Compiled modules (one per family and spec) and the functions loaded from them.
 #[derive(Default)]
-pub(crate) struct FunctionCache {
-    modules: Mutex<HashMap<(Family, Spec), Arc<CudaModule>>>,
+pub(crate) struct KernelCache {
+    modules: Mutex<HashMap<(Family, Spec), Module>>,
     functions: Mutex<HashMap<(&'static str, Spec), Function>>,
 }
 
@@ -166,44 +173,49 @@ impl CudaBackend {
 
     /// The kernel `desc` of the module specialised by `spec`, compiled on first use.
     fn function(&self, desc: &'static KernelDesc, spec: Spec) -> Result<Function> {
-        let cache = &self.inner.functions;
         let key = (desc.name, spec);
-        if let Some(f) = cache.functions.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        let functions = &self.inner.kernels.functions;
+        if let Some(f) = functions.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(f.clone());
         }
-        let function = match &self.inner.dev {
-            Device::Emu(emulator) => Function::Emu(emulator.kernel(desc, spec).map_err(|log| {
-                Error::backend(self.inner.name.clone(), format!("building the emulated kernels: {log}"))
-            })?),
-            Device::Gpu { ctx, .. } => {
-                let module = {
-                    let mut modules = cache.modules.lock().unwrap_or_else(|e| e.into_inner());
-                    match modules.get(&(desc.family, spec)) {
-                        Some(m) => m.clone(),
-                        None => {
-                            let arch = &self.inner.arch;
-                            let cubin = nvrtc::compile(desc.family, &spec, arch).map_err(|log| {
-                                Error::backend(
-                                    self.inner.name.clone(),
-                                    format!("kernel compilation failed: {log}"),
-                                )
-                            })?;
-                            let m = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin)).map_err(|e| {
-                                self.driver_err(&format!("loading {} for {arch}", desc.family.file()), e)
-                            })?;
-                            modules.insert((desc.family, spec), m.clone());
-                            m
-                        }
-                    }
-                };
-                Function::Gpu(
-                    module
-                        .load_function(desc.name)
-                        .map_err(|e| self.driver_err(&format!("kernel {}", desc.name), e))?,
-                )
+        let function = match self.module(desc.family, spec)? {
+            Module::Gpu(m) => Function::Gpu(
+                m.load_function(desc.name)
+                    .map_err(|e| self.driver_err(&format!("kernel {}", desc.name), e))?,
+            ),
+            Module::Emu(m) => {
+                Function::Emu(m.kernel(desc).map_err(|e| Error::backend(self.inner.name.clone(), e))?)
             }
         };
-        cache.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, function.clone());
+        functions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, function.clone());
         Ok(function)
+    }
+
+    /// `family` compiled for `spec` (by NVRTC for the GPU, by the C++ compiler for the
+    /// emulation), on first use.
+    fn module(&self, family: Family, spec: Spec) -> Result<Module> {
+        let mut modules = self.inner.kernels.modules.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = modules.get(&(family, spec)) {
+            return Ok(m.clone());
+        }
+        let name = self.inner.name.clone();
+        let module = match &self.inner.dev {
+            Device::Gpu { ctx, .. } => {
+                let arch = &self.inner.arch;
+                let cubin = nvrtc::compile(family, &spec, arch)
+                    .map_err(|log| Error::backend(name, format!("kernel compilation failed: {log}")))?;
+                Module::Gpu(
+                    ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
+                        .map_err(|e| self.driver_err(&format!("loading {} for {arch}", family.file()), e))?,
+                )
+            }
+            Device::Emu(emulator) => Module::Emu(
+                emulator
+                    .build(family, spec)
+                    .map_err(|log| Error::backend(name, format!("building the emulated kernels: {log}")))?,
+            ),
+        };
+        modules.insert((family, spec), module.clone());
+        Ok(module)
     }
 }

@@ -42,7 +42,7 @@ struct Inner {
     poison: bool,
     /// Resident grid size for grid-stride kernels.
     max_blocks: u32,
-    functions: launch::FunctionCache,
+    kernels: launch::KernelCache,
     stats: Arc<device::MemStats>,
 }
 
