@@ -163,15 +163,37 @@ impl Spec {
 mod tests {
     use super::*;
 
+    /// The C parameter list of kernel `name` in `source`.
+    fn c_params<'a>(source: &'a str, name: &str) -> Option<Vec<&'a str>> {
+        let at = source.find(&format!(" {name}("))?;
+        let head = &source[..at];
+        if !head[head.rfind("extern \"C\"")?..].contains("__global__") {
+            return None;
+        }
+        let list = &source[at + name.len() + 2..];
+        Some(list[..list.find(')')?].split(',').map(str::trim).collect())
+    }
+
+    /// Each descriptor names a kernel of its family's source that takes buffers and then the
+    /// family's parameter struct by value (what `CudaBackend::launch` passes); names are unique.
     #[test]
-    fn kernel_names_are_unique_and_in_their_familys_table() {
+    fn descriptors_match_the_kernel_sources() {
         let mut names = Vec::new();
         for f in Family::ALL {
             let def = f.def();
-            assert_eq!(f.file(), format!("{}.cu", def.name));
+            let params = format!("{}{}Args", def.name[..1].to_uppercase(), &def.name[1..]);
+            assert!((def.params)().starts_with(&format!("struct {params} {{")));
             for k in def.kernels {
                 assert_eq!(k.family, f, "{} is listed under {}", k.name, def.name);
-                assert!(def.source.contains(&format!(" {}(", k.name)), "{} is not in {}", k.name, f.file());
+                let c = c_params(def.source, k.name)
+                    .unwrap_or_else(|| panic!("no kernel {} in {}", k.name, f.file()));
+                let (last, buffers) = c.split_last().unwrap();
+                assert!(last.starts_with(&format!("{params} ")), "{}: last parameter {last}", k.name);
+                assert!(
+                    buffers.iter().all(|b| b.contains('*')),
+                    "{}: {buffers:?} are not all buffers",
+                    k.name
+                );
                 assert!(k.threads > 0 && k.threads <= 1024 && k.threads % 32 == 0, "{}", k.name);
                 names.push(k.name);
             }

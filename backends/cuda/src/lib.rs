@@ -4,14 +4,14 @@
 //! `ops/<family>.rs` of the same name, which declares the family's parameter struct and its
 //! kernels' descriptors ([`kernel`]). A family is compiled by NVRTC at first use for the device's
 //! exact architecture and the dtypes of the call ([`nvrtc`]), then cached for the process
-//! ([`launch`]). Nothing CUDA is needed to build the crate: libcuda and libnvrtc are loaded at run
+//! (`launch.rs`). Nothing CUDA is needed to build the crate: libcuda and libnvrtc are loaded at run
 //! time, and their absence is a [`joyrt_core::Error::BackendUnavailable`], never a panic.
 //!
 //! Storage: a buffer is raw device bytes (`f32`, or the 16-bit patterns of bf16/f16); kernels
 //! widen to f32, compute in f32 and round to nearest even on store. One stream runs every op in
 //! order; buffers come from the driver's stream-ordered pool (`cuMemAllocAsync`), whose release
 //! threshold is raised so memory freed in one denoising step is reused by the next instead of
-//! going back to the driver ([`device`]).
+//! going back to the driver (`device.rs`).
 //!
 //! This file holds the backend handle and the `Backend` impl, whose op methods each call the
 //! function of the same name in `ops/<family>.rs`.
