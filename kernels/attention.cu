@@ -15,9 +15,15 @@
 // attention_d128/d512 below are the CUDA-core version: correct for every shape joyrt uses
 // (any head dim up to 512, mixed dtypes). The tensor-core version at the end of the file takes
 // over for same-dtype bf16/f16 with D = 64 or 128 (the DiT's and Qwen's text heads).
+//
+// Scalars: AttentionArgs (ops/attention.rs); the host also emits the block shapes it launches
+// with: ATT_THREADS, the threads per query ATT_TPR_D128 / ATT_TPR_D512, and the tensor-core
+// tiles FA_BR, FA_BC, FA_ROW_PAD.
 #include "common.cuh"
 
-#define ATT_THREADS 128
+static_assert(ATT_THREADS == 128 && FA_BR == 4 * 16, "the tensor-core version: 4 warps of 16 queries each");
+static_assert(FA_BC % 16 == 0 && FA_ROW_PAD % 8 == 0, "whole k16 steps of keys; 16-byte aligned shared rows");
+
 #define ATT_DPT 32
 #define ATT_SMEM_FLOATS 4096
 
@@ -104,17 +110,15 @@ __device__ __forceinline__ void attention_impl(const TX* q, const TW* k, const T
     }
 }
 
-// Grid: (ceil(Lq / ROWS), Hq); 128 threads. TW = k's dtype, TB = v's dtype.
+// Grid: (ceil(Lq / ROWS), Hq); ATT_THREADS threads. TW = k's dtype, TB = v's dtype.
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-    attention_d128(const TX* q, const TW* k, const TB* v, TX* y, int q_len, int kv_len, int q_heads, int kv_heads,
-                   int d, float scale, int causal) {
-    attention_impl<4>(q, k, v, y, q_len, kv_len, q_heads, kv_heads, d, scale, causal);
+    attention_d128(const TX* q, const TW* k, const TB* v, TX* y, AttentionArgs p) {
+    attention_impl<ATT_TPR_D128>(q, k, v, y, p.q_len, p.kv_len, p.q_heads, p.kv_heads, p.head_dim, p.scale, p.causal);
 }
 
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-    attention_d512(const TX* q, const TW* k, const TB* v, TX* y, int q_len, int kv_len, int q_heads, int kv_heads,
-                   int d, float scale, int causal) {
-    attention_impl<16>(q, k, v, y, q_len, kv_len, q_heads, kv_heads, d, scale, causal);
+    attention_d512(const TX* q, const TW* k, const TB* v, TX* y, AttentionArgs p) {
+    attention_impl<ATT_TPR_D512>(q, k, v, y, p.q_len, p.kv_len, p.q_heads, p.kv_heads, p.head_dim, p.scale, p.causal);
 }
 
 // ---- tensor-core version (bf16/f16 q, k, v of one dtype; D = 64 or 128) ----------------------
@@ -130,21 +134,19 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 // O is f32 in registers, divided by the row sum at the end.
 #if defined(MMA_OK)
 
-#define FA_BR 64
-#define FA_BC 64
-
 __device__ __forceinline__ u32 pack2(float lo, float hi) {
     return (u32)from_f32<TX>(lo).bits | ((u32)from_f32<TX>(hi).bits << 16);
 }
 
-// Dynamic shared memory of attention_mma_d{D}: 2 stages × (K, V) × 64 keys × (D + 8) × 2 bytes.
-#define FA_SMEM_BYTES(D) (2 * 2 * FA_BC * ((D) + 8) * 2)
+// Dynamic shared memory of attention_mma_d{D}: 2 stages × (K, V) × FA_BC keys × (D + FA_ROW_PAD)
+// × 2 bytes.
+#define FA_SMEM_BYTES(D) (2 * 2 * FA_BC * ((D) + FA_ROW_PAD) * 2)
 
 template <int D>
 __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, const TX* v, TX* y, int q_len,
                                                    int kv_len, int q_heads, int kv_heads, float scale,
                                                    int causal) {
-    constexpr int KS = D + 8;  // padded row (16-bit elements; 16-byte aligned rows)
+    constexpr int KS = D + FA_ROW_PAD;  // padded row (16-bit elements; 16-byte aligned rows)
     constexpr int STAGE = 2 * FA_BC * KS;
     DYNAMIC_SMEM(smem_raw);
     REQUIRE_DYNAMIC_SMEM(FA_SMEM_BYTES(D));
@@ -179,7 +181,7 @@ __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, con
     auto load = [&](int st, int j0) {
         u16* ks = smem + st * STAGE;
         u16* vs = ks + FA_BC * KS;
-        for (int c = threadIdx.x; c < FA_BC * D / 8; c += 128) {
+        for (int c = threadIdx.x; c < FA_BC * D / 8; c += ATT_THREADS) {
             const int key = c / (D / 8), d0 = (c % (D / 8)) * 8, j = j0 + key;
             const bool in = j < kv_len;
             const u64 off = in ? ((u64)j * kv_heads + kh) * D + d0 : 0;
@@ -287,17 +289,15 @@ __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, con
     }
 }
 
-// Grid: (ceil(Lq / 64), Hq); 128 threads; FA_SMEM_BYTES(D) of dynamic shared memory.
-extern "C" __global__ void __launch_bounds__(128)
-    attention_mma_d64(const TX* q, const TX* k, const TX* v, TX* y, int q_len, int kv_len, int q_heads,
-                      int kv_heads, int d, float scale, int causal) {
-    attention_mma_impl<64>(q, k, v, y, q_len, kv_len, q_heads, kv_heads, scale, causal);
+// Grid: (ceil(Lq / FA_BR), Hq); ATT_THREADS threads; FA_SMEM_BYTES(D) of dynamic shared memory.
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+    attention_mma_d64(const TX* q, const TX* k, const TX* v, TX* y, AttentionArgs p) {
+    attention_mma_impl<64>(q, k, v, y, p.q_len, p.kv_len, p.q_heads, p.kv_heads, p.scale, p.causal);
 }
 
-extern "C" __global__ void __launch_bounds__(128)
-    attention_mma_d128(const TX* q, const TX* k, const TX* v, TX* y, int q_len, int kv_len, int q_heads,
-                       int kv_heads, int d, float scale, int causal) {
-    attention_mma_impl<128>(q, k, v, y, q_len, kv_len, q_heads, kv_heads, scale, causal);
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+    attention_mma_d128(const TX* q, const TX* k, const TX* v, TX* y, AttentionArgs p) {
+    attention_mma_impl<128>(q, k, v, y, p.q_len, p.kv_len, p.q_heads, p.kv_heads, p.scale, p.causal);
 }
 
 #endif

@@ -4,9 +4,15 @@
 // are plain structs of bits, widened to f32 with a shift (bf16) or one PTX `cvt` (f16), so the
 // same sources compile on a machine that has only libnvrtc (CI compile-checks them that way).
 //
-// Specialisation: the host prepends `#define TX <type>` (the primary input and output dtype) and,
-// where a kernel reads a second tensor of its own dtype, `TW`, `TB`, `TC` (weights, bias, tables).
-// Defaults below let a file compile on its own (`nvcc -I kernels`).
+// The host's source builder (backends/cuda/src/nvrtc.rs) prepends, before this file:
+// - the specialisation: `#define TX <type>` (the primary input and output dtype) and, where a
+//   kernel reads a second tensor of its own dtype, `TW`, `TB`, `TC` (weights, bias, tables);
+//   `MMA_OK` where TX and TW are one 16-bit type (the tensor-core kernels are compiled then);
+// - the op codes of joyrt-core's kernel_abi (`ACT_SILU`, `BIN_ADD`, `BCAST_ROW`, ...);
+// - the family's shared constants (tile sizes the host's grid and shared-memory sizes use too)
+//   and its parameter struct (`NormArgs`, ...), declared once in Rust in ops/<family>.rs.
+// Every kernel takes its buffers, then that struct by value. The defaults below only keep the
+// headers readable by an editor; a kernel file compiles through the builder.
 //
 // The same sources also run on a CPU emulation of CUDA (backends/cuda/emu/cuda_emu.hpp, with
 // JOYRT_CUDA_EMU defined) so the conformance suite exercises them without a GPU; the only
@@ -103,6 +109,17 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     t = warp_sum(t);
     __syncthreads();
     return t;
+}
+
+// 1/√(mean(x²) + eps) of the row of `cols` elements at `base`, reduced over the block; every
+// thread gets it (rms_norm and the fused rms_norm_rope).
+__device__ __forceinline__ float row_rms_rstd(const TX* x, u64 base, u64 cols, float eps, float* scratch) {
+    float q = 0.0f;
+    for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
+        const float v = ld(x, base + c);
+        q += v * v;
+    }
+    return rsqrtf(block_sum(q, scratch) / (float)cols + eps);
 }
 
 // −∞ without math.h (NVRTC compiles these files with no headers at all).

@@ -1,18 +1,13 @@
-// Layout copies: permute (rank ≤ 6), slice and the column copies behind concat. Pure data
-// movement; each thread writes one output element (writes coalesced, reads strided for permute).
-// TX is the element type; no conversion happens here.
+// Layout copies: permute (rank ≤ 6), slice and the column copies behind concat, nearest ×2
+// upsampling. Pure data movement; each thread writes one output element (writes coalesced, reads
+// strided for permute). TX is the element type; no conversion happens here. Scalars: LayoutArgs
+// (ops/layout.rs).
 #include "common.cuh"
 
-struct PermuteDims {
-    u64 out_dims[6];
-    u64 in_strides[6];  // input stride of each OUTPUT axis
-    int rank;
-};
-
-extern "C" __global__ void permute(const TX* x, TX* y, u64 n, PermuteDims p) {
-    FOR_EACH(i, n) {
+extern "C" __global__ void permute(const TX* x, TX* y, LayoutArgs p) {
+    FOR_EACH(i, p.n) {
         u64 r = i, off = 0;
-        for (int a = p.rank - 1; a >= 0; --a) {
+        for (int a = (int)p.rank - 1; a >= 0; --a) {
             off += (r % p.out_dims[a]) * p.in_strides[a];
             r /= p.out_dims[a];
         }
@@ -20,12 +15,21 @@ extern "C" __global__ void permute(const TX* x, TX* y, u64 n, PermuteDims p) {
     }
 }
 
-// Copies `x [outer, x_inner]` columns [x_start, x_start + len) into `y [outer, y_inner]` columns
-// [y_start, y_start + len): slice is (x_start = start, y_start = 0), concat one call per input.
-extern "C" __global__ void copy_cols(const TX* x, TX* y, u64 outer, u64 len, u64 x_inner, u64 x_start,
-                                     u64 y_inner, u64 y_start) {
-    FOR_EACH(i, outer * len) {
-        u64 o = i / len, j = i % len;
-        y[o * y_inner + y_start + j] = x[o * x_inner + x_start + j];
+// Copies `x [n / len, x_inner]` columns [x_start, x_start + len) into `y [n / len, y_inner]`
+// columns [y_start, y_start + len): slice is (x_start = start, y_start = 0), concat one call per
+// input.
+extern "C" __global__ void copy_cols(const TX* x, TX* y, LayoutArgs p) {
+    FOR_EACH(i, p.n) {
+        u64 o = i / p.len, j = i % p.len;
+        y[o * p.y_inner + p.y_start + j] = x[o * p.x_inner + p.x_start + j];
+    }
+}
+
+// x [C, H, W] → [C, 2H, 2W] (n = C·2H·2W).
+extern "C" __global__ void upsample_nearest2x(const TX* x, TX* y, LayoutArgs p) {
+    const u64 ow = 2 * p.width, oh = 2 * p.height;
+    FOR_EACH(i, p.n) {
+        const u64 c = i / (oh * ow), r = (i / ow) % oh, col = i % ow;
+        y[i] = x[(c * p.height + r / 2) * p.width + col / 2];
     }
 }

@@ -1,10 +1,11 @@
 //! The CPU emulation of the CUDA kernels (see `emu/cuda_emu.hpp`): each family is compiled by the
 //! host C++ compiler together with the emulation header into a shared library, loaded, and its
-//! kernels are called with the same argument lists as `cuLaunchKernel` would get. Used by
-//! [`crate::CudaBackend::emulated`] so the conformance suite runs the real kernel sources in CI.
+//! kernels (those the family's descriptors list) are called with the same argument lists as
+//! `cuLaunchKernel` would get. Used by [`crate::CudaBackend::emulated`] so the conformance suite
+//! runs the real kernel sources in CI.
 
-use crate::kernels::{self, Family, Spec};
-use std::collections::HashMap;
+use crate::kernel::{Family, KernelDesc, Spec};
+use crate::nvrtc;
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::process::Command;
@@ -22,10 +23,32 @@ pub struct EmuKernel {
     _lib: Arc<libloading::Library>,
 }
 
+/// One family specialised for one spec, built and loaded (the emulation's module).
+#[derive(Clone)]
+pub struct EmuModule {
+    family: Family,
+    lib: Arc<libloading::Library>,
+}
+
+impl EmuModule {
+    /// The kernel `desc` of this module.
+    pub fn kernel(&self, desc: &KernelDesc) -> Result<EmuKernel, String> {
+        let symbol = format!("emu_{}", desc.name);
+        // SAFETY: every exported `emu_*` symbol has the EmuFn signature (EMU_EXPORT).
+        let f: EmuFn = unsafe {
+            *self
+                .lib
+                .get::<EmuFn>(symbol.as_bytes())
+                .map_err(|e| format!("{}: {symbol}: {e}", self.family.file()))?
+        };
+        Ok(EmuKernel { f, _lib: self.lib.clone() })
+    }
+}
+
+/// Builds modules with the host's C++ compiler, in a scratch folder of its own.
 pub struct Emulator {
     compiler: String,
     dir: PathBuf,
-    libs: Mutex<HashMap<(Family, Spec), Arc<libloading::Library>>>,
 }
 
 static LAUNCH_LOCK: Mutex<()> = Mutex::new(());
@@ -50,46 +73,21 @@ impl Emulator {
         // One folder per emulator: each removes its own when dropped.
         let dir = std::env::temp_dir().join(format!("joyrt-cuda-emu-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        Ok(Emulator { compiler, dir, libs: Mutex::new(HashMap::new()) })
+        Ok(Emulator { compiler, dir })
     }
 
-    pub fn kernel(&self, family: Family, spec: Spec, name: &str) -> Result<EmuKernel, String> {
-        let lib = {
-            let mut libs = self.libs.lock().unwrap_or_else(|e| e.into_inner());
-            match libs.get(&(family, spec)) {
-                Some(l) => l.clone(),
-                None => {
-                    let l = Arc::new(self.build(family, spec)?);
-                    libs.insert((family, spec), l.clone());
-                    l
-                }
-            }
-        };
-        let symbol = format!("emu_{name}");
-        // SAFETY: every exported `emu_*` symbol has the EmuFn signature (EMU_EXPORT).
-        let f: EmuFn = unsafe {
-            *lib.get::<EmuFn>(symbol.as_bytes()).map_err(|e| format!("{}: {symbol}: {e}", family.file()))?
-        };
-        Ok(EmuKernel { f, _lib: lib })
-    }
-
-    fn build(&self, family: Family, spec: Spec) -> Result<libloading::Library, String> {
-        let stem = format!(
-            "{}-{:?}-{:?}-{:?}-{:?}",
-            family.file().trim_end_matches(".cu"),
-            spec.x,
-            spec.w,
-            spec.b,
-            spec.c
-        );
+    /// Compiles `family` specialised by `spec`, with the kernels its descriptors list exported,
+    /// and loads it.
+    pub fn build(&self, family: Family, spec: Spec) -> Result<EmuModule, String> {
+        let stem = format!("{}-{:?}-{:?}-{:?}-{:?}", family.def().name, spec.x, spec.w, spec.b, spec.c);
         let src_path = self.dir.join(format!("{stem}.cpp"));
         let lib_path = self.dir.join(format!("{stem}.so"));
         let mut src = String::from("#define JOYRT_CUDA_EMU 1\n");
         src += HEADER;
         src += "\n";
-        src += &kernels::source(family, &spec);
-        for k in family.kernels(spec.mma()) {
-            src += &format!("EMU_EXPORT({k})\n");
+        src += &nvrtc::source(family, &spec);
+        for k in family.kernels(&spec) {
+            src += &format!("EMU_EXPORT({})\n", k.name);
         }
         std::fs::write(&src_path, src).map_err(|e| format!("{}: {e}", src_path.display()))?;
         let out = Command::new(&self.compiler)
@@ -108,7 +106,9 @@ impl Emulator {
             ));
         }
         // SAFETY: a library we just built; its initialisers only set up statics.
-        unsafe { libloading::Library::new(&lib_path) }.map_err(|e| format!("{}: {e}", lib_path.display()))
+        let lib = unsafe { libloading::Library::new(&lib_path) }
+            .map_err(|e| format!("{}: {e}", lib_path.display()))?;
+        Ok(EmuModule { family, lib: Arc::new(lib) })
     }
 }
 

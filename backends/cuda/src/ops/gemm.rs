@@ -1,0 +1,82 @@
+//! `linear` (`kernels/gemm.cu`) on the block-tile GEMM of `kernels/gemm.cuh`, whose tiling this
+//! file owns (conv uses it too): the tensor-core kernels for same-dtype 16-bit operands, the
+//! exact-f32 SIMT kernel otherwise.
+
+use super::dtype_or;
+use crate::kernel::{Family, Kernel, KernelDesc, Spec};
+use crate::launch::{addr, i32_of, opt_addr, Grid};
+use crate::{CudaBackend, CudaBuffer};
+use joyrt_core::backend::LinearParams;
+use joyrt_core::{Result, Tensor};
+
+type T = Tensor<CudaBackend>;
+
+/// Threads per block of every GEMM kernel (8 warps).
+const GEMM_THREADS: u32 = 256;
+/// The SIMT kernels' square output tile.
+pub(crate) const SIMT_TILE: usize = 64;
+/// The tensor-core kernels' square output tile, K step, and padded shared row (16-bit elements).
+pub(crate) const MMA_TILE: usize = 128;
+const MMA_BK: u32 = 32;
+const MMA_LDS: u32 = 40;
+/// K tiles in flight in the pipelined kernel's shared-memory ring.
+const MMA_STAGES: u32 = 3;
+
+/// The tiling as `kernels/gemm.cuh` reads it (gemm.cu and conv.cu are compiled with it).
+pub(crate) const GEMM_DEFINES: &[(&str, u32)] = &[
+    ("GEMM_THREADS", GEMM_THREADS),
+    ("SIMT_TILE", SIMT_TILE as u32),
+    ("MMA_BM", MMA_TILE as u32),
+    ("MMA_BN", MMA_TILE as u32),
+    ("MMA_BK", MMA_BK),
+    ("MMA_LDS", MMA_LDS),
+    ("MMA_STAGES", MMA_STAGES),
+];
+
+/// A GEMM kernel of `family` (linear's or conv's): 256 threads.
+pub(crate) const fn gemm_kernel(name: &'static str, family: Family) -> KernelDesc {
+    KernelDesc::new(name, family, GEMM_THREADS)
+}
+
+joyrt_core::kernel_params! {
+    /// The scalars of the linear kernels: `y [M, N] = x [M, K]·w [N, K]ᵀ + bias`.
+    pub struct GemmArgs {
+        pub m: i32,
+        pub n: i32,
+        pub k: i32,
+        /// 1 where K % 8 == 0: rows of 8 elements are aligned 16-byte loads.
+        pub vec: i32,
+    }
+}
+
+/// The pipelined kernel's ring: MMA_STAGES × (A, B) tiles of MMA_TILE rows × MMA_LDS 16-bit elements.
+fn pipelined_smem(_: &Spec) -> u32 {
+    MMA_STAGES * 2 * MMA_TILE as u32 * MMA_LDS * 2
+}
+
+const LINEAR_SIMT: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_simt", Family::Gemm));
+/// Register-staged tensor cores, for K % 8 ≠ 0.
+const LINEAR_MMA: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_mma", Family::Gemm).mma());
+/// cp.async into a ring of shared tiles, for K % 8 == 0 (every DiT and Qwen GEMM).
+const LINEAR_MMA_PIPELINED: Kernel<GemmArgs> =
+    Kernel::new(gemm_kernel("linear_mma_pipelined", Family::Gemm).mma().dynamic_smem(pipelined_smem));
+
+family! {
+    "gemm", GemmArgs,
+    defines: GEMM_DEFINES,
+    kernels: [LINEAR_SIMT, LINEAR_MMA, LINEAR_MMA_PIPELINED],
+}
+
+pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<CudaBuffer> {
+    let spec = Spec { x: x.dtype(), w: w.dtype(), b: dtype_or(bias, x.dtype()), c: x.dtype() };
+    let aligned = p.k.is_multiple_of(8);
+    let args =
+        GemmArgs { m: i32_of("M", p.m)?, n: i32_of("N", p.n)?, k: i32_of("K", p.k)?, vec: aligned as i32 };
+    let (kernel, tile) = match (be.tensor_cores(&spec), aligned) {
+        (true, true) => (&LINEAR_MMA_PIPELINED, MMA_TILE),
+        (true, false) => (&LINEAR_MMA, MMA_TILE),
+        (false, _) => (&LINEAR_SIMT, SIMT_TILE),
+    };
+    let grid = Grid::Blocks(p.n.div_ceil(tile), p.m.div_ceil(tile));
+    be.launch_output(kernel, spec, grid, &[addr(x), addr(w), opt_addr(bias)], (x.dtype(), p.m * p.n), &args)
+}

@@ -1,0 +1,112 @@
+//! Normalisation (`kernels/norm.cu`): the row norms (one block per row, block reductions) and
+//! the channel norms of channel-first `[C, P]` tensors (one thread per position, looping over
+//! channels): the VAE's channel RMS norm and CFG's per-position norm rescale.
+
+use super::{dtype_or, kernel};
+use crate::kernel::{Family, Kernel, Spec};
+use crate::launch::{addr, opt_addr, Grid};
+use crate::{CudaBackend, CudaBuffer};
+use joyrt_core::backend::{CfgParams, ChannelParams, NormParams};
+use joyrt_core::{Result, Tensor};
+
+type T = Tensor<CudaBackend>;
+
+joyrt_core::kernel_params! {
+    /// The scalars of the norm kernels.
+    pub struct NormArgs {
+        /// Row norms: the row length.
+        pub cols: u64,
+        /// Channel norms: `[channels, positions]`.
+        pub channels: u64,
+        pub positions: u64,
+        pub eps: f32,
+        /// `cfg_renorm`: the guidance scale.
+        pub guidance: f32,
+    }
+}
+
+family! {
+    "norm", NormArgs,
+    defines: &[],
+    kernels: [LAYER_NORM, LAYER_NORM_MODULATE, RMS_NORM, CHANNEL_RMS_NORM, CFG_RENORM],
+}
+
+/// A row norm over `x [rows, cols]`: one block per row.
+fn row_norm(
+    be: &CudaBackend,
+    kernel: &'static Kernel<NormArgs>,
+    spec: Spec,
+    inputs: &[u64],
+    p: &NormParams,
+) -> Result<CudaBuffer> {
+    let args = NormArgs { cols: p.cols as u64, eps: p.eps, ..Default::default() };
+    be.launch_output(
+        kernel,
+        spec,
+        Grid::Rows { rows: p.rows, cols: p.cols },
+        inputs,
+        (spec.x, p.rows * p.cols),
+        &args,
+    )
+}
+
+/// A channel norm over `[channels, positions]`: one thread per position.
+fn channel_norm(
+    be: &CudaBackend,
+    kernel: &'static Kernel<NormArgs>,
+    spec: Spec,
+    inputs: &[u64],
+    (channels, positions): (usize, usize),
+    guidance: f32,
+) -> Result<CudaBuffer> {
+    let args =
+        NormArgs { channels: channels as u64, positions: positions as u64, guidance, ..Default::default() };
+    be.launch_output(kernel, spec, Grid::Stride(positions), inputs, (spec.x, channels * positions), &args)
+}
+
+const LAYER_NORM: Kernel<NormArgs> = kernel("layer_norm", Family::Norm);
+
+pub fn layer_norm(
+    be: &CudaBackend,
+    x: &T,
+    w: Option<&T>,
+    b: Option<&T>,
+    p: &NormParams,
+) -> Result<CudaBuffer> {
+    let spec = Spec { x: x.dtype(), w: dtype_or(w, x.dtype()), b: dtype_or(b, x.dtype()), c: x.dtype() };
+    row_norm(be, &LAYER_NORM, spec, &[addr(x), opt_addr(w), opt_addr(b)], p)
+}
+
+const LAYER_NORM_MODULATE: Kernel<NormArgs> = kernel("layer_norm_modulate", Family::Norm);
+
+pub fn layer_norm_modulate(
+    be: &CudaBackend,
+    x: &T,
+    shift: &T,
+    scale: &T,
+    p: &NormParams,
+) -> Result<CudaBuffer> {
+    let spec = Spec { x: x.dtype(), w: shift.dtype(), b: scale.dtype(), c: x.dtype() };
+    row_norm(be, &LAYER_NORM_MODULATE, spec, &[addr(x), addr(shift), addr(scale)], p)
+}
+
+const RMS_NORM: Kernel<NormArgs> = kernel("rms_norm", Family::Norm);
+
+pub fn rms_norm(be: &CudaBackend, x: &T, w: &T, p: &NormParams) -> Result<CudaBuffer> {
+    let spec = Spec { w: w.dtype(), ..Spec::uniform(x.dtype()) };
+    row_norm(be, &RMS_NORM, spec, &[addr(x), addr(w)], p)
+}
+
+const CHANNEL_RMS_NORM: Kernel<NormArgs> = kernel("channel_rms_norm", Family::Norm);
+
+pub fn channel_rms_norm(be: &CudaBackend, x: &T, gamma: &T, p: &ChannelParams) -> Result<CudaBuffer> {
+    let spec = Spec { w: gamma.dtype(), ..Spec::uniform(x.dtype()) };
+    channel_norm(be, &CHANNEL_RMS_NORM, spec, &[addr(x), addr(gamma)], (p.channels, p.positions), 0.0)
+}
+
+const CFG_RENORM: Kernel<NormArgs> = kernel("cfg_renorm", Family::Norm);
+
+pub fn cfg_renorm(be: &CudaBackend, cond: &T, uncond: &T, p: &CfgParams) -> Result<CudaBuffer> {
+    let spec = Spec { w: uncond.dtype(), ..Spec::uniform(cond.dtype()) };
+    channel_norm(be, &CFG_RENORM, spec, &[addr(cond), addr(uncond)], (p.channels, p.positions), p.guidance)
+}

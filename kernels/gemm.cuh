@@ -1,0 +1,205 @@
+// The block-tile GEMM shared by gemm.cu (`linear`) and conv.cu (conv2d as an implicit GEMM):
+// C[m, n] = Σ_k A[m, k]·B[n, k] over two "K-contiguous" operands ([rows, K]), which is what
+// mma.sync's row.col form wants (A row-major, B column-major). An operand is any type with
+// `at(r, k)` (an f32 element, zero outside) and `load8(r, k0)` (8 16-bit elements as one uint4):
+// RowMajor below, Im2col in conv.cu. The epilogue adds a bias per column (linear) or per row
+// (conv) and stores C row-major.
+//
+// gemm_simt (f32, or operands of different dtypes): SIMT_TILE² (64×64) × 16 tile, GEMM_THREADS
+// (256) threads × 4×4 outputs, f32 FMA. It is the exact-f32 path (no TF32), matching the
+// reference to f32 rounding.
+//
+// gemm_mma (bf16/f16 operands of one dtype, sm_80+): 128×128×32 block tile, 8 warps as 2 (M) ×
+// 4 (N), 64×32 per warp = 4×4 tiles of mma.m16n8k16 with f32 accumulators (64 per thread).
+// Shared tiles are double-buffered: the next K tile is loaded from global memory into registers
+// (16-byte loads when K % 8 == 0) while the current one is multiplied, then stored to the other
+// buffer; one barrier per K tile. Fragments come from shared memory by ldmatrix.x4 (one
+// instruction per 16×16 A block or pair of n8 B blocks); rows are padded to MMA_LDS = 40
+// elements (80 bytes) so the 8 row addresses of each 8×8 tile hit 32 distinct banks.
+//
+// The tile constants come from the host (ops/gemm.rs), which sizes grids and shared memory with
+// them; the thread-to-element maps below are written for these values.
+#pragma once
+#include "common.cuh"
+
+static_assert(GEMM_THREADS == 256 && SIMT_TILE == 64, "gemm_simt: 256 threads x 4x4 outputs = a 64x64 tile");
+static_assert(MMA_BM == 128 && MMA_BN == 128 && MMA_BK == 32, "gemm_mma: 8 warps x 64x32 = 128x128, K tiles of 32");
+static_assert(MMA_LDS >= MMA_BK && MMA_LDS % 8 == 0, "shared rows hold a K tile and stay 16-byte aligned");
+
+// Element (r, k) of a [rows, K] row-major operand; zero outside.
+template <typename T> struct RowMajor {
+    const T* p;
+    int rows, k;
+    int vec;  // 1: K % 8 == 0, so 8 elements starting at a multiple of 8 are one aligned 16-byte load
+    __device__ __forceinline__ float at(int r, int kk) const {
+        return (r < rows && kk < k) ? ld(p, (u64)r * k + kk) : 0.0f;
+    }
+    __device__ __forceinline__ u16 bits(int r, int kk) const {
+        return (r < rows && kk < k) ? ((const u16*)p)[(u64)r * k + kk] : (u16)0;
+    }
+    __device__ __forceinline__ uint4 load8(int r, int k0) const {
+        if (vec && r < rows && k0 + 8 <= k) return *(const uint4*)((const u16*)p + (u64)r * k + k0);
+        uint4 v;
+        v.x = bits(r, k0) | ((u32)bits(r, k0 + 1) << 16);
+        v.y = bits(r, k0 + 2) | ((u32)bits(r, k0 + 3) << 16);
+        v.z = bits(r, k0 + 4) | ((u32)bits(r, k0 + 5) << 16);
+        v.w = bits(r, k0 + 6) | ((u32)bits(r, k0 + 7) << 16);
+        return v;
+    }
+};
+
+// Stores one output element with its bias (per column for linear, per row for conv).
+template <typename TY, typename TBIAS>
+__device__ __forceinline__ void epilogue(TY* y, const TBIAS* bias, int bias_rows, int m, int n, int M, int N,
+                                         float v) {
+    if (m >= M || n >= N) return;
+    if (bias) v += ld(bias, bias_rows ? m : n);
+    st(y, (u64)m * N + n, v);
+}
+
+template <class LA, class LB, typename TY, typename TBIAS>
+__device__ __forceinline__ void gemm_simt(LA a, LB b, int M, int N, int K, TY* y, const TBIAS* bias,
+                                          int bias_rows) {
+    __shared__ float As[16][SIMT_TILE + 4];
+    __shared__ float Bs[16][SIMT_TILE + 4];
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const int m0 = blockIdx.y * SIMT_TILE, n0 = blockIdx.x * SIMT_TILE;
+    float acc[4][4] = {};
+    for (int k0 = 0; k0 < K; k0 += 16) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int e = threadIdx.x + GEMM_THREADS * i, r = e / 16, kk = e % 16;
+            As[kk][r] = a.at(m0 + r, k0 + kk);
+            Bs[kk][r] = b.at(n0 + r, k0 + kk);
+        }
+        __syncthreads();
+        // Each K tile is summed on its own, then added: the rounding error grows with K/16 + 16
+        // terms instead of K (one long chain), close to the reference's blocked dot products.
+        float part[4][4] = {};
+#pragma unroll
+        for (int kk = 0; kk < 16; ++kk) {
+            float av[4], bv[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                av[i] = As[kk][ty + 16 * i];
+                bv[i] = Bs[kk][tx + 16 * i];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) part[i][j] = fmaf(av[i], bv[j], part[i][j]);
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] += part[i][j];
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) epilogue(y, bias, bias_rows, m0 + ty + 16 * i, n0 + tx + 16 * j, M, N, acc[i][j]);
+}
+
+#if defined(MMA_OK)
+
+// One warp's share of a 128×128×32 block tile: acc[i][j] (m16 block i, n8 block j of the warp's
+// 64×32) += A·Bᵀ over the 32 k of the shared tiles `as`, `bs` ([row][k], rows MMA_LDS apart).
+__device__ __forceinline__ void mma_block_tile(float (*acc)[4][4], const u16* as, const u16* bs, int wm, int wn,
+                                               int lane) {
+#pragma unroll
+    for (int kk = 0; kk < MMA_BK; kk += 16) {
+        u32 af[4][4], bfr[4][2];
+        // A: tiles (rows 0-7 | 8-15) × (k 0-7 | 8-15) of each m16 block, in a0..a3 order.
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            ldsm_x4(af[i], &as[(wm * 64 + i * 16 + (lane & 15)) * MMA_LDS + kk + (lane >> 4) * 8]);
+        // B: two n8 blocks per ldmatrix, each as (k 0-7, k 8-15) = b0, b1.
+#pragma unroll
+        for (int j = 0; j < 4; j += 2) {
+            u32 r[4];
+            ldsm_x4(r, &bs[(wn * 32 + j * 8 + (lane >> 4) * 8 + (lane & 7)) * MMA_LDS + kk + ((lane >> 3) & 1) * 8]);
+            bfr[j][0] = r[0];
+            bfr[j][1] = r[1];
+            bfr[j + 1][0] = r[2];
+            bfr[j + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) mma16816(acc[i][j], af[i], bfr[j], TX{});
+    }
+}
+
+// Stores one warp's accumulators of the block tile at (m0, n0). Accumulator fragment: d0, d1 at
+// (g, 2·t4 + {0, 1}), d2, d3 at (g + 8, 2·t4 + {0, 1}).
+template <typename TY, typename TBIAS>
+__device__ __forceinline__ void mma_block_store(float (*acc)[4][4], TY* y, const TBIAS* bias, int bias_rows, int m0,
+                                                int n0, int M, int N, int wm, int wn, int lane) {
+    const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int r = m0 + wm * 64 + i * 16 + g, c = n0 + wn * 32 + j * 8 + 2 * t4;
+            epilogue(y, bias, bias_rows, r, c, M, N, acc[i][j][0]);
+            epilogue(y, bias, bias_rows, r, c + 1, M, N, acc[i][j][1]);
+            epilogue(y, bias, bias_rows, r + 8, c, M, N, acc[i][j][2]);
+            epilogue(y, bias, bias_rows, r + 8, c + 1, M, N, acc[i][j][3]);
+        }
+}
+
+__device__ __forceinline__ void mma_zero(float (*acc)[4][4]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+}
+
+template <class LA, class LB, typename TY, typename TBIAS>
+__device__ __forceinline__ void gemm_mma(LA a, LB b, int M, int N, int K, TY* y, const TBIAS* bias, int bias_rows) {
+    __shared__ __align__(16) u16 As[2][MMA_BM][MMA_LDS];
+    __shared__ __align__(16) u16 Bs[2][MMA_BN][MMA_LDS];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int wm = warp >> 2, wn = warp & 3;  // warp tile origin: (wm·64, wn·32)
+    const int m0 = blockIdx.y * MMA_BM, n0 = blockIdx.x * MMA_BN;
+
+    float acc[4][4][4];
+    mma_zero(acc);
+
+    // Each thread moves two 8-element chunks of each operand per K tile: chunk c → row c/4, k (c%4)·8.
+    uint4 ra[2], rb[2];
+    const int row0 = tid >> 2, kc = (tid & 3) * 8;
+    auto load = [&](int k0) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            ra[i] = a.load8(m0 + row0 + 64 * i, k0 + kc);
+            rb[i] = b.load8(n0 + row0 + 64 * i, k0 + kc);
+        }
+    };
+    auto store = [&](int buf) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            *(uint4*)&As[buf][row0 + 64 * i][kc] = ra[i];
+            *(uint4*)&Bs[buf][row0 + 64 * i][kc] = rb[i];
+        }
+    };
+
+    const int tiles = (K + MMA_BK - 1) / MMA_BK;
+    load(0);
+    store(0);
+    __syncthreads();
+    for (int t = 0; t < tiles; ++t) {
+        const int cur = t & 1;
+        if (t + 1 < tiles) load((t + 1) * MMA_BK);
+        mma_block_tile(acc, &As[cur][0][0], &Bs[cur][0][0], wm, wn, lane);
+        if (t + 1 < tiles) store(cur ^ 1);
+        __syncthreads();
+    }
+
+    mma_block_store(acc, y, bias, bias_rows, m0, n0, M, N, wm, wn, lane);
+}
+
+#endif
