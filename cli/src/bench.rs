@@ -197,7 +197,7 @@ fn bench_dit<B: Backend>(
 /// NVRTC as this process loaded it: the version it reports and the file the dynamic loader
 /// picked (read back from the process's mappings, so it is the library actually in use).
 fn nvrtc() -> Value {
-    let Some((major, minor)) = joyrt_cuda::kernels::nvrtc_version() else { return Value::Null };
+    let Some((major, minor)) = joyrt_cuda::nvrtc::nvrtc_version() else { return Value::Null };
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     let library = maps
         .lines()
