@@ -9,16 +9,14 @@
 fn gather_rows(g: Grid) {
     let i = element_index(g);
     if (i >= P.n) { return; }
-    let cols = P.cols;
-    let T = P.taps;
-    let n = i / cols;
-    let c = i % cols;
+    let c = i % P.cols;
+    let first_tap = (i / P.cols) * P.taps;
     var acc = 0.0;
-    for (var t = 0u; t < T; t++) {
-        let e = B[n * T + t] * cols + c;
+    for (var t = first_tap; t < first_tap + P.taps; t++) {
+        let e = B[t] * P.cols + c;
         if (e < P.e0 || e >= P.e1) { continue; }
         var w = 1.0;
-        if (P.has_weights != 0u) { w = bitcast<f32>(C[n * T + t]); }
+        if (P.has_weights != 0u) { w = bitcast<f32>(C[t]); }
         acc += w * ld_a(e - P.e0);
     }
     if (P.first != 0u) { OUT[i] = acc; } else { OUT[i] = OUT[i] + acc; }

@@ -3,8 +3,7 @@
 // Row norms over A [P.rows, P.cols]: one workgroup of ROW_GROUP invocations per row. The row sums
 // come from `rsum(lane, v)`, prepended by the host from norm_reduce.wgsl (a workgroup-memory tree,
 // any adapter) or norm_reduce_subgroup.wgsl (subgroupAdd, adapters with Features::SUBGROUP); each
-// defines the `Lane` builtins it needs. B, C = weight and bias (layer_norm, when P.has_weight /
-// P.has_bias), shift and scale (layer_norm_modulate), the weight (rms_norm).
+// defines the `Lane` builtins it needs.
 //
 // Per-position norms over the channels of channel-first A [P.channels, P.positions], one
 // invocation per position: channel_rms_norm (B = gamma) and cfg_renorm (A = cond, B = uncond).
@@ -23,8 +22,14 @@ fn row_sums(g: Grid, lane: Lane, base: u32) -> vec2<f32> {
     return rsum(lane, vec2<f32>(a, b));
 }
 
-// The row's mean and 1/√(var + eps), the variance in a second pass (as the reference).
-fn mean_rstd(g: Grid, lane: Lane, base: u32) -> vec2<f32> {
+// layer_norm and layer_norm_modulate: x̂·(P.weight_offset + B[c]) + C[c] with
+// x̂ = (x − mean)/√(var + eps), the variance in a second pass (as the reference); the factor and
+// the term are left out without P.has_weight / P.has_bias.
+@compute @workgroup_size(ROW_GROUP)
+fn layer_norm(g: Grid, lane: Lane) {
+    let row = group_index(g);
+    if (row >= P.rows) { return; }
+    let base = row * P.cols;
     let n = f32(P.cols);
     let mean = row_sums(g, lane, base).x / n;
     var d = 0.0;
@@ -32,34 +37,16 @@ fn mean_rstd(g: Grid, lane: Lane, base: u32) -> vec2<f32> {
         let x = ld_a(base + c) - mean;
         d += x * x;
     }
-    return vec2<f32>(mean, 1.0 / sqrt(rsum(lane, vec2<f32>(d, 0.0)).x / n + P.eps));
-}
-
-@compute @workgroup_size(ROW_GROUP)
-fn layer_norm(g: Grid, lane: Lane) {
-    let row = group_index(g);
-    if (row >= P.rows) { return; }
-    let base = row * P.cols;
-    let s = mean_rstd(g, lane, base);
+    let rstd = 1.0 / sqrt(rsum(lane, vec2<f32>(d, 0.0)).x / n + P.eps);
     for (var c = g.li; c < P.cols; c += ROW_GROUP) {
-        var y = (ld_a(base + c) - s.x) * s.y;
-        if (P.has_weight != 0u) { y = y * ld_b(c); }
+        var y = (ld_a(base + c) - mean) * rstd;
+        if (P.has_weight != 0u) { y = y * (P.weight_offset + ld_b(c)); }
         if (P.has_bias != 0u) { y = y + ld_c(c); }
         OUT[base + c] = y;
     }
 }
 
-@compute @workgroup_size(ROW_GROUP)
-fn layer_norm_modulate(g: Grid, lane: Lane) {
-    let row = group_index(g);
-    if (row >= P.rows) { return; }
-    let base = row * P.cols;
-    let s = mean_rstd(g, lane, base);
-    for (var c = g.li; c < P.cols; c += ROW_GROUP) {
-        OUT[base + c] = (ld_a(base + c) - s.x) * s.y * (1.0 + ld_c(c)) + ld_b(c);
-    }
-}
-
+// x/√(mean(x²) + eps)·B[c].
 @compute @workgroup_size(ROW_GROUP)
 fn rms_norm(g: Grid, lane: Lane) {
     let row = group_index(g);
@@ -71,18 +58,21 @@ fn rms_norm(g: Grid, lane: Lane) {
     }
 }
 
+// x·√C/max(‖x‖, 1e-12)·gamma over the C channels at each position, B = gamma.
 @compute @workgroup_size(ELEMENT_GROUP)
 fn channel_rms_norm(g: Grid) {
     let i = element_index(g);
     if (i >= P.positions) { return; }
-    let C = P.channels;
-    let np = P.positions;
     var s = 0.0;
-    for (var c = 0u; c < C; c++) { let x = ld_a(c * np + i); s += x * x; }
-    let k = sqrt(f32(C)) / max(sqrt(s), 1e-12);
-    for (var c = 0u; c < C; c++) { OUT[c * np + i] = ld_a(c * np + i) * k * ld_b(c); }
+    for (var c = 0u; c < P.channels; c++) { let x = ld_a(c * P.positions + i); s += x * x; }
+    let k = sqrt(f32(P.channels)) / max(sqrt(s), 1e-12);
+    for (var c = 0u; c < P.channels; c++) {
+        let j = c * P.positions + i;
+        OUT[j] = ld_a(j) * k * ld_b(c);
+    }
 }
 
+// v = uncond + guidance·(cond − uncond), rescaled to the norm of cond over the channels.
 @compute @workgroup_size(ELEMENT_GROUP)
 fn cfg_renorm(g: Grid) {
     let i = element_index(g);

@@ -32,6 +32,11 @@ pub(crate) fn element_groups(n: usize) -> u64 {
     (n as u64).div_ceil(ELEMENT_GROUP as u64)
 }
 
+/// Sizes as kernel parameters take them.
+pub(crate) fn u32s<const N: usize>(v: [usize; N]) -> [u32; N] {
+    v.map(|x| x as u32)
+}
+
 /// Inputs a kernel may bind (`A`..`D`); unused ones are bound to a dummy buffer.
 const INPUTS: usize = 4;
 
@@ -167,8 +172,10 @@ impl Pipelines {
             count: None,
         };
         let entries: Vec<_> = (0..2 + INPUTS as u32).map(entry).collect();
-        let layout = device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("joyrt"), entries: &entries });
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("joyrt"),
+            entries: &entries,
+        });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("joyrt"),
             bind_group_layouts: &[Some(&layout)],
@@ -184,7 +191,12 @@ impl Pipelines {
     }
 
     /// The pipeline of `key`, compiled from `source()` the first time it is asked for.
-    fn get(&self, device: &wgpu::Device, key: Key, source: impl FnOnce() -> String) -> Arc<wgpu::ComputePipeline> {
+    fn get(
+        &self,
+        device: &wgpu::Device,
+        key: Key,
+        source: impl FnOnce() -> String,
+    ) -> Arc<wgpu::ComputePipeline> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .entry(key)

@@ -105,7 +105,12 @@ impl Pool {
         Arc::new(Pool {
             device,
             max_buffer,
-            state: Mutex::new(PoolState { free: HashMap::new(), tick: 0, budget, stats: PoolStats::default() }),
+            state: Mutex::new(PoolState {
+                free: HashMap::new(),
+                tick: 0,
+                budget,
+                stats: PoolStats::default(),
+            }),
         })
     }
 

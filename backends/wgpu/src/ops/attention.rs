@@ -14,19 +14,11 @@ joyrt_core::kernel_params! {
     pub struct AttentionArgs {
         /// (query, head) pairs, one invocation each.
         pub threads: u32,
-        pub q_len: u32,
-        pub kv_len: u32,
-        pub q_heads: u32,
-        pub kv_heads: u32,
-        pub head_dim: u32,
-        pub scale: f32,
-        pub causal: u32,
+        pub q_len: u32, pub kv_len: u32, pub q_heads: u32, pub kv_heads: u32, pub head_dim: u32,
+        pub scale: f32, pub causal: u32,
         /// The keys `[key_start, key_end)` of this dispatch; whether it is the first (no state to
         /// resume) and the last (normalise).
-        pub key_start: u32,
-        pub key_end: u32,
-        pub first_chunk: u32,
-        pub last_chunk: u32,
+        pub key_start: u32, pub key_end: u32, pub first_chunk: u32, pub last_chunk: u32,
     }
 }
 
@@ -58,20 +50,24 @@ pub fn attention(be: &WgpuBackend, q: &T, k: &T, v: &T, p: &AttentionParams) -> 
     let state = be.f32_buf(threads * (d + 2))?;
     let kc = (48_000 / (2 * d + 1)).max(1);
     let chunks = p.kv_len.div_ceil(kc).max(1);
+    let whole = AttentionArgs {
+        threads: threads as u32,
+        q_len: p.q_len as u32,
+        kv_len: p.kv_len as u32,
+        q_heads: p.q_heads as u32,
+        kv_heads: p.kv_heads as u32,
+        head_dim: d as u32,
+        scale: p.scale,
+        causal: p.causal as u32,
+        ..Default::default()
+    };
     for c in 0..chunks {
         let args = AttentionArgs {
-            threads: threads as u32,
-            q_len: p.q_len as u32,
-            kv_len: p.kv_len as u32,
-            q_heads: p.q_heads as u32,
-            kv_heads: p.kv_heads as u32,
-            head_dim: d as u32,
-            scale: p.scale,
-            causal: p.causal as u32,
             key_start: (c * kc) as u32,
             key_end: ((c + 1) * kc).min(p.kv_len) as u32,
             first_chunk: (c == 0) as u32,
             last_chunk: (c == chunks - 1) as u32,
+            ..whole
         };
         be.run(kernel, &args, &inputs, state.bind(), (threads as u64).div_ceil(QUERY_GROUP))?;
     }

@@ -1,6 +1,6 @@
 //! `conv2d` (shaders/conv.wgsl): a direct convolution, one invocation per output element.
 
-use crate::dispatch::Shader;
+use crate::dispatch::{u32s, Shader};
 use crate::{WgpuBackend, WgpuBuffer};
 use joyrt_core::backend::Conv2dParams;
 use joyrt_core::{Result, Tensor};
@@ -12,16 +12,9 @@ joyrt_core::kernel_params! {
     pub struct ConvArgs {
         /// Output elements.
         pub n: u32,
-        pub channels: u32,
-        pub height: u32,
-        pub width: u32,
-        pub kernel_h: u32,
-        pub kernel_w: u32,
-        pub stride: u32,
-        pub pad_top: u32,
-        pub pad_left: u32,
-        pub out_height: u32,
-        pub out_width: u32,
+        /// The input's `[C, H, W]`, the kernel's `[KH, KW]`, the stride, the zero padding
+        /// `[top, left]` and the output's `[H, W]`.
+        pub input: [u32; 3], pub kernel: [u32; 2], pub stride: u32, pub pad: [u32; 2], pub output: [u32; 2],
         pub has_bias: u32,
     }
 }
@@ -35,16 +28,11 @@ pub fn conv2d(be: &WgpuBackend, x: &T, w: &T, bias: Option<&T>, p: &Conv2dParams
     let inputs = [be.inp(x, op)?, be.inp(w, op)?, bi];
     let args = ConvArgs {
         n: n as u32,
-        channels: p.in_channels as u32,
-        height: p.height as u32,
-        width: p.width as u32,
-        kernel_h: p.kernel_h as u32,
-        kernel_w: p.kernel_w as u32,
+        input: u32s([p.in_channels, p.height, p.width]),
+        kernel: u32s([p.kernel_h, p.kernel_w]),
         stride: p.stride as u32,
-        pad_top: p.pad.0 as u32,
-        pad_left: p.pad.2 as u32,
-        out_height: p.out_height as u32,
-        out_width: p.out_width as u32,
+        pad: u32s([p.pad.0, p.pad.2]),
+        output: u32s([p.out_height, p.out_width]),
         has_bias: bias.is_some() as u32,
     };
     be.per_element(CONV.entry("conv2d"), &args, &inputs, n, x.dtype())

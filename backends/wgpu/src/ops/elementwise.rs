@@ -12,14 +12,11 @@ type T = Tensor<WgpuBackend>;
 joyrt_core::kernel_params! {
     /// Parameters of the kernels of elementwise.wgsl.
     pub struct ElementwiseArgs {
-        /// Elements of the output.
-        pub n: u32,
-        /// `ACT_*` (activation) or `BIN_*` (binary).
-        pub op: u32,
-        /// `BCAST_*`: how binary's second operand is indexed.
-        pub bcast: u32,
-        /// binary's broadcast extent; gated_residual's gate length (the columns).
-        pub inner: u32,
+        /// Elements of the output; `ACT_*` (activation) or `BIN_*` (binary).
+        pub n: u32, pub op: u32,
+        /// `BCAST_*` and its extent: how binary's second operand is indexed. gated_residual's
+        /// gate length (the columns) is `inner` too.
+        pub bcast: u32, pub inner: u32,
         /// scaled_add's α.
         pub alpha: f32,
     }
@@ -66,7 +63,13 @@ pub fn binary(be: &WgpuBackend, a: &T, b: &T, p: &BinaryParams) -> Result<WgpuBu
 pub fn scaled_add(be: &WgpuBackend, x: &T, z: &T, alpha: f32) -> Result<WgpuBuffer> {
     let n = x.numel();
     let inputs = [be.inp(x, "scaled_add")?, be.inp(z, "scaled_add")?];
-    be.per_element(ELEMENTWISE.entry("scaled_add"), &ElementwiseArgs { alpha, ..args(n) }, &inputs, n, x.dtype())
+    be.per_element(
+        ELEMENTWISE.entry("scaled_add"),
+        &ElementwiseArgs { alpha, ..args(n) },
+        &inputs,
+        n,
+        x.dtype(),
+    )
 }
 
 pub fn gated_residual(be: &WgpuBackend, x: &T, z: &T, gate: &T, p: &RowsParams) -> Result<WgpuBuffer> {

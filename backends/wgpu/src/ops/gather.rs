@@ -13,15 +13,10 @@ joyrt_core::kernel_params! {
     /// Parameters of the kernels of gather.wgsl.
     pub struct GatherArgs {
         /// Elements of the rows moved (invocations) and the row length.
-        pub n: u32,
-        pub cols: u32,
+        pub n: u32, pub cols: u32,
         /// gather_rows: taps per output row, whether they are weighted, the table elements
         /// `[e0, e1)` the bound chunk holds, and whether this dispatch writes OUT fresh.
-        pub taps: u32,
-        pub has_weights: u32,
-        pub e0: u32,
-        pub e1: u32,
-        pub first: u32,
+        pub taps: u32, pub has_weights: u32, pub e0: u32, pub e1: u32, pub first: u32,
         /// scatter_rows: `SCATTER_*`.
         pub mode: u32,
     }
@@ -77,7 +72,13 @@ pub fn gather_rows(
     be.finish(out, n, table.dtype())
 }
 
-pub fn scatter_rows(be: &WgpuBackend, dst: &T, rows: &[u32], src: &T, p: &ScatterParams) -> Result<WgpuBuffer> {
+pub fn scatter_rows(
+    be: &WgpuBackend,
+    dst: &T,
+    rows: &[u32],
+    src: &T,
+    p: &ScatterParams,
+) -> Result<WgpuBuffer> {
     let total = p.dst_rows * p.cols;
     let out = be.f32_buf(total)?;
     widen_into(be, be.inp(dst, "scatter_rows")?, out.bind(), total)?;

@@ -11,21 +11,12 @@ type T = Tensor<WgpuBackend>;
 joyrt_core::kernel_params! {
     /// Parameters of gemm.wgsl's `linear`.
     pub struct GemmArgs {
-        pub m: u32,
-        pub k: u32,
-        pub n: u32,
-        pub has_bias: u32,
+        pub m: u32, pub k: u32, pub n: u32, pub has_bias: u32,
         /// Workgroups along N in this dispatch.
         pub groups_n: u32,
-        /// The K range `[k0, k1)` of this K chunk.
-        pub k0: u32,
-        pub k1: u32,
-        /// The weight rows `[n_lo, n_hi)` this dispatch covers.
-        pub n_lo: u32,
-        pub n_hi: u32,
-        /// The weight elements `[e0, e1)` the bound chunk holds.
-        pub e0: u32,
-        pub e1: u32,
+        /// The K range `[k0, k1)` of this K chunk, the weight rows `[n_lo, n_hi)` this dispatch
+        /// covers and the weight elements `[e0, e1)` the bound chunk holds.
+        pub k0: u32, pub k1: u32, pub n_lo: u32, pub n_hi: u32, pub e0: u32, pub e1: u32,
     }
 }
 

@@ -17,19 +17,11 @@ joyrt_core::kernel_params! {
         /// Elements copied (invocations).
         pub n: u32,
         /// permute: the rank, the output dims and the input strides of the output axes.
-        pub rank: u32,
-        pub dims: [u32; MAX_RANK],
-        pub strides: [u32; MAX_RANK],
+        pub rank: u32, pub dims: [u32; MAX_RANK], pub strides: [u32; MAX_RANK],
         /// copy_rows: row length, and the width and first column of the source and destination.
-        pub len: u32,
-        pub src_width: u32,
-        pub src_start: u32,
-        pub dst_width: u32,
-        pub dst_start: u32,
+        pub len: u32, pub src_width: u32, pub src_start: u32, pub dst_width: u32, pub dst_start: u32,
         /// upsample_nearest2x: the input's shape.
-        pub channels: u32,
-        pub height: u32,
-        pub width: u32,
+        pub channels: u32, pub height: u32, pub width: u32,
     }
 }
 

@@ -13,17 +13,13 @@ type T = Tensor<WgpuBackend>;
 joyrt_core::kernel_params! {
     /// Parameters of the kernels of norm.wgsl.
     pub struct NormArgs {
-        /// Row norms: the rows (one workgroup each), their length, ε, and which of the weight and
-        /// bias layer_norm applies.
-        pub rows: u32,
-        pub cols: u32,
-        pub eps: f32,
-        pub has_weight: u32,
-        pub has_bias: u32,
+        /// Row norms: the rows (one workgroup each), their length and ε.
+        pub rows: u32, pub cols: u32, pub eps: f32,
+        /// layer_norm's affine factor `weight_offset + B[c]` and term `C[c]`, each applied only
+        /// when its flag is set.
+        pub weight_offset: f32, pub has_weight: u32, pub has_bias: u32,
         /// Per-position norms over channel-first `[channels, positions]`; cfg_renorm's guidance.
-        pub channels: u32,
-        pub positions: u32,
-        pub guidance: f32,
+        pub channels: u32, pub positions: u32, pub guidance: f32,
     }
 }
 
@@ -34,18 +30,33 @@ fn kernel(be: &WgpuBackend, entry: &'static str) -> Kernel<NormArgs> {
     NORM.entry(entry).spec(Spec::RowReduce { subgroups: be.uses_subgroups() })
 }
 
-pub fn layer_norm(be: &WgpuBackend, x: &T, w: Option<&T>, b: Option<&T>, p: &NormParams) -> Result<WgpuBuffer> {
+pub fn layer_norm(
+    be: &WgpuBackend,
+    x: &T,
+    w: Option<&T>,
+    b: Option<&T>,
+    p: &NormParams,
+) -> Result<WgpuBuffer> {
     let op = "layer_norm";
     let wi = w.map(|w| be.inp(w, op)).transpose()?.unwrap_or(be.dummy());
     let bi = b.map(|b| be.inp(b, op)).transpose()?.unwrap_or(be.dummy());
-    let flags = NormArgs { has_weight: w.is_some() as u32, has_bias: b.is_some() as u32, ..Default::default() };
-    row_norm(be, "layer_norm", x, &[be.inp(x, op)?, wi, bi], p, flags)
+    let affine =
+        NormArgs { has_weight: w.is_some() as u32, has_bias: b.is_some() as u32, ..Default::default() };
+    row_norm(be, "layer_norm", x, &[be.inp(x, op)?, wi, bi], p, affine)
 }
 
-pub fn layer_norm_modulate(be: &WgpuBackend, x: &T, shift: &T, scale: &T, p: &NormParams) -> Result<WgpuBuffer> {
+/// A layer norm whose affine factor is `1 + scale` and term `shift`.
+pub fn layer_norm_modulate(
+    be: &WgpuBackend,
+    x: &T,
+    shift: &T,
+    scale: &T,
+    p: &NormParams,
+) -> Result<WgpuBuffer> {
     let op = "layer_norm_modulate";
-    let inputs = [be.inp(x, op)?, be.inp(shift, op)?, be.inp(scale, op)?];
-    row_norm(be, "layer_norm_modulate", x, &inputs, p, NormArgs::default())
+    let inputs = [be.inp(x, op)?, be.inp(scale, op)?, be.inp(shift, op)?];
+    let affine = NormArgs { weight_offset: 1.0, has_weight: 1, has_bias: 1, ..Default::default() };
+    row_norm(be, "layer_norm", x, &inputs, p, affine)
 }
 
 pub fn rms_norm(be: &WgpuBackend, x: &T, w: &T, p: &NormParams) -> Result<WgpuBuffer> {
@@ -71,23 +82,29 @@ pub fn cfg_renorm(be: &WgpuBackend, cond: &T, uncond: &T, p: &CfgParams) -> Resu
     per_position(be, "cfg_renorm", cond, &inputs, args)
 }
 
-/// Row norm `entry` of `x` (one workgroup per row); `flags` carries layer_norm's weight/bias flags.
+/// Row norm `entry` of `x` (one workgroup per row); `affine` carries layer_norm's affine fields.
 fn row_norm(
     be: &WgpuBackend,
     entry: &'static str,
     x: &T,
     inputs: &[Input],
     p: &NormParams,
-    flags: NormArgs,
+    affine: NormArgs,
 ) -> Result<WgpuBuffer> {
     let out = be.f32_buf(x.numel())?;
-    let args = NormArgs { rows: p.rows as u32, cols: p.cols as u32, eps: p.eps, ..flags };
+    let args = NormArgs { rows: p.rows as u32, cols: p.cols as u32, eps: p.eps, ..affine };
     be.run(kernel(be, entry), &args, inputs, out.bind(), p.rows as u64)?;
     be.finish(out, x.numel(), x.dtype())
 }
 
 /// Per-position norm `entry` of channel-first `x`, one invocation per position.
-fn per_position(be: &WgpuBackend, entry: &'static str, x: &T, inputs: &[Input], args: NormArgs) -> Result<WgpuBuffer> {
+fn per_position(
+    be: &WgpuBackend,
+    entry: &'static str,
+    x: &T,
+    inputs: &[Input],
+    args: NormArgs,
+) -> Result<WgpuBuffer> {
     let out = be.f32_buf(x.numel())?;
     be.run(kernel(be, entry), &args, inputs, out.bind(), element_groups(args.positions as usize))?;
     be.finish(out, x.numel(), x.dtype())

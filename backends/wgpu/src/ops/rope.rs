@@ -12,10 +12,8 @@ type T = Tensor<WgpuBackend>;
 joyrt_core::kernel_params! {
     /// Parameters of the kernels of rope.wgsl.
     pub struct RopeArgs {
-        /// Head vectors (tokens × heads).
-        pub n: u32,
-        pub heads: u32,
-        pub head_dim: u32,
+        /// Head vectors (tokens × heads), heads, head dim.
+        pub n: u32, pub heads: u32, pub head_dim: u32,
         /// `ROPE_*`: which elements rotate together.
         pub pairing: u32,
         /// rms_norm_rope's ε.
