@@ -318,3 +318,37 @@ impl WgpuBackend {
         Ok(WgpuBuffer::whole(out, n, dtype))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use joyrt_core::Tensor;
+
+    fn compiled(b: &WgpuBackend) -> usize {
+        b.inner.pipelines.cache.lock().unwrap().len()
+    }
+
+    #[test]
+    fn a_pipeline_is_built_once_per_family_entry_spec_and_dtypes() {
+        let b = match WgpuBackend::new() {
+            Ok(b) => b,
+            Err(e) => {
+                println!("SKIPPED: joyrt-wgpu pipeline cache: no wgpu adapter: {e}");
+                return;
+            }
+        };
+        let x = Tensor::from_f32(&b, [5], &[1.0, -2.0, 3.0, 0.5, 4.0], DType::F32).unwrap();
+        let start = compiled(&b);
+        x.add(&x).unwrap();
+        assert_eq!(compiled(&b), start + 1, "the first add builds binary for f32 inputs");
+        for _ in 0..3 {
+            x.add(&x).unwrap().mul(&x).unwrap().sub(&x).unwrap();
+        }
+        assert_eq!(compiled(&b), start + 1, "other binary ops and repeats reuse it: the op is a parameter");
+        let h = x.cast(DType::BF16).unwrap();
+        assert_eq!(compiled(&b), start + 3, "cast builds copy and pack_bf16");
+        let y = h.add(&h).unwrap();
+        assert_eq!(compiled(&b), start + 4, "bf16 inputs are another specialisation of binary");
+        assert_eq!(y.to_f32_vec().unwrap(), [2.0, -4.0, 6.0, 1.0, 8.0]);
+    }
+}
