@@ -1,8 +1,7 @@
-// Elementwise ops, one thread per output element, f32 arithmetic on widened inputs.
-// P[0] = element count, P[1] = op code, P[2] = broadcast mode (0 same, 1 row, 2 col), P[3] = inner,
-// P[4] = f32 bits of a scalar (scaled_add's alpha).
-// Op codes: 0 silu, 1 gelu-tanh, 2 gelu-erf, 3 add, 4 sub, 5 mul, 6 swiglu, 7 scaled_add,
-// 8 gated residual (A + C[i % inner]·B), 9 copy (widen to f32).
+// Elementwise ops, one invocation per output element (P.n of them), f32 arithmetic on widened
+// inputs. ElementwiseArgs: op = ACT_* (activation) or BIN_* (binary); bcast = BCAST_* and
+// inner = its extent (binary's B), or the gate's length, the columns (gated_residual);
+// alpha = scaled_add's scalar.
 
 fn erf_(x: f32) -> f32 {
     // Chebyshev fit of erfc (relative error < 1.2e-7), the same as the CPU reference's.
@@ -16,26 +15,63 @@ fn erf_(x: f32) -> f32 {
 
 fn silu_(x: f32) -> f32 { return x / (1.0 + exp(-x)); }
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let i = (wg.y * nwg.x + wg.x) * 256u + li;
-    if (i >= P[0]) { return; }
-    let op = P[1];
-    var j = i;
-    if (P[2] == 1u) { j = i % P[3]; } else if (P[2] == 2u) { j = i / P[3]; }
+// Widens A to f32 (cast, with the pack pass storing the target dtype; scatter_rows' copy of dst).
+@compute @workgroup_size(ELEMENT_GROUP)
+fn copy(g: Grid) {
+    let i = element_index(g);
+    if (i >= P.n) { return; }
+    OUT[i] = ld_a(i);
+}
+
+@compute @workgroup_size(ELEMENT_GROUP)
+fn activation(g: Grid) {
+    let i = element_index(g);
+    if (i >= P.n) { return; }
     let a = ld_a(i);
     var r = 0.0;
-    switch op {
-        case 0u: { r = silu_(a); }
-        case 1u: { r = 0.5 * a * (1.0 + tanh(0.7978845608 * (a + 0.044715 * a * a * a))); }
-        case 2u: { r = 0.5 * a * (1.0 + erf_(a * 0.70710678118)); }
-        case 3u: { r = a + ld_b(j); }
-        case 4u: { r = a - ld_b(j); }
-        case 5u: { r = a * ld_b(j); }
-        case 6u: { r = silu_(a) * ld_b(i); }
-        case 7u: { r = a + bitcast<f32>(P[4]) * ld_b(i); }
-        case 8u: { r = a + ld_c(i % P[3]) * ld_b(i); }
-        default: { r = a; }
+    switch P.op {
+        case ACT_SILU: { r = silu_(a); }
+        case ACT_GELU_TANH: { r = 0.5 * a * (1.0 + tanh(0.7978845608 * (a + 0.044715 * a * a * a))); }
+        case ACT_GELU_ERF, default: { r = 0.5 * a * (1.0 + erf_(a * 0.70710678118)); }
     }
     OUT[i] = r;
+}
+
+@compute @workgroup_size(ELEMENT_GROUP)
+fn binary(g: Grid) {
+    let i = element_index(g);
+    if (i >= P.n) { return; }
+    var j = i;
+    if (P.bcast == BCAST_ROW) { j = i % P.inner; } else if (P.bcast == BCAST_COL) { j = i / P.inner; }
+    let a = ld_a(i);
+    let b = ld_b(j);
+    var r = 0.0;
+    switch P.op {
+        case BIN_ADD: { r = a + b; }
+        case BIN_SUB: { r = a - b; }
+        case BIN_MUL, default: { r = a * b; }
+    }
+    OUT[i] = r;
+}
+
+@compute @workgroup_size(ELEMENT_GROUP)
+fn swiglu(g: Grid) {
+    let i = element_index(g);
+    if (i >= P.n) { return; }
+    OUT[i] = silu_(ld_a(i)) * ld_b(i);
+}
+
+@compute @workgroup_size(ELEMENT_GROUP)
+fn scaled_add(g: Grid) {
+    let i = element_index(g);
+    if (i >= P.n) { return; }
+    OUT[i] = ld_a(i) + P.alpha * ld_b(i);
+}
+
+// A + C[column]·B.
+@compute @workgroup_size(ELEMENT_GROUP)
+fn gated_residual(g: Grid) {
+    let i = element_index(g);
+    if (i >= P.n) { return; }
+    OUT[i] = ld_a(i) + ld_c(i % P.inner) * ld_b(i);
 }

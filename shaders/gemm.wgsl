@@ -1,45 +1,44 @@
-// linear: OUT[m, n] = Σ_k A[m, k]·B[n, k] + C[n]. Workgroup 16×16 computes a 64×64 tile, each thread
-// a 4×4 block held in registers; K advances in steps of 16 through workgroup-memory tiles of A and
-// B (both read along K, B in its stored [N, K] layout). f32 accumulation.
-// K is split into chunks, one dispatch each, accumulating in OUT (software adapters cap the loop
-// iterations of one invocation at 65535).
+// linear: OUT[m, n] = Σ_k A[m, k]·B[n, k] + C[n]. Workgroup 16×16 computes a 64×64 tile, each
+// invocation a 4×4 block held in registers; K advances in steps of 16 through workgroup-memory
+// tiles of A and B (both read along K, B in its stored [N, K] layout). f32 accumulation.
+// K is split into chunks [P.k0, P.k1), one dispatch each, accumulating in OUT (software adapters
+// cap the loop iterations of one invocation at 65535).
 // A weight larger than the storage binding limit is split into chunks of whole words (not rows);
-// one dispatch per (weight chunk, K chunk). B holds weight elements [e0, e1) only: loads outside it
-// read 0, the dispatch covers the rows [n_lo, n_hi) the chunk touches, and a row split between two
-// chunks gets its partial sums accumulated in OUT like a K chunk's. An output element is written
-// fresh by its first contribution (K chunk 0 of the chunk holding its row's start, so n·K ≥ e0) and
-// gets the bias from the last (last K chunk of the chunk holding its row's end, (n+1)·K ≤ e1).
-// Unsplit weights have e0 = 0, e1 = N·K and the whole N range.
-// P[0] = M, P[1] = K, P[2] = N, P[3] = has bias, P[4] = workgroups along N (of this dispatch),
-// P[5], P[6] = K range of this K chunk, P[7], P[8] = rows n_lo, n_hi of W covered,
-// P[9], P[10] = elements e0, e1 of W held by B.
+// one dispatch per (weight chunk, K chunk). B holds weight elements [P.e0, P.e1) only: loads
+// outside it read 0, the dispatch covers the rows [P.n_lo, P.n_hi) the chunk touches, and a row
+// split between two chunks gets its partial sums accumulated in OUT like a K chunk's. An output
+// element is written fresh by its first contribution (K chunk 0 of the chunk holding its row's
+// start, so n·K ≥ e0) and gets the bias from the last (last K chunk of the chunk holding its row's
+// end, (n+1)·K ≤ e1). Unsplit weights have e0 = 0, e1 = N·K and the whole N range.
+// P.groups_n = workgroups along N in this dispatch.
 var<workgroup> ta: array<array<f32, 17>, 64>;
 var<workgroup> tb: array<array<f32, 17>, 64>;
 
 @compute @workgroup_size(16, 16)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let M = P[0];
-    let K = P[1];
-    let N = P[2];
-    let tile = wg.y * nwg.x + wg.x;
-    let m0 = (tile / P[4]) * 64u;
-    let n0 = P[7] + (tile % P[4]) * 64u;
-    let nhi = P[8];
-    let e0 = P[9];
-    let e1 = P[10];
-    let t = lid.y * 16u + lid.x;
+fn linear(g: Grid) {
+    let M = P.m;
+    let K = P.k;
+    let N = P.n;
+    let tile = group_index(g);
+    let m0 = (tile / P.groups_n) * 64u;
+    let n0 = P.n_lo + (tile % P.groups_n) * 64u;
+    let nhi = P.n_hi;
+    let e0 = P.e0;
+    let e1 = P.e1;
+    let t = g.li;
+    let lid = vec2<u32>(t % 16u, t / 16u);
     var acc: array<array<f32, 4>, 4>;
     for (var u = 0u; u < 4u; u++) {
         for (var v = 0u; v < 4u; v++) {
             let m = m0 + lid.y * 4u + u;
             let n = n0 + lid.x * 4u + v;
-            let fresh = P[5] == 0u && n * K >= e0;
+            let fresh = P.k0 == 0u && n * K >= e0;
             if (m < M && n < nhi && !fresh) { acc[u][v] = OUT[m * N + n]; }
         }
     }
-    let kend = P[6];
-    for (var k0 = P[5]; k0 < kend; k0 += 16u) {
-        // 256 threads load 64×16 of A and of B: 4 elements each.
+    let kend = P.k1;
+    for (var k0 = P.k0; k0 < kend; k0 += 16u) {
+        // 256 invocations load 64×16 of A and of B: 4 elements each.
         for (var e = 0u; e < 4u; e++) {
             let idx = t * 4u + e;
             let r = idx / 16u;
@@ -83,7 +82,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             let n = n0 + lid.x * 4u + v;
             if (m < M && n < nhi) {
                 var r = acc[u][v];
-                if (P[3] != 0u && P[6] == K && (n + 1u) * K <= e1) { r += ld_c(n); }
+                if (P.has_bias != 0u && P.k1 == K && (n + 1u) * K <= e1) { r += ld_c(n); }
                 OUT[m * N + n] = r;
             }
         }

@@ -1,52 +1,98 @@
-// Row norms, one workgroup of 64 threads per row, statistics in f32.
-// P[0] = rows, P[1] = cols, P[2] = eps bits, P[3] = mode (0 LayerNorm, 1 LN-modulate, 2 RMSNorm),
-// P[4] = has weight (B), P[5] = has bias (C). LN-modulate: B = shift, C = scale.
-// The row sums come from `rsum`, prepended from norm_reduce.wgsl (a workgroup-memory tree, any
-// adapter) or norm_reduce_subgroup.wgsl (subgroupAdd, adapters with Features::SUBGROUP); each
-// defines the `Lane` input struct with the builtins it needs.
+// Norms, statistics in f32.
+//
+// Row norms over A [P.rows, P.cols]: one workgroup of ROW_GROUP invocations per row. The row sums
+// come from `rsum(lane, v)`, prepended by the host from norm_reduce.wgsl (a workgroup-memory tree,
+// any adapter) or norm_reduce_subgroup.wgsl (subgroupAdd, adapters with Features::SUBGROUP); each
+// defines the `Lane` builtins it needs.
+//
+// Per-position norms over the channels of channel-first A [P.channels, P.positions], one
+// invocation per position: channel_rms_norm (B = gamma) and cfg_renorm (A = cond, B = uncond).
 
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lane: Lane) {
-    let row = wg.y * nwg.x + wg.x;
-    if (row >= P[0]) { return; }
-    let li = lane.li;
-    let n = P[1];
-    let base = row * n;
+const ROW_GROUP: u32 = 64u;
+
+// Σx and Σx² over the row starting at `base`, summed across the workgroup.
+fn row_sums(g: Grid, lane: Lane, base: u32) -> vec2<f32> {
     var a = 0.0;
     var b = 0.0;
-    for (var c = li; c < n; c += 64u) {
+    for (var c = g.li; c < P.cols; c += ROW_GROUP) {
         let x = ld_a(base + c);
         a += x;
         b += x * x;
     }
-    let s = rsum(lane, vec2<f32>(a, b));
-    let eps = bitcast<f32>(P[2]);
-    let mean = s.x / f32(n);
-    let mode = P[3];
-    var scale = 0.0;
-    if (mode == 2u) {
-        scale = 1.0 / sqrt(s.y / f32(n) + eps);
-    } else {
-        // Two-pass variance (as the reference) for the LayerNorms.
-        var d = 0.0;
-        for (var c = li; c < n; c += 64u) {
-            let x = ld_a(base + c) - mean;
-            d += x * x;
-        }
-        scale = 1.0 / sqrt(rsum(lane, vec2<f32>(d, 0.0)).x / f32(n) + eps);
+    return rsum(lane, vec2<f32>(a, b));
+}
+
+// layer_norm and layer_norm_modulate: x̂·(P.weight_offset + B[c]) + C[c] with
+// x̂ = (x − mean)/√(var + eps), the variance in a second pass (as the reference); the factor and
+// the term are left out without P.has_weight / P.has_bias.
+@compute @workgroup_size(ROW_GROUP)
+fn layer_norm(g: Grid, lane: Lane) {
+    let row = group_index(g);
+    if (row >= P.rows) { return; }
+    let base = row * P.cols;
+    let n = f32(P.cols);
+    let mean = row_sums(g, lane, base).x / n;
+    var d = 0.0;
+    for (var c = g.li; c < P.cols; c += ROW_GROUP) {
+        let x = ld_a(base + c) - mean;
+        d += x * x;
     }
-    for (var c = li; c < n; c += 64u) {
-        let x = ld_a(base + c);
-        var y = 0.0;
-        if (mode == 2u) {
-            y = x * scale * ld_b(c);
-        } else if (mode == 1u) {
-            y = (x - mean) * scale * (1.0 + ld_c(c)) + ld_b(c);
-        } else {
-            y = (x - mean) * scale;
-            if (P[4] != 0u) { y = y * ld_b(c); }
-            if (P[5] != 0u) { y = y + ld_c(c); }
-        }
+    let rstd = 1.0 / sqrt(rsum(lane, vec2<f32>(d, 0.0)).x / n + P.eps);
+    for (var c = g.li; c < P.cols; c += ROW_GROUP) {
+        var y = (ld_a(base + c) - mean) * rstd;
+        if (P.has_weight != 0u) { y = y * (P.weight_offset + ld_b(c)); }
+        if (P.has_bias != 0u) { y = y + ld_c(c); }
         OUT[base + c] = y;
+    }
+}
+
+// x/√(mean(x²) + eps)·B[c].
+@compute @workgroup_size(ROW_GROUP)
+fn rms_norm(g: Grid, lane: Lane) {
+    let row = group_index(g);
+    if (row >= P.rows) { return; }
+    let base = row * P.cols;
+    let scale = 1.0 / sqrt(row_sums(g, lane, base).y / f32(P.cols) + P.eps);
+    for (var c = g.li; c < P.cols; c += ROW_GROUP) {
+        OUT[base + c] = ld_a(base + c) * scale * ld_b(c);
+    }
+}
+
+// x·√C/max(‖x‖, 1e-12)·gamma over the C channels at each position, B = gamma.
+@compute @workgroup_size(ELEMENT_GROUP)
+fn channel_rms_norm(g: Grid) {
+    let i = element_index(g);
+    if (i >= P.positions) { return; }
+    var s = 0.0;
+    for (var c = 0u; c < P.channels; c++) { let x = ld_a(c * P.positions + i); s += x * x; }
+    let k = sqrt(f32(P.channels)) / max(sqrt(s), 1e-12);
+    for (var c = 0u; c < P.channels; c++) {
+        let j = c * P.positions + i;
+        OUT[j] = ld_a(j) * k * ld_b(c);
+    }
+}
+
+// v = uncond + guidance·(cond − uncond), rescaled to the norm of cond over the channels.
+@compute @workgroup_size(ELEMENT_GROUP)
+fn cfg_renorm(g: Grid) {
+    let i = element_index(g);
+    if (i >= P.positions) { return; }
+    let C = P.channels;
+    let np = P.positions;
+    let gs = P.guidance;
+    var nc = 0.0;
+    var ng = 0.0;
+    for (var c = 0u; c < C; c++) {
+        let cv = ld_a(c * np + i);
+        let uv = ld_b(c * np + i);
+        let v = uv + gs * (cv - uv);
+        nc += cv * cv;
+        ng += v * v;
+    }
+    let s = sqrt(nc) / max(sqrt(ng), 1e-6);
+    for (var c = 0u; c < C; c++) {
+        let cv = ld_a(c * np + i);
+        let uv = ld_b(c * np + i);
+        OUT[c * np + i] = (uv + gs * (cv - uv)) * s;
     }
 }

@@ -1,0 +1,111 @@
+//! Norms (shaders/norm.wgsl): the row norms, one workgroup per row with the row reduction the
+//! device supports (see `Spec::RowReduce`), and the per-position channel norms, one invocation per
+//! position.
+
+use crate::buffer::Input;
+use crate::dispatch::{element_groups, Kernel, Shader, Spec};
+use crate::{WgpuBackend, WgpuBuffer};
+use joyrt_core::backend::{CfgParams, ChannelParams, NormParams};
+use joyrt_core::{Result, Tensor};
+
+type T = Tensor<WgpuBackend>;
+
+joyrt_core::kernel_params! {
+    /// Parameters of the kernels of norm.wgsl.
+    pub struct NormArgs {
+        /// Row norms: the rows (one workgroup each), their length and ε.
+        pub rows: u32, pub cols: u32, pub eps: f32,
+        /// layer_norm's affine factor `weight_offset + B[c]` and term `C[c]`, each applied only
+        /// when its flag is set.
+        pub weight_offset: f32, pub has_weight: u32, pub has_bias: u32,
+        /// Per-position norms over channel-first `[channels, positions]`; cfg_renorm's guidance.
+        pub channels: u32, pub positions: u32, pub guidance: f32,
+    }
+}
+
+static NORM: Shader<NormArgs> = Shader::new("norm", include_str!("../../../../shaders/norm.wgsl"));
+
+/// Kernel `entry` of norm.wgsl with the row reduction this device runs.
+fn kernel(be: &WgpuBackend, entry: &'static str) -> Kernel<NormArgs> {
+    NORM.entry(entry).spec(Spec::RowReduce { subgroups: be.uses_subgroups() })
+}
+
+pub fn layer_norm(
+    be: &WgpuBackend,
+    x: &T,
+    w: Option<&T>,
+    b: Option<&T>,
+    p: &NormParams,
+) -> Result<WgpuBuffer> {
+    let op = "layer_norm";
+    let wi = w.map(|w| be.inp(w, op)).transpose()?.unwrap_or(be.dummy());
+    let bi = b.map(|b| be.inp(b, op)).transpose()?.unwrap_or(be.dummy());
+    let affine =
+        NormArgs { has_weight: w.is_some() as u32, has_bias: b.is_some() as u32, ..Default::default() };
+    row_norm(be, "layer_norm", x, &[be.inp(x, op)?, wi, bi], p, affine)
+}
+
+/// A layer norm whose affine factor is `1 + scale` and term `shift`.
+pub fn layer_norm_modulate(
+    be: &WgpuBackend,
+    x: &T,
+    shift: &T,
+    scale: &T,
+    p: &NormParams,
+) -> Result<WgpuBuffer> {
+    let op = "layer_norm_modulate";
+    let inputs = [be.inp(x, op)?, be.inp(scale, op)?, be.inp(shift, op)?];
+    let affine = NormArgs { weight_offset: 1.0, has_weight: 1, has_bias: 1, ..Default::default() };
+    row_norm(be, "layer_norm", x, &inputs, p, affine)
+}
+
+pub fn rms_norm(be: &WgpuBackend, x: &T, w: &T, p: &NormParams) -> Result<WgpuBuffer> {
+    let inputs = [be.inp(x, "rms_norm")?, be.inp(w, "rms_norm")?];
+    row_norm(be, "rms_norm", x, &inputs, p, NormArgs::default())
+}
+
+pub fn channel_rms_norm(be: &WgpuBackend, x: &T, gamma: &T, p: &ChannelParams) -> Result<WgpuBuffer> {
+    let op = "channel_rms_norm";
+    let inputs = [be.inp(x, op)?, be.inp(gamma, op)?];
+    let args = NormArgs { channels: p.channels as u32, positions: p.positions as u32, ..Default::default() };
+    per_position(be, "channel_rms_norm", x, &inputs, args)
+}
+
+pub fn cfg_renorm(be: &WgpuBackend, cond: &T, uncond: &T, p: &CfgParams) -> Result<WgpuBuffer> {
+    let inputs = [be.inp(cond, "cfg_renorm")?, be.inp(uncond, "cfg_renorm")?];
+    let args = NormArgs {
+        channels: p.channels as u32,
+        positions: p.positions as u32,
+        guidance: p.guidance,
+        ..Default::default()
+    };
+    per_position(be, "cfg_renorm", cond, &inputs, args)
+}
+
+/// Row norm `entry` of `x` (one workgroup per row); `affine` carries layer_norm's affine fields.
+fn row_norm(
+    be: &WgpuBackend,
+    entry: &'static str,
+    x: &T,
+    inputs: &[Input],
+    p: &NormParams,
+    affine: NormArgs,
+) -> Result<WgpuBuffer> {
+    let out = be.f32_buf(x.numel())?;
+    let args = NormArgs { rows: p.rows as u32, cols: p.cols as u32, eps: p.eps, ..affine };
+    be.run(kernel(be, entry), &args, inputs, out.bind(), p.rows as u64)?;
+    be.finish(out, x.numel(), x.dtype())
+}
+
+/// Per-position norm `entry` of channel-first `x`, one invocation per position.
+fn per_position(
+    be: &WgpuBackend,
+    entry: &'static str,
+    x: &T,
+    inputs: &[Input],
+    args: NormArgs,
+) -> Result<WgpuBuffer> {
+    let out = be.f32_buf(x.numel())?;
+    be.run(kernel(be, entry), &args, inputs, out.bind(), element_groups(args.positions as usize))?;
+    be.finish(out, x.numel(), x.dtype())
+}
