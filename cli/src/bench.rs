@@ -150,7 +150,7 @@ fn bench_dit<B: Backend>(
         (cfg, ck)
     } else {
         doc["weights"] = json!(model.transformer.display().to_string());
-        (DitConfig::from_file(&model.transformer.join("config.json"))?, Checkpoint::open(&model.transformer)?)
+        (model.configs.transformer.clone(), Checkpoint::open(&model.transformer)?)
     };
     let t0 = Instant::now();
     let dit = Dit::load(b, &ck, &cfg, dtype)?;

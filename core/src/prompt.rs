@@ -5,6 +5,8 @@
 //! vision block directly followed by the instruction, then the assistant header. The encoder output
 //! drops the first [`DROP_TOKENS`] states (the system turn and the user turn's `<|im_start|>`).
 
+use crate::contain::contain;
+use crate::files::{read_capped, MAX_TOKENIZER_BYTES};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -22,6 +24,7 @@ pub fn edit_template(prompt: &str) -> String {
 }
 
 /// A Qwen tokenizer plus the special ids the template needs.
+#[derive(Clone)]
 pub struct PromptTokenizer {
     tokenizer: tokenizers::Tokenizer,
     pub image_pad_id: u32,
@@ -30,39 +33,57 @@ pub struct PromptTokenizer {
 }
 
 impl PromptTokenizer {
-    /// Loads a `tokenizer.json`; the special ids are looked up by name, so a remapped small
-    /// vocabulary works as well as the real one.
+    /// Loads a `tokenizer.json` (a regular file of at most [`MAX_TOKENIZER_BYTES`]); the special
+    /// ids are looked up by name, so a remapped small vocabulary works as well as the real one.
     pub fn from_file(path: &Path) -> Result<PromptTokenizer> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = read_capped(path, MAX_TOKENIZER_BYTES)?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 
-    /// Loads a `tokenizer.json` held in memory; `origin` names it in errors.
+    /// Loads a `tokenizer.json` held in memory; `origin` names it in errors. The file is tried
+    /// once (the edit template encoded and decoded) so that a tokenizer that loads but fails or
+    /// panics on use is refused here, where `joyrt info` sees it too.
     pub fn from_bytes(json: &[u8], origin: &str) -> Result<PromptTokenizer> {
-        let tokenizer = tokenizers::Tokenizer::from_bytes(json)
-            .map_err(|e| Error::config(origin, format!("not a valid tokenizer.json: {e}")))?;
+        let invalid = |m: String| Error::config(origin, format!("not a valid tokenizer.json: {m}"));
+        let tokenizer = contain(|| tokenizers::Tokenizer::from_bytes(json))
+            .map_err(|p| invalid(format!("the tokenizers library panicked: {p}")))?
+            .map_err(|e| invalid(e.to_string()))?;
         let id = |name: &str| {
             tokenizer
                 .token_to_id(name)
                 .ok_or_else(|| Error::config(origin, format!("the tokenizer has no {name} token")))
         };
-        Ok(PromptTokenizer {
+        let t = PromptTokenizer {
             image_pad_id: id("<|image_pad|>")?,
             vision_start_id: id("<|vision_start|>")?,
             vision_end_id: id("<|vision_end|>")?,
             tokenizer,
-        })
+        };
+        t.encode_edit("a", 1)
+            .and_then(|(ids, _)| t.decode(&ids))
+            .map_err(|e| invalid(format!("encoding the edit template failed: {e}")))?;
+        Ok(t)
+    }
+
+    /// Size of the vocabulary with the added tokens: every id [`PromptTokenizer::encode`] returns
+    /// is below it.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
     }
 
     /// Token ids of `text` (special tokens recognised, nothing added).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.tokenizer.encode(text, false).map_err(|e| Error::Input(format!("tokenizer: {e}")))?;
+        let enc = contain(|| self.tokenizer.encode(text, false))
+            .map_err(|p| Error::Input(format!("the tokenizer panicked: {p}")))?
+            .map_err(|e| Error::Input(format!("tokenizer: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Decodes ids back to text (special tokens kept).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.tokenizer.decode(ids, false).map_err(|e| Error::Input(format!("tokenizer: {e}")))
+        contain(|| self.tokenizer.decode(ids, false))
+            .map_err(|p| Error::Input(format!("the tokenizer panicked: {p}")))?
+            .map_err(|e| Error::Input(format!("tokenizer: {e}")))
     }
 
     /// Ids of the edit template for `prompt` with the image pad expanded to `vision_tokens` copies.
@@ -85,6 +106,15 @@ impl PromptTokenizer {
         out.extend(std::iter::repeat_n(self.image_pad_id, vision_tokens));
         out.extend_from_slice(&ids[pad + 1..]);
         Ok((out, pad))
+    }
+}
+
+impl std::fmt::Debug for PromptTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromptTokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("image_pad_id", &self.image_pad_id)
+            .finish_non_exhaustive()
     }
 }
 
