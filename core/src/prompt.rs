@@ -45,6 +45,7 @@ impl PromptTokenizer {
     /// panics on use is refused here, where `joyrt info` sees it too.
     pub fn from_bytes(json: &[u8], origin: &str) -> Result<PromptTokenizer> {
         let invalid = |m: String| Error::config(origin, format!("not a valid tokenizer.json: {m}"));
+        unsafe_bpe_merges(json).map_or(Ok(()), |m| Err(invalid(m)))?;
         let tokenizer = contain(|| tokenizers::Tokenizer::from_bytes(json))
             .map_err(|p| invalid(format!("the tokenizers library panicked: {p}")))?
             .map_err(|e| invalid(e.to_string()))?;
@@ -109,6 +110,27 @@ impl PromptTokenizer {
     }
 }
 
+/// What the `tokenizers` crate assumes of a BPE model without checking, when the file breaks it:
+/// with a `continuing_subword_prefix`, it cuts that many bytes off the second token of every
+/// merge, which panics when the token is shorter and builds an invalid UTF-8 `str` when the cut
+/// falls inside a character. Every such merge must start with the prefix.
+fn unsafe_bpe_merges(json: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let model = v.get("model")?;
+    let prefix = model.get("continuing_subword_prefix")?.as_str().filter(|p| !p.is_empty())?;
+    let merges = model.get("merges")?.as_array()?;
+    merges.iter().find_map(|m| {
+        let second = match m {
+            serde_json::Value::Array(pair) => pair.get(1)?.as_str()?,
+            serde_json::Value::String(s) => s.split_once(' ')?.1,
+            _ => return None,
+        };
+        (!second.starts_with(prefix)).then(|| {
+            format!("the BPE merge {m} does not start with the continuing_subword_prefix {prefix:?}")
+        })
+    })
+}
+
 impl std::fmt::Debug for PromptTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PromptTokenizer")
@@ -121,6 +143,29 @@ impl std::fmt::Debug for PromptTokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tiny_tokenizer() -> serde_json::Value {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny_model/tokenizer/tokenizer.json");
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn corrupt_tokenizers_are_errors_not_panics() {
+        let load = |v: &serde_json::Value| PromptTokenizer::from_bytes(v.to_string().as_bytes(), "t.json");
+        let good = tiny_tokenizer();
+        assert!(load(&good).is_ok());
+        // A prefix longer than the merges' tokens makes the crate's BPE builder panic; a
+        // multi-byte one would cut characters in half.
+        for prefix in ["########", "é"] {
+            let mut v = good.clone();
+            v["model"]["continuing_subword_prefix"] = prefix.into();
+            let e = load(&v).err().unwrap().to_string();
+            assert!(e.contains("continuing_subword_prefix") && e.contains("t.json"), "{e}");
+        }
+        let mut v = good.clone();
+        v["decoder"] = serde_json::json!({"type": "Nope"});
+        assert!(load(&v).err().unwrap().to_string().contains("not a valid tokenizer.json"));
+    }
 
     #[test]
     fn template_has_literal_backslash_n_and_no_newline_after_vision_end() {
