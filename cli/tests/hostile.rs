@@ -461,7 +461,7 @@ fn weight_cases() -> Vec<Case> {
             Some((dt, Shape::from([2]), vec![0; 2 * dt.size()]))
         }),
     ));
-    c.push(case("a shard truncated", "truncated", |d| {
+    c.push(case("a shard truncated", "corrupt safetensors", |d| {
         let p = file_in(&d.join("transformer"), "-00001-of-");
         let b = std::fs::read(&p).unwrap();
         replace(&p, &b[..b.len() / 2]);

@@ -134,6 +134,12 @@ impl ProcessorConfig {
         let pre = dir.join("preprocessor_config.json");
         // `exists`, not `is_file`: a FIFO or folder under this name is refused by name when read.
         let path = if pre.exists() { pre } else { dir.join("processor_config.json") };
+        if !path.exists() {
+            return Err(Error::Input(format!(
+                "{} holds neither preprocessor_config.json nor processor_config.json",
+                dir.display()
+            )));
+        }
         // transformers 5 nests the image processor's settings in `processor_config.json`.
         let v = read_json(&path)?;
         let f: ProcessorFile = parse_config(v.get("image_processor").unwrap_or(&v), &path)?;

@@ -105,6 +105,10 @@ fn corrupt(path: &Path, msg: impl Into<String>) -> Error {
     Error::Safetensors { path: path.to_path_buf(), msg: msg.into() }
 }
 
+/// Largest safetensors header read (the `safetensors` crate's limit too): about a million
+/// tensors' entries.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 /// A tensor's name, info and byte range as read from a header.
 type HeaderEntry = (String, TensorInfo, usize, usize);
 
@@ -121,6 +125,9 @@ fn open_file(path: &Path) -> Result<(Arc<File>, Vec<HeaderEntry>)> {
         ));
     }
     let n = u64::from_le_bytes(map[..8].try_into().unwrap());
+    if n > MAX_HEADER_BYTES {
+        return Err(corrupt(path, format!("header length {n} is over the {MAX_HEADER_BYTES}-byte limit")));
+    }
     if n > (map.len() - 8) as u64 {
         return Err(corrupt(
             path,
