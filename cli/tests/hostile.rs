@@ -239,11 +239,11 @@ fn config_cases() -> Vec<Case> {
     num(VAE, "/dim_mult", json!([1, 0, 4, 4]), "dim_mult");
     num(VAE, "/dim_mult", json!([1, big, 4, 4]), "dim_mult");
     num(VAE, "/temperal_downsample", json!([true]), "temperal_downsample");
-    num(VAE, "/latents_std", json!([0.0; 16]), "latents_std");
-    num(VAE, "/latents_std", json!([1e-9; 16]), "latents_std");
-    num(VAE, "/latents_std", json!([-1.0; 16]), "latents_std");
-    num(VAE, "/latents_std", json!([1.0; 3]), "latents_std");
-    num(VAE, "/latents_mean", json!([1e30; 16]), "latents_mean");
+    num(VAE, "/latents_std", json!(vec![0.0; 16]), "latents_std");
+    num(VAE, "/latents_std", json!(vec![1e-9; 16]), "latents_std");
+    num(VAE, "/latents_std", json!(vec![-1.0; 16]), "latents_std");
+    num(VAE, "/latents_std", json!(vec![1.0; 3]), "latents_std");
+    num(VAE, "/latents_mean", json!(vec![1e30; 16]), "latents_mean");
     num(VAE, "/is_residual", json!(true), "is_residual");
     num(VAE, "/attn_scales", json!([1.0]), "attn_scales");
 

@@ -159,7 +159,7 @@ fn absurd_values_name_the_field_and_the_allowed_range() {
     let p = Path::new("vae/config.json");
     let e = VaeConfig::from_json(&with(&vae, "/num_res_blocks", json!(1_000_000_000u64)), p).unwrap_err();
     assert_names(e, &["num_res_blocks", "[1, 32]"]);
-    let e = VaeConfig::from_json(&with(&vae, "/latents_std", json!([1e-9; 16])), p).unwrap_err();
+    let e = VaeConfig::from_json(&with(&vae, "/latents_std", json!(vec![1e-9; 16])), p).unwrap_err();
     assert_names(e, &["latents_std[0]", "allowed range"]);
 }
 

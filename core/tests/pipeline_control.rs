@@ -131,7 +131,10 @@ fn nan_weights_stop_the_loop_at_the_first_step() {
     .err()
     .unwrap();
     assert!(matches!(e, Error::NonFinite { .. }), "{e}");
-    assert!(e.to_string().contains("denoising step 1 of 3") && e.to_string().contains("--check-weights"), "{e}");
+    assert!(
+        e.to_string().contains("denoising step 1 of 3") && e.to_string().contains("--check-weights"),
+        "{e}"
+    );
     assert_eq!(steps, 0, "the loop stops before reporting the step");
     std::fs::remove_dir_all(&dir).unwrap();
 }
