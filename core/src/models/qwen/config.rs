@@ -188,7 +188,11 @@ impl QwenConfig {
             ("vision_start_token_id", self.vision_start_token_id),
             ("vision_end_token_id", self.vision_end_token_id),
         ] {
-            in_range(field, id as usize, (0, self.vocab_size - 1))?;
+            in_range(
+                &format!("{field} (an id below text_config.vocab_size)"),
+                id as usize,
+                (0, self.vocab_size - 1),
+            )?;
         }
         positive("vision_config.depth", vis.depth, MAX_LAYERS)?;
         positive("vision_config.hidden_size", vis.hidden_size, MAX_WIDTH)?;
