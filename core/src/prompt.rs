@@ -47,7 +47,7 @@ impl PromptTokenizer {
         let invalid = |m: String| Error::config(origin, format!("not a valid tokenizer.json: {m}"));
         unsafe_bpe_merges(json).map_or(Ok(()), |m| Err(invalid(m)))?;
         let tokenizer = contain(|| tokenizers::Tokenizer::from_bytes(json))
-            .map_err(|p| invalid(format!("the tokenizers library panicked: {p}")))?
+            .map_err(|p| invalid(format!("the tokenizers library failed on it with an internal error: {p}")))?
             .map_err(|e| invalid(e.to_string()))?;
         let id = |name: &str| {
             tokenizer
@@ -75,7 +75,7 @@ impl PromptTokenizer {
     /// Token ids of `text` (special tokens recognised, nothing added).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = contain(|| self.tokenizer.encode(text, false))
-            .map_err(|p| Error::Input(format!("the tokenizer panicked: {p}")))?
+            .map_err(|p| Error::Input(format!("the tokenizer failed with an internal error: {p}")))?
             .map_err(|e| Error::Input(format!("tokenizer: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
@@ -83,7 +83,7 @@ impl PromptTokenizer {
     /// Decodes ids back to text (special tokens kept).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         contain(|| self.tokenizer.decode(ids, false))
-            .map_err(|p| Error::Input(format!("the tokenizer panicked: {p}")))?
+            .map_err(|p| Error::Input(format!("the tokenizer failed with an internal error: {p}")))?
             .map_err(|e| Error::Input(format!("tokenizer: {e}")))
     }
 

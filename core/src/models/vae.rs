@@ -514,8 +514,12 @@ impl<B: Backend> Vae<B> {
 
     /// Pixels `[3, 8h, 8w]` of latents `z [z_dim, h, w]` (already de-normalised), clamped to
     /// `[−1, 1]` as diffusers' `_decode` does; returned on the host, where they are consumed.
+    /// NaN or Inf in the output is an [`crate::Error::NonFinite`].
     pub fn decode(&self, z: &Tensor<B>) -> Result<Vec<f32>> {
-        Ok(self.decode_unclamped(z)?.to_f32_vec()?.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect())
+        let raw = self.decode_unclamped(z)?.to_f32_vec()?;
+        // Before the clamp, which would turn ±Inf into a flat ±1 image.
+        crate::finite::check_finite(|| "the VAE decoder".into(), &raw)?;
+        Ok(raw.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect())
     }
 
     /// The decoder's output before the clamp.
