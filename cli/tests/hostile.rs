@@ -668,7 +668,7 @@ fn every_hostile_folder_gets_a_clean_error() {
         vec!["info", "--check-weights", ok.to_str().unwrap()],
         edit_args(ok.to_str().unwrap(), out.to_str().unwrap(), &input_png()),
     ] {
-        let r = run(work(), "untouched", &args);
+        let r = run(&ok, "untouched", &args);
         assert_eq!(r.code, Some(0), "{args:?}: {}{}", r.stdout, r.stderr);
     }
     assert!(out.is_file());
@@ -700,5 +700,52 @@ fn every_hostile_folder_gets_a_clean_error() {
         cases.len(),
         faults.join("\n\n")
     );
-    let _ = std::fs::remove_dir_all(work());
+    for d in [base, ok] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+    std::fs::remove_file(out).unwrap();
+    // The other test may still be using the folder: the last one out removes it.
+    let _ = std::fs::remove_dir(work());
+}
+
+#[test]
+fn degenerate_flags_are_refused_with_their_range() {
+    let dir = work().join("flags");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out.png");
+    let (o, image) = (out.to_str().unwrap(), input_png());
+    let edit = |flag: &'static str, v: &'static str| {
+        let mut a = vec!["edit", "--image", &image, "--prompt", "p", "-o", o, "--backend", "cpu", "--quiet"];
+        a.extend([flag, v]);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let bench = |flag: &'static str, v: &'static str| {
+        ["bench", "--backend", "cpu", flag, v].into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let cases = [
+        (edit("--shift", "1e-9"), "`shift` = 0.000000001 is outside the allowed range [0.1, 100]"),
+        (edit("--shift", "NaN"), "`shift` = NaN"),
+        (
+            edit("--guidance", "1e30"),
+            "`guidance` = 1000000000000000000000000000000 is outside the allowed range [1, 100]",
+        ),
+        (edit("--guidance", "0.5"), "`guidance` = 0.5"),
+        (edit("--steps", "1000000"), "`steps` = 1000000 is outside the allowed range [1, 1000]"),
+        (bench("--tokens", "1000000000"), "--tokens must be between 1 and 65536"),
+        (bench("--attn-tokens", "0"), "--attn-tokens must be between 1 and 65536"),
+        (bench("--text-tokens", "1000000"), "--text-tokens must be between 1 and 4096"),
+        (bench("--iters", "1000000000"), "--iters must be between 1 and 1000"),
+        (bench("--size", "1000000000"), "--size must be a multiple of 16 between 16 and 4096"),
+    ];
+    for (i, (args, expect)) in cases.iter().enumerate() {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = run(&dir, &format!("flag-{i}"), &refs);
+        if let Some(f) = fault(&r, expect) {
+            panic!("{args:?}: {f}");
+        }
+        assert!(!out.exists(), "{args:?} left an output");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(work().join("cache"));
+    let _ = std::fs::remove_dir(work());
 }

@@ -144,15 +144,18 @@ impl Clock<'_> {
     }
 }
 
-/// The request's parameters in their ranges ([`crate::limits`]), refused before any work.
-fn validate(p: &EditParams) -> Result<()> {
-    let check = |r: std::result::Result<(), String>| r.map_err(Error::Input);
-    check(in_range("steps", p.steps, STEPS))?;
-    check(in_range("guidance", p.guidance, GUIDANCE))?;
-    if let Some(s) = p.shift {
-        check(in_range("shift", s, SHIFT))?;
+impl EditParams {
+    /// The request's parameters in their ranges ([`crate::limits`]); [`edit`] calls it before
+    /// any work, and a caller can call it earlier, before loading anything.
+    pub fn validate(&self) -> Result<()> {
+        let check = |r: std::result::Result<(), String>| r.map_err(Error::Input);
+        check(in_range("steps", self.steps, STEPS))?;
+        check(in_range("guidance", self.guidance, GUIDANCE))?;
+        if let Some(s) = self.shift {
+            check(in_range("shift", s, SHIFT))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Runs one edit. `on_progress` is called at every stage boundary and after every step; returning
@@ -164,7 +167,7 @@ pub fn edit<B: Backend>(
     params: &EditParams,
     on_progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<EditOutput> {
-    validate(params)?;
+    params.validate()?;
     let dtype = params.dtype;
     let mut clock = Clock { on: on_progress, timings: Vec::new() };
     let mut trace = params.trace.then(Trace::default);
