@@ -739,10 +739,21 @@ fn degenerate_flags_are_refused_with_their_range() {
         (bench("--iters", "1000000000"), "--iters must be between 1 and 1000"),
         (bench("--size", "1000000000"), "--size must be a multiple of 16 between 16 and 4096"),
     ];
-    for (i, (args, expect)) in cases.iter().enumerate() {
+    let fifo_png = dir.join("fifo.png");
+    fifo(&fifo_png);
+    let image_as = |p: &str| {
+        let a = ["edit", "--image", p, "--prompt", "p", "-o", o, "--backend", "cpu", "--quiet"];
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let cases = cases.into_iter().chain([
+        (image_as(fifo_png.to_str().unwrap()), "fifo.png is a FIFO"),
+        (image_as("/dev/zero"), "/dev/zero is a device"),
+        (image_as(dir.to_str().unwrap()), "is a directory"),
+    ]);
+    for (i, (args, expect)) in cases.enumerate() {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = run(&dir, &format!("flag-{i}"), &refs);
-        if let Some(f) = fault(&r, expect) {
+        if let Some(f) = fault(&r, &expect) {
             panic!("{args:?}: {f}");
         }
         assert!(!out.exists(), "{args:?} left an output");
