@@ -58,13 +58,16 @@ pub const LATENTS_MEAN: (f32, f32) = (-100.0, 100.0);
 pub const IMAGE_MEAN: (f32, f32) = (-10.0, 10.0);
 /// The processor's per-channel pixel std. Released: 0.5.
 pub const IMAGE_STD: (f32, f32) = (0.001, 100.0);
-/// The flow shift. Released: 1.5; flow-matching models use 1 to 12. Below 0.1 every σ is close
-/// to 0, the loop barely moves from the noise and the output is flat.
+/// The flow shift. Released: 1.5; flow-matching models use 1 to 12. σ' = sσ / (1 + (s − 1)σ):
+/// below 0.1 every σ but the first is near 0, so the first step jumps from noise to the end and
+/// the rest do nothing (at 10⁻⁸ the σ underflow and the output is flat); above 100 every σ but
+/// the last is near 1.
 pub const SHIFT: (f32, f32) = (0.1, 100.0);
-/// The CFG scale. 1 is no guidance (below 1 would be ignored, so it is refused rather than
-/// silently run without CFG); far above 100 the velocities overflow.
+/// The CFG scale. diffusers runs CFG only when it is above 1, so 1 is "no guidance"; below 1
+/// would silently be the same, so it is refused. Far above 100 the guided velocity overflows
+/// before the norm rescale.
 pub const GUIDANCE: (f32, f32) = (1.0, 100.0);
-/// Denoising steps.
+/// Denoising steps: at most the scheduler's 1000 training timesteps.
 pub const STEPS: (usize, usize) = (1, 1000);
 
 /// `Ok` when `lo ≤ v ≤ hi` (NaN is never in range); otherwise a message naming `field`, its value
