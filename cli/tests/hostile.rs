@@ -8,7 +8,9 @@
 //! Each case is the tiny model with its files hard-linked (a mutated file is replaced, never
 //! written through the link), so the cases cost a few MB.
 
+#[path = "hostile/cases.rs"]
 mod cases;
+#[path = "hostile/mutate.rs"]
 mod mutate;
 
 use cases::Case;
@@ -252,7 +254,7 @@ fn degenerate_flags_are_refused_with_their_range() {
     for (i, (args, expect)) in cases.enumerate() {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = run(&dir, &format!("flag-{i}"), &refs);
-        if let Some(f) = fault(&r, &expect) {
+        if let Some(f) = fault(&r, expect) {
             panic!("{args:?}: {f}");
         }
         assert!(!out.exists(), "{args:?} left an output");
