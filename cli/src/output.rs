@@ -5,8 +5,13 @@ use joyrt_core::image::RgbImage;
 use std::path::Path;
 
 /// Decodes a PNG or JPEG file into 8-bit RGB (alpha dropped, greyscale expanded).
+/// Largest input image file: 1 GiB, more than an uncompressed 16k × 16k RGB PNG.
+const MAX_IMAGE_BYTES: u64 = 1 << 30;
+
 pub fn read_image(path: &Path) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read input image {}", path.display()))?;
+    // Only a regular file, capped: a FIFO would block and /dev/zero never end.
+    let bytes = joyrt_core::files::read_capped(path, MAX_IMAGE_BYTES)
+        .with_context(|| format!("cannot read input image {}", path.display()))?;
     let img = image::load_from_memory(&bytes)
         .with_context(|| format!("{} is not a PNG or JPEG image joyrt can decode", path.display()))?;
     let rgb = img.to_rgb8();
