@@ -2,6 +2,7 @@
 //! error type, weight loading and (later) the model graphs.
 
 pub mod backend;
+mod cache_dir;
 mod dtype;
 mod error;
 pub mod image;
@@ -17,6 +18,7 @@ mod tensor;
 pub mod weights;
 
 pub use backend::{Activation, Backend, BinaryOp, Rope, RopePairing, ScatterMode};
+pub use cache_dir::cache_dir;
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use rng::Rng;
