@@ -246,6 +246,15 @@ mod tests {
     }
 
     #[test]
+    fn the_emulated_architecture_is_sm80_unless_set() {
+        assert_eq!(DeviceLimits::for_emulated_arch(None), Ok(DeviceLimits::SM80));
+        assert_eq!(DeviceLimits::for_emulated_arch(Some("sm_90")), Ok(DeviceLimits::SM90));
+        assert_eq!(DeviceLimits::SM90.nvrtc_arch(), "sm_90a");
+        let m = DeviceLimits::for_emulated_arch(Some("sm_70")).unwrap_err();
+        assert!(m.contains("JOYRT_CUDA_EMU_ARCH=sm_70"), "{m}");
+    }
+
+    #[test]
     fn launch_shapes_read_as_cuda_writes_them() {
         let s = LaunchShape { grid: [8, 4, 1], block: 256, dynamic_smem: 61440 };
         assert_eq!(s.to_string(), "grid 8×4×1, block 256, 61440 B dynamic shared memory");

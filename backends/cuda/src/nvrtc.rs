@@ -78,10 +78,29 @@ fn inline_includes(out: &mut String, name: &str, text: &str, seen: &mut Vec<&'st
     }
 }
 
-/// Whether libnvrtc can be loaded (`LD_LIBRARY_PATH`, or the CUDA toolkit's lib64).
+/// The NVRTC functions this crate calls. cudarc resolves each at its first call and panics where
+/// the library lacks it, so a library without all of them counts as absent.
+const SYMBOLS: [&str; 8] = [
+    "nvrtcVersion",
+    "nvrtcCreateProgram",
+    "nvrtcCompileProgram",
+    "nvrtcGetProgramLogSize",
+    "nvrtcGetProgramLog",
+    "nvrtcGetCUBINSize",
+    "nvrtcGetCUBIN",
+    "nvrtcDestroyProgram",
+];
+
+/// Whether a libnvrtc with every function this crate calls can be loaded (`LD_LIBRARY_PATH`, or
+/// the CUDA toolkit's lib64). cudarc's loader looks for `libnvrtc.so` and `libnvrtc.so.12` and
+/// older, not `libnvrtc.so.13`: a CUDA 13 NVRTC is found through its `libnvrtc.so` name.
 pub fn nvrtc_present() -> bool {
-    // SAFETY: only tries to dlopen the library.
-    unsafe { sys::is_culib_present() }
+    // SAFETY: dlopens the library (cudarc's `culib` only once `is_culib_present` found it) and
+    // looks symbols up without calling them.
+    unsafe {
+        sys::is_culib_present()
+            && SYMBOLS.iter().all(|name| sys::culib().get::<*const ()>(name.as_bytes()).is_ok())
+    }
 }
 
 /// NVRTC's version `(major, minor)`, or `None` without libnvrtc.
@@ -391,6 +410,53 @@ mod tests {
     /// for f16 on sm_90a.
     fn known_spill(kernel: &str, arch: &str, spec: &Spec) -> bool {
         kernel == "linear_mma" && arch == "sm_90a" && *spec == Spec::uniform(DType::F16)
+    }
+
+    /// ptxas' report read back: the register-staged GEMM's static shared tiles (2 stages × (A, B)
+    /// × 128 rows × 40 16-bit elements), none in the pipelined one (its ring is dynamic), and
+    /// every kernel's registers.
+    #[test]
+    fn the_compile_report_gives_registers_and_static_shared_memory() {
+        if !nvrtc_present() {
+            println!("SKIPPED: needs libnvrtc");
+            return;
+        }
+        let src = source(Family::Gemm, &Spec::uniform(DType::BF16));
+        let compiled = compile_with_cache(None, "gemm.cu", &src, "sm_80").unwrap();
+        let r: std::collections::HashMap<_, _> = entry_resources(&compiled.log).into_iter().collect();
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!(r["linear_mma"].static_smem, 2 * 2 * 128 * 40 * 2, "{r:?}");
+        assert_eq!(r["linear_mma_pipelined"].static_smem, 0, "{r:?}");
+        assert!(r.values().all(|k| (32..=255).contains(&k.registers)), "{r:?}");
+    }
+
+    /// A module compiled once is read from the cache the next time: an entry put in its place is
+    /// what the next compilation returns.
+    #[test]
+    fn a_second_compile_comes_from_the_cache() {
+        if !nvrtc_present() {
+            println!("SKIPPED: needs libnvrtc");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("joyrt-nvrtc-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cache = CubinCache::new(&dir);
+        let src = source(Family::Norm, &Spec::uniform(DType::F32));
+        let first = compile_with_cache(Some(&cache), "norm.cu", &src, "sm_80").unwrap();
+        let options = options("sm_80", &MODULE_OPTIONS);
+        let key = CacheKey {
+            file: "norm.cu",
+            source: &src,
+            options: &options,
+            nvrtc_version: nvrtc_version().unwrap(),
+        };
+        assert_eq!(cache.get(&key), Lookup::Hit(first.clone()));
+        let marked = Compiled { cubin: b"from the cache".to_vec(), log: first.log.clone() };
+        cache.put(&key, &marked).unwrap();
+        assert_eq!(compile_with_cache(Some(&cache), "norm.cu", &src, "sm_80").unwrap(), marked);
+        // Another architecture is another entry.
+        assert_ne!(compile_with_cache(Some(&cache), "norm.cu", &src, "sm_90a").unwrap(), marked);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
