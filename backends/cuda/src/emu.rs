@@ -4,7 +4,7 @@
 //! `cuLaunchKernel` would get. Used by [`crate::CudaBackend::emulated`] so the conformance suite
 //! runs the real kernel sources in CI.
 
-use crate::kernel::{Family, KernelDesc, Spec};
+use crate::kernel::{Family, Spec};
 use crate::limits::{DeviceLimits, FunctionLimits, KernelResources, LaunchShape};
 use crate::nvrtc;
 use std::collections::HashMap;
@@ -81,7 +81,8 @@ impl EmuKernel {
 /// One family specialised for one spec, built and loaded (the emulation's module).
 #[derive(Clone)]
 pub struct EmuModule {
-    family: Family,
+    /// The CUDA translation unit it was built from (`gemm.cu`).
+    file: String,
     lib: Arc<libloading::Library>,
     device: Arc<DeviceLimits>,
     /// Registers and static shared memory per kernel, from NVRTC's compile report for the
@@ -90,17 +91,14 @@ pub struct EmuModule {
 }
 
 impl EmuModule {
-    /// The kernel `desc` of this module, as loaded: no dynamic shared memory opted in.
-    pub fn kernel(&self, desc: &KernelDesc) -> Result<EmuKernel, String> {
-        let symbol = format!("emu_{}", desc.name);
+    /// The kernel `name` of this module, as loaded: no dynamic shared memory opted in.
+    pub fn kernel(&self, name: &str) -> Result<EmuKernel, String> {
+        let symbol = format!("emu_{name}");
         // SAFETY: every exported `emu_*` symbol has the EmuFn signature (EMU_EXPORT).
         let f: EmuFn = unsafe {
-            *self
-                .lib
-                .get::<EmuFn>(symbol.as_bytes())
-                .map_err(|e| format!("{}: {symbol}: {e}", self.family.file()))?
+            *self.lib.get::<EmuFn>(symbol.as_bytes()).map_err(|e| format!("{}: {symbol}: {e}", self.file))?
         };
-        let function = FunctionLimits::loaded(self.resources.get(desc.name).copied());
+        let function = FunctionLimits::loaded(self.resources.get(name).copied());
         Ok(EmuKernel { f, _lib: self.lib.clone(), device: self.device.clone(), function })
     }
 }
@@ -145,14 +143,29 @@ impl Emulator {
     /// and loads it.
     pub fn build(&self, family: Family, spec: Spec) -> Result<EmuModule, String> {
         let stem = format!("{}-{:?}-{:?}-{:?}-{:?}", family.def().name, spec.x, spec.w, spec.b, spec.c);
+        let kernels: Vec<&str> = family.kernels(&spec).map(|k| k.name).collect();
+        let resources = self.compile_report(family, &spec)?;
+        self.build_source(&stem, &family.file(), &nvrtc::source(family, &spec), &kernels, resources)
+    }
+
+    /// Compiles `source` (the CUDA translation unit `file`) with the emulation header, exporting
+    /// `kernels`, and loads it as a module whose kernels use `resources`.
+    fn build_source(
+        &self,
+        stem: &str,
+        file: &str,
+        source: &str,
+        kernels: &[&str],
+        resources: HashMap<String, KernelResources>,
+    ) -> Result<EmuModule, String> {
         let src_path = self.dir.join(format!("{stem}.cpp"));
         let lib_path = self.dir.join(format!("{stem}.so"));
         let mut src = String::from("#define JOYRT_CUDA_EMU 1\n");
         src += HEADER;
         src += "\n";
-        src += &nvrtc::source(family, &spec);
-        for k in family.kernels(&spec) {
-            src += &format!("EMU_EXPORT({})\n", k.name);
+        src += source;
+        for k in kernels {
+            src += &format!("EMU_EXPORT({k})\n");
         }
         std::fs::write(&src_path, src).map_err(|e| format!("{}: {e}", src_path.display()))?;
         let out = Command::new(&self.compiler)
@@ -163,18 +176,21 @@ impl Emulator {
             .map_err(|e| format!("running {}: {e}", self.compiler))?;
         if !out.status.success() {
             return Err(format!(
-                "{} failed on {} (emulated {}):\n{}",
+                "{} failed on {} (emulated {file}):\n{}",
                 self.compiler,
                 src_path.display(),
-                family.file(),
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
         // SAFETY: a library we just built; its initialisers only set up statics.
         let lib = unsafe { libloading::Library::new(&lib_path) }
             .map_err(|e| format!("{}: {e}", lib_path.display()))?;
-        let resources = Arc::new(self.compile_report(family, &spec)?);
-        Ok(EmuModule { family, lib: Arc::new(lib), device: self.device.clone(), resources })
+        Ok(EmuModule {
+            file: file.into(),
+            lib: Arc::new(lib),
+            device: self.device.clone(),
+            resources: Arc::new(resources),
+        })
     }
 
     /// The limits of the emulated architecture.
@@ -216,5 +232,80 @@ impl Emulator {
 impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kernels that fault on request: a trap in one thread, a write at byte `at` of the dynamic
+    /// shared memory.
+    const FAULTY: &str = r#"
+extern "C" __global__ void trap_in_thread(int* out, int thread) {
+    if ((int)threadIdx.x == thread) __trap();
+    out[threadIdx.x] = 1;
+}
+extern "C" __global__ void write_smem(int* out, int at) {
+    emu_dynamic_smem[at] = 1;
+    out[threadIdx.x] = 2;
+}
+"#;
+
+    fn shape(block: u32, dynamic_smem: u32) -> LaunchShape {
+        LaunchShape { grid: [2, 1, 1], block, dynamic_smem }
+    }
+
+    /// Launches `k` with a 64-int output and `arg`.
+    fn run(k: &EmuKernel, shape: LaunchShape, arg: i32) -> Result<Vec<i32>, EmuLaunchError> {
+        let mut out = vec![0i32; 1024];
+        let (mut ptr, mut arg) = (out.as_mut_ptr() as u64, arg);
+        let mut args = [&mut ptr as *mut u64 as *mut c_void, &mut arg as *mut i32 as *mut c_void];
+        // SAFETY: both kernels take (int*, int) and write at most 1024 ints.
+        unsafe { k.launch(&shape, &mut args) }.map(|_| out)
+    }
+
+    #[test]
+    fn faults_come_back_as_errors_and_the_limits_are_enforced() {
+        let emulator = match Emulator::new() {
+            Ok(e) => e,
+            Err(why) => return println!("SKIPPED: {why}"),
+        };
+        assert_eq!(emulator.limits(), &DeviceLimits::emulated().unwrap());
+        let module = emulator
+            .build_source("faulty", "faulty.cu", FAULTY, &["trap_in_thread", "write_smem"], HashMap::new())
+            .unwrap();
+        let trap = module.kernel("trap_in_thread").unwrap();
+        assert_eq!(run(&trap, shape(64, 0), -1).unwrap()[..64], [1; 64]);
+        match run(&trap, shape(64, 0), 3) {
+            Err(EmuLaunchError::Fault(m)) => {
+                assert!(m.contains("__trap()") && m.contains("thread 3)"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut smem = module.kernel("write_smem").unwrap();
+        assert_eq!(run(&smem, shape(32, 64), 63).unwrap()[0], 2);
+        match run(&smem, shape(32, 64), 64) {
+            Err(EmuLaunchError::Fault(m)) => {
+                assert!(m.contains("past the launch's dynamic shared memory"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Refused before running: too many threads, and dynamic shared memory past 48 KiB until
+        // the function is opted in, and never past the architecture's limit.
+        assert!(
+            matches!(run(&smem, shape(1056, 0), 0), Err(EmuLaunchError::Refused(m)) if m.contains("1056 threads"))
+        );
+        let big = shape(32, 61440);
+        assert!(matches!(run(&smem, big, 0), Err(EmuLaunchError::Refused(m)) if m.contains("not opted in")));
+        smem.set_max_dynamic_smem(61440).unwrap();
+        assert_eq!(run(&smem, big, 61439).unwrap()[0], 2);
+        let m = smem.set_max_dynamic_smem(emulator.limits().smem_per_block_optin + 1).unwrap_err();
+        assert!(m.contains("allows at most"), "{m}");
+        // A fault poisons the emulated context.
+        assert_eq!(emulator.check_usable(), Ok(()));
+        emulator.poison("kernel k faulted: __trap()".into());
+        let m = emulator.check_usable().unwrap_err();
+        assert!(m.contains("poisoned") && m.contains("kernel k faulted"), "{m}");
     }
 }

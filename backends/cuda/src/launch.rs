@@ -238,7 +238,7 @@ impl CudaBackend {
                 Function::Gpu(GpuFunction { f, limits: FunctionLimits::loaded(Some(resources)) })
             }
             Module::Emu(m) => {
-                Function::Emu(m.kernel(desc).map_err(|e| Error::backend(self.inner.name.clone(), e))?)
+                Function::Emu(m.kernel(desc.name).map_err(|e| Error::backend(self.inner.name.clone(), e))?)
             }
         };
         self.opt_in_dynamic_smem(desc, spec, &mut function)?;
