@@ -164,7 +164,7 @@ impl CudaBackend {
                 Ok(())
             }
             (Function::Emu(k), Device::Emu(emulator)) => {
-                emulator.check_usable().map_err(|why| failed(why))?;
+                emulator.check_usable().map_err(&failed)?;
                 // SAFETY: as for the GPU launch; host buffers stand in for device memory.
                 match unsafe { k.launch(&shape, &mut args) } {
                     Ok(()) => Ok(()),
