@@ -7,28 +7,14 @@ use anyhow::{Context, Result};
 use joyrt_core::image::Buckets;
 use joyrt_core::model_folder::ModelFolder;
 use joyrt_core::DType;
-use std::path::PathBuf;
 
 /// Bump when the generated folder changes, so stale caches are not reused.
 const VERSION: &str = "v1";
 
-fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("JOYRT_CACHE_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("joyrt");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".cache").join("joyrt"),
-        None => std::env::temp_dir().join("joyrt-cache"),
-    }
-}
-
 /// The built-in model folder, written on first use (through a temporary folder and a rename, so
 /// an interrupted run never leaves a half-written model behind).
 pub fn model_folder() -> Result<ModelFolder> {
-    let root = cache_dir();
+    let root = joyrt_core::cache_dir();
     let dir = root.join(format!("builtin-tiny-{VERSION}"));
     if !dir.join("model_index.json").is_file() {
         std::fs::create_dir_all(&root)

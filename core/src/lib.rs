@@ -1,7 +1,8 @@
 //! joyrt-core: dtypes, shapes, the backend-agnostic tensor handle, the `Backend` op trait, the
-//! error type, weight loading and (later) the model graphs.
+//! error type, weight loading, the model graphs and the edit pipeline.
 
 pub mod backend;
+mod cache_dir;
 mod contain;
 mod dtype;
 mod error;
@@ -21,6 +22,7 @@ mod tensor;
 pub mod weights;
 
 pub use backend::{Activation, Backend, BinaryOp, Rope, RopePairing, ScatterMode};
+pub use cache_dir::cache_dir;
 pub use dtype::DType;
 pub use error::{listed, Error, Result, MAX_LISTED_PROBLEMS};
 pub use rng::Rng;

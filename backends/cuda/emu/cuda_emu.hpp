@@ -8,7 +8,10 @@
 // (__syncthreads, __syncwarp, a shuffle, an mma) is a yield: the scheduler runs each live fiber
 // up to its next sync point, in thread order, so all threads pass the same barrier in the same
 // round. Fibers that reach a different number of sync points (a divergent barrier, undefined in
-// CUDA) are reported and abort the run.
+// CUDA), a `__trap()` and a write past the launch's dynamic shared memory are faults: the launch
+// stops and returns a message, as a kernel fault surfaces on the host (the Rust side then treats
+// the emulated context as poisoned, as the driver does). The launch limits (threads, grid, shared
+// memory, registers) are checked by the Rust side before a launch gets here (emu.rs, limits.rs).
 //
 // Warp-level operations exchange values through per-thread slots between two sync points.
 // mma.sync.m16n8k16 is computed from the PTX ISA's fragment layout (transcribed here
@@ -22,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <type_traits>
 #include <ucontext.h>
 #include <utility>
@@ -110,8 +114,25 @@ struct EmuBlock {
     std::vector<EmuFiber> fibers;
     int current = 0;
     std::function<void()> body;
+    bool faulted = false;  // a fiber faulted: the scheduler abandons the launch
 };
 static EmuBlock emu_block;
+
+// The message of the launch's fault, returned to the host.
+static char emu_fault_message[512];
+static bool emu_in_fiber = false;
+
+// Records a fault of the current launch; from a fiber, leaves it for good (its stack is reset by
+// the next launch).
+static void emu_fault(const char* what, bool of_thread = true) {
+    int n = std::snprintf(emu_fault_message, sizeof emu_fault_message, "%s (block (%u, %u, %u)", what, blockIdx.x,
+                          blockIdx.y, blockIdx.z);
+    if (n > 0 && (size_t)n < sizeof emu_fault_message)
+        std::snprintf(emu_fault_message + n, sizeof emu_fault_message - n, of_thread ? ", thread %u)" : ")",
+                      threadIdx.x);
+    emu_block.faulted = true;
+    if (emu_in_fiber) swapcontext(&emu_block.fibers[emu_block.current].ctx, &emu_block.sched);
+}
 
 static void emu_fiber_entry() {
     emu_block.body();
@@ -210,10 +231,30 @@ inline void emu_cp_async_wait(int newest_pending) {
     }
 }
 
-// Dynamic shared memory (`extern __shared__`): one static arena per library, as big as any
-// kernel here asks for.
-static unsigned char emu_dynamic_smem[96 * 1024] __attribute__((aligned(16)));
+// Dynamic shared memory (`extern __shared__`): exactly what the launch asked for, 16-byte
+// aligned, followed by guard bytes that a kernel writing past its share would change.
+struct alignas(16) EmuSmemWord {
+    unsigned char bytes[16];
+};
+static std::unique_ptr<EmuSmemWord[]> emu_dynamic_smem_words;
+static unsigned char* emu_dynamic_smem = nullptr;
 static unsigned emu_dynamic_smem_bytes = 0;  // what the launch asked for
+static const unsigned emu_smem_guard = 64;
+static const unsigned char emu_guard_byte = 0xa5;
+
+inline void emu_alloc_dynamic_smem(unsigned bytes) {
+    const unsigned words = (bytes + emu_smem_guard + 15) / 16;
+    emu_dynamic_smem_words.reset(new EmuSmemWord[words]);
+    emu_dynamic_smem = reinterpret_cast<unsigned char*>(emu_dynamic_smem_words.get());
+    emu_dynamic_smem_bytes = bytes;
+    std::memset(emu_dynamic_smem + bytes, emu_guard_byte, emu_smem_guard);
+}
+
+inline bool emu_dynamic_smem_guard_intact() {
+    for (unsigned i = 0; i < emu_smem_guard; ++i)
+        if (emu_dynamic_smem[emu_dynamic_smem_bytes + i] != emu_guard_byte) return false;
+    return true;
+}
 
 // ldmatrix...x4.trans: as above, but each lane receives tile i's elements at rows 2·(lane % 4)
 // and 2·(lane % 4) + 1, column lane / 4 (the transposed tile).
@@ -229,13 +270,8 @@ inline void emu_ldmatrix_x4_trans(unsigned* r, const unsigned short* row) {
     emu_sync();
 }
 
-static void emu_fail(const char* msg) {
-    std::fprintf(stderr, "cuda emulator: %s\n", msg);
-    std::abort();
-}
-
-// Runs `body` as every thread of one block.
-inline void emu_run_block(unsigned threads, const std::function<void()>& body) {
+// Runs `body` as every thread of one block; false where the block faulted.
+inline bool emu_run_block(unsigned threads, const std::function<void()>& body) {
     const size_t stack = 256 * 1024;
     emu_block.body = body;
     emu_block.fibers.resize(threads);
@@ -260,17 +296,29 @@ inline void emu_run_block(unsigned threads, const std::function<void()>& body) {
             if (f.done) continue;
             emu_block.current = (int)i;
             threadIdx.x = i;
+            emu_in_fiber = true;
             swapcontext(&emu_block.sched, &f.ctx);
+            emu_in_fiber = false;
+            if (emu_block.faulted) return false;
             if (!f.done) {
                 live = true;
                 if (round < 0) round = f.syncs;
-                if (f.syncs != round) emu_fail("threads of a block reached different barriers (divergent __syncthreads)");
+                if (f.syncs != round) {
+                    emu_fault("threads of a block reached different barriers (divergent __syncthreads)");
+                    return false;
+                }
             }
         }
         if (!live) break;
-        for (unsigned i = 0; i < threads; ++i)
-            if (emu_block.fibers[i].done) emu_fail("a thread exited while others still wait at a barrier");
+        for (unsigned i = 0; i < threads; ++i) {
+            if (emu_block.fibers[i].done) {
+                threadIdx.x = i;
+                emu_fault("a thread exited while others still wait at a barrier");
+                return false;
+            }
+        }
     }
+    return true;
 }
 
 template <class... A, size_t... I>
@@ -278,13 +326,15 @@ inline void emu_call(void (*f)(A...), void** args, std::index_sequence<I...>) {
     f(*static_cast<std::remove_reference_t<A>*>(args[I])...);
 }
 
-inline void __trap() { emu_fail("__trap(): a kernel's guard failed (e.g. too little dynamic shared memory)"); }
+inline void __trap() { emu_fault("__trap(): a kernel's guard failed (e.g. too little dynamic shared memory)"); }
 
+// One launch: null, or the fault that stopped it. Launches run one at a time (the host holds a
+// lock), so the statics above belong to this one.
 template <class... A>
-inline void emu_launch(void (*f)(A...), unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned smem,
-                       void** args) {
-    if (smem > sizeof(emu_dynamic_smem)) emu_fail("launch asks for more dynamic shared memory than the arena");
-    emu_dynamic_smem_bytes = smem;
+inline const char* emu_launch(void (*f)(A...), unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned smem,
+                              void** args) {
+    emu_block.faulted = false;
+    emu_alloc_dynamic_smem(smem);
     gridDim.x = gx;
     gridDim.y = gy;
     gridDim.z = gz;
@@ -295,11 +345,18 @@ inline void emu_launch(void (*f)(A...), unsigned gx, unsigned gy, unsigned gz, u
                 blockIdx.x = x;
                 blockIdx.y = y;
                 blockIdx.z = z;
-                emu_run_block(bx, [&] { emu_call(f, args, std::index_sequence_for<A...>{}); });
+                if (!emu_run_block(bx, [&] { emu_call(f, args, std::index_sequence_for<A...>{}); }))
+                    return emu_fault_message;
+                if (!emu_dynamic_smem_guard_intact()) {
+                    emu_fault("a thread wrote past the launch's dynamic shared memory", false);
+                    return emu_fault_message;
+                }
             }
+    return nullptr;
 }
 
-#define EMU_EXPORT(name)                                                                                      \
-    extern "C" void emu_##name(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned smem, void** args) { \
-        emu_launch(name, gx, gy, gz, bx, smem, args);                                                          \
+#define EMU_EXPORT(name)                                                                                  \
+    extern "C" const char* emu_##name(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned smem,   \
+                                      void** args) {                                                      \
+        return emu_launch(name, gx, gy, gz, bx, smem, args);                                               \
     }

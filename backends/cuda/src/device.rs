@@ -2,7 +2,7 @@
 //! memory every op reads and writes (allocation from the stream-ordered pool, copies, counters).
 
 use crate::launch::KernelCache;
-use crate::{emu, kernel, nvrtc, CudaBackend, Inner};
+use crate::{driver, emu, kernel, nvrtc, CudaBackend, Inner};
 use cudarc::driver::{sys as cu, CudaContext, CudaSlice, CudaStream, DevicePtr, DriverError};
 use joyrt_core::{DType, Error, Result, Tensor};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,8 +108,18 @@ impl CudaBackend {
     pub fn with_device(ordinal: usize) -> Result<CudaBackend> {
         availability().map_err(unavailable)?;
         // cudarc panics when the driver lacks a symbol it wants (a driver older than the CUDA
-        // version it was built for); that is "unavailable" too.
+        // version it was built for); that is "unavailable" too. The symbols the backend calls are
+        // checked here, so none is found missing later, mid-run.
         let opened = std::panic::catch_unwind(|| -> std::result::Result<_, String> {
+            // SAFETY: availability() found the driver library.
+            if let Some(symbol) = unsafe { driver::missing_symbol() } {
+                return Err(format!("the CUDA driver is too old for this build: it lacks {symbol}"));
+            }
+            let driver_version = driver::driver_version()?;
+            let nvrtc_version = nvrtc::nvrtc_version().ok_or("libnvrtc could not report its version")?;
+            if let Some(why) = driver::version_mismatch(nvrtc_version, driver_version) {
+                return Err(why);
+            }
             let count = CudaContext::device_count().map_err(|e| format!("cuInit/cuDeviceGetCount: {e:?}"))?;
             if count <= 0 {
                 return Err("the driver reports no CUDA device".into());
@@ -146,9 +156,14 @@ impl CudaBackend {
         let stream = ctx.default_stream();
         keep_freed_memory_pooled(&ctx);
         let arch = nvrtc::arch_for(major, minor);
+        let name = format!("cuda:{gpu} ({arch})");
+        let limits = driver::device_limits(&ctx, name.clone()).map_err(unavailable)?;
         Ok(CudaBackend::from_inner(Inner {
-            name: format!("cuda:{gpu} ({arch})"),
+            name,
             arch,
+            limits,
+            sync_each_launch: std::env::var("JOYRT_CUDA_SYNC").is_ok_and(|v| v == "1"),
+            last_launch: Default::default(),
             mma: tensor_cores_enabled(),
             poison: std::env::var("JOYRT_CUDA_POISON").is_ok_and(|v| v == "1"),
             max_blocks: (sms.max(1) as u32) * 16,
@@ -164,9 +179,14 @@ impl CudaBackend {
     pub fn emulated() -> Result<CudaBackend> {
         let emulator = emu::Emulator::new()
             .map_err(|why| Error::BackendUnavailable { backend: "cuda-emulated".into(), why })?;
+        let limits = emulator.limits().clone();
         Ok(CudaBackend::from_inner(Inner {
-            name: "cuda-emulated (kernels on the CPU)".into(),
+            name: format!("cuda-emulated (kernels on the CPU, {} limits)", limits.label),
             arch: "emulated".into(),
+            limits,
+            // Emulated launches run to completion before they return.
+            sync_each_launch: false,
+            last_launch: Default::default(),
             mma: tensor_cores_enabled(),
             poison: true,
             max_blocks: 8,
@@ -189,8 +209,23 @@ impl CudaBackend {
         }
     }
 
+    /// The error of driver call `what`; a sticky kernel fault says that it is one.
     pub(crate) fn driver_err(&self, what: &str, e: DriverError) -> Error {
-        Error::backend(self.inner.name.clone(), format!("{what}: {e:?}"))
+        Error::backend(self.inner.name.clone(), format!("{what}: {}", self.describe_driver_error(e)))
+    }
+
+    pub(crate) fn describe_driver_error(&self, e: DriverError) -> String {
+        if driver::is_sticky(e.0) {
+            let last = *self.inner.last_launch.lock().unwrap_or_else(|e| e.into_inner());
+            format!("{e:?}: {}", driver::poisoned_note(last))
+        } else {
+            format!("{e:?}")
+        }
+    }
+
+    /// Records the kernel last launched, for the message of a fault that surfaces later.
+    pub(crate) fn note_launch(&self, kernel: &'static str) {
+        *self.inner.last_launch.lock().unwrap_or_else(|e| e.into_inner()) = Some(kernel);
     }
 
     /// A buffer of `len` elements of `dtype`: all zero, or (an op's output, which its kernel
@@ -305,10 +340,10 @@ impl CudaBackend {
 
     pub(crate) fn sync(&self) -> Result<()> {
         match &self.inner.dev {
-            Device::Gpu { stream, .. } => stream
-                .synchronize()
-                .map_err(|e| self.driver_err("synchronize (a kernel may have faulted)", e)),
-            Device::Emu(_) => Ok(()),
+            Device::Gpu { stream, .. } => stream.synchronize().map_err(|e| self.driver_err("synchronize", e)),
+            Device::Emu(emulator) => {
+                emulator.check_usable().map_err(|why| Error::backend(self.inner.name.clone(), why))
+            }
         }
     }
 

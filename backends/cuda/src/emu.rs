@@ -4,44 +4,102 @@
 //! `cuLaunchKernel` would get. Used by [`crate::CudaBackend::emulated`] so the conformance suite
 //! runs the real kernel sources in CI.
 
-use crate::kernel::{Family, KernelDesc, Spec};
+use crate::kernel::{Family, Spec};
+use crate::limits::{DeviceLimits, FunctionLimits, KernelResources, LaunchShape};
 use crate::nvrtc;
-use std::ffi::c_void;
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void, CStr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 const HEADER: &str = include_str!("../emu/cuda_emu.hpp");
 
-/// `emu_<kernel>(grid x, y, z, block x, dynamic shared memory bytes, args)`.
-pub type EmuFn = unsafe extern "C" fn(u32, u32, u32, u32, u32, *mut *mut c_void);
+/// `emu_<kernel>(grid x, y, z, block x, dynamic shared memory bytes, args)`: null, or the fault
+/// that stopped the launch.
+pub type EmuFn = unsafe extern "C" fn(u32, u32, u32, u32, u32, *mut *mut c_void) -> *const c_char;
 
-/// An emulated kernel and the library that holds it.
+/// Why an emulated launch did not complete, told apart as the driver tells them apart.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EmuLaunchError {
+    /// Refused before it ran (`cuLaunchKernel`'s `CUDA_ERROR_INVALID_VALUE`): the context stays
+    /// usable.
+    Refused(String),
+    /// A kernel fault (`__trap()`, a divergent barrier, an overrun of dynamic shared memory): on
+    /// a GPU this poisons the context, and the emulator treats it so.
+    Fault(String),
+}
+
+/// An emulated kernel, the library that holds it, and what the emulated driver knows of it:
+/// the launch limits are enforced here, as `cuLaunchKernel` enforces them.
 #[derive(Clone)]
 pub struct EmuKernel {
-    pub f: EmuFn,
+    f: EmuFn,
     _lib: Arc<libloading::Library>,
+    device: Arc<DeviceLimits>,
+    function: FunctionLimits,
+}
+
+impl EmuKernel {
+    /// The function's attributes as the emulated driver holds them.
+    pub fn limits(&self) -> &FunctionLimits {
+        &self.function
+    }
+
+    /// `cuFuncSetAttribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes)`, refused past
+    /// the emulated architecture's limit as the driver refuses it.
+    pub fn set_max_dynamic_smem(&mut self, bytes: u32) -> Result<(), String> {
+        let static_smem = self.function.resources.map_or(0, |r| r.static_smem);
+        if let Some(why) = self.device.opt_in_refusal(bytes, static_smem) {
+            return Err(format!(
+                "cuFuncSetAttribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES): {why}"
+            ));
+        }
+        self.function.max_dynamic_smem = bytes;
+        Ok(())
+    }
+
+    /// Runs the kernel over `shape` with `args` (`cuLaunchKernel`'s argument list), after the
+    /// checks the driver makes. Synchronous: a fault is known when this returns.
+    ///
+    /// # Safety
+    /// `args` must follow the kernel's C signature, pointing at values that outlive the call, and
+    /// the buffers they address must be as large as the kernel reads and writes.
+    pub unsafe fn launch(&self, shape: &LaunchShape, args: &mut [*mut c_void]) -> Result<(), EmuLaunchError> {
+        self.device.check_launch(&self.function, shape).map_err(EmuLaunchError::Refused)?;
+        let [x, y, z] = shape.grid;
+        let _one_at_a_time = global_launch_lock();
+        let fault = (self.f)(x, y, z, shape.block, shape.dynamic_smem, args.as_mut_ptr());
+        if fault.is_null() {
+            Ok(())
+        } else {
+            Err(EmuLaunchError::Fault(CStr::from_ptr(fault).to_string_lossy().into_owned()))
+        }
+    }
 }
 
 /// One family specialised for one spec, built and loaded (the emulation's module).
 #[derive(Clone)]
 pub struct EmuModule {
-    family: Family,
+    /// The CUDA translation unit it was built from (`gemm.cu`).
+    file: String,
     lib: Arc<libloading::Library>,
+    device: Arc<DeviceLimits>,
+    /// Registers and static shared memory per kernel, from NVRTC's compile report for the
+    /// emulated architecture; empty without libnvrtc (those two checks are then skipped).
+    resources: Arc<HashMap<String, KernelResources>>,
 }
 
 impl EmuModule {
-    /// The kernel `desc` of this module.
-    pub fn kernel(&self, desc: &KernelDesc) -> Result<EmuKernel, String> {
-        let symbol = format!("emu_{}", desc.name);
+    /// The kernel `name` of this module, as loaded: no dynamic shared memory opted in.
+    pub fn kernel(&self, name: &str) -> Result<EmuKernel, String> {
+        let symbol = format!("emu_{name}");
         // SAFETY: every exported `emu_*` symbol has the EmuFn signature (EMU_EXPORT).
         let f: EmuFn = unsafe {
-            *self
-                .lib
-                .get::<EmuFn>(symbol.as_bytes())
-                .map_err(|e| format!("{}: {symbol}: {e}", self.family.file()))?
+            *self.lib.get::<EmuFn>(symbol.as_bytes()).map_err(|e| format!("{}: {symbol}: {e}", self.file))?
         };
-        Ok(EmuKernel { f, _lib: self.lib.clone() })
+        let function = FunctionLimits::loaded(self.resources.get(name).copied());
+        Ok(EmuKernel { f, _lib: self.lib.clone(), device: self.device.clone(), function })
     }
 }
 
@@ -49,19 +107,24 @@ impl EmuModule {
 pub struct Emulator {
     compiler: String,
     dir: PathBuf,
+    device: Arc<DeviceLimits>,
+    /// The first kernel fault: like a GPU context after one, the emulator then refuses all work.
+    fault: Mutex<Option<String>>,
 }
 
 static LAUNCH_LOCK: Mutex<()> = Mutex::new(());
 
 /// Serialises emulated launches in the process: each library keeps its scheduler (and
 /// `__shared__` memory) in globals, so two launches of one kernel must not overlap.
-pub fn global_launch_lock() -> std::sync::MutexGuard<'static, ()> {
+fn global_launch_lock() -> std::sync::MutexGuard<'static, ()> {
     LAUNCH_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Emulator {
-    /// Finds a C++ compiler (`$CXX`, else `g++`, else `c++`).
+    /// Finds a C++ compiler (`$CXX`, else `g++`, else `c++`); emulates the architecture
+    /// [`DeviceLimits::emulated`] names.
     pub fn new() -> Result<Emulator, String> {
+        let device = Arc::new(DeviceLimits::emulated()?);
         let candidates: Vec<String> =
             std::env::var("CXX").into_iter().chain(["g++".to_string(), "c++".to_string()]).collect();
         let compiler = candidates
@@ -73,21 +136,36 @@ impl Emulator {
         // One folder per emulator: each removes its own when dropped.
         let dir = std::env::temp_dir().join(format!("joyrt-cuda-emu-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        Ok(Emulator { compiler, dir })
+        Ok(Emulator { compiler, dir, device, fault: Mutex::new(None) })
     }
 
     /// Compiles `family` specialised by `spec`, with the kernels its descriptors list exported,
     /// and loads it.
     pub fn build(&self, family: Family, spec: Spec) -> Result<EmuModule, String> {
         let stem = format!("{}-{:?}-{:?}-{:?}-{:?}", family.def().name, spec.x, spec.w, spec.b, spec.c);
+        let kernels: Vec<&str> = family.kernels(&spec).map(|k| k.name).collect();
+        let resources = self.compile_report(family, &spec)?;
+        self.build_source(&stem, &family.file(), &nvrtc::source(family, &spec), &kernels, resources)
+    }
+
+    /// Compiles `source` (the CUDA translation unit `file`) with the emulation header, exporting
+    /// `kernels`, and loads it as a module whose kernels use `resources`.
+    fn build_source(
+        &self,
+        stem: &str,
+        file: &str,
+        source: &str,
+        kernels: &[&str],
+        resources: HashMap<String, KernelResources>,
+    ) -> Result<EmuModule, String> {
         let src_path = self.dir.join(format!("{stem}.cpp"));
         let lib_path = self.dir.join(format!("{stem}.so"));
         let mut src = String::from("#define JOYRT_CUDA_EMU 1\n");
         src += HEADER;
         src += "\n";
-        src += &nvrtc::source(family, &spec);
-        for k in family.kernels(&spec) {
-            src += &format!("EMU_EXPORT({})\n", k.name);
+        src += source;
+        for k in kernels {
+            src += &format!("EMU_EXPORT({k})\n");
         }
         std::fs::write(&src_path, src).map_err(|e| format!("{}: {e}", src_path.display()))?;
         let out = Command::new(&self.compiler)
@@ -98,22 +176,136 @@ impl Emulator {
             .map_err(|e| format!("running {}: {e}", self.compiler))?;
         if !out.status.success() {
             return Err(format!(
-                "{} failed on {} (emulated {}):\n{}",
+                "{} failed on {} (emulated {file}):\n{}",
                 self.compiler,
                 src_path.display(),
-                family.file(),
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
         // SAFETY: a library we just built; its initialisers only set up statics.
         let lib = unsafe { libloading::Library::new(&lib_path) }
             .map_err(|e| format!("{}: {e}", lib_path.display()))?;
-        Ok(EmuModule { family, lib: Arc::new(lib) })
+        Ok(EmuModule {
+            file: file.into(),
+            lib: Arc::new(lib),
+            device: self.device.clone(),
+            resources: Arc::new(resources),
+        })
+    }
+
+    /// The limits of the emulated architecture.
+    pub fn limits(&self) -> &DeviceLimits {
+        &self.device
+    }
+
+    /// Each kernel's registers and static shared memory for the emulated architecture, as NVRTC
+    /// reports them; nothing without libnvrtc.
+    fn compile_report(
+        &self,
+        family: Family,
+        spec: &Spec,
+    ) -> Result<HashMap<String, KernelResources>, String> {
+        if !nvrtc::nvrtc_present() {
+            return Ok(HashMap::new());
+        }
+        let compiled = nvrtc::compile_cached(family, spec, self.device.nvrtc_arch())?;
+        Ok(nvrtc::entry_resources(&compiled.log).into_iter().collect())
+    }
+
+    /// Records a kernel fault: every later launch and synchronisation fails with it, as on a
+    /// poisoned GPU context.
+    pub fn poison(&self, fault: String) {
+        self.fault.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(fault);
+    }
+
+    /// Whether the emulated context still takes work: not after a kernel fault.
+    pub fn check_usable(&self) -> Result<(), String> {
+        match &*self.fault.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Ok(()),
+            Some(fault) => {
+                Err(format!("the emulated CUDA context is poisoned by an earlier kernel fault: {fault}"))
+            }
+        }
     }
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kernels that fault on request: a trap in one thread, a write at byte `at` of the dynamic
+    /// shared memory.
+    const FAULTY: &str = r#"
+extern "C" __global__ void trap_in_thread(int* out, int thread) {
+    if ((int)threadIdx.x == thread) __trap();
+    out[threadIdx.x] = 1;
+}
+extern "C" __global__ void write_smem(int* out, int at) {
+    emu_dynamic_smem[at] = 1;
+    out[threadIdx.x] = 2;
+}
+"#;
+
+    fn shape(block: u32, dynamic_smem: u32) -> LaunchShape {
+        LaunchShape { grid: [2, 1, 1], block, dynamic_smem }
+    }
+
+    /// Launches `k` with a 64-int output and `arg`.
+    fn run(k: &EmuKernel, shape: LaunchShape, arg: i32) -> Result<Vec<i32>, EmuLaunchError> {
+        let mut out = vec![0i32; 1024];
+        let (mut ptr, mut arg) = (out.as_mut_ptr() as u64, arg);
+        let mut args = [&mut ptr as *mut u64 as *mut c_void, &mut arg as *mut i32 as *mut c_void];
+        // SAFETY: both kernels take (int*, int) and write at most 1024 ints.
+        unsafe { k.launch(&shape, &mut args) }.map(|_| out)
+    }
+
+    #[test]
+    fn faults_come_back_as_errors_and_the_limits_are_enforced() {
+        let emulator = match Emulator::new() {
+            Ok(e) => e,
+            Err(why) => return println!("SKIPPED: {why}"),
+        };
+        assert_eq!(emulator.limits(), &DeviceLimits::emulated().unwrap());
+        let module = emulator
+            .build_source("faulty", "faulty.cu", FAULTY, &["trap_in_thread", "write_smem"], HashMap::new())
+            .unwrap();
+        let trap = module.kernel("trap_in_thread").unwrap();
+        assert_eq!(run(&trap, shape(64, 0), -1).unwrap()[..64], [1; 64]);
+        match run(&trap, shape(64, 0), 3) {
+            Err(EmuLaunchError::Fault(m)) => {
+                assert!(m.contains("__trap()") && m.contains("thread 3)"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut smem = module.kernel("write_smem").unwrap();
+        assert_eq!(run(&smem, shape(32, 64), 63).unwrap()[0], 2);
+        match run(&smem, shape(32, 64), 64) {
+            Err(EmuLaunchError::Fault(m)) => {
+                assert!(m.contains("past the launch's dynamic shared memory"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Refused before running: too many threads, and dynamic shared memory past 48 KiB until
+        // the function is opted in, and never past the architecture's limit.
+        assert!(
+            matches!(run(&smem, shape(1056, 0), 0), Err(EmuLaunchError::Refused(m)) if m.contains("1056 threads"))
+        );
+        let big = shape(32, 61440);
+        assert!(matches!(run(&smem, big, 0), Err(EmuLaunchError::Refused(m)) if m.contains("not opted in")));
+        smem.set_max_dynamic_smem(61440).unwrap();
+        assert_eq!(run(&smem, big, 61439).unwrap()[0], 2);
+        let m = smem.set_max_dynamic_smem(emulator.limits().smem_per_block_optin + 1).unwrap_err();
+        assert!(m.contains("allows at most"), "{m}");
+        // A fault poisons the emulated context.
+        assert_eq!(emulator.check_usable(), Ok(()));
+        emulator.poison("kernel k faulted: __trap()".into());
+        let m = emulator.check_usable().unwrap_err();
+        assert!(m.contains("poisoned") && m.contains("kernel k faulted"), "{m}");
     }
 }

@@ -4,17 +4,27 @@
 //!
 //! Every launch goes through [`CudaBackend::launch`] with the kernel's descriptor, so what a
 //! launch needs from the kernel (block size, dynamic shared memory, and anything a device must
-//! be told about the function before it runs) is decided in one place.
+//! be told about the function before it runs) is decided in one place. That includes the opt-in
+//! to more than 48 KiB of dynamic shared memory ([`CudaBackend::opt_in_dynamic_smem`]), made once
+//! per loaded function, for the GPU and the emulation alike: the emulation refuses a launch past
+//! the default as the driver does, so a missing opt-in fails the emulated suite.
+//!
+//! With `JOYRT_CUDA_SYNC=1` every GPU launch is followed by a synchronisation, so a kernel fault
+//! is reported against the kernel that made it (name, launch shape, parameters) rather than at
+//! whichever driver call comes next.
 
 use crate::device::Device;
-use crate::emu;
+use crate::emu::{self, EmuLaunchError};
 use crate::kernel::{Family, Kernel, KernelDesc, Spec};
+use crate::limits::{FunctionLimits, KernelResources, LaunchShape};
 use crate::{nvrtc, CudaBackend, CudaBuffer};
+use cudarc::driver::sys::CUfunction_attribute as Attr;
 use cudarc::driver::{CudaFunction, CudaModule};
 use joyrt_core::kernel_abi::KernelParams;
 use joyrt_core::{DType, Error, Result, Tensor};
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 /// A family compiled for one spec.
@@ -27,8 +37,25 @@ enum Module {
 /// A loaded kernel.
 #[derive(Clone)]
 enum Function {
-    Gpu(CudaFunction),
+    Gpu(GpuFunction),
+    /// The emulated driver keeps the function's attributes itself.
     Emu(emu::EmuKernel),
+}
+
+/// A kernel loaded on the GPU, and its attributes as the host last set them.
+#[derive(Clone)]
+struct GpuFunction {
+    f: CudaFunction,
+    limits: FunctionLimits,
+}
+
+impl Function {
+    fn limits(&self) -> &FunctionLimits {
+        match self {
+            Function::Gpu(g) => &g.limits,
+            Function::Emu(k) => k.limits(),
+        }
+    }
 }
 
 /// Compiled modules (one per family and spec) and the functions loaded from them.
@@ -67,10 +94,6 @@ pub(crate) fn i32_of(what: &str, v: usize) -> Result<i32> {
         .map_err(|_| Error::backend("cuda", format!("{what} = {v} exceeds the kernels' 32-bit index range")))
 }
 
-/// CUDA's limits on the grid: 2³¹ − 1 blocks in x, 65535 in y.
-const MAX_GRID_X: usize = i32::MAX as usize;
-const MAX_GRID_Y: usize = 65535;
-
 impl CudaBackend {
     /// Whether the tensor-core kernels apply to operands of `spec` (and are not switched off).
     pub(crate) fn tensor_cores(&self, spec: &Spec) -> bool {
@@ -79,8 +102,9 @@ impl CudaBackend {
 
     /// Runs `kernel` of the module specialised by `spec` over `grid`, with `buffers` (device
     /// addresses, 0 for an absent optional input) and then `params` as its arguments, in the
-    /// order of the kernel's C signature.
-    pub(crate) fn launch<P: KernelParams>(
+    /// order of the kernel's C signature. A refusal or a fault names the kernel, its launch shape
+    /// and its parameters.
+    pub(crate) fn launch<P: KernelParams + Debug>(
         &self,
         kernel: &'static Kernel<P>,
         spec: Spec,
@@ -89,43 +113,67 @@ impl CudaBackend {
         params: &P,
     ) -> Result<()> {
         let desc = &kernel.desc;
-        let (blocks, threads) = self.launch_shape(desc, grid)?;
-        if blocks.0 == 0 || blocks.1 == 0 {
+        let Some(shape) = self.launch_shape(desc, spec, grid)? else {
             return Ok(());
-        }
+        };
         let function = self.function(desc, spec)?;
-        let smem = (desc.dynamic_smem)(&spec);
         // cuLaunchKernel's argument list: one pointer per parameter, to its value.
         let mut args: Vec<*mut c_void> = buffers
             .iter()
             .map(|b| b as *const u64 as *mut c_void)
             .chain([params as *const P as *mut c_void])
             .collect();
-        let grid_dim = (blocks.0, blocks.1, 1);
+        let failed = |why: String| {
+            Error::backend(
+                self.inner.name.clone(),
+                format!("kernel {} ({shape}; {params:?}): {why}", desc.name),
+            )
+        };
         match (&function, &self.inner.dev) {
-            (Function::Gpu(f), Device::Gpu { ctx, stream }) => {
+            (Function::Gpu(g), Device::Gpu { ctx, stream }) => {
+                // The driver's checks, made first so a refusal names the limit.
+                self.inner
+                    .limits
+                    .check_launch(&g.limits, &shape)
+                    .map_err(|why| failed(format!("refused: {why}")))?;
                 ctx.bind_to_thread().map_err(|e| self.driver_err("binding the context", e))?;
+                let [x, y, z] = shape.grid;
                 // SAFETY: `args` follows the kernel's C signature (the op that calls this passes
                 // the buffers its kernel takes, each sized by the checked op, then the family's
                 // parameter struct, whose C declaration the kernel was compiled with); the values
                 // pointed to outlive the call, which copies them.
                 unsafe {
                     cudarc::driver::result::launch_kernel(
-                        f.cu_function(),
-                        grid_dim,
-                        (threads, 1, 1),
-                        smem,
+                        g.f.cu_function(),
+                        (x, y, z),
+                        (shape.block, 1, 1),
+                        shape.dynamic_smem,
                         stream.cu_stream(),
                         &mut args,
                     )
                 }
-                .map_err(|e| self.driver_err(&format!("launching {}", desc.name), e))
-            }
-            (Function::Emu(k), Device::Emu(_)) => {
-                let _one_at_a_time = emu::global_launch_lock();
-                // SAFETY: as for the GPU launch; host buffers stand in for device memory.
-                unsafe { (k.f)(grid_dim.0, grid_dim.1, grid_dim.2, threads, smem, args.as_mut_ptr()) };
+                .map_err(|e| failed(format!("cuLaunchKernel: {}", self.describe_driver_error(e))))?;
+                self.note_launch(desc.name);
+                if self.inner.sync_each_launch {
+                    stream.synchronize().map_err(|e| {
+                        failed(format!(
+                            "failed while running (JOYRT_CUDA_SYNC=1 synchronised after it): {e:?}"
+                        ))
+                    })?;
+                }
                 Ok(())
+            }
+            (Function::Emu(k), Device::Emu(emulator)) => {
+                emulator.check_usable().map_err(&failed)?;
+                // SAFETY: as for the GPU launch; host buffers stand in for device memory.
+                match unsafe { k.launch(&shape, &mut args) } {
+                    Ok(()) => Ok(()),
+                    Err(EmuLaunchError::Refused(why)) => Err(failed(format!("launch refused: {why}"))),
+                    Err(EmuLaunchError::Fault(why)) => {
+                        emulator.poison(format!("kernel {} faulted: {why}", desc.name));
+                        Err(failed(format!("faulted: {why}")))
+                    }
+                }
             }
             _ => unreachable!("kernels come from the backend's own device"),
         }
@@ -133,7 +181,7 @@ impl CudaBackend {
 
     /// Launches `kernel` with `inputs` and then a new buffer of `output = (dtype, elements)` as
     /// its buffers (the output last, as every kernel takes it), and returns that buffer.
-    pub(crate) fn launch_output<P: KernelParams>(
+    pub(crate) fn launch_output<P: KernelParams + Debug>(
         &self,
         kernel: &'static Kernel<P>,
         spec: Spec,
@@ -148,8 +196,8 @@ impl CudaBackend {
         Ok(out)
     }
 
-    /// `(grid x, grid y)` and threads per block for `grid` on `desc`.
-    fn launch_shape(&self, desc: &KernelDesc, grid: Grid) -> Result<((u32, u32), u32)> {
+    /// The launch of `desc` over `grid` for a module of `spec`; none for an empty grid.
+    fn launch_shape(&self, desc: &KernelDesc, spec: Spec, grid: Grid) -> Result<Option<LaunchShape>> {
         let (x, y, threads) = match grid {
             Grid::Stride(n) => {
                 (n.div_ceil(desc.threads as usize).min(self.inner.max_blocks as usize), 1, desc.threads)
@@ -159,16 +207,16 @@ impl CudaBackend {
             }
             Grid::Blocks(x, y) => (x, y, desc.threads),
         };
-        if x > MAX_GRID_X || y > MAX_GRID_Y {
-            return Err(Error::backend(
-                self.inner.name.clone(),
-                format!(
-                    "{}: a grid of {x} × {y} blocks exceeds CUDA's limits ({MAX_GRID_X} × {MAX_GRID_Y})",
-                    desc.name
-                ),
-            ));
+        if x == 0 || y == 0 {
+            return Ok(None);
         }
-        Ok(((x as u32, y as u32), threads))
+        let blocks = |n: usize| {
+            u32::try_from(n).map_err(|_| {
+                Error::backend(self.inner.name.clone(), format!("{}: a grid of {x} × {y} blocks", desc.name))
+            })
+        };
+        let dynamic_smem = (desc.dynamic_smem)(&spec);
+        Ok(Some(LaunchShape { grid: [blocks(x)?, blocks(y)?, 1], block: threads, dynamic_smem }))
     }
 
     /// The kernel `desc` of the module specialised by `spec`, compiled on first use.
@@ -178,17 +226,57 @@ impl CudaBackend {
         if let Some(f) = functions.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(f.clone());
         }
-        let function = match self.module(desc.family, spec)? {
-            Module::Gpu(m) => Function::Gpu(
-                m.load_function(desc.name)
-                    .map_err(|e| self.driver_err(&format!("kernel {}", desc.name), e))?,
-            ),
+        let mut function = match self.module(desc.family, spec)? {
+            Module::Gpu(m) => {
+                let err = |e| self.driver_err(&format!("kernel {}", desc.name), e);
+                let f = m.load_function(desc.name).map_err(err)?;
+                let resources = KernelResources {
+                    registers: f.get_attribute(Attr::CU_FUNC_ATTRIBUTE_NUM_REGS).map_err(err)? as u32,
+                    static_smem: f.get_attribute(Attr::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES).map_err(err)?
+                        as u32,
+                };
+                Function::Gpu(GpuFunction { f, limits: FunctionLimits::loaded(Some(resources)) })
+            }
             Module::Emu(m) => {
-                Function::Emu(m.kernel(desc).map_err(|e| Error::backend(self.inner.name.clone(), e))?)
+                Function::Emu(m.kernel(desc.name).map_err(|e| Error::backend(self.inner.name.clone(), e))?)
             }
         };
+        self.opt_in_dynamic_smem(desc, spec, &mut function)?;
         functions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, function.clone());
         Ok(function)
+    }
+
+    /// Lets `function` take the dynamic shared memory `desc` gives it for `spec` where that is
+    /// more than a function may take by default (48 KiB with its static shared memory):
+    /// `cuFuncSetAttribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES)`, which the driver
+    /// (and the emulation) require before such a launch. Refused with the kernel, the bytes and
+    /// the device's limit where the device has less.
+    fn opt_in_dynamic_smem(&self, desc: &KernelDesc, spec: Spec, function: &mut Function) -> Result<()> {
+        let bytes = (desc.dynamic_smem)(&spec);
+        if bytes <= function.limits().max_dynamic_smem {
+            return Ok(());
+        }
+        let static_smem = function.limits().resources.map_or(0, |r| r.static_smem);
+        let refused = |why: String| {
+            Error::backend(
+                self.inner.name.clone(),
+                format!("kernel {} cannot run on this device: {why}", desc.name),
+            )
+        };
+        if let Some(why) = self.inner.limits.opt_in_refusal(bytes, static_smem) {
+            return Err(refused(why));
+        }
+        match function {
+            Function::Gpu(g) => {
+                g.f.set_attribute(Attr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+                    .map_err(|e| {
+                        refused(format!("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES, {bytes}): {e:?}"))
+                    })?;
+                g.limits.max_dynamic_smem = bytes;
+            }
+            Function::Emu(k) => k.set_max_dynamic_smem(bytes).map_err(refused)?,
+        }
+        Ok(())
     }
 
     /// `family` compiled for `spec` (by NVRTC for the GPU, by the C++ compiler for the
@@ -202,10 +290,10 @@ impl CudaBackend {
         let module = match &self.inner.dev {
             Device::Gpu { ctx, .. } => {
                 let arch = &self.inner.arch;
-                let cubin = nvrtc::compile(family, &spec, arch)
+                let compiled = nvrtc::compile_cached(family, &spec, arch)
                     .map_err(|log| Error::backend(name, format!("kernel compilation failed: {log}")))?;
                 Module::Gpu(
-                    ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
+                    ctx.load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
                         .map_err(|e| self.driver_err(&format!("loading {} for {arch}", family.file()), e))?,
                 )
             }

@@ -16,10 +16,13 @@
 //! This file holds the backend handle and the `Backend` impl, whose op methods each call the
 //! function of the same name in `ops/<family>.rs`.
 
+pub mod cubin_cache;
 mod device;
+mod driver;
 pub mod emu;
 pub mod kernel;
 mod launch;
+pub mod limits;
 pub mod nvrtc;
 mod ops;
 
@@ -35,6 +38,12 @@ struct Inner {
     dev: device::Device,
     name: String,
     arch: String,
+    /// What the device allows one launch (the emulated architecture's limits in the emulation).
+    limits: limits::DeviceLimits,
+    /// Synchronise after every launch, to name a faulting kernel (`JOYRT_CUDA_SYNC=1`).
+    sync_each_launch: bool,
+    /// The kernel launched last, named when a fault surfaces at a later driver call.
+    last_launch: std::sync::Mutex<Option<&'static str>>,
     /// Tensor-core kernels for same-dtype 16-bit operands (off with `JOYRT_CUDA_GEMM=simt`).
     mma: bool,
     /// Fill fresh outputs with NaN bytes (`JOYRT_CUDA_POISON=1`; always in the emulation) so an

@@ -12,7 +12,9 @@
 //! newer 12.x NVRTC loads on an older 12.x driver (minor-version compatibility), while PTX of a
 //! newer ISA would be refused by the driver's JIT.
 
+use crate::cubin_cache::{CacheKey, CubinCache, Lookup};
 use crate::kernel::{Family, Spec};
+use crate::limits::KernelResources;
 use cudarc::nvrtc::sys;
 use joyrt_core::{kernel_abi, DType};
 use std::ffi::{c_char, CString};
@@ -76,10 +78,29 @@ fn inline_includes(out: &mut String, name: &str, text: &str, seen: &mut Vec<&'st
     }
 }
 
-/// Whether libnvrtc can be loaded (`LD_LIBRARY_PATH`, or the CUDA toolkit's lib64).
+/// The NVRTC functions this crate calls. cudarc resolves each at its first call and panics where
+/// the library lacks it, so a library without all of them counts as absent.
+const SYMBOLS: [&str; 8] = [
+    "nvrtcVersion",
+    "nvrtcCreateProgram",
+    "nvrtcCompileProgram",
+    "nvrtcGetProgramLogSize",
+    "nvrtcGetProgramLog",
+    "nvrtcGetCUBINSize",
+    "nvrtcGetCUBIN",
+    "nvrtcDestroyProgram",
+];
+
+/// Whether a libnvrtc with every function this crate calls can be loaded (`LD_LIBRARY_PATH`, or
+/// the CUDA toolkit's lib64). cudarc's loader looks for `libnvrtc.so` and `libnvrtc.so.12` and
+/// older, not `libnvrtc.so.13`: a CUDA 13 NVRTC is found through its `libnvrtc.so` name.
 pub fn nvrtc_present() -> bool {
-    // SAFETY: only tries to dlopen the library.
-    unsafe { sys::is_culib_present() }
+    // SAFETY: dlopens the library (cudarc's `culib` only once `is_culib_present` found it) and
+    // looks symbols up without calling them.
+    unsafe {
+        sys::is_culib_present()
+            && SYMBOLS.iter().all(|name| sys::culib().get::<*const ()>(name.as_bytes()).is_ok())
+    }
 }
 
 /// NVRTC's version `(major, minor)`, or `None` without libnvrtc.
@@ -104,31 +125,111 @@ pub fn arch_for(major: i32, minor: i32) -> String {
 }
 
 /// A compiled module: the cubin and the compiler's log (ptxas' report with `--ptxas-options=-v`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compiled {
     pub cubin: Vec<u8>,
     pub log: String,
 }
 
-/// Compiles `family` for `spec` to a cubin for `arch` (e.g. `sm_90a`). The error carries the
-/// compiler log.
-pub fn compile(family: Family, spec: &Spec, arch: &str) -> Result<Vec<u8>, String> {
-    compile_source(&family.file(), &source(family, spec), arch, &[]).map(|c| c.cubin)
+/// What every module is compiled with after the architecture and language standard: ptxas'
+/// resource report, which the emulation reads each kernel's registers and static shared memory
+/// from.
+const MODULE_OPTIONS: [&str; 1] = ["--ptxas-options=-v"];
+
+/// Compiles `family` for `spec` to a cubin for `arch` (e.g. `sm_90a`), or takes it from the cubin
+/// cache on disk ([`CubinCache::default_location`]) where an earlier run compiled the same
+/// source with the same NVRTC and options. The error carries the compiler log.
+pub fn compile_cached(family: Family, spec: &Spec, arch: &str) -> Result<Compiled, String> {
+    compile_with_cache(CubinCache::default_location().as_ref(), &family.file(), &source(family, spec), arch)
+}
+
+/// As [`compile_cached`], for one translation unit, with `cache` (none: always compile). An
+/// unreadable or invalid entry is compiled again and replaced; a cache that cannot be written
+/// only costs the next run a compilation.
+pub fn compile_with_cache(
+    cache: Option<&CubinCache>,
+    file: &str,
+    source: &str,
+    arch: &str,
+) -> Result<Compiled, String> {
+    let version = nvrtc_version().ok_or_else(|| missing_nvrtc(file))?;
+    let options = options(arch, &MODULE_OPTIONS);
+    let key = CacheKey { file, source, options: &options, nvrtc_version: version };
+    if let Some(Lookup::Hit(compiled)) = cache.map(|c| c.get(&key)) {
+        return Ok(compiled);
+    }
+    let compiled = compile_source(file, source, arch, &MODULE_OPTIONS)?;
+    if let Some(cache) = cache {
+        let _ = cache.put(&key, &compiled);
+    }
+    Ok(compiled)
+}
+
+fn missing_nvrtc(file: &str) -> String {
+    format!(
+        "libnvrtc was not found, so the CUDA kernels cannot be compiled: install the CUDA toolkit \
+         or `pip install nvidia-cuda-nvrtc-cu12` and put its lib folder on LD_LIBRARY_PATH (wanted for {file})"
+    )
+}
+
+/// NVRTC's options for `arch`: the architecture, the language standard, then `extra`.
+fn options(arch: &str, extra: &[&str]) -> Vec<String> {
+    [format!("--gpu-architecture={arch}"), "--std=c++17".into()]
+        .into_iter()
+        .chain(extra.iter().map(|o| o.to_string()))
+        .collect()
+}
+
+/// ptxas' report of one entry function (`--ptxas-options=-v`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntryReport {
+    pub name: String,
+    pub resources: KernelResources,
+    pub spill_bytes: u32,
+}
+
+/// Each entry function's report in a compile log made with `--ptxas-options=-v`.
+pub fn entry_reports(log: &str) -> Vec<EntryReport> {
+    // The number just before `what` on line `l` (0 where there is none).
+    let number_before = |l: &str, what: &str| -> u32 {
+        l.find(what)
+            .and_then(|at| l[..at].split(|c: char| !c.is_ascii_digit()).rfind(|w| !w.is_empty()))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut out: Vec<EntryReport> = Vec::new();
+    for l in log.lines() {
+        if let Some(rest) = l.split("Compiling entry function '").nth(1) {
+            let name = rest.split('\'').next().unwrap_or_default();
+            out.push(EntryReport { name: name.into(), ..Default::default() });
+        } else if let Some(e) = out.last_mut() {
+            if l.contains("bytes spill stores") {
+                e.spill_bytes =
+                    number_before(l, " bytes spill stores") + number_before(l, " bytes spill loads");
+            } else if l.contains("Used ") && l.contains(" registers") {
+                e.resources.registers = number_before(l, " registers");
+                e.resources.static_smem = number_before(l, " bytes smem");
+            }
+        }
+    }
+    out
+}
+
+/// `(kernel, resources)` for each entry function of a compile log.
+pub fn entry_resources(log: &str) -> Vec<(String, KernelResources)> {
+    entry_reports(log).into_iter().map(|e| (e.name, e.resources)).collect()
 }
 
 /// Compiles one translation unit named `file` to a cubin for `arch`, with `extra` options after
 /// the architecture and language standard.
 pub fn compile_source(file: &str, source: &str, arch: &str, extra: &[&str]) -> Result<Compiled, String> {
     if !nvrtc_present() {
-        return Err(format!(
-            "libnvrtc was not found, so the CUDA kernels cannot be compiled: install the CUDA toolkit \
-             or `pip install nvidia-cuda-nvrtc-cu12` and put its lib folder on LD_LIBRARY_PATH (wanted for {file})"
-        ));
+        return Err(missing_nvrtc(file));
     }
     let src = CString::new(source).map_err(|e| e.to_string())?;
     let name = CString::new(file).map_err(|e| e.to_string())?;
-    let opts: Vec<CString> = [format!("--gpu-architecture={arch}"), "--std=c++17".into()]
+    let opts: Vec<CString> = options(arch, extra)
         .into_iter()
-        .chain(extra.iter().map(|o| o.to_string()))
         .map(|o| CString::new(o).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
     let opt_ptrs: Vec<*const c_char> = opts.iter().map(|o| o.as_ptr()).collect();
@@ -253,35 +354,6 @@ mod tests {
         v
     }
 
-    /// ptxas' report of one entry function (`--ptxas-options=-v`).
-    #[derive(Debug, Default)]
-    struct EntryReport {
-        name: String,
-        registers: u32,
-        spill_bytes: u32,
-    }
-
-    fn entry_reports(log: &str) -> Vec<EntryReport> {
-        let mut out: Vec<EntryReport> = Vec::new();
-        let number_before = |l: &str, what: &str| -> u32 {
-            let head = &l[..l.find(what).unwrap()];
-            head.split(|c: char| !c.is_ascii_digit()).rfind(|w| !w.is_empty()).unwrap().parse().unwrap()
-        };
-        for l in log.lines() {
-            if let Some(rest) = l.split("Compiling entry function '").nth(1) {
-                out.push(EntryReport { name: rest[..rest.find('\'').unwrap()].into(), ..Default::default() });
-            } else if let Some(e) = out.last_mut() {
-                if l.contains("bytes spill stores") {
-                    e.spill_bytes =
-                        number_before(l, " bytes spill stores") + number_before(l, " bytes spill loads");
-                } else if l.contains("Used ") && l.contains(" registers") {
-                    e.registers = number_before(l, " registers");
-                }
-            }
-        }
-        out
-    }
-
     /// Compiles every family for every checked spec for sm_80 and sm_90a, and holds each module to
     /// the descriptors: its entry functions are exactly the family's kernels for that spec (none
     /// missing, none unlisted), and none spills registers beyond [`known_spill`]. Without libnvrtc
@@ -324,7 +396,7 @@ mod tests {
                     {
                         failures.push(format!(
                             "{at}: {} spills {} bytes ({} registers)",
-                            r.name, r.spill_bytes, r.registers
+                            r.name, r.spill_bytes, r.resources.registers
                         ));
                     }
                 }
@@ -338,6 +410,53 @@ mod tests {
     /// for f16 on sm_90a.
     fn known_spill(kernel: &str, arch: &str, spec: &Spec) -> bool {
         kernel == "linear_mma" && arch == "sm_90a" && *spec == Spec::uniform(DType::F16)
+    }
+
+    /// ptxas' report read back: the register-staged GEMM's static shared tiles (2 stages × (A, B)
+    /// × 128 rows × 40 16-bit elements), none in the pipelined one (its ring is dynamic), and
+    /// every kernel's registers.
+    #[test]
+    fn the_compile_report_gives_registers_and_static_shared_memory() {
+        if !nvrtc_present() {
+            println!("SKIPPED: needs libnvrtc");
+            return;
+        }
+        let src = source(Family::Gemm, &Spec::uniform(DType::BF16));
+        let compiled = compile_with_cache(None, "gemm.cu", &src, "sm_80").unwrap();
+        let r: std::collections::HashMap<_, _> = entry_resources(&compiled.log).into_iter().collect();
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!(r["linear_mma"].static_smem, 2 * 2 * 128 * 40 * 2, "{r:?}");
+        assert_eq!(r["linear_mma_pipelined"].static_smem, 0, "{r:?}");
+        assert!(r.values().all(|k| (32..=255).contains(&k.registers)), "{r:?}");
+    }
+
+    /// A module compiled once is read from the cache the next time: an entry put in its place is
+    /// what the next compilation returns.
+    #[test]
+    fn a_second_compile_comes_from_the_cache() {
+        if !nvrtc_present() {
+            println!("SKIPPED: needs libnvrtc");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("joyrt-nvrtc-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cache = CubinCache::new(&dir);
+        let src = source(Family::Norm, &Spec::uniform(DType::F32));
+        let first = compile_with_cache(Some(&cache), "norm.cu", &src, "sm_80").unwrap();
+        let options = options("sm_80", &MODULE_OPTIONS);
+        let key = CacheKey {
+            file: "norm.cu",
+            source: &src,
+            options: &options,
+            nvrtc_version: nvrtc_version().unwrap(),
+        };
+        assert_eq!(cache.get(&key), Lookup::Hit(first.clone()));
+        let marked = Compiled { cubin: b"from the cache".to_vec(), log: first.log.clone() };
+        cache.put(&key, &marked).unwrap();
+        assert_eq!(compile_with_cache(Some(&cache), "norm.cu", &src, "sm_80").unwrap(), marked);
+        // Another architecture is another entry.
+        assert_ne!(compile_with_cache(Some(&cache), "norm.cu", &src, "sm_90a").unwrap(), marked);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
