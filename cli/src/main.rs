@@ -1,6 +1,7 @@
 //! `joyrt`: instruction-guided image editing with JoyAI-Image-Edit.
 
 mod backends;
+mod base_size;
 mod bench;
 mod builtin;
 mod conformance;
@@ -8,6 +9,9 @@ mod edit;
 mod info;
 mod make_model;
 mod output;
+mod progress;
+mod prompt_input;
+mod staged_folder;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
