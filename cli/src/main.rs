@@ -44,6 +44,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: it may set an environment variable for the Vulkan loader.
+    joyrt_wgpu::quiet_headless_device_select();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Edit(a) => edit::run(a),
