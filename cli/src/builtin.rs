@@ -4,12 +4,13 @@
 
 use crate::make_model::{write_model, ConfigSet};
 use anyhow::{Context, Result};
-use joyrt_core::image::Buckets;
 use joyrt_core::model_folder::ModelFolder;
 use joyrt_core::DType;
+use std::path::Path;
 
-/// Bump when the generated folder changes, so stale caches are not reused.
-const VERSION: &str = "v1";
+/// Bump when the generated folder changes, so stale caches are not reused (v2: `joyrt.json`
+/// with the tiny model's default base size).
+const VERSION: &str = "v2";
 
 /// The built-in model folder, written on first use (through a temporary folder and a rename, so
 /// an interrupted run never leaves a half-written model behind).
@@ -19,29 +20,37 @@ pub fn model_folder() -> Result<ModelFolder> {
     if !dir.join("model_index.json").is_file() {
         std::fs::create_dir_all(&root)
             .with_context(|| format!("creating the cache folder {}", root.display()))?;
-        let tmp = root.join(format!(".builtin-tiny-{VERSION}.{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let made = write_model(&tmp, &ConfigSet::tiny(), 0, DType::BF16, 5_000_000_000, |_| {});
-        if let Err(e) =
-            made.and_then(|_| std::fs::rename(&tmp, &dir).context("moving the built-in model into place"))
-        {
-            let _ = std::fs::remove_dir_all(&tmp);
+        let made = crate::staged_folder::write_folder(&dir, false, |tmp| {
+            write_model(tmp, &ConfigSet::tiny(), 0, DType::BF16, 5_000_000_000, |_| {})
+        });
+        // Another joyrt may have written it meanwhile.
+        if let Err(e) = made {
             if !dir.join("model_index.json").is_file() {
-                return Err(e);
+                return Err(e.context(reset_hint(&dir)));
             }
         }
     }
-    Ok(ModelFolder::open(&dir)?)
+    ModelFolder::open(&dir).map_err(|e| anyhow::Error::new(e).context(reset_hint(&dir)))
 }
 
-/// The built-in model's bucket base: ≈0.06 MP outputs, quick on a CPU.
-pub const BASE_SIZE: usize = 256;
+/// What to do when the cached built-in model is unusable.
+pub fn reset_hint(dir: &Path) -> String {
+    format!(
+        "the built-in model cached at {0} is unusable; remove that folder (rm -r '{0}') and joyrt \
+         writes it again on the next run",
+        dir.display()
+    )
+}
 
-/// Buckets of diffusers' generator at `base` pixels, keeping the sizes that are multiples of 32
-/// (the vision tower's patch × merge unit; every size of the 1024 table already is).
-pub fn buckets_for(base: usize) -> Result<Buckets> {
-    if !(128..=4096).contains(&base) || !base.is_multiple_of(64) {
-        anyhow::bail!("--base-size must be a multiple of 64 between 128 and 4096, got {base}");
+/// Adds [`reset_hint`] to an error of the pipeline that comes from the model's files (a corrupt
+/// shard, a changed config), so a damaged cache says how to reset it.
+pub fn explain_model_error(e: joyrt_core::Error, dir: &Path) -> anyhow::Error {
+    use joyrt_core::Error as E;
+    let from_files = matches!(e, E::Io { .. } | E::Safetensors { .. } | E::Weights { .. } | E::Config { .. });
+    let e = anyhow::Error::new(e);
+    if from_files {
+        e.context(reset_hint(dir))
+    } else {
+        e
     }
-    Ok(Buckets(Buckets::generate(base).0.into_iter().filter(|&(h, w)| h % 32 == 0 && w % 32 == 0).collect()))
 }

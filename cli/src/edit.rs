@@ -1,10 +1,11 @@
 //! `joyrt edit`.
 
 use crate::backends::{AnyBackend, BackendChoice};
-use crate::output::{read_image, write_png_atomic};
-use anyhow::{bail, Context, Result};
+use crate::output::{check_output_png, read_image, write_png_atomic};
+use crate::progress::StageReporter;
+use crate::prompt_input::PromptArgs;
+use anyhow::{Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use joyrt_core::model_folder::ModelFolder;
 use joyrt_core::pipeline::{edit, EditParams, Progress, Stage};
 use joyrt_core::scheduler::SigmaSchedule;
@@ -17,19 +18,19 @@ pub struct EditArgs {
     /// Input image (PNG or JPEG).
     #[arg(long)]
     pub image: PathBuf,
-    /// The edit instruction.
-    #[arg(long)]
-    pub prompt: String,
-    /// Output PNG. Written atomically: on any error no file is left behind.
+    #[command(flatten)]
+    pub prompts: PromptArgs,
+    /// Output PNG, checked before any compute. Written atomically: on any error no file is left
+    /// behind.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Replace the output file if it exists (never the input image, never a read-only file).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Model folder in the published diffusers layout (JoyAI-Image-Edit-Diffusers). Without it a
     /// built-in tiny random-weight model is used: it proves the pipeline, it does not edit well.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Negative prompt for classifier-free guidance.
-    #[arg(long, default_value = "")]
-    pub negative_prompt: String,
     /// Denoising steps.
     #[arg(long, default_value_t = 40)]
     pub steps: usize,
@@ -47,8 +48,9 @@ pub struct EditArgs {
     pub original_schedule: bool,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
-    /// Base size of the resolution buckets (diffusers: 1024, about 1 MP). Smaller bases give
-    /// smaller outputs; sizes stay multiples of 32.
+    /// Base size of the resolution buckets: a multiple of 64 from 128 to 4096. Default: the model
+    /// folder's own (256 for a tiny model made by make-model and for the built-in model), else
+    /// 1024, diffusers' about-1-MP table. Smaller bases give smaller outputs.
     #[arg(long)]
     pub base_size: Option<usize>,
     /// Weight and activation dtype: bf16, f16 or f32 (latents and the scheduler stay f32).
@@ -69,58 +71,49 @@ pub struct EditArgs {
 pub fn run(a: EditArgs) -> Result<()> {
     let dtype = DType::parse(&a.dtype)
         .with_context(|| format!("unknown dtype {:?}: use bf16, f16 or f32", a.dtype))?;
-    if a.output.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() != Some("png") {
-        bail!("the output must be a .png file, got {}", a.output.display());
-    }
+    check_output_png(&a.output, &a.image, a.overwrite)?;
+    let (prompt, negative_prompt) = a.prompts.resolve()?;
     let image = read_image(&a.image)?;
     let (folder, builtin) = match &a.model {
         Some(dir) => (ModelFolder::open(dir)?, false),
         None => (crate::builtin::model_folder()?, true),
     };
+    let base_size = match a.base_size {
+        Some(b) => Some(b),
+        None => crate::base_size::folder_default(&folder.root)?,
+    };
     let backend = AnyBackend::open(a.backend)?;
     crate::backends::check_memory(&backend, &folder, dtype, a.max_memory_gb)?;
-    let show = !a.quiet && !a.json;
     if builtin && !a.quiet {
         eprintln!("note: no --model given: using the built-in tiny random-weight model (it proves the pipeline; it does not edit well)");
     }
     let params = EditParams {
-        prompt: a.prompt.clone(),
-        negative_prompt: a.negative_prompt.clone(),
+        prompt,
+        negative_prompt,
         steps: a.steps,
         guidance: a.guidance,
         seed: a.seed,
         shift: a.shift,
         schedule: if a.original_schedule { SigmaSchedule::Original } else { SigmaSchedule::Diffusers },
         dtype,
-        buckets: match a.base_size {
-            Some(b) => Some(crate::builtin::buckets_for(b)?),
-            None => builtin.then(|| crate::builtin::buckets_for(crate::builtin::BASE_SIZE)).transpose()?,
-        },
+        buckets: base_size.map(crate::base_size::buckets_for).transpose()?,
         ..Default::default()
     };
 
-    let bar = ProgressBar::with_draw_target(
-        Some(a.steps as u64),
-        if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
-    );
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {msg:<18} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
-        )
-        .unwrap(),
-    );
+    let progress = StageReporter::new(a.steps, !a.quiet && !a.json);
     let t0 = Instant::now();
     let mut on_progress = |p: Progress| {
-        match p {
-            Progress::StageStart(s) => bar.set_message(s.name()),
-            Progress::StageEnd(..) => {}
-            Progress::Step { index, .. } => bar.set_position(index as u64 + 1),
-        }
+        progress.on(p);
         true
     };
-    let out = crate::with_backend!(&backend, b => edit(b, &folder, &image, &params, &mut on_progress))?;
-    bar.finish_and_clear();
-    write_png_atomic(&out.image, &a.output)?;
+    let out = crate::with_backend!(&backend, b => edit(b, &folder, &image, &params, &mut on_progress));
+    progress.finish();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) if builtin => return Err(crate::builtin::explain_model_error(e, &folder.root)),
+        Err(e) => return Err(e.into()),
+    };
+    write_png_atomic(&out.image, &a.output, a.overwrite)?;
     let total = t0.elapsed();
 
     if a.json {
@@ -142,15 +135,13 @@ pub fn run(a: EditArgs) -> Result<()> {
             "dtype": dtype.name(),
             "backend": backend.name(),
             "builtin_model": builtin,
+            "base_size": base_size,
             "peak_memory_bytes": backend.memory().1,
             "timings_s": timings,
             "total_s": total.as_secs_f64(),
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else if !a.quiet {
-        for (s, d) in &out.timings {
-            eprintln!("  {:<18} {:>9.3} s", s.name(), d.as_secs_f64());
-        }
         let denoise = out
             .timings
             .iter()

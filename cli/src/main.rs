@@ -1,6 +1,7 @@
 //! `joyrt`: instruction-guided image editing with JoyAI-Image-Edit.
 
 mod backends;
+mod base_size;
 mod bench;
 mod builtin;
 mod conformance;
@@ -8,6 +9,9 @@ mod edit;
 mod info;
 mod make_model;
 mod output;
+mod progress;
+mod prompt_input;
+mod staged_folder;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -40,6 +44,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: it may set an environment variable for the Vulkan loader.
+    joyrt_wgpu::quiet_headless_device_select();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Edit(a) => edit::run(a),

@@ -20,9 +20,13 @@ pub struct MakeModelArgs {
     /// scheduler.json, processor.json) to use as the components' config.json files.
     #[arg(long, default_value = "tiny")]
     pub config: String,
-    /// Output folder (must not exist, or be empty).
+    /// Output folder: new, or empty. It is written under a temporary name and renamed when
+    /// complete, so a failure leaves nothing behind.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Replace the output folder if it exists and is not empty (once the new one is complete).
+    #[arg(long)]
+    pub overwrite: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Weight dtype on disk: bf16 (as published), f16 or f32.
@@ -42,6 +46,9 @@ pub struct ConfigSet {
     pub processor: String,
     pub model_index: String,
     pub tokenizer_json: Vec<u8>,
+    /// The bucket base `joyrt edit` uses for this model when `--base-size` is not given (`None`:
+    /// the published model's 1024).
+    pub default_base_size: Option<usize>,
 }
 
 impl ConfigSet {
@@ -56,6 +63,7 @@ impl ConfigSet {
             model_index: include_str!("../../tests/fixtures/tiny_model/model_index.json").into(),
             tokenizer_json: include_bytes!("../../tests/fixtures/tiny_model/tokenizer/tokenizer.json")
                 .to_vec(),
+            default_base_size: Some(crate::base_size::TINY),
         }
     }
 
@@ -73,6 +81,7 @@ impl ConfigSet {
             processor: include_str!("configs/full/processor.json").into(),
             model_index: include_str!("configs/full/model_index.json").into(),
             tokenizer_json,
+            default_base_size: None,
         })
     }
 
@@ -167,7 +176,8 @@ fn write_weights(
     Ok(total)
 }
 
-/// Writes a complete model folder; returns the bytes of weights written.
+/// Writes a complete model folder into the empty folder `out`; returns the bytes of weights
+/// written.
 pub fn write_model(
     out: &Path,
     c: &ConfigSet,
@@ -176,9 +186,6 @@ pub fn write_model(
     max_shard_bytes: u64,
     mut log: impl FnMut(&str),
 ) -> Result<u64> {
-    if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        bail!("{} exists and is not empty; choose a new folder", out.display());
-    }
     let p = |s: &str| Path::new("make-model").join(s);
     let dit = DitConfig::from_json(&serde_json::from_str(&c.transformer)?, &p("transformer/config.json"))?;
     let vae = VaeConfig::from_json(&serde_json::from_str(&c.vae)?, &p("vae/config.json"))?;
@@ -206,6 +213,9 @@ pub fn write_model(
             std::fs::write(d.join(name), bytes)
                 .with_context(|| format!("writing {}", d.join(name).display()))?;
         }
+    }
+    if let Some(base) = c.default_base_size {
+        crate::base_size::write_default(out, base)?;
     }
     let dit_specs = dit.param_specs();
     // The published transformer is sharded; shard even the tiny one so loaders see an index.
@@ -256,8 +266,9 @@ pub fn run(a: MakeModelArgs) -> Result<()> {
         dir => ConfigSet::from_dir(Path::new(dir))
             .with_context(|| format!("--config {dir}: not tiny, full or a config folder"))?,
     };
-    let bytes =
-        write_model(&a.output, &configs, a.seed, dtype, (a.max_shard_gb * 1e9) as u64, |m| eprintln!("{m}"))?;
+    let bytes = crate::staged_folder::write_folder(&a.output, a.overwrite, |tmp| {
+        write_model(tmp, &configs, a.seed, dtype, (a.max_shard_gb * 1e9) as u64, |m| eprintln!("{m}"))
+    })?;
     eprintln!("wrote {} ({:.2} GB of {} weights)", a.output.display(), bytes as f64 / 1e9, dtype);
     Ok(())
 }

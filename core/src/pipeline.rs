@@ -216,8 +216,14 @@ pub fn edit<B: Backend>(
                 pc.image_std,
             )?;
             let n_vis = gh * gw / (pc.merge_size * pc.merge_size);
-            let (ids_pos, _) = tokenizer.encode_edit(&params.prompt, n_vis)?;
-            let (ids_neg, _) = tokenizer.encode_edit(&params.negative_prompt, n_vis)?;
+            let encode = |what: &str, text: &str| {
+                tokenizer
+                    .encode_edit(text, n_vis)
+                    .map(|(ids, _)| ids)
+                    .map_err(|e| Error::Input(format!("the {what}: {e}")))
+            };
+            let ids_pos = encode("prompt", &params.prompt)?;
+            let ids_neg = encode("negative prompt", &params.negative_prompt)?;
             for (what, ids) in [("prompt", &ids_pos), ("negative prompt", &ids_neg)] {
                 if ids.len() - DROP_TOKENS > MAX_TEXT_TOKENS {
                     return Err(Error::Input(format!(

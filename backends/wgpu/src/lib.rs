@@ -34,6 +34,9 @@
 //! `SUBGROUP` switches the row norms' reductions to `subgroupAdd`; `SHADER_F16` is requested and
 //! reported but nothing depends on it (the packed-u32 path runs everywhere).
 
+mod headless;
+pub use headless::quiet_headless_device_select;
+
 use joyrt_core::backend::*;
 use joyrt_core::{Backend, DType, Error, Result, Tensor};
 use std::sync::Arc;
