@@ -4,17 +4,10 @@ use anyhow::{bail, Context, Result};
 use joyrt_core::image::RgbImage;
 use std::path::Path;
 
-/// Decodes a PNG or JPEG file into 8-bit RGB (alpha dropped, greyscale expanded).
+/// Reads and decodes a PNG or JPEG file into 8-bit RGB (see [`RgbImage::decode`]).
 pub fn read_image(path: &Path) -> Result<RgbImage> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read input image {}", path.display()))?;
-    let img = image::load_from_memory(&bytes)
-        .with_context(|| format!("{} is not a PNG or JPEG image joyrt can decode", path.display()))?;
-    let rgb = img.to_rgb8();
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    if w < 8 || h < 8 {
-        bail!("{} is {w}x{h} pixels; the smallest input joyrt accepts is 8x8", path.display());
-    }
-    Ok(RgbImage::new(w, h, rgb.into_raw())?)
+    Ok(RgbImage::decode(&bytes, &path.display().to_string())?)
 }
 
 /// Writes `img` as PNG to `path` through a temporary file in the same folder and a rename, so a
