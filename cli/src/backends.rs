@@ -5,7 +5,6 @@
 use anyhow::{bail, Result};
 use clap::ValueEnum;
 use joyrt_core::model_folder::ModelFolder;
-use joyrt_core::models::{dit::DitConfig, qwen::QwenConfig, vae::VaeConfig};
 use joyrt_core::DType;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -89,9 +88,8 @@ pub fn check_memory(
         (None, AnyBackend::Cuda(b)) => b.device_memory().ok().map(|(free, _)| free),
     };
     let Some(limit) = limit else { return Ok(()) };
-    let dit = DitConfig::from_file(&model.transformer.join("config.json"))?.param_count();
-    let vae = VaeConfig::from_file(&model.vae.join("config.json"))?.param_count();
-    let qwen = QwenConfig::from_file(&model.text_encoder.join("config.json"))?.param_count();
+    let c = &model.configs;
+    let (dit, vae, qwen) = (c.transformer.param_count(), c.vae.param_count(), c.text_encoder.param_count());
     let need = qwen.max(dit + vae) * dtype.size() as u64;
     if need > limit {
         bail!(

@@ -150,7 +150,7 @@ fn bench_dit<B: Backend>(
         (cfg, ck)
     } else {
         doc["weights"] = json!(model.transformer.display().to_string());
-        (DitConfig::from_file(&model.transformer.join("config.json"))?, Checkpoint::open(&model.transformer)?)
+        (model.configs.transformer.clone(), Checkpoint::open(&model.transformer)?)
     };
     let t0 = Instant::now();
     let dit = Dit::load(b, &ck, &cfg, dtype)?;
@@ -206,14 +206,34 @@ fn nvrtc() -> Value {
     json!({ "version": format!("{major}.{minor}"), "library": library })
 }
 
+/// Most op-benchmark rows: twice the DiT's 37k tokens at 2048² (a 16384×65536 f32 activation
+/// is 4 GiB), so no value in range asks for absurd memory before anything is timed.
+const MAX_TOKENS: usize = 65_536;
+/// Largest square image of the DiT benchmarks: the largest `--base-size` of `joyrt edit`.
+const MAX_SIZE: usize = 4096;
+const MAX_ITERS: usize = 1000;
+
+/// Every size flag in its range, refused with the range before any allocation.
+fn check_ranges(a: &BenchArgs) -> Result<()> {
+    let within = |flag: &str, v: usize, hi: usize| -> Result<()> {
+        if !(1..=hi).contains(&v) {
+            bail!("{flag} must be between 1 and {hi}, got {v}");
+        }
+        Ok(())
+    };
+    within("--tokens", a.tokens, MAX_TOKENS)?;
+    within("--attn-tokens", a.attn_tokens.unwrap_or(a.tokens), MAX_TOKENS)?;
+    within("--text-tokens", a.text_tokens, joyrt_core::pipeline::MAX_TEXT_TOKENS)?;
+    within("--iters", a.iters, MAX_ITERS)?;
+    if !(16..=MAX_SIZE).contains(&a.size) || !a.size.is_multiple_of(16) {
+        bail!("--size must be a multiple of 16 between 16 and {MAX_SIZE}, got {}", a.size);
+    }
+    Ok(())
+}
+
 pub fn run(a: BenchArgs) -> Result<()> {
     let dtype = joyrt_core::DType::parse(&a.dtype).with_context(|| format!("unknown dtype {:?}", a.dtype))?;
-    if a.size == 0 || !a.size.is_multiple_of(16) {
-        bail!("--size must be a positive multiple of 16, got {}", a.size);
-    }
-    if a.iters == 0 || a.tokens == 0 || a.attn_tokens == Some(0) || a.text_tokens == 0 {
-        bail!("--iters, --tokens, --attn-tokens and --text-tokens must be at least 1");
-    }
+    check_ranges(&a)?;
     let model = match &a.model {
         Some(d) => ModelFolder::open(d)?,
         None => crate::builtin::model_folder()?,

@@ -1,13 +1,14 @@
-//! `joyrt info DIR`: what a model folder holds and everything wrong with it, all at once.
+//! `joyrt info DIR`: what a model folder holds and everything wrong with it, all at once. The
+//! configs, tokenizer and processor go through the same check as `joyrt edit`
+//! ([`FolderCheck`]), so `info` reports exactly what an edit would refuse.
 
 use anyhow::{bail, Result};
 use clap::Args;
-use joyrt_core::model_folder::{ProcessorConfig, SchedulerConfig};
-use joyrt_core::models::dit::DitConfig;
+use joyrt_core::finite::non_finite_tensors;
+use joyrt_core::model_folder::FolderCheck;
 use joyrt_core::models::qwen::QwenConfig;
-use joyrt_core::models::vae::VaeConfig;
 use joyrt_core::weights::{dit_key_to_diffusers, wan_vae_key_to_diffusers, Checkpoint, ParamSpec};
-use joyrt_core::Error;
+use joyrt_core::{Error, MAX_LISTED_PROBLEMS};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -15,25 +16,24 @@ use std::path::{Path, PathBuf};
 pub struct InfoArgs {
     /// Model folder in the published diffusers layout.
     pub dir: PathBuf,
+    /// Also read every tensor of every component and report those holding NaN or Inf (reads the
+    /// whole model once, one tensor at a time).
+    #[arg(long)]
+    pub check_weights: bool,
 }
 
-/// One component's summary; `Err` lines are its problems.
-fn component(
-    dir: &Path,
-    name: &str,
-    specs: impl FnOnce(
-        &Path,
-    )
-        -> joyrt_core::Result<(Vec<ParamSpec>, Vec<&'static str>, Box<dyn Fn(&str) -> String>)>,
-) -> Vec<String> {
-    let d = dir.join(name);
-    let mut problems = Vec::new();
-    let (specs, ignore, rename) = match specs(&d.join("config.json")) {
-        Ok(x) => x,
-        Err(e) => return vec![format!("{name}: {e}")],
-    };
-    let expected: u64 = specs.iter().map(|s| s.shape.numel() as u64).sum();
-    let ck = match Checkpoint::open(&d).and_then(|c| c.with_renames(rename)) {
+/// What one component's weights are checked against.
+struct Expected<'a> {
+    specs: Vec<ParamSpec>,
+    ignore: &'a [&'static str],
+    rename: &'a dyn Fn(&str) -> String,
+}
+
+/// One component's weights: a summary line, and its problems (missing, unexpected or mis-shaped
+/// tensors; with `scan`, tensors holding NaN or Inf).
+fn weights(dir: &Path, name: &str, want: Expected, scan: bool) -> Vec<String> {
+    let expected: u64 = want.specs.iter().map(|s| s.shape.numel() as u64).sum();
+    let ck = match Checkpoint::open(&dir.join(name)).and_then(|c| c.with_renames(want.rename)) {
         Ok(c) => c,
         Err(e) => {
             println!("{name:<13} config ok, {expected} parameters expected; weights unreadable");
@@ -53,49 +53,48 @@ fn component(
         dtypes.join(", "),
         ck.total_bytes() as f64 / 1e9
     );
-    match ck.check_exact(name, &specs, &ignore) {
-        Ok(()) => {}
-        Err(Error::Weights { problems: p, .. }) => {
-            problems.extend(p.into_iter().map(|p| format!("{name}: {p}")))
+    let mut problems = match ck.check_exact(name, &want.specs, want.ignore) {
+        Ok(()) => Vec::new(),
+        Err(Error::Weights { problems: p, .. }) => p.into_iter().map(|p| format!("{name}: {p}")).collect(),
+        Err(e) => vec![format!("{name}: {e}")],
+    };
+    if scan {
+        match non_finite_tensors(&ck) {
+            Ok(bad) if bad.is_empty() => println!("{:<13} no NaN or Inf in any tensor", ""),
+            Ok(bad) => problems.extend(bad.into_iter().map(|b| format!("{name}: {b}"))),
+            Err(e) => problems.push(format!("{name}: {e}")),
         }
-        Err(e) => problems.push(format!("{name}: {e}")),
     }
     problems
 }
 
-pub fn run(a: InfoArgs) -> Result<()> {
-    let dir = &a.dir;
-    if !dir.is_dir() {
-        bail!("{} is not a folder", dir.display());
-    }
-    println!("model folder {}", dir.display());
+/// The configs' summaries and the weights of each component whose config reads.
+fn components(check: &FolderCheck, scan: bool) -> Vec<String> {
+    let dir = &check.root;
     let mut problems = Vec::new();
-    if !dir.join("model_index.json").is_file() {
-        problems.push("model_index.json is missing".to_string());
-    }
-    problems.extend(component(dir, "transformer", |p| {
-        let c = DitConfig::from_file(p)?;
+    if let Ok(c) = &check.transformer {
         println!(
             "  transformer config: hidden {}, {} heads, {} layers, rope {:?}",
             c.hidden_size, c.num_attention_heads, c.num_layers, c.rope_dim_list
         );
-        Ok((c.param_specs(), vec![], Box::new(dit_key_to_diffusers) as Box<dyn Fn(&str) -> String>))
-    }));
-    problems.extend(component(dir, "vae", |p| {
-        let c = VaeConfig::from_file(p)?;
+        let want = Expected { specs: c.param_specs(), ignore: &[], rename: &dit_key_to_diffusers };
+        problems.extend(weights(dir, "transformer", want, scan));
+    }
+    if let Ok(c) = &check.vae {
         println!(
             "  vae config: base_dim {}, z_dim {}, dim_mult {:?}, {} res blocks",
             c.base_dim, c.z_dim, c.dim_mult, c.num_res_blocks
         );
         let nrb = c.num_res_blocks;
-        Ok((
-            c.param_specs(),
-            vec![],
-            Box::new(move |n: &str| wan_vae_key_to_diffusers(n, nrb)) as Box<dyn Fn(&str) -> String>,
-        ))
-    }));
-    problems.extend(component(dir, "text_encoder", |p| {
-        let c = QwenConfig::from_file(p)?;
+        let rename = move |n: &str| wan_vae_key_to_diffusers(n, nrb);
+        problems.extend(weights(
+            dir,
+            "vae",
+            Expected { specs: c.param_specs(), ignore: &[], rename: &rename },
+            scan,
+        ));
+    }
+    if let Ok(c) = &check.text_encoder {
         println!(
             "  text_encoder config: hidden {}, {} layers, {}/{} heads, vision depth {}, deepstack {:?}",
             c.hidden_size,
@@ -105,37 +104,39 @@ pub fn run(a: InfoArgs) -> Result<()> {
             c.vision.depth,
             c.vision.deepstack_visual_indexes
         );
-        Ok((
-            c.param_specs(),
-            QwenConfig::unused_names().to_vec(),
-            Box::new(|n: &str| n.to_string()) as Box<dyn Fn(&str) -> String>,
-        ))
-    }));
-    match SchedulerConfig::from_file(&dir.join("scheduler/scheduler_config.json")) {
-        Ok(s) => println!("scheduler     flow-match Euler, shift {}", s.shift),
-        Err(e) => problems.push(format!("scheduler: {e}")),
+        let unused = QwenConfig::unused_names();
+        let want = Expected { specs: c.param_specs(), ignore: &unused, rename: &|n: &str| n.to_string() };
+        problems.extend(weights(dir, "text_encoder", want, scan));
     }
-    let tok = dir.join("tokenizer/tokenizer.json");
-    match joyrt_core::prompt::PromptTokenizer::from_file(&tok) {
-        Ok(t) => println!("tokenizer     ok (<|image_pad|> = {})", t.image_pad_id),
-        Err(e) => problems.push(format!("tokenizer: {e}")),
+    if let Ok(s) = &check.scheduler {
+        println!("scheduler     flow-match Euler, shift {}", s.shift);
     }
-    if dir.join("processor").is_dir() {
-        match ProcessorConfig::from_dir(&dir.join("processor")) {
-            Ok(p) => println!(
-                "processor     patch {}, merge {}, pixels [{}, {}]",
-                p.patch_size, p.merge_size, p.min_pixels, p.max_pixels
-            ),
-            Err(e) => problems.push(format!("processor: {e}")),
-        }
+    if let Ok(t) = &check.tokenizer {
+        println!("tokenizer     ok ({} tokens, <|image_pad|> = {})", t.vocab_size(), t.image_pad_id);
     }
+    if let Ok(p) = &check.processor {
+        println!(
+            "processor     patch {}, merge {}, pixels [{}, {}]",
+            p.patch_size, p.merge_size, p.min_pixels, p.max_pixels
+        );
+    }
+    problems
+}
+
+pub fn run(a: InfoArgs) -> Result<()> {
+    let check = FolderCheck::run(&a.dir)?;
+    println!("model folder {}", a.dir.display());
+    let mut problems = check.problems();
+    problems.extend(components(&check, a.check_weights));
     if problems.is_empty() {
         println!("no problems found");
-        Ok(())
-    } else {
-        for p in &problems {
-            println!("problem: {p}");
-        }
-        bail!("{} problem(s) in {}", problems.len(), dir.display())
+        return Ok(());
     }
+    for p in problems.iter().take(MAX_LISTED_PROBLEMS) {
+        println!("problem: {p}");
+    }
+    if problems.len() > MAX_LISTED_PROBLEMS {
+        println!("… and {} more", problems.len() - MAX_LISTED_PROBLEMS);
+    }
+    bail!("{} problem(s) in {}", problems.len(), a.dir.display())
 }

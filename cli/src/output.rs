@@ -4,9 +4,14 @@ use anyhow::{bail, Context, Result};
 use joyrt_core::image::RgbImage;
 use std::path::Path;
 
+/// Largest input image file: 1 GiB, more than an uncompressed 16k × 16k RGB PNG.
+const MAX_IMAGE_BYTES: u64 = 1 << 30;
+
 /// Reads and decodes a PNG or JPEG file into 8-bit RGB (see [`RgbImage::decode`]).
 pub fn read_image(path: &Path) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read input image {}", path.display()))?;
+    // Only a regular file, capped: a FIFO would block and /dev/zero never end.
+    let bytes = joyrt_core::files::read_capped(path, MAX_IMAGE_BYTES)
+        .with_context(|| format!("cannot read input image {}", path.display()))?;
     Ok(RgbImage::decode(&bytes, &path.display().to_string())?)
 }
 

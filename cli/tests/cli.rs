@@ -214,7 +214,10 @@ fn bad_input_gets_a_clear_error_and_no_output() {
         (vec!["--image".into(), "/nonexistent/in.png".into()], "cannot read input image"),
         (vec!["--image".into(), not_image.to_str().unwrap().into()], "not a PNG or JPEG"),
         (vec!["--image".into(), input_png(), "--backend".into(), "cuda".into()], "not available"),
-        (vec!["--image".into(), input_png(), "--steps".into(), "0".into()], "steps must be between"),
+        (
+            vec!["--image".into(), input_png(), "--steps".into(), "0".into()],
+            "`steps` = 0 is outside the allowed range",
+        ),
         (vec!["--image".into(), input_png(), "--dtype".into(), "int3".into()], "unknown dtype"),
     ];
     for (extra, expect) in cases {

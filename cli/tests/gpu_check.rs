@@ -141,7 +141,7 @@ fn bench_json_times_the_cfg_step_of_the_tiny_model() {
     assert!(doc.get("ops").is_none() && dit.get("forward_ms").is_none(), "only the parts asked for: {doc}");
     let o = joyrt(&["bench", "--backend", "cpu", "--parts", "cfg-step", "--size", "40"], &dir);
     assert!(
-        !o.status.success() && text(&o).contains("--size must be a positive multiple of 16"),
+        !o.status.success() && text(&o).contains("--size must be a multiple of 16 between 16 and 4096"),
         "{}",
         text(&o)
     );

@@ -36,8 +36,17 @@ pub enum Error {
 
     /// A checkpoint does not hold exactly the expected tensors. `problems` lists every missing,
     /// unexpected or mis-shaped tensor, one per line.
-    #[error("{component}: {} weight problem(s):\n{}", problems.len(), problems.join("\n"))]
+    #[error("{component}: {} weight problem(s):\n{}", problems.len(), listed(problems))]
     Weights { component: String, problems: Vec<String> },
+
+    /// A model folder has several problems (layout, configs, tokenizer), all found before any
+    /// weight is read.
+    #[error("model folder {}: {} problem(s):\n{}", root.display(), problems.len(), listed(problems))]
+    Folder { root: PathBuf, problems: Vec<String> },
+
+    /// A computation produced NaN or Inf; `what` names the stage (and step).
+    #[error("{what} produced non-finite values (NaN or Inf); the weights may hold some: check them with `joyrt info --check-weights MODEL`")]
+    NonFinite { what: String },
 
     /// A configuration file is missing a field or has an invalid value.
     #[error("{}: {msg}", path.display())]
@@ -50,6 +59,18 @@ pub enum Error {
     /// The caller cancelled a running job.
     #[error("cancelled")]
     Cancelled,
+}
+
+/// At most this many problems are printed in one error; the rest are counted.
+pub const MAX_LISTED_PROBLEMS: usize = 20;
+
+/// The first [`MAX_LISTED_PROBLEMS`] problems, one per line, and a count of the rest.
+pub fn listed(problems: &[String]) -> String {
+    let mut out = problems.iter().take(MAX_LISTED_PROBLEMS).cloned().collect::<Vec<_>>().join("\n");
+    if problems.len() > MAX_LISTED_PROBLEMS {
+        out.push_str(&format!("\n… and {} more", problems.len() - MAX_LISTED_PROBLEMS));
+    }
+    out
 }
 
 impl Error {

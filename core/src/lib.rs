@@ -2,10 +2,14 @@
 //! error type, weight loading and (later) the model graphs.
 
 pub mod backend;
+mod contain;
 mod dtype;
 mod error;
+pub mod files;
+pub mod finite;
 pub mod image;
 pub mod kernel_abi;
+pub mod limits;
 pub mod model_folder;
 pub mod models;
 pub mod pipeline;
@@ -18,7 +22,7 @@ pub mod weights;
 
 pub use backend::{Activation, Backend, BinaryOp, Rope, RopePairing, ScatterMode};
 pub use dtype::DType;
-pub use error::{Error, Result};
+pub use error::{listed, Error, Result, MAX_LISTED_PROBLEMS};
 pub use rng::Rng;
 pub use shape::Shape;
 pub use tensor::Tensor;

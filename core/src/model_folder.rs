@@ -1,8 +1,19 @@
 //! A model folder in the published diffusers layout (JoyAI-Image-Edit-Diffusers):
 //! `model_index.json`, `transformer/`, `vae/`, `text_encoder/`, `tokenizer/`, `processor/`,
-//! `scheduler/`. Opening it checks that every part is there and reads the small configs; the
-//! weights stay on disk until a component is loaded.
+//! `scheduler/`. Opening it checks that every part is there and reads and validates the configs
+//! and the tokenizer ([`FolderCheck`], shared with `joyrt info`); the weights stay on disk until a
+//! component is loaded.
 
+mod check;
+pub use check::FolderCheck;
+
+use crate::files::{read_capped, MAX_CONFIG_BYTES};
+use crate::limits::{all_in_range, in_range, positive, IMAGE_MEAN, IMAGE_STD, MAX_MERGE, MAX_PATCH};
+use crate::limits::{MAX_PIXELS, MAX_TEMPORAL_PATCH, SHIFT};
+use crate::models::dit::DitConfig;
+use crate::models::qwen::QwenConfig;
+use crate::models::vae::VaeConfig;
+use crate::prompt::PromptTokenizer;
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -43,21 +54,32 @@ pub struct SchedulerConfig {
     pub shift: f32,
 }
 
-/// The paths and small configs of a model folder.
+/// The paths of a model folder and everything read from it before any weight: the validated
+/// configs of the three networks, the tokenizer, the processor and scheduler settings.
 #[derive(Clone, Debug)]
 pub struct ModelFolder {
     pub root: PathBuf,
     pub transformer: PathBuf,
     pub vae: PathBuf,
     pub text_encoder: PathBuf,
-    pub tokenizer_json: PathBuf,
+    pub configs: Configs,
+    pub tokenizer: PromptTokenizer,
     pub processor: ProcessorConfig,
     pub scheduler: SchedulerConfig,
 }
 
+/// The validated configs of the three networks.
+#[derive(Clone, Debug)]
+pub struct Configs {
+    pub transformer: DitConfig,
+    pub vae: VaeConfig,
+    pub text_encoder: QwenConfig,
+}
+
+/// A config or index JSON file (a regular file of at most [`MAX_CONFIG_BYTES`]).
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::config(path, format!("invalid JSON: {e}")))
+    let bytes = read_capped(path, MAX_CONFIG_BYTES)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::config(path, format!("invalid JSON: {e}")))
 }
 
 /// Deserializes the config `v` read from `path`. A `null` value counts as absent (diffusers and
@@ -110,7 +132,14 @@ impl ProcessorConfig {
     /// the `image_processor` entry of `processor_config.json`). Missing keys take Qwen3-VL's values.
     pub fn from_dir(dir: &Path) -> Result<ProcessorConfig> {
         let pre = dir.join("preprocessor_config.json");
-        let path = if pre.is_file() { pre } else { dir.join("processor_config.json") };
+        // `exists`, not `is_file`: a FIFO or folder under this name is refused by name when read.
+        let path = if pre.exists() { pre } else { dir.join("processor_config.json") };
+        if !path.exists() {
+            return Err(Error::Input(format!(
+                "{} holds neither preprocessor_config.json nor processor_config.json",
+                dir.display()
+            )));
+        }
         // transformers 5 nests the image processor's settings in `processor_config.json`.
         let v = read_json(&path)?;
         let f: ProcessorFile = parse_config(v.get("image_processor").unwrap_or(&v), &path)?;
@@ -125,16 +154,21 @@ impl ProcessorConfig {
             min_pixels: size.shortest_edge.or(f.min_pixels).unwrap_or(d.min_pixels),
             max_pixels: size.longest_edge.or(f.max_pixels).unwrap_or(d.max_pixels),
         };
-        if cfg.patch_size == 0 || cfg.merge_size == 0 || cfg.temporal_patch_size == 0 {
-            return Err(Error::config(
-                &path,
-                "patch_size, merge_size and temporal_patch_size must be positive",
-            ));
-        }
-        if cfg.image_std.contains(&0.0) {
-            return Err(Error::config(&path, "image_std must not contain 0"));
-        }
+        cfg.validate().map_err(|m| Error::config(&path, m))?;
         Ok(cfg)
+    }
+}
+
+impl ProcessorConfig {
+    /// Every value in its range ([`crate::limits`]).
+    fn validate(&self) -> std::result::Result<(), String> {
+        positive("patch_size", self.patch_size, MAX_PATCH)?;
+        positive("temporal_patch_size", self.temporal_patch_size, MAX_TEMPORAL_PATCH)?;
+        positive("merge_size", self.merge_size, MAX_MERGE)?;
+        all_in_range("image_mean", &self.image_mean, IMAGE_MEAN)?;
+        all_in_range("image_std", &self.image_std, IMAGE_STD)?;
+        positive("max_pixels (size.longest_edge)", self.max_pixels, MAX_PIXELS)?;
+        in_range("min_pixels (size.shortest_edge)", self.min_pixels, (1, self.max_pixels))
     }
 }
 
@@ -164,55 +198,15 @@ impl SchedulerConfig {
             }
         }
         let shift = f.shift.unwrap_or(1.0);
-        if !(shift > 0.0 && shift.is_finite()) {
-            return Err(Error::config(path, format!("shift must be a positive number, got {shift}")));
-        }
+        in_range("shift", shift, SHIFT).map_err(|m| Error::config(path, m))?;
         Ok(SchedulerConfig { shift })
     }
 }
 
 impl ModelFolder {
-    /// Opens a model folder, naming the first missing part in the error.
+    /// Opens and validates a model folder ([`FolderCheck`]): every problem found before any
+    /// weight is read is reported, one alone as itself, several as [`Error::Folder`].
     pub fn open(root: &Path) -> Result<ModelFolder> {
-        if !root.is_dir() {
-            return Err(Error::Input(format!(
-                "model folder {} does not exist (expected the JoyAI-Image-Edit-Diffusers layout)",
-                root.display()
-            )));
-        }
-        let index = root.join("model_index.json");
-        let v = read_json(&index)?;
-        for part in ["transformer", "vae", "text_encoder", "tokenizer", "scheduler"] {
-            if v.get(part).is_none() {
-                return Err(Error::config(&index, format!("no `{part}` component listed")));
-            }
-        }
-        let dir = |name: &str| -> Result<PathBuf> {
-            let d = root.join(name);
-            if d.is_dir() {
-                Ok(d)
-            } else {
-                Err(Error::Input(format!("model folder {} has no {name}/ folder", root.display())))
-            }
-        };
-        let tokenizer_json = dir("tokenizer")?.join("tokenizer.json");
-        if !tokenizer_json.is_file() {
-            return Err(Error::Input(format!("{} is missing", tokenizer_json.display())));
-        }
-        let processor_dir = root.join("processor");
-        let processor = if processor_dir.is_dir() {
-            ProcessorConfig::from_dir(&processor_dir)?
-        } else {
-            ProcessorConfig::default()
-        };
-        Ok(ModelFolder {
-            transformer: dir("transformer")?,
-            vae: dir("vae")?,
-            text_encoder: dir("text_encoder")?,
-            scheduler: SchedulerConfig::from_file(&dir("scheduler")?.join("scheduler_config.json"))?,
-            tokenizer_json,
-            processor,
-            root: root.to_path_buf(),
-        })
+        FolderCheck::run(root)?.into_folder()
     }
 }

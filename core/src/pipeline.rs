@@ -4,12 +4,14 @@
 //! Components are loaded one at a time and dropped as soon as the pipeline no longer needs them, so
 //! the text encoder's memory is free before the DiT is loaded (issue 4, item 7).
 
+use crate::finite::check_finite;
 use crate::image::{qwen_patchify, resize_center_crop, Buckets, RgbImage};
+use crate::limits::{in_range, GUIDANCE, SHIFT, STEPS};
 use crate::model_folder::ModelFolder;
-use crate::models::dit::{Dit, DitConfig, DitRequest, TextStream};
-use crate::models::qwen::{Qwen, QwenConfig};
-use crate::models::vae::{Vae, VaeConfig};
-use crate::prompt::{PromptTokenizer, DROP_TOKENS};
+use crate::models::dit::{Dit, DitRequest, TextStream};
+use crate::models::qwen::Qwen;
+use crate::models::vae::Vae;
+use crate::prompt::DROP_TOKENS;
 use crate::scheduler::{Schedule, SigmaSchedule};
 use crate::weights::Checkpoint;
 use crate::{Backend, DType, Error, Result, Rng, Tensor};
@@ -142,19 +144,18 @@ impl Clock<'_> {
     }
 }
 
-fn validate(p: &EditParams) -> Result<()> {
-    if p.steps == 0 || p.steps > 1000 {
-        return Err(Error::Input(format!("steps must be between 1 and 1000, got {}", p.steps)));
-    }
-    if !p.guidance.is_finite() || p.guidance < 0.0 {
-        return Err(Error::Input(format!("guidance must be a finite number ≥ 0, got {}", p.guidance)));
-    }
-    if let Some(s) = p.shift {
-        if !(s > 0.0 && s.is_finite()) {
-            return Err(Error::Input(format!("shift must be a positive number, got {s}")));
+impl EditParams {
+    /// The request's parameters in their ranges ([`crate::limits`]); [`edit`] calls it before
+    /// any work, and a caller can call it earlier, before loading anything.
+    pub fn validate(&self) -> Result<()> {
+        let check = |r: std::result::Result<(), String>| r.map_err(Error::Input);
+        check(in_range("steps", self.steps, STEPS))?;
+        check(in_range("guidance", self.guidance, GUIDANCE))?;
+        if let Some(s) = self.shift {
+            check(in_range("shift", s, SHIFT))?;
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Runs one edit. `on_progress` is called at every stage boundary and after every step; returning
@@ -166,16 +167,15 @@ pub fn edit<B: Backend>(
     params: &EditParams,
     on_progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<EditOutput> {
-    validate(params)?;
+    params.validate()?;
     let dtype = params.dtype;
     let mut clock = Clock { on: on_progress, timings: Vec::new() };
     let mut trace = params.trace.then(Trace::default);
 
-    // Configs first: a bad folder fails before any heavy work.
-    let qwen_cfg = QwenConfig::from_file(&model.text_encoder.join("config.json"))?;
-    let vae_cfg = VaeConfig::from_file(&model.vae.join("config.json"))?;
-    let dit_cfg = DitConfig::from_file(&model.transformer.join("config.json"))?;
-    let tokenizer = PromptTokenizer::from_file(&model.tokenizer_json)?;
+    // The folder's configs were validated when it was opened (`ModelFolder::open`).
+    let (qwen_cfg, vae_cfg, dit_cfg) =
+        (&model.configs.text_encoder, &model.configs.vae, &model.configs.transformer);
+    let tokenizer = &model.tokenizer;
     let shift = params.shift.unwrap_or(model.scheduler.shift);
     let schedule = Schedule::new(params.schedule, params.steps, shift);
 
@@ -195,6 +195,7 @@ pub fn edit<B: Backend>(
     })?;
     let (h, w) = bucket;
     let lat = (h / 8, w / 8);
+    let zc = vae_cfg.z_dim;
     if h % 16 != 0 || w % 16 != 0 {
         return Err(Error::Input(format!("bucket {w}x{h} is not a multiple of 16 pixels")));
     }
@@ -202,7 +203,7 @@ pub fn edit<B: Backend>(
     // Text encoder: loaded, used for both prompts, dropped.
     let (e_pos, e_neg) = {
         let qwen = clock.run(Stage::LoadTextEncoder, |_| {
-            Qwen::load(backend, &Checkpoint::open(&model.text_encoder)?, &qwen_cfg, dtype)
+            Qwen::load(backend, &Checkpoint::open(&model.text_encoder)?, qwen_cfg, dtype)
         })?;
         clock.run(Stage::EncodePrompt, |_| {
             let pc = &model.processor;
@@ -239,7 +240,7 @@ pub fn edit<B: Backend>(
 
     // VAE: the reference latent is the posterior mean (deterministic; diffusers samples).
     let vae =
-        clock.run(Stage::LoadVae, |_| Vae::load(backend, &Checkpoint::open(&model.vae)?, &vae_cfg, dtype))?;
+        clock.run(Stage::LoadVae, |_| Vae::load(backend, &Checkpoint::open(&model.vae)?, vae_cfg, dtype))?;
     let z_ref = clock.run(Stage::VaeEncode, |_| {
         let x = Tensor::from_f32(backend, [3, h, w], &pixels.to_vae_pixels(), dtype)?;
         let (mean, _logvar) = vae.encode(&x)?;
@@ -248,13 +249,13 @@ pub fn edit<B: Backend>(
         }
         vae.normalize(&mean.cast(DType::F32)?)
     })?;
-    let z_ref = z_ref.cast(DType::F32)?.reshape([1, 16, lat.0, lat.1])?;
+    let z_ref = z_ref.cast(DType::F32)?.reshape([1, zc, lat.0, lat.1])?;
     if let Some(t) = trace.as_mut() {
         t.z_ref = z_ref.to_f32_vec()?;
     }
 
     // Target noise.
-    let n_lat = 16 * lat.0 * lat.1;
+    let n_lat = zc * lat.0 * lat.1;
     let noise = match &params.noise {
         Some(n) if n.len() == n_lat => n.clone(),
         Some(n) => {
@@ -262,12 +263,12 @@ pub fn edit<B: Backend>(
         }
         None => Rng::new(params.seed).normal_vec(n_lat, 1.0),
     };
-    let mut x = Tensor::from_f32(backend, [1, 16, lat.0, lat.1], &noise, DType::F32)?;
+    let mut x = Tensor::from_f32(backend, [1, zc, lat.0, lat.1], &noise, DType::F32)?;
 
     // Denoise: DiT loaded only now, dropped after the loop.
     let latents = {
         let dit = clock.run(Stage::LoadTransformer, |_| {
-            Dit::load(backend, &Checkpoint::open(&model.transformer)?, &dit_cfg, dtype)
+            Dit::load(backend, &Checkpoint::open(&model.transformer)?, dit_cfg, dtype)
         })?;
         clock.run(Stage::Denoise, |clock| {
             let neg = (params.guidance > 1.0).then_some(&e_neg);
@@ -276,8 +277,12 @@ pub fn edit<B: Backend>(
             for i in 0..total {
                 let t0 = Instant::now();
                 x = denoiser.step(&x, schedule.timesteps[i], schedule.dt(i))?;
+                // NaN or Inf weights (or an overflow) would otherwise run on and end in a flat
+                // image; reading z_dim·h·w values back per step is cheap next to the DiT.
+                let host = x.to_f32_vec()?;
+                check_finite(|| format!("denoising step {} of {total}", i + 1), &host)?;
                 if let Some(tr) = trace.as_mut() {
-                    tr.latents.push(x.to_f32_vec()?);
+                    tr.latents.push(host);
                 }
                 if !(clock.on)(Progress::Step { index: i, total, elapsed: t0.elapsed() }) {
                     return Err(Error::Cancelled);
@@ -289,7 +294,7 @@ pub fn edit<B: Backend>(
 
     // Decode the target only.
     let image_out = clock.run(Stage::VaeDecode, |_| {
-        let z = vae.denormalize(&latents.reshape([16, lat.0, lat.1])?)?;
+        let z = vae.denormalize(&latents.reshape([zc, lat.0, lat.1])?)?;
         let out = vae.decode(&z.cast(dtype)?)?;
         let img = RgbImage::from_vae_pixels(w, h, &out)?;
         if let Some(t) = trace.as_mut() {

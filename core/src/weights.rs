@@ -105,10 +105,15 @@ fn corrupt(path: &Path, msg: impl Into<String>) -> Error {
     Error::Safetensors { path: path.to_path_buf(), msg: msg.into() }
 }
 
+/// Largest safetensors header read (the `safetensors` crate's limit too): about a million
+/// tensors' entries.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 /// A tensor's name, info and byte range as read from a header.
 type HeaderEntry = (String, TensorInfo, usize, usize);
 
 fn open_file(path: &Path) -> Result<(Arc<File>, Vec<HeaderEntry>)> {
+    crate::files::regular_file_len(path)?;
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: the file is opened read-only; joyrt does not modify checkpoints while they are
     // mapped (a concurrent writer from outside is the usual mmap caveat).
@@ -120,6 +125,9 @@ fn open_file(path: &Path) -> Result<(Arc<File>, Vec<HeaderEntry>)> {
         ));
     }
     let n = u64::from_le_bytes(map[..8].try_into().unwrap());
+    if n > MAX_HEADER_BYTES {
+        return Err(corrupt(path, format!("header length {n} is over the {MAX_HEADER_BYTES}-byte limit")));
+    }
     if n > (map.len() - 8) as u64 {
         return Err(corrupt(
             path,
@@ -157,16 +165,13 @@ fn open_file(path: &Path) -> Result<(Arc<File>, Vec<HeaderEntry>)> {
                 "data_offsets [{begin}, {end}] out of range of the {data_len}-byte data section"
             )));
         }
-        let numel = shape
+        // Checked: a shape such as [2⁶³] would otherwise wrap to a byte size of 0.
+        let bytes = shape
             .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
-            .ok_or_else(|| bad("shape overflows"))?;
-        if numel * dtype.size() as u64 != end - begin {
-            return Err(bad(&format!(
-                "{} bytes stored for {dt} {shape:?} ({} expected)",
-                end - begin,
-                numel * dtype.size() as u64
-            )));
+            .try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64))
+            .ok_or_else(|| bad(&format!("shape {shape:?} overflows a 64-bit byte size")))?;
+        if bytes != end - begin {
+            return Err(bad(&format!("{} bytes stored for {dt} {shape:?} ({bytes} expected)", end - begin)));
         }
         tensors.push((
             name.clone(),
@@ -269,9 +274,10 @@ impl Checkpoint {
         let mut paths = Vec::new();
         for s in &shards {
             let p = dir.join(s);
-            if !p.is_file() {
+            if !p.exists() {
                 return Err(Error::config(index, format!("shard {s} is missing")));
             }
+            crate::files::regular_file_len(&p)?;
             paths.push(p);
         }
         let ck = Self::from_files(index, &paths)?;

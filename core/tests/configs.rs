@@ -4,6 +4,7 @@
 use joyrt_core::model_folder::{ProcessorConfig, SchedulerConfig};
 use joyrt_core::models::dit::DitConfig;
 use joyrt_core::models::qwen::QwenConfig;
+use joyrt_core::models::vae::VaeConfig;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -128,4 +129,50 @@ fn scheduler_and_processor_configs() {
     write(&pre, json!({"image_std": [0.5, 0.5]}));
     assert_names(ProcessorConfig::from_dir(&dir).unwrap_err(), &["image_std", "preprocessor_config.json"]);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn absurd_values_name_the_field_and_the_allowed_range() {
+    let dit = read(&fixture("transformer/config.json"));
+    let p = Path::new("transformer/config.json");
+    for (key, x) in [
+        ("/num_layers", json!(1_000_000_000u64)),
+        ("/hidden_size", json!(u64::MAX)),
+        ("/theta", json!(-1.0)),
+        ("/rope_dim_list", json!([1u64 << 63, 1u64 << 63, 16])),
+    ] {
+        let e = DitConfig::from_json(&with(&dit, key, x), p).unwrap_err();
+        assert_names(e, &[&key[1..], "allowed range", "transformer/config.json"]);
+    }
+    let qwen = read(&fixture("text_encoder/config.json"));
+    let p = Path::new("text_encoder/config.json");
+    for (key, x, name) in [
+        ("/vision_config/depth", json!(1_000_000_000u64), "vision_config.depth"),
+        ("/vision_config/temporal_patch_size", json!(1u64 << 32), "temporal_patch_size"),
+        ("/text_config/rope_parameters/rope_theta", json!(-5.0), "rope_theta"),
+        ("/text_config/rope_parameters/mrope_section", json!([1u64 << 63, 1u64 << 63, 4]), "mrope_section"),
+    ] {
+        let e = QwenConfig::from_json(&with(&qwen, key, x), p).unwrap_err();
+        assert_names(e, &[name, "allowed range"]);
+    }
+    let vae = read(&fixture("vae/config.json"));
+    let p = Path::new("vae/config.json");
+    let e = VaeConfig::from_json(&with(&vae, "/num_res_blocks", json!(1_000_000_000u64)), p).unwrap_err();
+    assert_names(e, &["num_res_blocks", "[1, 32]"]);
+    let e = VaeConfig::from_json(&with(&vae, "/latents_std", json!(vec![1e-9; 16])), p).unwrap_err();
+    assert_names(e, &["latents_std[0]", "allowed range"]);
+}
+
+#[test]
+fn the_published_configs_are_within_the_limits() {
+    let full = |name: &str| {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/src/configs/full").join(name);
+        (read(&p), p)
+    };
+    let (v, p) = full("transformer.json");
+    assert_eq!(DitConfig::from_json(&v, &p).unwrap(), DitConfig::full());
+    let (v, p) = full("vae.json");
+    assert_eq!(VaeConfig::from_json(&v, &p).unwrap(), VaeConfig::full());
+    let (v, p) = full("text_encoder.json");
+    assert_eq!(QwenConfig::from_json(&v, &p).unwrap(), QwenConfig::full());
 }

@@ -73,6 +73,9 @@ fn returning_false_cancels_between_steps() {
 #[test]
 fn bad_parameters_are_errors() {
     let (model, img, mut params) = setup();
+    params.guidance = 0.5;
+    let e = edit(&CpuBackend::default(), &model, &img, &params, &mut |_| true).err().unwrap();
+    assert!(e.to_string().contains("`guidance` = 0.5 is outside the allowed range [1, 100]"), "{e}");
     params.guidance = f32::NAN;
     let e = edit(&CpuBackend::default(), &model, &img, &params, &mut |_| true).err().unwrap();
     assert!(e.to_string().contains("guidance"), "{e}");
@@ -80,4 +83,58 @@ fn bad_parameters_are_errors() {
     params.noise = Some(vec![0.0; 5]);
     let e = edit(&CpuBackend::default(), &model, &img, &params, &mut |_| true).err().unwrap();
     assert!(e.to_string().contains("noise"), "{e}");
+}
+
+#[test]
+fn nan_weights_stop_the_loop_at_the_first_step() {
+    use joyrt_core::weights::{write_safetensors, Checkpoint};
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny_model");
+    let dir = std::env::temp_dir().join(format!("joyrt-nan-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for e in std::fs::read_dir(&fx).unwrap() {
+        let e = e.unwrap();
+        std::fs::create_dir_all(dir.join(e.file_name())).unwrap();
+        if e.file_type().unwrap().is_dir() {
+            for f in std::fs::read_dir(e.path()).unwrap() {
+                let f = f.unwrap();
+                std::fs::copy(f.path(), dir.join(e.file_name()).join(f.file_name())).unwrap();
+            }
+        } else {
+            std::fs::remove_dir(dir.join(e.file_name())).unwrap();
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+    }
+    let shard = dir.join("transformer/diffusion_pytorch_model-00003-of-00003.safetensors");
+    let ck = Checkpoint::open(&shard).unwrap();
+    let tensors: Vec<_> = ck
+        .names()
+        .into_iter()
+        .map(|n| {
+            let (info, bytes) = ck.raw(n).unwrap();
+            let mut v = info.dtype.decode_f32(bytes);
+            if n == "proj_out.bias" {
+                v[0] = f32::NAN;
+            }
+            (n.to_string(), info.dtype, info.shape, info.dtype.encode_f32(&v))
+        })
+        .collect();
+    drop(ck);
+    write_safetensors(&shard, &tensors).unwrap();
+
+    let (_, img, params) = setup();
+    let model = ModelFolder::open(&dir).unwrap();
+    let mut steps = 0;
+    let e = edit(&CpuBackend::default(), &model, &img, &params, &mut |p| {
+        steps += matches!(p, Progress::Step { .. }) as usize;
+        true
+    })
+    .err()
+    .unwrap();
+    assert!(matches!(e, Error::NonFinite { .. }), "{e}");
+    assert!(
+        e.to_string().contains("denoising step 1 of 3") && e.to_string().contains("--check-weights"),
+        "{e}"
+    );
+    assert_eq!(steps, 0, "the loop stops before reporting the step");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

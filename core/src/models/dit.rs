@@ -4,6 +4,11 @@
 
 use super::loader::{DTypePolicy, Loader};
 use super::Linear;
+use crate::limits::MAX_CHANNELS;
+use crate::limits::{
+    all_in_range, in_range, positive, MAX_HEADS, MAX_HEAD_DIM, MAX_LAYERS, MAX_WIDTH, MLP_WIDTH_RATIO,
+    ROPE_THETA,
+};
 use crate::model_folder::{parse_config, read_json, sets};
 use crate::weights::{dit_key_to_diffusers, param_count, Checkpoint, ParamSpec};
 use crate::{Backend, DType, Error, Result, Rope, RopePairing, Tensor};
@@ -80,15 +85,27 @@ impl DitConfig {
         Ok(cfg)
     }
 
+    /// Every value in its range ([`crate::limits`]) before anything is sized from it.
     fn validate(&self) -> std::result::Result<(), String> {
+        positive("hidden_size", self.hidden_size, MAX_WIDTH)?;
+        positive("num_attention_heads", self.num_attention_heads, MAX_HEADS)?;
+        positive("num_layers", self.num_layers, MAX_LAYERS)?;
+        positive("in_channels", self.in_channels, MAX_CHANNELS)?;
+        positive("out_channels", self.out_channels, MAX_CHANNELS)?;
+        positive("text_dim", self.text_dim, MAX_WIDTH)?;
+        in_range("mlp_width_ratio", self.mlp_width_ratio, MLP_WIDTH_RATIO)?;
+        in_range("theta", self.theta, ROPE_THETA)?;
+        positive("mlp hidden width (hidden_size × mlp_width_ratio)", self.mlp_hidden(), MAX_WIDTH)?;
         let h = self.num_attention_heads;
-        if h == 0 || self.hidden_size == 0 || !self.hidden_size.is_multiple_of(h) {
+        if !self.hidden_size.is_multiple_of(h) {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {h}",
                 self.hidden_size
             ));
         }
         let hd = self.head_dim();
+        positive("head dim (hidden_size / num_attention_heads)", hd, MAX_HEAD_DIM)?;
+        all_in_range("rope_dim_list", &self.rope_dim_list, (0, hd))?;
         if self.rope_dim_list.iter().sum::<usize>() != hd || self.rope_dim_list.iter().any(|d| d % 2 != 0) {
             return Err(format!(
                 "rope_dim_list {:?} must be even and sum to the head dim {hd}",
@@ -100,10 +117,6 @@ impl DitConfig {
                 "patch_size {:?} is not supported (single images use [1, 2, 2])",
                 self.patch_size
             ));
-        }
-        if self.num_layers == 0 || self.mlp_width_ratio <= 0.0 || self.in_channels == 0 || self.text_dim == 0
-        {
-            return Err("num_layers, mlp_width_ratio, in_channels and text_dim must be positive".into());
         }
         Ok(())
     }

@@ -4,6 +4,10 @@
 //! chunk, so `downsample3d`/`upsample3d` act as their 2-D versions.
 
 use super::loader::{DTypePolicy, Loader};
+use crate::limits::{all_in_range, in_range, positive, MAX_CHANNELS, MAX_VAE_BASE_DIM, MAX_VAE_DIM_MULT};
+use crate::limits::{
+    LATENTS_MEAN as LATENTS_MEAN_RANGE, LATENTS_STD as LATENTS_STD_RANGE, MAX_VAE_RES_BLOCKS, VAE_STAGES,
+};
 use crate::model_folder::{parse_config, read_json, sets};
 use crate::weights::{param_count, wan_vae_key_to_diffusers, Checkpoint, ParamSpec};
 use crate::{Backend, DType, Error, Result, Tensor};
@@ -98,35 +102,33 @@ impl VaeConfig {
         if v.get("patch_size").is_some_and(|p| !p.is_null()) {
             return Err(bad("patch_size must be null (Wan 2.1)".into()));
         }
-        if cfg.dim_mult.len() < 2 || cfg.temperal_downsample.len() != cfg.dim_mult.len() - 1 {
-            return Err(bad(format!(
+        cfg.validate().map_err(bad)?;
+        Ok(cfg)
+    }
+
+    /// Every value in its range ([`crate::limits`]) before anything is sized from it.
+    fn validate(&self) -> std::result::Result<(), String> {
+        positive("base_dim", self.base_dim, MAX_VAE_BASE_DIM)?;
+        positive("decoder_base_dim", self.decoder_base_dim, MAX_VAE_BASE_DIM)?;
+        positive("z_dim", self.z_dim, MAX_CHANNELS)?;
+        positive("num_res_blocks", self.num_res_blocks, MAX_VAE_RES_BLOCKS)?;
+        positive("in_channels", self.in_channels, MAX_CHANNELS)?;
+        positive("out_channels", self.out_channels, MAX_CHANNELS)?;
+        in_range("dim_mult length", self.dim_mult.len(), VAE_STAGES)?;
+        all_in_range("dim_mult", &self.dim_mult, (1, MAX_VAE_DIM_MULT))?;
+        if self.temperal_downsample.len() != self.dim_mult.len() - 1 {
+            return Err(format!(
                 "dim_mult {:?} needs one temperal_downsample entry per downsampling",
-                cfg.dim_mult
-            )));
-        }
-        if cfg.latents_mean.len() != cfg.z_dim
-            || cfg.latents_std.len() != cfg.z_dim
-            || cfg.latents_std.contains(&0.0)
-        {
-            return Err(bad(format!(
-                "latents_mean/latents_std must hold {} values (std non-zero)",
-                cfg.z_dim
-            )));
-        }
-        if cfg.base_dim == 0
-            || cfg.decoder_base_dim == 0
-            || cfg.z_dim == 0
-            || cfg.num_res_blocks == 0
-            || cfg.in_channels == 0
-            || cfg.out_channels == 0
-            || cfg.dim_mult.contains(&0)
-        {
-            return Err(bad(
-                "base_dim, decoder_base_dim, z_dim, num_res_blocks, in/out_channels and dim_mult entries must be positive"
-                    .into(),
+                self.dim_mult
             ));
         }
-        Ok(cfg)
+        for (field, v) in [("latents_mean", &self.latents_mean), ("latents_std", &self.latents_std)] {
+            if v.len() != self.z_dim {
+                return Err(format!("`{field}` holds {} values, z_dim = {} expected", v.len(), self.z_dim));
+            }
+        }
+        all_in_range("latents_mean", &self.latents_mean, LATENTS_MEAN_RANGE)?;
+        all_in_range("latents_std", &self.latents_std, LATENTS_STD_RANGE)
     }
 
     /// Spatial downscale factor (8 for Wan 2.1).
@@ -512,8 +514,12 @@ impl<B: Backend> Vae<B> {
 
     /// Pixels `[3, 8h, 8w]` of latents `z [z_dim, h, w]` (already de-normalised), clamped to
     /// `[−1, 1]` as diffusers' `_decode` does; returned on the host, where they are consumed.
+    /// NaN or Inf in the output is an [`crate::Error::NonFinite`].
     pub fn decode(&self, z: &Tensor<B>) -> Result<Vec<f32>> {
-        Ok(self.decode_unclamped(z)?.to_f32_vec()?.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect())
+        let raw = self.decode_unclamped(z)?.to_f32_vec()?;
+        // Before the clamp, which would turn ±Inf into a flat ±1 image.
+        crate::finite::check_finite(|| "the VAE decoder".into(), &raw)?;
+        Ok(raw.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect())
     }
 
     /// The decoder's output before the clamp.

@@ -1,5 +1,10 @@
 //! `text_encoder/config.json` (transformers `Qwen3VLConfig`) and the tensors it implies.
 
+use crate::limits::{all_in_range, in_range, positive, MAX_CHANNELS, MAX_HEADS, MAX_HEAD_DIM, MAX_LAYERS};
+use crate::limits::{
+    MAX_MERGE, MAX_PATCH, MAX_POSITION_EMBEDDINGS, MAX_TEMPORAL_PATCH, MAX_VOCAB, MAX_WIDTH,
+};
+use crate::limits::{RMS_NORM_EPS, ROPE_THETA};
 use crate::model_folder::{parse_config, read_json};
 use crate::weights::{param_count, ParamSpec};
 use crate::{Error, Result};
@@ -164,8 +169,51 @@ impl QwenConfig {
         Ok(cfg)
     }
 
+    /// Every value in its range ([`crate::limits`]) before anything is sized from it; the
+    /// vision tower's fields are named `vision_config.*`.
     fn validate(&self) -> std::result::Result<(), String> {
         let vis = &self.vision;
+        positive("text_config.hidden_size", self.hidden_size, MAX_WIDTH)?;
+        positive("text_config.num_hidden_layers", self.num_hidden_layers, MAX_LAYERS)?;
+        positive("text_config.num_attention_heads", self.num_attention_heads, MAX_HEADS)?;
+        positive("text_config.num_key_value_heads", self.num_key_value_heads, MAX_HEADS)?;
+        positive("text_config.head_dim", self.head_dim, MAX_HEAD_DIM)?;
+        positive("text_config.intermediate_size", self.intermediate_size, MAX_WIDTH)?;
+        positive("text_config.vocab_size", self.vocab_size, MAX_VOCAB)?;
+        in_range("text_config.rms_norm_eps", self.rms_norm_eps, RMS_NORM_EPS)?;
+        in_range("text_config rope_theta", self.rope_theta, ROPE_THETA)?;
+        all_in_range("text_config mrope_section", &self.mrope_section, (0, self.head_dim))?;
+        for (field, id) in [
+            ("image_token_id", self.image_token_id),
+            ("vision_start_token_id", self.vision_start_token_id),
+            ("vision_end_token_id", self.vision_end_token_id),
+        ] {
+            in_range(
+                &format!("{field} (an id below text_config.vocab_size)"),
+                id as usize,
+                (0, self.vocab_size - 1),
+            )?;
+        }
+        positive("vision_config.depth", vis.depth, MAX_LAYERS)?;
+        positive("vision_config.hidden_size", vis.hidden_size, MAX_WIDTH)?;
+        positive("vision_config.num_heads", vis.num_heads, MAX_HEADS)?;
+        positive("vision_config.intermediate_size", vis.intermediate_size, MAX_WIDTH)?;
+        positive("vision_config.patch_size", vis.patch_size, MAX_PATCH)?;
+        positive("vision_config.temporal_patch_size", vis.temporal_patch_size, MAX_TEMPORAL_PATCH)?;
+        positive("vision_config.spatial_merge_size", vis.spatial_merge_size, MAX_MERGE)?;
+        positive("vision_config.in_channels", vis.in_channels, MAX_CHANNELS)?;
+        positive("vision_config.out_hidden_size", vis.out_hidden_size, MAX_WIDTH)?;
+        positive(
+            "vision_config.num_position_embeddings",
+            vis.num_position_embeddings,
+            MAX_POSITION_EMBEDDINGS,
+        )?;
+        in_range("vision_config rope_theta", vis.rope_theta, ROPE_THETA)?;
+        in_range(
+            "vision_config.deepstack_visual_indexes length",
+            vis.deepstack_visual_indexes.len(),
+            (0, vis.depth),
+        )?;
         if self.num_key_value_heads == 0 || !self.num_attention_heads.is_multiple_of(self.num_key_value_heads)
         {
             return Err(format!(
@@ -194,6 +242,18 @@ impl QwenConfig {
             return Err(format!(
                 "vision hidden_size {} / num_heads {} must give a head dim divisible by 4",
                 vis.hidden_size, vis.num_heads
+            ));
+        }
+        positive(
+            "vision head dim (vision_config.hidden_size / num_heads)",
+            vis.hidden_size / vis.num_heads,
+            MAX_HEAD_DIM,
+        )?;
+        if vis.out_hidden_size != self.hidden_size {
+            // The merger's output is scattered into the text states, DeepStack adds to them.
+            return Err(format!(
+                "vision_config.out_hidden_size {} differs from text_config.hidden_size {}",
+                vis.out_hidden_size, self.hidden_size
             ));
         }
         if vis.deepstack_visual_indexes.iter().any(|&i| i >= vis.depth) {
