@@ -5,22 +5,15 @@ use anyhow::{bail, Context, Result};
 use joyrt_core::image::RgbImage;
 use std::path::Path;
 
-/// Decodes a PNG or JPEG file into 8-bit RGB (alpha dropped, greyscale expanded).
 /// Largest input image file: 1 GiB, more than an uncompressed 16k × 16k RGB PNG.
 const MAX_IMAGE_BYTES: u64 = 1 << 30;
 
+/// Reads and decodes a PNG or JPEG file into 8-bit RGB (see [`RgbImage::decode`]).
 pub fn read_image(path: &Path) -> Result<RgbImage> {
     // Only a regular file, capped: a FIFO would block and /dev/zero never end.
     let bytes = joyrt_core::files::read_capped(path, MAX_IMAGE_BYTES)
         .with_context(|| format!("cannot read input image {}", path.display()))?;
-    let img = image::load_from_memory(&bytes)
-        .with_context(|| format!("{} is not a PNG or JPEG image joyrt can decode", path.display()))?;
-    let rgb = img.to_rgb8();
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    if w < 8 || h < 8 {
-        bail!("{} is {w}x{h} pixels; the smallest input joyrt accepts is 8x8", path.display());
-    }
-    Ok(RgbImage::new(w, h, rgb.into_raw())?)
+    Ok(RgbImage::decode(&bytes, &path.display().to_string())?)
 }
 
 /// The folder a file path lives in (`.` for a bare file name).

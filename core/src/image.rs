@@ -12,6 +12,51 @@ pub struct RgbImage {
     pub data: Vec<u8>,
 }
 
+/// The sides, in pixels, of an input image [`RgbImage::decode`] accepts.
+pub const INPUT_SIDE: std::ops::RangeInclusive<u32> = 8..=16384;
+
+/// The most pixels of an input image [`RgbImage::decode`] accepts: 64 megapixels (a 50 MP camera
+/// photo passes; a decoded image of this size takes up to 512 MiB as 16-bit RGBA).
+pub const MAX_INPUT_PIXELS: u64 = 64 << 20;
+
+/// Whether a JPEG's last scan ends with the end-of-image marker. Walks the marker segments by
+/// their lengths (so an EXIF thumbnail's own markers inside APP1 are skipped), then the
+/// entropy-coded data, where a 0xFF byte is followed only by 0x00 (a stuffed byte), a restart
+/// marker or the marker that ends the scan.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    loop {
+        // A marker: 0xFF (padding 0xFF allowed) then its code.
+        while bytes.get(i) == Some(&0xFF) && bytes.get(i + 1) == Some(&0xFF) {
+            i += 1;
+        }
+        let (Some(&0xFF), Some(&code)) = (bytes.get(i), bytes.get(i + 1)) else {
+            return false;
+        };
+        i += 2;
+        match code {
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(len) = bytes.get(i..i + 2).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]]))) else {
+            return false;
+        };
+        i += len;
+        if code == 0xDA {
+            // Entropy-coded data up to the next marker that is not a stuffed byte or a restart.
+            loop {
+                match (bytes.get(i), bytes.get(i + 1)) {
+                    (Some(0xFF), Some(0x00 | 0xD0..=0xD7)) => i += 2,
+                    (Some(0xFF), Some(_)) => break,
+                    (Some(_), _) => i += 1,
+                    (None, _) => return false,
+                }
+            }
+        }
+    }
+}
+
 impl RgbImage {
     pub fn new(width: usize, height: usize, data: Vec<u8>) -> Result<RgbImage> {
         if width == 0 || height == 0 || data.len() != 3 * width * height {
@@ -33,6 +78,45 @@ impl RgbImage {
             data.extend_from_slice(&self.data[row..row + 3 * w]);
         }
         RgbImage { width: w, height: h, data }
+    }
+
+    /// Decodes a PNG or JPEG held in memory into 8-bit RGB (alpha dropped, greyscale expanded);
+    /// `origin` names the image in errors. The size is checked from the header before any pixel
+    /// is decoded ([`INPUT_SIDE`] pixels a side, [`MAX_INPUT_PIXELS`] in all), and a JPEG must
+    /// end its last scan with the end-of-image marker: the decoder would fill a truncated one
+    /// with grey without a word.
+    pub fn decode(bytes: &[u8], origin: &str) -> Result<RgbImage> {
+        use image::{ImageFormat, ImageReader};
+        let unreadable = |why: &dyn std::fmt::Display| {
+            Error::Input(format!("{origin} is not a PNG or JPEG image joyrt can decode ({why})"))
+        };
+        let format = image::guess_format(bytes).map_err(|e| unreadable(&e))?;
+        if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg) {
+            return Err(Error::Input(format!("{origin} is a {format:?} image; joyrt reads PNG and JPEG")));
+        }
+        let reader = || ImageReader::with_format(std::io::Cursor::new(bytes), format);
+        let (w, h) = reader().into_dimensions().map_err(|e| unreadable(&e))?;
+        let pixels = u64::from(w) * u64::from(h);
+        if !INPUT_SIDE.contains(&w) || !INPUT_SIDE.contains(&h) || pixels > MAX_INPUT_PIXELS {
+            return Err(Error::Input(format!(
+                "{origin} is {w}x{h} pixels; joyrt accepts {}..={} pixels a side and at most {} \
+                 megapixels (the pipeline resizes every input to about base-size² pixels, so \
+                 downscale it first)",
+                INPUT_SIDE.start(),
+                INPUT_SIDE.end(),
+                MAX_INPUT_PIXELS >> 20
+            )));
+        }
+        if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+            return Err(Error::Input(format!("{origin} is a truncated JPEG (its last scan has no end-of-image marker)")));
+        }
+        let mut reader = reader();
+        let mut limits = image::Limits::default();
+        // The largest accepted image as 16-bit RGBA, the widest form a decoder produces.
+        limits.max_alloc = Some(MAX_INPUT_PIXELS * 8);
+        reader.limits(limits);
+        let rgb = reader.decode().map_err(|e| unreadable(&e))?.to_rgb8();
+        RgbImage::new(rgb.width() as usize, rgb.height() as usize, rgb.into_raw())
     }
 
     /// Channel-first f32 pixels mapped to `[-1, 1]` as `p/127.5 − 1` → `[3, H, W]` (the VAE input).
@@ -254,6 +338,43 @@ pub fn qwen_patchify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encoded(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, ((x ^ y) * 3) as u8]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn decodes_png_and_jpeg() {
+        let png = RgbImage::decode(&encoded(40, 24, image::ImageFormat::Png), "a.png").unwrap();
+        assert_eq!((png.width, png.height, png.data[3 * 41]), (40, 24, 7));
+        let jpeg = RgbImage::decode(&encoded(33, 17, image::ImageFormat::Jpeg), "a.jpg").unwrap();
+        assert_eq!((jpeg.width, jpeg.height), (33, 17));
+    }
+
+    #[test]
+    fn refuses_truncated_jpeg_at_every_cut() {
+        let jpeg = encoded(64, 64, image::ImageFormat::Jpeg);
+        for cut in [jpeg.len() - 1, jpeg.len() - 2, jpeg.len() / 2, jpeg.len() / 4, 3] {
+            let e = RgbImage::decode(&jpeg[..cut], "cut.jpg").unwrap_err().to_string();
+            assert!(e.contains("cut.jpg") && (e.contains("truncated") || e.contains("not a PNG or JPEG")), "{cut}: {e}");
+        }
+    }
+
+    #[test]
+    fn refuses_other_formats_and_sizes_before_decoding() {
+        let e = RgbImage::decode(b"GIF89a........", "x.gif").unwrap_err().to_string();
+        assert!(e.contains("x.gif is a Gif image"), "{e}");
+        let e = RgbImage::decode(b"not an image at all", "x.png").unwrap_err().to_string();
+        assert!(e.contains("x.png is not a PNG or JPEG"), "{e}");
+        let wide = encoded(16385, 8, image::ImageFormat::Png);
+        let e = RgbImage::decode(&wide, "wide.png").unwrap_err().to_string();
+        assert!(e.contains("wide.png is 16385x8 pixels") && e.contains("8..=16384"), "{e}");
+        let small = encoded(7, 100, image::ImageFormat::Png);
+        assert!(RgbImage::decode(&small, "s.png").unwrap_err().to_string().contains("7x100"));
+    }
 
     #[test]
     fn generated_1024_buckets_are_diffusers_table() {
