@@ -108,7 +108,9 @@ impl RgbImage {
             )));
         }
         if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
-            return Err(Error::Input(format!("{origin} is a truncated JPEG (its last scan has no end-of-image marker)")));
+            return Err(Error::Input(format!(
+                "{origin} is a truncated JPEG (its last scan has no end-of-image marker)"
+            )));
         }
         let mut reader = reader();
         let mut limits = image::Limits::default();
@@ -340,7 +342,9 @@ mod tests {
     use super::*;
 
     fn encoded(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, ((x ^ y) * 3) as u8]));
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 5) as u8, ((x ^ y) * 3) as u8])
+        });
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, format).unwrap();
         out.into_inner()
@@ -359,7 +363,10 @@ mod tests {
         let jpeg = encoded(64, 64, image::ImageFormat::Jpeg);
         for cut in [jpeg.len() - 1, jpeg.len() - 2, jpeg.len() / 2, jpeg.len() / 4, 3] {
             let e = RgbImage::decode(&jpeg[..cut], "cut.jpg").unwrap_err().to_string();
-            assert!(e.contains("cut.jpg") && (e.contains("truncated") || e.contains("not a PNG or JPEG")), "{cut}: {e}");
+            assert!(
+                e.contains("cut.jpg") && (e.contains("truncated") || e.contains("not a PNG or JPEG")),
+                "{cut}: {e}"
+            );
         }
     }
 

@@ -86,7 +86,8 @@ pub fn run(target: Target, seed: u64, budget: Budget, max_findings: usize) -> st
     let mut mutator = Mutator::new(seed);
     let message = silence_panics();
     let start = Instant::now();
-    let mut report = Report { target, executions: 0, accepted: 0, elapsed: Duration::ZERO, findings: Vec::new() };
+    let mut report =
+        Report { target, executions: 0, accepted: 0, elapsed: Duration::ZERO, findings: Vec::new() };
     while match budget {
         Budget::Executions(n) => report.executions < n,
         Budget::Time(t) => start.elapsed() < t,
@@ -122,7 +123,8 @@ fn silence_panics() -> Arc<Mutex<Option<String>>> {
         let last = Arc::new(Mutex::new(None));
         let sink = last.clone();
         panic::set_hook(Box::new(move |info| {
-            let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            let location =
+                info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
             let payload = info
                 .payload()
                 .downcast_ref::<&str>()

@@ -69,7 +69,9 @@ impl Mutator {
             let last = out.len().saturating_sub(1);
             match self.below(7) {
                 0 if !out.is_empty() => out[at.min(last)] ^= 1 << self.below(8),
-                1 if !out.is_empty() => out[at.min(last)] = [0, 0xff, 0x7f, 0x80, b'"', b'{', b'9'][self.below(7)],
+                1 if !out.is_empty() => {
+                    out[at.min(last)] = [0, 0xff, 0x7f, 0x80, b'"', b'{', b'9'][self.below(7)]
+                }
                 2 => {
                     let end = (at + 1 + self.below(16)).min(out.len());
                     out.drain(at.min(end)..end);
@@ -126,12 +128,18 @@ impl Mutator {
                 }
                 choice => {
                     let v = match choice {
-                        2 | 3 => serde_json::from_str(EDGE_NUMBERS[self.below(EDGE_NUMBERS.len())]).unwrap_or(Value::Null),
-                        4 => [Value::Null, Value::Bool(true), Value::String("<|im_end|>\u{0}\u{202e}".into())]
-                            [self.below(3)]
-                        .clone(),
-                        _ => [Value::Array(vec![]), serde_json::json!({}), serde_json::json!([[1, 2], {"a": -1}])]
-                            [self.below(3)]
+                        2 | 3 => serde_json::from_str(EDGE_NUMBERS[self.below(EDGE_NUMBERS.len())])
+                            .unwrap_or(Value::Null),
+                        4 => {
+                            [Value::Null, Value::Bool(true), Value::String("<|im_end|>\u{0}\u{202e}".into())]
+                                [self.below(3)]
+                            .clone()
+                        }
+                        _ => [
+                            Value::Array(vec![]),
+                            serde_json::json!({}),
+                            serde_json::json!([[1, 2], {"a": -1}]),
+                        ][self.below(3)]
                         .clone(),
                     };
                     if let Some(slot) = child_mut(container, &last[0]) {

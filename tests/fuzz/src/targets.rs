@@ -24,7 +24,8 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 5] = [Target::Safetensors, Target::Index, Target::Config, Target::Tokenizer, Target::Image];
+    pub const ALL: [Target; 5] =
+        [Target::Safetensors, Target::Index, Target::Config, Target::Tokenizer, Target::Image];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -153,7 +154,8 @@ fn read_checkpoint(dir: &Path) -> bool {
 fn open_model(root: &Path) -> bool {
     let Ok(folder) = ModelFolder::open(root) else { return false };
     let c = &folder.configs;
-    let tensors = c.transformer.param_specs().len() + c.vae.param_specs().len() + c.text_encoder.param_specs().len();
+    let tensors =
+        c.transformer.param_specs().len() + c.vae.param_specs().len() + c.text_encoder.param_specs().len();
     tensors > 0
 }
 

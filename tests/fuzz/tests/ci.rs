@@ -5,7 +5,8 @@ use joyrt_fuzz::{run, Budget, Target};
 
 fn fuzz(target: Target, executions: u64) {
     let r = run(target, 1, Budget::Executions(executions), 5).expect("preparing the fuzz target");
-    let findings: Vec<String> = r.findings.iter().map(|f| format!("execution {}: {}", f.execution, f.what)).collect();
+    let findings: Vec<String> =
+        r.findings.iter().map(|f| format!("execution {}: {}", f.execution, f.what)).collect();
     assert!(findings.is_empty(), "{}: {} findings:\n{}", target.name(), findings.len(), findings.join("\n"));
     // A run where nothing was ever accepted would only exercise the first check.
     assert!(r.accepted > 0, "{}: no mutated input was accepted in {executions} executions", target.name());
