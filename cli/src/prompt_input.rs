@@ -7,7 +7,6 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The largest prompt file read. The DiT keeps at most 4096 text tokens and the longest token of
@@ -52,18 +51,9 @@ impl PromptArgs {
 /// Reads the `which` prompt ("prompt", "negative prompt") from `path`.
 pub fn read_prompt_file(path: &Path, which: &str) -> Result<String> {
     let shown = path.display();
-    // Metadata first: opening a FIFO for reading would wait for a writer.
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read the {which} file {shown}"))?;
-    if !meta.is_file() {
-        bail!("the {which} file {shown} is not a regular file");
-    }
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_PROMPT_FILE_BYTES + 1).read_to_end(&mut bytes))
+    // A regular file only (a FIFO would wait for a writer), capped.
+    let bytes = joyrt_core::files::read_capped(path, MAX_PROMPT_FILE_BYTES)
         .with_context(|| format!("cannot read the {which} file {shown}"))?;
-    if bytes.len() as u64 > MAX_PROMPT_FILE_BYTES {
-        bail!("the {which} file {shown} is larger than {MAX_PROMPT_FILE_BYTES} bytes, more than a prompt can hold");
-    }
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
             "the {which} file {shown} is not UTF-8 text (invalid byte at offset {})",

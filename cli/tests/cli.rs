@@ -3,21 +3,11 @@
 
 use joyrt_core::weights::{write_safetensors, Checkpoint};
 use joyrt_core::Shape;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::path::Path;
+use std::process::Output;
 
-fn joyrt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_joyrt"))
-        .args(args)
-        .env("JOYRT_CACHE_DIR", work().join("cache"))
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+mod support;
+use support::*;
 
 /// Fails on success, and on a panic (exit code 101 or a Rust panic message).
 #[track_caller]
@@ -27,27 +17,6 @@ fn assert_clean_error(o: &Output, expect: &str) {
     assert_ne!(o.status.code(), Some(101), "panicked: {t}");
     assert!(!t.contains("panicked"), "panicked: {t}");
     assert!(t.contains(expect), "expected {expect:?} in: {t}");
-}
-
-fn work() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("joyrt-cli-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
-
-/// A tiny model made once per test run.
-fn tiny_model() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = work().join("tiny");
-        let o = joyrt(&["make-model", "--config", "tiny", "-o", d.to_str().unwrap()]);
-        assert!(o.status.success(), "{}", text(&o));
-        d
-    })
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -4,31 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-fn work() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("joyrt-edit-io-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
-
-fn joyrt_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_joyrt"));
-    c.args(args).env("JOYRT_CACHE_DIR", work().join("cache"));
-    c
-}
-
-fn joyrt(args: &[&str]) -> Output {
-    joyrt_cmd(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+mod support;
+use support::*;
 
 /// A failure with `expect` in its message, no panic, and no sign of compute (no stage line).
 #[track_caller]
@@ -38,16 +16,6 @@ fn assert_refused_up_front(o: &Output, expect: &str) {
     assert_ne!(o.status.code(), Some(101), "panicked: {t}");
     assert!(t.contains(expect), "expected {expect:?} in: {t}");
     assert!(!t.contains("preprocess"), "refused only after compute started: {t}");
-}
-
-fn tiny_model() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = work().join("tiny");
-        let o = joyrt(&["make-model", "--config", "tiny", "-o", d.to_str().unwrap()]);
-        assert!(o.status.success(), "{}", text(&o));
-        d
-    })
 }
 
 fn fixture_png() -> PathBuf {

@@ -17,22 +17,15 @@ use cases::Case;
 use mutate::fifo;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::*;
 
 /// Longest a single `joyrt` run may take: the tiny model's whole one-step edit takes well under
 /// a second, so this is only reached by a hang (on a busy machine, with margin).
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-fn work() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("joyrt-hostile-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
 
 fn base_model() -> PathBuf {
     let d = work().join("base");

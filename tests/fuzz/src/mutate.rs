@@ -1,6 +1,7 @@
 //! The mutations: byte-level edits for any input, and value-level edits for JSON, where most
 //! byte edits would only break the syntax and never reach the code that uses the values.
 
+use joyrt_core::Rng;
 use serde_json::Value;
 
 /// Values that sit on the edges a loader must check: zero, negatives, the integer widths' limits,
@@ -32,22 +33,18 @@ const EDGE_NUMBERS: &[&str] = &[
     "1.5",
 ];
 
-/// A seeded SplitMix64 generator with the choices the mutations need.
+/// Seeded choices over joyrt's own generator (SplitMix64), so a run reproduces from its seed.
 pub struct Mutator {
-    state: u64,
+    rng: Rng,
 }
 
 impl Mutator {
     pub fn new(seed: u64) -> Mutator {
-        Mutator { state: seed ^ 0x9e37_79b9_7f4a_7c15 }
+        Mutator { rng: Rng::new(seed) }
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.rng.next_u64()
     }
 
     /// Uniform in `0..n` (`n > 0`).

@@ -1,0 +1,49 @@
+//! What the binary-level test files share: a scratch folder per test binary, `joyrt` run with its
+//! cache inside that folder, its output as text, and a tiny model made once per test binary.
+
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The test binary's scratch folder, emptied when first asked for.
+pub fn work() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_stem().unwrap().to_string_lossy().into_owned();
+        let d = std::env::temp_dir().join(format!("joyrt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+}
+
+/// `joyrt args…` with the built-in model cached under [`work`].
+pub fn joyrt_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_joyrt"));
+    c.args(args).env("JOYRT_CACHE_DIR", work().join("cache"));
+    c
+}
+
+pub fn joyrt(args: &[&str]) -> Output {
+    joyrt_cmd(args).output().unwrap()
+}
+
+/// stdout then stderr.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A tiny model made once per test binary by `joyrt make-model --config tiny`.
+pub fn tiny_model() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = work().join("tiny");
+        let o = joyrt(&["make-model", "--config", "tiny", "-o", d.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+        d
+    })
+}
