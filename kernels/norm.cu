@@ -1,6 +1,6 @@
 // Normalisation kernels.
 //
-// Row norms (layer_norm, layer_norm_modulate, rms_norm): one block per row, the block strides
+// Row norms (layer_norm, also for layer_norm_modulate, and rms_norm): one block per row, the block strides
 // over the row; statistics are f32 block reductions (warp shuffles, then one warp over the
 // per-warp partials). LayerNorm uses two passes (mean, then Σ(x − mean)²) like the reference,
 // not E[x²] − E[x]², which loses precision for rows with a large mean. Rows are re-read from
@@ -26,29 +26,19 @@ __device__ __forceinline__ void row_mean_rstd(const TX* x, u64 base, u64 cols, f
     *rstd = rsqrtf(block_sum(q, scratch) / (float)cols + eps);
 }
 
-// w, b may be null (absent = 1 / 0).
+// y = x̂·(p.weight_offset + w[c]) + b[c], x̂ the row normalised without affine; w, b may be null
+// (absent = 0). layer_norm passes its weight with offset 0 (offset 1 without a weight);
+// layer_norm_modulate passes scale as w and shift as b with offset 1.
 extern "C" __global__ void layer_norm(const TX* x, const TW* w, const TB* b, TX* y, NormArgs p) {
     __shared__ float scratch[32];
     const u64 base = (u64)blockIdx.x * p.cols;
     float mean, rstd;
     row_mean_rstd(x, base, p.cols, p.eps, scratch, &mean, &rstd);
     for (u64 c = threadIdx.x; c < p.cols; c += blockDim.x) {
-        float v = (ld(x, base + c) - mean) * rstd;
-        if (w) v *= ld(w, c);
+        const float factor = w ? p.weight_offset + ld(w, c) : p.weight_offset;
+        float v = (ld(x, base + c) - mean) * rstd * factor;
         if (b) v += ld(b, c);
         st(y, base + c, v);
-    }
-}
-
-// y = LN(x)·(1 + scale) + shift, LN without affine.
-extern "C" __global__ void layer_norm_modulate(const TX* x, const TW* shift, const TB* scale, TX* y, NormArgs p) {
-    __shared__ float scratch[32];
-    const u64 base = (u64)blockIdx.x * p.cols;
-    float mean, rstd;
-    row_mean_rstd(x, base, p.cols, p.eps, scratch, &mean, &rstd);
-    for (u64 c = threadIdx.x; c < p.cols; c += blockDim.x) {
-        float v = (ld(x, base + c) - mean) * rstd;
-        st(y, base + c, v * (1.0f + ld(scale, c)) + ld(shift, c));
     }
 }
 

@@ -22,24 +22,30 @@ joyrt_core::kernel_params! {
         pub eps: f32,
         /// `cfg_renorm`: the guidance scale.
         pub guidance: f32,
+        /// `layer_norm`: the affine factor is `weight_offset + w[c]` (`weight_offset` alone
+        /// without a weight).
+        pub weight_offset: f32,
+        /// Keeps the struct free of padding (the C side must see the same layout).
+        pub reserved: u32,
     }
 }
 
 family! {
     "norm", NormArgs,
     defines: &[],
-    kernels: [LAYER_NORM, LAYER_NORM_MODULATE, RMS_NORM, CHANNEL_RMS_NORM, CFG_RENORM],
+    kernels: [LAYER_NORM, RMS_NORM, CHANNEL_RMS_NORM, CFG_RENORM],
 }
 
-/// A row norm over `x [rows, cols]`: one block per row.
+/// A row norm over `x [rows, cols]`: one block per row; `weight_offset` for `layer_norm`.
 fn row_norm(
     be: &CudaBackend,
     kernel: &'static Kernel<NormArgs>,
     spec: Spec,
     inputs: &[u64],
     p: &NormParams,
+    weight_offset: f32,
 ) -> Result<CudaBuffer> {
-    let args = NormArgs { cols: p.cols as u64, eps: p.eps, ..Default::default() };
+    let args = NormArgs { cols: p.cols as u64, eps: p.eps, weight_offset, ..Default::default() };
     be.launch_output(
         kernel,
         spec,
@@ -74,11 +80,11 @@ pub fn layer_norm(
     p: &NormParams,
 ) -> Result<CudaBuffer> {
     let spec = Spec { x: x.dtype(), w: dtype_or(w, x.dtype()), b: dtype_or(b, x.dtype()), c: x.dtype() };
-    row_norm(be, &LAYER_NORM, spec, &[addr(x), opt_addr(w), opt_addr(b)], p)
+    let weight_offset = if w.is_some() { 0.0 } else { 1.0 };
+    row_norm(be, &LAYER_NORM, spec, &[addr(x), opt_addr(w), opt_addr(b)], p, weight_offset)
 }
 
-const LAYER_NORM_MODULATE: Kernel<NormArgs> = kernel("layer_norm_modulate", Family::Norm);
-
+/// `layer_norm` with factor `1 + scale` and term `shift`.
 pub fn layer_norm_modulate(
     be: &CudaBackend,
     x: &T,
@@ -86,15 +92,15 @@ pub fn layer_norm_modulate(
     scale: &T,
     p: &NormParams,
 ) -> Result<CudaBuffer> {
-    let spec = Spec { x: x.dtype(), w: shift.dtype(), b: scale.dtype(), c: x.dtype() };
-    row_norm(be, &LAYER_NORM_MODULATE, spec, &[addr(x), addr(shift), addr(scale)], p)
+    let spec = Spec { x: x.dtype(), w: scale.dtype(), b: shift.dtype(), c: x.dtype() };
+    row_norm(be, &LAYER_NORM, spec, &[addr(x), addr(scale), addr(shift)], p, 1.0)
 }
 
 const RMS_NORM: Kernel<NormArgs> = kernel("rms_norm", Family::Norm);
 
 pub fn rms_norm(be: &CudaBackend, x: &T, w: &T, p: &NormParams) -> Result<CudaBuffer> {
     let spec = Spec { w: w.dtype(), ..Spec::uniform(x.dtype()) };
-    row_norm(be, &RMS_NORM, spec, &[addr(x), addr(w)], p)
+    row_norm(be, &RMS_NORM, spec, &[addr(x), addr(w)], p, 0.0)
 }
 
 const CHANNEL_RMS_NORM: Kernel<NormArgs> = kernel("channel_rms_norm", Family::Norm);
