@@ -79,7 +79,8 @@ mod tests {
         let e = format!("{:#}", read_prompt_file(&f, "negative prompt").unwrap_err());
         assert!(e.contains("the negative prompt file") && e.contains("offset 3"), "{e}");
         std::fs::write(&f, vec![b'a'; MAX_PROMPT_FILE_BYTES as usize + 1]).unwrap();
-        assert!(format!("{:#}", read_prompt_file(&f, "prompt").unwrap_err()).contains("larger than"));
+        let e = format!("{:#}", read_prompt_file(&f, "prompt").unwrap_err());
+        assert!(e.contains("the prompt file") && e.contains("1048576-byte limit"), "{e}");
         let e = format!("{:#}", read_prompt_file(&dir, "prompt").unwrap_err());
         assert!(e.contains("not a regular file"), "{e}");
         let e = format!("{:#}", read_prompt_file(&dir.join("none"), "negative prompt").unwrap_err());
