@@ -3,7 +3,6 @@
 
 use joyrt_core::weights::{write_safetensors, Checkpoint};
 use joyrt_core::Shape;
-use std::path::Path;
 use std::process::Output;
 
 mod support;
@@ -17,19 +16,6 @@ fn assert_clean_error(o: &Output, expect: &str) {
     assert_ne!(o.status.code(), Some(101), "panicked: {t}");
     assert!(!t.contains("panicked"), "panicked: {t}");
     assert!(t.contains(expect), "expected {expect:?} in: {t}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), t).unwrap();
-        }
-    }
 }
 
 fn input_png() -> String {

@@ -15,7 +15,7 @@ mod mutate;
 
 use cases::Case;
 use mutate::fifo;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,30 +26,6 @@ use support::*;
 /// Longest a single `joyrt` run may take: the tiny model's whole one-step edit takes well under
 /// a second, so this is only reached by a hang (on a busy machine, with margin).
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-fn base_model() -> PathBuf {
-    let d = work().join("base");
-    let o = Command::new(env!("CARGO_BIN_EXE_joyrt"))
-        .args(["make-model", "--config", "tiny", "-o", d.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    d
-}
-
-/// `to` as a tree of hard links to the files of `from`.
-fn link_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            link_tree(&e.path(), &t);
-        } else {
-            std::fs::hard_link(e.path(), t).unwrap();
-        }
-    }
-}
 
 /// How one `joyrt` run ended.
 struct Run {
@@ -156,10 +132,10 @@ fn check_case(base: &Path, c: &Case, i: usize) -> Vec<String> {
 
 #[test]
 fn every_hostile_folder_gets_a_clean_error() {
-    let base = base_model();
+    let base = tiny_model();
     // The harness itself: the unmodified copy passes every run and writes its output.
     let ok = work().join("untouched");
-    link_tree(&base, &ok);
+    link_tree(base, &ok);
     let out = work().join("untouched.png");
     for args in [
         vec!["info", "--check-weights", ok.to_str().unwrap()],
@@ -183,7 +159,7 @@ fn every_hostile_folder_gets_a_clean_error() {
                     *n - 1
                 };
                 let Some(c) = cases.get(i) else { break };
-                let f = check_case(&base, c, i);
+                let f = check_case(base, c, i);
                 faults.lock().unwrap().extend(f);
             });
         }
@@ -196,7 +172,7 @@ fn every_hostile_folder_gets_a_clean_error() {
         cases.len(),
         faults.join("\n\n")
     );
-    for d in [base, ok] {
+    for d in [base.as_path(), ok.as_path()] {
         std::fs::remove_dir_all(d).unwrap();
     }
     std::fs::remove_file(out).unwrap();

@@ -4,7 +4,7 @@
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
@@ -46,4 +46,28 @@ pub fn tiny_model() -> &'static PathBuf {
         assert!(o.status.success(), "{}", text(&o));
         d
     })
+}
+
+/// `to` as a copy of the tree `from`, each file placed by `place(file, destination)`.
+fn tree(from: &Path, to: &Path, place: fn(&Path, &Path) -> std::io::Result<()>) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            tree(&e.path(), &t, place);
+        } else {
+            place(&e.path(), &t).unwrap();
+        }
+    }
+}
+
+/// `to` as a copy of the folder `from`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    tree(from, to, |f, t| std::fs::copy(f, t).map(|_| ()));
+}
+
+/// `to` as a tree of hard links to the files of `from` (for cases that replace, not edit, files).
+pub fn link_tree(from: &Path, to: &Path) {
+    tree(from, to, |f, t| std::fs::hard_link(f, t));
 }
