@@ -138,6 +138,8 @@ pub fn cases() -> Vec<Op> {
         // More block rows than one raster group of the Hopper GEMM (8 × 128 rows), three
         // 256-column tiles with a ragged last one.
         Linear { m: 1100, k: 64, n: 520, bias: true },
+        // An odd N on the K % 8 == 0 kernels (no paired stores).
+        Linear { m: 20, k: 128, n: 37, bias: true },
         LayerNorm { rows: 9, cols: 67, affine: true },
         LayerNorm { rows: 5, cols: 128, affine: false },
         LayerNormModulate { rows: 11, cols: 96 },

@@ -135,6 +135,11 @@ impl CudaBackend {
         self.inner.gemm != GemmPath::Simt && spec.mma()
     }
 
+    /// Blocks a persistent kernel is launched with: one per multiprocessor.
+    pub(crate) fn persistent_blocks(&self) -> u32 {
+        self.inner.persistent_blocks
+    }
+
     /// The GEMM kernels this backend takes where tensor cores apply.
     pub fn gemm_path(&self) -> GemmPath {
         self.inner.gemm
