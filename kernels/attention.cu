@@ -304,3 +304,13 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 
 // ---- Hopper: warpgroup MMA (attention_wgmma.cuh), sm_90a modules only -------------------------
 #include "attention_wgmma.cuh"
+#if defined(MMA_OK) && defined(WGMMA_OK)
+
+// Grid: (ceil(Lq / WA_BR), Hq); WA_THREADS threads; the dynamic shared memory ops/attention.rs
+// gives it.
+extern "C" __global__ void __launch_bounds__(WA_THREADS, 1)
+    attention_wgmma_d128(const TX* q, const TX* k, const TX* v, TX* y, AttentionArgs p) {
+    attention_wgmma_d128_impl(q, k, v, y, p.q_len, p.kv_len, p.q_heads, p.kv_heads, p.scale, p.causal);
+}
+
+#endif
