@@ -202,11 +202,9 @@ __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, con
     // Causal blocks differ in length: start the longest (last queries) first.
     const int qblock = causal ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x;
     const int q0 = qblock * FA_BR + warp * 16;  // this warp's first query
-    // A negative scale flips Q's sign (exact) so that the row maximum of the raw scores is the
-    // maximum of the scaled ones; a zero scale becomes the least normal float so that masked
-    // scores (−∞) still map to p = 0 and the rest to p = 1.
-    const float sl2 = fmaxf(fabsf(scale) * 1.4426950408889634f, 1.17549435e-38f);
-    const u32 qsign = scale < 0.0f ? 0x80008000u : 0u;
+    // c = scale·log2(e). The host sends only scale > 0 here, so the maximum of the raw scores is
+    // the maximum of the scaled ones and a masked score (−∞) gives p = 0.
+    const float sl2 = scale * 1.4426950408889634f;
 
     const int shift = kv_len - q_len;  // causal: key j visible to query i iff j <= i + shift
     const int last_q = min(q_len, (qblock + 1) * FA_BR) - 1;
@@ -254,11 +252,7 @@ __device__ __forceinline__ void attention_mma_impl(const TX* q, const TX* k, con
         const u16* qs = smem + (FA_STAGES - 1) * STAGE;
         const int row = warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7);
 #pragma unroll
-        for (int s = 0; s < D / 16; ++s) {
-            ldsm_x4(qf[s], qs + swz<D>(row, s * 16 + (lane >> 4) * 8));
-#pragma unroll
-            for (int r = 0; r < 4; ++r) qf[s][r] ^= qsign;
-        }
+        for (int s = 0; s < D / 16; ++s) ldsm_x4(qf[s], qs + swz<D>(row, s * 16 + (lane >> 4) * 8));
     }
     float o[D / 8][4];
 #pragma unroll

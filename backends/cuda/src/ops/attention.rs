@@ -1,6 +1,6 @@
 //! Attention (`kernels/attention.cu`): flash-style, one block per tile of queries of one head.
-//! Tensor cores for same-dtype bf16/f16 with head dim 64 or 128 (the DiT's and Qwen's text
-//! heads); CUDA cores for every other shape up to head dim 512.
+//! Tensor cores for same-dtype bf16/f16 with head dim 64 or 128 and a positive scale (the DiT's and
+//! Qwen's text heads); CUDA cores for every other shape up to head dim 512.
 
 use crate::kernel::{Family, Kernel, KernelDesc, Spec};
 use crate::launch::{addr, i32_of, Grid};
@@ -83,7 +83,9 @@ family! {
 
 pub fn attention(be: &CudaBackend, q: &T, k: &T, v: &T, p: &AttentionParams) -> Result<CudaBuffer> {
     let spec = Spec { x: q.dtype(), w: k.dtype(), b: v.dtype(), c: q.dtype() };
-    let tensor_cores = be.tensor_cores(&spec) && spec.b == spec.x;
+    // The tensor-core kernel takes the row maximum of the unscaled scores, which is the scaled
+    // maximum only for scale > 0; any other scale goes to the CUDA-core kernel.
+    let tensor_cores = be.tensor_cores(&spec) && spec.b == spec.x && p.scale > 0.0;
     let (kernel, queries_per_block) = match p.head_dim {
         64 if tensor_cores => (&ATTENTION_MMA_D64, FA_BR),
         128 if tensor_cores => (&ATTENTION_MMA_D128, FA_BR),
