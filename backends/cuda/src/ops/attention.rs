@@ -120,7 +120,7 @@ mod tests {
     use crate::nvrtc::{compile_source, entry_reports, nvrtc_present, source};
     use joyrt_core::DType;
 
-    /// ptxas' report of the tensor-core kernels for sm_80 and sm_90a (printed: docs/benchmarks.md
+    /// ptxas' report of the tensor-core kernels for sm_80, sm_89 and sm_90a (printed: docs/benchmarks.md
     /// quotes it), held to what every sm_80+ card can run: no spills, at most 255 registers, and
     /// shared memory within the 99 KiB a block may opt in to on consumer Ampere/Ada (sm_86, sm_89).
     #[test]
@@ -130,7 +130,7 @@ mod tests {
             return;
         }
         let mut failures = Vec::new();
-        for arch in ["sm_80", "sm_90a"] {
+        for arch in ["sm_80", "sm_89", "sm_90a"] {
             for dtype in [DType::BF16, DType::F16] {
                 let spec = Spec::uniform(dtype);
                 let compiled = compile_source(
