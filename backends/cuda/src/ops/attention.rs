@@ -135,7 +135,7 @@ mod tests {
                 let spec = Spec::uniform(dtype);
                 let compiled = compile_source(
                     "attention.cu",
-                    &source(Family::Attention, &spec),
+                    &source(Family::Attention, &spec, arch),
                     arch,
                     &["--ptxas-options=-v"],
                 )
