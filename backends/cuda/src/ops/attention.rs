@@ -61,8 +61,10 @@ const fn flash_kernel(name: &'static str, smem: fn(&Spec) -> u32) -> KernelDesc 
 
 const ATTENTION_D128: Kernel<AttentionArgs> = Kernel::new(attention_kernel("attention_d128"));
 const ATTENTION_D512: Kernel<AttentionArgs> = Kernel::new(attention_kernel("attention_d512"));
-const ATTENTION_MMA_D64: Kernel<AttentionArgs> = Kernel::new(flash_kernel("attention_mma_d64", flash_smem_d64));
-const ATTENTION_MMA_D128: Kernel<AttentionArgs> = Kernel::new(flash_kernel("attention_mma_d128", flash_smem_d128));
+const ATTENTION_MMA_D64: Kernel<AttentionArgs> =
+    Kernel::new(flash_kernel("attention_mma_d64", flash_smem_d64));
+const ATTENTION_MMA_D128: Kernel<AttentionArgs> =
+    Kernel::new(flash_kernel("attention_mma_d128", flash_smem_d128));
 
 /// The block shapes the host launches with, as the kernels read them.
 const ATTENTION_DEFINES: &[(&str, u32)] = &[
@@ -154,7 +156,10 @@ mod tests {
                     );
                     let at = format!("{arch} {dtype:?} {}", r.name);
                     if r.spill_bytes > 0 || r.resources.registers > 255 {
-                        failures.push(format!("{at}: {} registers, {} B spilled", r.resources.registers, r.spill_bytes));
+                        failures.push(format!(
+                            "{at}: {} registers, {} B spilled",
+                            r.resources.registers, r.spill_bytes
+                        ));
                     }
                     if let Some(why) = DeviceLimits::SM86.opt_in_refusal(dynamic, r.resources.static_smem) {
                         failures.push(format!("{at}: {why}"));
