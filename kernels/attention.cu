@@ -13,8 +13,9 @@
 // scale) and the tile's V rows are accumulated. f32 throughout.
 //
 // attention_d128/d512 below are the CUDA-core version: correct for every shape joyrt uses
-// (any head dim up to 512, mixed dtypes). The tensor-core version at the end of the file takes
-// over for same-dtype bf16/f16 with D = 64 or 128 (the DiT's and Qwen's text heads).
+// (any head dim up to 512, mixed dtypes, any scale). The tensor-core version at the end of the
+// file takes over for same-dtype bf16/f16 with D = 64 or 128 and scale > 0 (the DiT's and Qwen's
+// text heads).
 //
 // Scalars: AttentionArgs (ops/attention.rs); the host also emits the block shapes it launches
 // with: ATT_THREADS, the threads per query ATT_TPR_D128 / ATT_TPR_D512, and the tensor-core
