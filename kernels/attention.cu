@@ -382,3 +382,6 @@ extern "C" __global__ void __launch_bounds__(FA_THREADS)
 }
 
 #endif
+
+// ---- Hopper: warpgroup MMA (attention_wgmma.cuh), sm_90a modules only -------------------------
+#include "attention_wgmma.cuh"
