@@ -1,10 +1,13 @@
 // The Hopper GEMM (sm_90a) behind `linear` for same-dtype 16-bit operands with K % 8 == 0: every
 // DiT and Qwen projection. C[m, n] = Σ_k A[m, k]·B[n, k] (+ bias[n]), A = x [M, K], B = W [N, K].
 //
-// Block tile WG_BM (128) × BN (256 or 128) × WG_BK (64), 256 threads = two warpgroups, each
+// Block tile WG_BM (128) × BN (256) × WG_BK (64), 256 threads = two warpgroups, each
 // owning 64 rows × BN columns of f32 accumulators (BN / 2 registers a thread) and issuing one
 // wgmma.m64nBNk16 per k16 step with both operands read from shared memory by descriptor
 // (hopper.cuh: K-major, 128-byte swizzle, one 128-byte row per tile row).
+//
+// Two forms (ops/gemm.rs picks one: JOYRT_CUDA_GEMM): gemm_wgmma_tiles, one block per output
+// tile, and gemm_wgmma_persistent:
 //
 // Persistent: a grid of about one block per multiprocessor walks the output tiles (block b takes
 // tiles b, b + gridDim.x, …), and its copy pipeline runs over the flattened sequence of (tile,
@@ -64,10 +67,16 @@ __device__ __forceinline__ void wgmma_store(const float* acc, TY* y, const TBIAS
     }
 }
 
+// gemm_wgmma_tiles: one block per output tile (the grid numbers them), copies two K tiles ahead,
+// the barrier before each wgmma issue, one element per store. Measured on an H200 (run 2 in
+// docs/gpu-runs): 0.64–0.79× cuBLAS at the DiT shapes.
 template <int BN, typename TY, typename TBIAS>
-__device__ __forceinline__ void gemm_wgmma(const u16* a, const u16* b, int M, int N, int K, TY* y,
+__device__ __forceinline__ void gemm_wgmma_tiles(const u16* a, const u16* b, int M, int N, int K, TY* y,
                                            const TBIAS* bias) {
     constexpr u32 A_BYTES = WG_BM * WG_BK * 2, B_BYTES = BN * WG_BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
+    // Copies run two K tiles ahead and the barrier comes before the wgmma issue, so the stage
+    // refilled at t (tile t + 2) last held tile t − 2, retired before the barrier.
+    constexpr int TILES_PREFETCH = WG_STAGES - 2;
     DYNAMIC_SMEM(smem_raw);
     // 1024 bytes of slack: the swizzle pattern is anchored to 1024-byte boundaries of the
     // shared window, wherever the dynamic allocation starts.
@@ -76,18 +85,17 @@ __device__ __forceinline__ void gemm_wgmma(const u16* a, const u16* b, int M, in
     unsigned char* const ring = smem_raw + (base - raw);
 
     const int tid = threadIdx.x, wg = tid >> 7;
-    const int tiles = ((M + WG_BM - 1) / WG_BM) * ((N + BN - 1) / BN);
-    const int my_tiles = blockIdx.x < tiles ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
-    const int k_steps = (K + WG_BK - 1) / WG_BK, steps = my_tiles * k_steps;
+    int m0, n0;
+    wgmma_tile_origin(blockIdx.x, M, N, BN, m0, n0);
 
-    // Copies step s (this block's tile s / k_steps, K tile s % k_steps) into its stage: chunk c
-    // of the tile's 8 × rows 16-byte chunks is row c / 8, k chunk c % 8, so 8 consecutive
-    // threads read one 128-byte row segment.
-    auto load = [&](int s) {
-        int m0, n0;
-        wgmma_tile_origin(blockIdx.x + s / k_steps * gridDim.x, M, N, BN, m0, n0);
-        const int k0 = s % k_steps * WG_BK;
-        unsigned char* as = ring + (s % WG_STAGES) * STAGE_BYTES;
+    float acc[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+
+    // Copies K tile `k0` into `stage`: chunk c of the tile's 8 × rows 16-byte chunks is row c / 8,
+    // k chunk c % 8, so 8 consecutive threads read one 128-byte row segment.
+    auto load = [&](int stage, int k0) {
+        unsigned char* as = ring + stage * STAGE_BYTES;
         unsigned char* bs = as + A_BYTES;
 #pragma unroll
         for (int i = 0; i < WG_BM * 8 / GEMM_THREADS; ++i) {
@@ -103,23 +111,21 @@ __device__ __forceinline__ void gemm_wgmma(const u16* a, const u16* b, int M, in
         }
     };
 
-    float acc[BN / 2];
+    const int tiles = (K + WG_BK - 1) / WG_BK;
 #pragma unroll
-    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
-
-#pragma unroll
-    for (int s = 0; s < WG_PREFETCH; ++s) {
-        if (s < steps) load(s);
+    for (int s = 0; s < TILES_PREFETCH; ++s) {
+        if (s < tiles) load(s, s * WG_BK);
         cp_async_commit();
     }
-    cp_async_wait<WG_PREFETCH - 1>();
-    fence_proxy_async();
-    __syncthreads();
+    for (int t = 0; t < tiles; ++t) {
+        cp_async_wait<TILES_PREFETCH - 1>();
+        fence_proxy_async();
+        __syncthreads();
+        const int next = t + TILES_PREFETCH;
+        if (next < tiles) load(next % WG_STAGES, next * WG_BK);
+        cp_async_commit();
 
-    const int lane = tid & 31, row_in_tile = wg * 64 + ((tid >> 5) & 3) * 16 + (lane >> 2);
-    for (int s = 0; s < steps; ++s) {
-        const u32 a_tile = base + (s % WG_STAGES) * STAGE_BYTES + wg * 64 * 128;
-        const u32 b_tile = base + (s % WG_STAGES) * STAGE_BYTES + A_BYTES;
+        const u32 a_tile = base + (t % WG_STAGES) * STAGE_BYTES + wg * 64 * 128, b_tile = a_tile - wg * 64 * 128 + A_BYTES;
 #pragma unroll
         for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
         wgmma_fence();
@@ -127,12 +133,106 @@ __device__ __forceinline__ void gemm_wgmma(const u16* a, const u16* b, int M, in
         for (int ks = 0; ks < WG_BK / 16; ++ks)
             wgmma_m64k16<BN>(acc, sw128_desc(a_tile + ks * 32), sw128_desc(b_tile + ks * 32));
         wgmma_commit();
-        if (s % k_steps == k_steps - 1) {
+        wgmma_wait<1>();
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
+
+    const int lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int r = m0 + wg * 64 + ((tid >> 5) & 3) * 16 + g;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+        const int c = n0 + j * 8 + 2 * t4;
+        epilogue(y, bias, 0, r, c, M, N, acc[4 * j]);
+        epilogue(y, bias, 0, r, c + 1, M, N, acc[4 * j + 1]);
+        epilogue(y, bias, 0, r + 8, c, M, N, acc[4 * j + 2]);
+        epilogue(y, bias, 0, r + 8, c + 1, M, N, acc[4 * j + 3]);
+    }
+}
+
+// gemm_wgmma_persistent: the persistent form described at the top of this file.
+template <int BN, typename TY, typename TBIAS>
+__device__ __forceinline__ void gemm_wgmma_persistent(const u16* a, const u16* b, int M, int N, int K, TY* y,
+                                           const TBIAS* bias) {
+    constexpr u32 A_BYTES = WG_BM * WG_BK * 2, B_BYTES = BN * WG_BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
+    DYNAMIC_SMEM(smem_raw);
+    // 1024 bytes of slack: the swizzle pattern is anchored to 1024-byte boundaries of the
+    // shared window, wherever the dynamic allocation starts.
+    REQUIRE_DYNAMIC_SMEM(WG_STAGES * STAGE_BYTES + 1024);
+    const u32 raw = smem_addr(smem_raw), base = (raw + 1023) & ~1023u;
+    unsigned char* const ring = smem_raw + (base - raw);
+
+    const int tid = threadIdx.x, wg = tid >> 7;
+    const int tiles = ((M + WG_BM - 1) / WG_BM) * ((N + BN - 1) / BN);
+    const int my_tiles = blockIdx.x < tiles ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+    const int k_steps = (K + WG_BK - 1) / WG_BK, steps = my_tiles * k_steps;
+
+    // Copies the next step (steps are loaded in order: K tile `ld_k` of this block's tile
+    // `ld_tile`, whose origin is kept, not recomputed: the loop's index math stays off the path
+    // between the barrier and the next wgmma) into stage `stage`. Chunk c of the tile's
+    // 8 × rows 16-byte chunks is row c / 8, k chunk c % 8, so 8 consecutive threads read one
+    // 128-byte row segment.
+    int ld_tile = blockIdx.x, ld_k = 0, ld_m0, ld_n0;
+    wgmma_tile_origin(ld_tile, M, N, BN, ld_m0, ld_n0);
+    auto load_next = [&](int stage) {
+        const int k0 = ld_k * WG_BK;
+        unsigned char* as = ring + stage * STAGE_BYTES;
+        unsigned char* bs = as + A_BYTES;
+#pragma unroll
+        for (int i = 0; i < WG_BM * 8 / GEMM_THREADS; ++i) {
+            const int c = tid + GEMM_THREADS * i, r = c >> 3, kc = k0 + (c & 7) * 8;
+            const bool in = ld_m0 + r < M && kc < K;  // K % 8 == 0: a chunk is wholly in or out
+            cp_async16(as + sw128_offset(r, c & 7), in ? a + (u64)(ld_m0 + r) * K + kc : a, in ? 16 : 0);
+        }
+#pragma unroll
+        for (int i = 0; i < BN * 8 / GEMM_THREADS; ++i) {
+            const int c = tid + GEMM_THREADS * i, r = c >> 3, kc = k0 + (c & 7) * 8;
+            const bool in = ld_n0 + r < N && kc < K;
+            cp_async16(bs + sw128_offset(r, c & 7), in ? b + (u64)(ld_n0 + r) * K + kc : b, in ? 16 : 0);
+        }
+        if (++ld_k == k_steps) {
+            ld_k = 0;
+            ld_tile += gridDim.x;
+            if (ld_tile < tiles) wgmma_tile_origin(ld_tile, M, N, BN, ld_m0, ld_n0);
+        }
+    };
+
+    float acc[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+
+#pragma unroll
+    for (int s = 0; s < WG_PREFETCH; ++s) {
+        if (s < steps) load_next(s);
+        cp_async_commit();
+    }
+    cp_async_wait<WG_PREFETCH - 1>();
+    fence_proxy_async();
+    __syncthreads();
+
+    const int lane = tid & 31, row_in_tile = wg * 64 + ((tid >> 5) & 3) * 16 + (lane >> 2);
+    int tile = blockIdx.x, k = 0, stage = 0;
+    for (int s = 0; s < steps; ++s) {
+        const u32 a_tile = base + stage * STAGE_BYTES + wg * 64 * 128;
+        const u32 b_tile = base + stage * STAGE_BYTES + A_BYTES;
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < WG_BK / 16; ++ks)
+            wgmma_m64k16<BN>(acc, sw128_desc(a_tile + ks * 32), sw128_desc(b_tile + ks * 32));
+        wgmma_commit();
+        if (++k == k_steps) {
             wgmma_wait<0>();
 #pragma unroll
             for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
             int m0, n0;
-            wgmma_tile_origin(blockIdx.x + s / k_steps * gridDim.x, M, N, BN, m0, n0);
+            wgmma_tile_origin(tile, M, N, BN, m0, n0);
+            tile += gridDim.x;
+            k = 0;
             wgmma_store<BN>(acc, y, bias, m0 + row_in_tile, n0, M, N, lane & 3);
 #pragma unroll
             for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
@@ -143,8 +243,11 @@ __device__ __forceinline__ void gemm_wgmma(const u16* a, const u16* b, int M, in
         cp_async_wait<WG_PREFETCH - 2>();
         fence_proxy_async();
         __syncthreads();
-        if (s + WG_PREFETCH < steps) load(s + WG_PREFETCH);
+        // The stage of step s + WG_PREFETCH is the one step s − 1 used: (stage + 3) % 4.
+        const int refill = stage == 0 ? WG_STAGES - 1 : stage - 1;
+        if (s + WG_PREFETCH < steps) load_next(refill);
         cp_async_commit();
+        stage = stage == WG_STAGES - 1 ? 0 : stage + 1;
     }
     cp_async_wait<0>();
 }

@@ -21,5 +21,14 @@ fn main() {
     println!("{}", line("wgpu", joyrt_wgpu::WgpuBackend::new()));
     println!("{}", line("cuda", joyrt_cuda::CudaBackend::new()));
     println!("{}", line("cuda_emulated", joyrt_cuda::CudaBackend::emulated()));
-    println!("{}", line("cuda_emulated_hopper", joyrt_cuda::CudaBackend::emulated_hopper()));
+    println!(
+        "{}",
+        line(
+            "cuda_emulated_hopper",
+            joyrt_cuda::CudaBackend::emulated_hopper(
+                joyrt_cuda::GemmPath::Wgmma,
+                joyrt_cuda::AttentionPath::Wgmma
+            )
+        )
+    );
 }

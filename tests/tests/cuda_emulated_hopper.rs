@@ -1,12 +1,13 @@
-//! The op checks on the CUDA emulation of an sm_90 device (`CudaBackend::emulated_hopper`): the
-//! Hopper kernels (the `wgmma` GEMM and attention, compiled only for sm_90a) against the CPU
-//! reference. The networks and the pipeline run on the sm_80 emulation (cuda_emulated.rs); on
-//! sm_90 they are run on demand: `JOYRT_CUDA_EMU_ARCH=sm_90 joyrt conformance --backend
-//! cuda-emulated`.
+//! The op checks on the CUDA emulation of an sm_90 device (`CudaBackend::emulated_hopper`): each
+//! Hopper kernel (compiled only for sm_90a: the `wgmma` GEMM in both forms and the `wgmma`
+//! attention) against the CPU reference. The networks and the pipeline run on the sm_80
+//! emulation (cuda_emulated.rs); on sm_90 they run on demand: `JOYRT_CUDA_EMU_ARCH=sm_90
+//! JOYRT_CUDA_ATTENTION=wgmma joyrt conformance --backend cuda-emulated`.
 
-#[test]
-fn hopper_ops_vs_cpu_reference() {
-    let b = match joyrt_cuda::CudaBackend::emulated_hopper() {
+use joyrt_cuda::{AttentionPath, CudaBackend, GemmPath};
+
+fn check(gemm: GemmPath, attention: AttentionPath, keep: impl Fn(&str) -> bool) {
+    let b = match CudaBackend::emulated_hopper(gemm, attention) {
         Ok(b) => b,
         Err(why) => {
             println!("SKIPPED: the sm_90 CUDA emulation is not available: {why}");
@@ -15,6 +16,19 @@ fn hopper_ops_vs_cpu_reference() {
         }
     };
     let mut report = joyrt_conformance::Report::new(joyrt_core::Backend::name(&b));
-    joyrt_conformance::ops::run_ops(&b, &mut report);
+    joyrt_conformance::ops::run_ops_where(&b, &mut report, keep);
     joyrt_conformance::finish(&report);
+}
+
+/// Every op, with the default GEMM (`wgmma`, a block per tile) and the `wgmma` attention.
+#[test]
+fn hopper_ops_vs_cpu_reference() {
+    check(GemmPath::Wgmma, AttentionPath::Wgmma, |_| true);
+}
+
+/// The GEMM cases on the persistent `wgmma` GEMM (3 emulated multiprocessors, so each block
+/// walks several tiles).
+#[test]
+fn persistent_hopper_gemm_vs_cpu_reference() {
+    check(GemmPath::WgmmaPersistent, AttentionPath::Mma, |label| label.contains("Linear"));
 }

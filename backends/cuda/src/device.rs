@@ -1,7 +1,7 @@
 //! The device under the backend: opening a GPU (or the CPU emulation), its one stream, and the
 //! memory every op reads and writes (allocation from the stream-ordered pool, copies, counters).
 
-use crate::launch::{GemmPath, KernelCache};
+use crate::launch::{AttentionPath, GemmPath, KernelCache};
 use crate::{driver, emu, kernel, nvrtc, CudaBackend, Inner};
 use cudarc::driver::{sys as cu, CudaContext, CudaSlice, CudaStream, DevicePtr, DriverError};
 use joyrt_core::{DType, Error, Result, Tensor};
@@ -97,6 +97,11 @@ fn gemm_path(arch: &str) -> std::result::Result<GemmPath, String> {
     GemmPath::choose(std::env::var("JOYRT_CUDA_GEMM").ok().as_deref(), kernel::has_wgmma(arch))
 }
 
+/// The attention kernels `JOYRT_CUDA_ATTENTION` asks for on modules compiled for `arch`.
+fn attention_path(arch: &str) -> std::result::Result<AttentionPath, String> {
+    AttentionPath::choose(std::env::var("JOYRT_CUDA_ATTENTION").ok().as_deref(), kernel::has_wgmma(arch))
+}
+
 impl CudaBackend {
     /// Opens GPU 0.
     pub fn new() -> Result<CudaBackend> {
@@ -159,6 +164,7 @@ impl CudaBackend {
         let name = format!("cuda:{gpu} ({arch})");
         let limits = driver::device_limits(&ctx, name.clone()).map_err(unavailable)?;
         let gemm = gemm_path(&arch).map_err(unavailable)?;
+        let attention = attention_path(&arch).map_err(unavailable)?;
         Ok(CudaBackend::from_inner(Inner {
             name,
             arch,
@@ -166,6 +172,7 @@ impl CudaBackend {
             sync_each_launch: std::env::var("JOYRT_CUDA_SYNC").is_ok_and(|v| v == "1"),
             last_launch: Default::default(),
             gemm,
+            attention,
             poison: std::env::var("JOYRT_CUDA_POISON").is_ok_and(|v| v == "1"),
             max_blocks: (sms.max(1) as u32) * 16,
             persistent_blocks: sms.max(1) as u32,
@@ -179,21 +186,33 @@ impl CudaBackend {
     /// C++ compiler; slow). This is how the conformance suite runs the CUDA kernel sources on a
     /// machine without a GPU; it says nothing about speed.
     pub fn emulated() -> Result<CudaBackend> {
-        CudaBackend::emulating(emu::Emulator::new())
+        CudaBackend::emulating(emu::Emulator::new(), None)
     }
 
-    /// The emulation of an sm_90 device whatever `JOYRT_CUDA_EMU_ARCH` says: the Hopper kernels
-    /// (`wgmma`) and Hopper's launch limits.
-    pub fn emulated_hopper() -> Result<CudaBackend> {
-        CudaBackend::emulating(emu::Emulator::for_device(crate::limits::DeviceLimits::SM90))
+    /// The emulation of an sm_90 device whatever `JOYRT_CUDA_EMU_ARCH` says (Hopper's launch
+    /// limits), taking the given GEMM and attention kernels whatever `JOYRT_CUDA_GEMM` and
+    /// `JOYRT_CUDA_ATTENTION` say: how the tests reach each Hopper kernel.
+    pub fn emulated_hopper(gemm: GemmPath, attention: AttentionPath) -> Result<CudaBackend> {
+        CudaBackend::emulating(
+            emu::Emulator::for_device(crate::limits::DeviceLimits::SM90),
+            Some((gemm, attention)),
+        )
     }
 
-    fn emulating(emulator: std::result::Result<emu::Emulator, String>) -> Result<CudaBackend> {
-        let emulator =
-            emulator.map_err(|why| Error::BackendUnavailable { backend: "cuda-emulated".into(), why })?;
+    fn emulating(
+        emulator: std::result::Result<emu::Emulator, String>,
+        paths: Option<(GemmPath, AttentionPath)>,
+    ) -> Result<CudaBackend> {
+        let unavailable = |why| Error::BackendUnavailable { backend: "cuda-emulated".into(), why };
+        let emulator = emulator.map_err(unavailable)?;
         let limits = emulator.limits().clone();
-        let gemm = gemm_path(limits.nvrtc_arch())
-            .map_err(|why| Error::BackendUnavailable { backend: "cuda-emulated".into(), why })?;
+        let (gemm, attention) = match paths {
+            Some(p) => p,
+            None => (
+                gemm_path(limits.nvrtc_arch()).map_err(unavailable)?,
+                attention_path(limits.nvrtc_arch()).map_err(unavailable)?,
+            ),
+        };
         Ok(CudaBackend::from_inner(Inner {
             name: format!("cuda-emulated (kernels on the CPU, {} limits)", limits.label),
             arch: "emulated".into(),
@@ -202,6 +221,7 @@ impl CudaBackend {
             sync_each_launch: false,
             last_launch: Default::default(),
             gemm,
+            attention,
             poison: true,
             max_blocks: 8,
             persistent_blocks: 3,

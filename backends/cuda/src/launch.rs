@@ -95,16 +95,16 @@ pub(crate) fn i32_of(what: &str, v: usize) -> Result<i32> {
 }
 
 /// Which kernels a GEMM (`linear`) of same-dtype 16-bit operands with K % 8 == 0 takes:
-/// `JOYRT_CUDA_GEMM` = `simt` (no tensor cores, also for conv and attention), `mma` (mma.sync,
-/// every GPU; attention too), `wgmma` (Hopper, 128 × 256 tiles; the Hopper attention),
-/// `wgmma128` (Hopper, 128 × 128); unset or `auto`: `wgmma` where the modules have it (sm_90a),
-/// else `mma`.
+/// `JOYRT_CUDA_GEMM` = `simt` (no tensor cores, for conv and attention too), `mma` (mma.sync,
+/// every GPU), `wgmma` (Hopper: 128 × 256 tiles, a block per tile), `wgmma-persistent` (Hopper:
+/// the same tiles, one block per multiprocessor walking them); unset or `auto`: `wgmma` where
+/// the modules have it (sm_90a: measured fastest, docs/benchmarks.md), else `mma`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmPath {
     Simt,
     Mma,
     Wgmma,
-    Wgmma128,
+    WgmmaPersistent,
 }
 
 impl GemmPath {
@@ -115,18 +115,41 @@ impl GemmPath {
             "simt" => GemmPath::Simt,
             "mma" => GemmPath::Mma,
             "wgmma" => GemmPath::Wgmma,
-            "wgmma128" => GemmPath::Wgmma128,
+            "wgmma-persistent" => GemmPath::WgmmaPersistent,
             other => {
-                return Err(format!("JOYRT_CUDA_GEMM={other}: expected auto, simt, mma, wgmma or wgmma128"))
+                return Err(format!(
+                    "JOYRT_CUDA_GEMM={other}: expected auto, simt, mma, wgmma or wgmma-persistent"
+                ))
             }
         };
-        if matches!(path, GemmPath::Wgmma | GemmPath::Wgmma128) && !wgmma {
+        if matches!(path, GemmPath::Wgmma | GemmPath::WgmmaPersistent) && !wgmma {
             return Err(format!(
                 "JOYRT_CUDA_GEMM={}: wgmma needs an sm_90a device (or JOYRT_CUDA_EMU_ARCH=sm_90 in the emulation)",
                 setting.unwrap_or_default()
             ));
         }
         Ok(path)
+    }
+}
+
+/// Which tensor-core attention a same-dtype 16-bit attention with head dim 128 takes:
+/// `JOYRT_CUDA_ATTENTION` = `mma` (FlashAttention-2 on mma.sync, every GPU) or `wgmma` (Hopper);
+/// unset or `auto`: `mma`, measured faster than this `wgmma` kernel on an H200 (docs/benchmarks.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionPath {
+    Mma,
+    Wgmma,
+}
+
+impl AttentionPath {
+    /// The path `setting` (`JOYRT_CUDA_ATTENTION`) names, on modules with or without `wgmma`.
+    pub fn choose(setting: Option<&str>, wgmma: bool) -> std::result::Result<AttentionPath, String> {
+        match setting.unwrap_or("auto") {
+            "auto" | "" | "mma" => Ok(AttentionPath::Mma),
+            "wgmma" if wgmma => Ok(AttentionPath::Wgmma),
+            "wgmma" => Err("JOYRT_CUDA_ATTENTION=wgmma: wgmma needs an sm_90a device (or JOYRT_CUDA_EMU_ARCH=sm_90 in the emulation)".into()),
+            other => Err(format!("JOYRT_CUDA_ATTENTION={other}: expected auto, mma or wgmma")),
+        }
     }
 }
 
@@ -141,10 +164,9 @@ impl CudaBackend {
         self.inner.persistent_blocks
     }
 
-    /// Whether the Hopper (wgmma) kernels are taken, for attention too: not with
-    /// `JOYRT_CUDA_GEMM=mma` or `simt`.
-    pub(crate) fn wgmma(&self) -> bool {
-        matches!(self.inner.gemm, GemmPath::Wgmma | GemmPath::Wgmma128)
+    /// The attention kernel taken where tensor cores apply at head dim 128.
+    pub fn attention_path(&self) -> AttentionPath {
+        self.inner.attention
     }
 
     /// The GEMM kernels this backend takes where tensor cores apply.
@@ -371,10 +393,19 @@ mod gemm_path_tests {
         assert_eq!(GemmPath::choose(Some("auto"), false), Ok(GemmPath::Mma));
         assert_eq!(GemmPath::choose(Some("mma"), true), Ok(GemmPath::Mma));
         assert_eq!(GemmPath::choose(Some("simt"), true), Ok(GemmPath::Simt));
-        assert_eq!(GemmPath::choose(Some("wgmma128"), true), Ok(GemmPath::Wgmma128));
+        assert_eq!(GemmPath::choose(Some("wgmma-persistent"), true), Ok(GemmPath::WgmmaPersistent));
         let e = GemmPath::choose(Some("wgmma"), false).unwrap_err();
         assert!(e.contains("sm_90a"), "{e}");
         let e = GemmPath::choose(Some("fast"), true).unwrap_err();
         assert!(e.contains("JOYRT_CUDA_GEMM=fast"), "{e}");
+    }
+
+    #[test]
+    fn the_attention_path_follows_the_setting_and_the_architecture() {
+        use super::AttentionPath;
+        assert_eq!(AttentionPath::choose(None, true), Ok(AttentionPath::Mma));
+        assert_eq!(AttentionPath::choose(Some("wgmma"), true), Ok(AttentionPath::Wgmma));
+        assert!(AttentionPath::choose(Some("wgmma"), false).unwrap_err().contains("sm_90a"));
+        assert!(AttentionPath::choose(Some("x"), true).unwrap_err().contains("JOYRT_CUDA_ATTENTION=x"));
     }
 }

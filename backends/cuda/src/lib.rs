@@ -27,7 +27,7 @@ pub mod nvrtc;
 mod ops;
 
 pub use device::{availability, CudaBuffer};
-pub use launch::GemmPath;
+pub use launch::{AttentionPath, GemmPath};
 
 use joyrt_core::backend::*;
 use joyrt_core::{Backend, DType, Result, Tensor};
@@ -47,6 +47,8 @@ struct Inner {
     last_launch: std::sync::Mutex<Option<&'static str>>,
     /// Which GEMM kernels `linear` takes (`JOYRT_CUDA_GEMM`; see [`launch::GemmPath`]).
     gemm: launch::GemmPath,
+    /// Which tensor-core attention runs at head dim 128 (`JOYRT_CUDA_ATTENTION`).
+    attention: launch::AttentionPath,
     /// Fill fresh outputs with NaN bytes (`JOYRT_CUDA_POISON=1`; always in the emulation) so an
     /// unwritten element shows as NaN in the conformance suite.
     poison: bool,

@@ -457,7 +457,7 @@ mod tests {
             return;
         }
         let hopper = [
-            (Family::Gemm, &["linear_wgmma", "linear_wgmma_n128"][..]),
+            (Family::Gemm, &["linear_wgmma", "linear_wgmma_persistent"][..]),
             (Family::Attention, &["attention_wgmma_d128"][..]),
         ];
         for (family, kernels) in hopper {

@@ -4,7 +4,7 @@
 //! FlashAttention-2 for a positive scale; CUDA cores for every other shape up to head dim 512.
 
 use crate::kernel::{Family, Kernel, KernelDesc, Spec};
-use crate::launch::{addr, i32_of, Grid};
+use crate::launch::{addr, i32_of, AttentionPath, Grid};
 use crate::{CudaBackend, CudaBuffer};
 use joyrt_core::backend::AttentionParams;
 use joyrt_core::{Backend, Error, Result, Tensor};
@@ -112,7 +112,7 @@ pub fn attention(be: &CudaBackend, q: &T, k: &T, v: &T, p: &AttentionParams) -> 
     let mma = tensor_cores && p.scale > 0.0;
     let (kernel, queries_per_block) = match p.head_dim {
         64 if mma => (&ATTENTION_MMA_D64, FA_BR),
-        128 if tensor_cores && be.wgmma() => (&ATTENTION_WGMMA_D128, WA_BR),
+        128 if tensor_cores && be.attention_path() == AttentionPath::Wgmma => (&ATTENTION_WGMMA_D128, WA_BR),
         128 if mma => (&ATTENTION_MMA_D128, FA_BR),
         0..=128 => (&ATTENTION_D128, ATT_THREADS / TPR_D128),
         129..=512 => (&ATTENTION_D512, ATT_THREADS / TPR_D512),

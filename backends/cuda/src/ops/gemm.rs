@@ -24,6 +24,7 @@ const MMA_STAGES: u32 = 3;
 /// The Hopper kernels (`kernels/gemm_wgmma.cuh`): block rows, K step (one 128-byte swizzled row),
 /// ring stages, how many K tiles ahead copies run, and block rows per raster group.
 const WG_BM: u32 = 128;
+const WG_BN: u32 = 256;
 const WG_BK: u32 = 64;
 const WG_STAGES: u32 = 4;
 const WG_PREFETCH: u32 = WG_STAGES - 1;
@@ -72,10 +73,7 @@ const fn wgmma_smem(bn: u32) -> u32 {
     WG_STAGES * (WG_BM + bn) * WG_BK * 2 + 1024
 }
 fn wgmma_smem_n256(_: &Spec) -> u32 {
-    wgmma_smem(256)
-}
-fn wgmma_smem_n128(_: &Spec) -> u32 {
-    wgmma_smem(128)
+    wgmma_smem(WG_BN)
 }
 
 const LINEAR_SIMT: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_simt", Family::Gemm));
@@ -85,17 +83,18 @@ const LINEAR_MMA: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_mma", Famil
 const LINEAR_MMA_PIPELINED: Kernel<GemmArgs> =
     Kernel::new(gemm_kernel("linear_mma_pipelined", Family::Gemm).mma().dynamic_smem(pipelined_smem));
 
-/// Warpgroup MMA from swizzled shared tiles (sm_90a), for K % 8 == 0: 128 × 256 tiles.
+/// Warpgroup MMA from swizzled shared tiles (sm_90a), for K % 8 == 0: 128 × 256 tiles, a block
+/// per tile.
 const LINEAR_WGMMA: Kernel<GemmArgs> =
     Kernel::new(gemm_kernel("linear_wgmma", Family::Gemm).wgmma().dynamic_smem(wgmma_smem_n256));
-/// The same with 128 × 128 tiles (`JOYRT_CUDA_GEMM=wgmma128`).
-const LINEAR_WGMMA_N128: Kernel<GemmArgs> =
-    Kernel::new(gemm_kernel("linear_wgmma_n128", Family::Gemm).wgmma().dynamic_smem(wgmma_smem_n128));
+/// The same, persistent (`JOYRT_CUDA_GEMM=wgmma-persistent`).
+const LINEAR_WGMMA_PERSISTENT: Kernel<GemmArgs> =
+    Kernel::new(gemm_kernel("linear_wgmma_persistent", Family::Gemm).wgmma().dynamic_smem(wgmma_smem_n256));
 
 family! {
     "gemm", GemmArgs,
     defines: GEMM_DEFINES,
-    kernels: [LINEAR_SIMT, LINEAR_MMA, LINEAR_MMA_PIPELINED, LINEAR_WGMMA, LINEAR_WGMMA_N128],
+    kernels: [LINEAR_SIMT, LINEAR_MMA, LINEAR_MMA_PIPELINED, LINEAR_WGMMA, LINEAR_WGMMA_PERSISTENT],
 }
 
 pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<CudaBuffer> {
@@ -104,15 +103,14 @@ pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams
     let args =
         GemmArgs { m: i32_of("M", p.m)?, n: i32_of("N", p.n)?, k: i32_of("K", p.k)?, vec: aligned as i32 };
     let grid = |tile: usize| Grid::Blocks(p.n.div_ceil(tile), p.m.div_ceil(tile));
-    // The Hopper kernels are persistent and number their tiles themselves (grouped
-    // rasterisation): a 1-D grid of at most one block per resident slot.
-    let wgmma_grid = |bn: usize| {
-        let tiles = p.m.div_ceil(WG_BM as usize) * p.n.div_ceil(bn);
-        Grid::Blocks(tiles.min(be.persistent_blocks() as usize), 1)
-    };
+    // The Hopper kernels number their tiles themselves (grouped rasterisation): a 1-D grid, of
+    // at most one block per multiprocessor for the persistent one.
+    let wgmma_tiles = p.m.div_ceil(WG_BM as usize) * p.n.div_ceil(WG_BN as usize);
     let (kernel, grid) = match (be.tensor_cores(&spec), aligned, be.gemm_path()) {
-        (true, true, GemmPath::Wgmma) => (&LINEAR_WGMMA, wgmma_grid(256)),
-        (true, true, GemmPath::Wgmma128) => (&LINEAR_WGMMA_N128, wgmma_grid(128)),
+        (true, true, GemmPath::Wgmma) => (&LINEAR_WGMMA, Grid::Blocks(wgmma_tiles, 1)),
+        (true, true, GemmPath::WgmmaPersistent) => {
+            (&LINEAR_WGMMA_PERSISTENT, Grid::Blocks(wgmma_tiles.min(be.persistent_blocks() as usize), 1))
+        }
         (true, true, _) => (&LINEAR_MMA_PIPELINED, grid(MMA_TILE)),
         (true, false, _) => (&LINEAR_MMA, grid(MMA_TILE)),
         (false, _, _) => (&LINEAR_SIMT, grid(SIMT_TILE)),
