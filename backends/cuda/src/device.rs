@@ -169,6 +169,7 @@ impl CudaBackend {
             max_blocks: (sms.max(1) as u32) * 16,
             dev: Device::Gpu { ctx, stream },
             kernels: KernelCache::default(),
+            profiler: Default::default(),
             stats: Arc::default(),
         }))
     }
@@ -192,6 +193,7 @@ impl CudaBackend {
             max_blocks: 8,
             dev: Device::Emu(emulator),
             kernels: KernelCache::default(),
+            profiler: Default::default(),
             stats: Arc::default(),
         }))
     }

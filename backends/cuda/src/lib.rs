@@ -25,6 +25,7 @@ mod launch;
 pub mod limits;
 pub mod nvrtc;
 mod ops;
+pub mod profile;
 
 pub use device::{availability, CudaBuffer};
 
@@ -52,6 +53,8 @@ struct Inner {
     /// Resident grid size for grid-stride kernels.
     max_blocks: u32,
     kernels: launch::KernelCache,
+    /// The opt-in per-kernel profile ([`CudaBackend::profile_start`]).
+    profiler: profile::Profiler,
     stats: Arc<device::MemStats>,
 }
 
