@@ -147,17 +147,55 @@ def read_dit(doc):
     return fig
 
 
+# Rows of the kernel profile's table in report.md (report.json keeps every kernel).
+PROFILE_ROWS = 15
+
+
+def read_profile(doc):
+    """The kernel profile of one CFG step (`joyrt bench --profile --json`), and the unprofiled
+    step's median of the same run."""
+    fig = read_dit(doc)
+    prof = field(doc, "dit", "profile")
+    fig["timer"] = field(prof, "timer")
+    for k in ("step_ms", "kernel_ms"):
+        fig[f"profiled_{k}"] = number(prof, k)
+    fig["launches"] = int(number(prof, "launches"))
+    kernels = field(prof, "kernels")
+    if not isinstance(kernels, list) or not kernels:
+        raise DocError("dit.profile.kernels is not a non-empty list")
+    fig["kernels"] = [
+        {
+            "kernel": field(k, "kernel"),
+            "launches": int(number(k, "launches")),
+            "total_ms": number(k, "total_ms"),
+            "median_us": number(k, "median_us"),
+            "share_of_step": number(k, "share_of_step"),
+        }
+        for k in kernels
+    ]
+    if fig["launches"] != sum(k["launches"] for k in fig["kernels"]):
+        raise DocError("dit.profile.launches is not the sum of its kernels' launches")
+    return fig
+
+
 READERS = {
     "probe": read_probe,
     "conformance": read_conformance,
     "bench-ops": read_bench_ops,
     "peer": read_peer,
     "cfg-step": read_dit,
+    "profile": read_profile,
     "memcheck": read_conformance,
     "racecheck": read_conformance,
 }
 # `validate` kinds: what the dry run can produce without a GPU, by reader.
-KINDS = {"conformance": read_conformance, "dit": read_dit, "bench": read_bench_ops, "peer": read_peer}
+KINDS = {
+    "conformance": read_conformance,
+    "dit": read_dit,
+    "bench": read_bench_ops,
+    "peer": read_peer,
+    "profile": read_profile,
+}
 
 
 def sanitizer_summary(log_path):
@@ -391,6 +429,7 @@ def markdown(rep):
                 f"| SGLang on an H100 | {c['sglang_h100_s']:.3f} s (joyrt = {c['vs_sglang_h100']:.2f}× its time) "
                 "| constant (model-spec), not measured here |"
             )
+    lines += profile_table(next((p.get("figures") for p in parts if p["name"] == "profile"), None))
     for p in parts:
         f = p.get("figures")
         if p["name"] == "conformance" and f:
@@ -402,6 +441,36 @@ def markdown(rep):
             lines += ["", f"## {p['name']}", ""]
             lines += [f"- {s}" for s in p.get("sanitizer", [])] or ["- no compute-sanitizer summary in its log"]
     return "\n".join(lines) + "\n"
+
+
+def profile_table(f):
+    """The kernel profile's section of report.md: the PROFILE_ROWS kernels of the longest total
+    time, the rest summed in one row."""
+    if not f:
+        return []
+    step = f["profiled_step_ms"]
+    lines = [
+        "",
+        f"## Kernel profile of one CFG step, {f['tokens']} tokens (measured, {f['timer']})",
+        "",
+        f"{f['launches']} launches; the kernels ran {f['profiled_kernel_ms']:.1f} ms of the profiled step's "
+        f"{step:.1f} ms (the timing events add to it; the unprofiled step's median in the same run: "
+        f"{f.get('cfg_step_ms', float('nan')):.1f} ms). share = the kernel's total over the profiled step.",
+        "",
+        "| kernel | launches | total ms | share | median µs |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    top, rest = f["kernels"][:PROFILE_ROWS], f["kernels"][PROFILE_ROWS:]
+    for k in top:
+        lines.append(
+            f"| {k['kernel']} | {k['launches']} | {k['total_ms']:.2f} | {k['share_of_step']:.1%} | {k['median_us']:.1f} |"
+        )
+    if rest:
+        ms = sum(k["total_ms"] for k in rest)
+        lines.append(
+            f"| {len(rest)} other kernels | {sum(k['launches'] for k in rest)} | {ms:.2f} | {ms / step:.1%} | |"
+        )
+    return lines
 
 
 def write(work, out, mode, budget):
@@ -454,6 +523,20 @@ def self_test():
             "iters": 3,
             "dit": {"weights": FULL_SIZE_WEIGHTS, "params": 1, "load_s": 1.0, "size": 1024, "text_tokens": 1039, "tokens": 9231, "cfg_step_ms": 1346.0},
         },
+        "profile": {
+            "backend": "cuda:test",
+            "dtype": "bf16",
+            "iters": 1,
+            "dit": {
+                "weights": FULL_SIZE_WEIGHTS, "params": 1, "load_s": 1.0, "size": 1024, "text_tokens": 1039,
+                "tokens": 9231, "cfg_step_ms": 1346.0,
+                "profile": {
+                    "timer": "cuda events", "step_ms": 1400.0, "kernel_ms": 1360.0, "launches": 3 + 2 * 16,
+                    "kernels": [{"kernel": "gemm", "launches": 3, "total_ms": 1000.0, "median_us": 5.0, "share_of_step": 1000 / 1400}]
+                    + [{"kernel": f"k{i}", "launches": 2, "total_ms": 22.5, "median_us": 1.0, "share_of_step": 22.5 / 1400} for i in range(16)],
+                },
+            },
+        },
         "memcheck": conf,
         "racecheck": conf,
     }
@@ -478,7 +561,10 @@ def self_test():
         (abs(c["cfg_step"]["vs_sglang_h100"] - 2.0) < 1e-3, "CFG step vs SGLang"),
         (abs(c["cfg_step"]["flop_t"] - 409.1) < 0.5, "CFG step FLOP at 9231 tokens"),
         (abs(c["cfg_step"]["floor_s_at_peak"] - 0.414) < 1e-3, "floor at 989 TFLOP/s"),
-        (rep["parts"][5]["sanitizer"] == ["========= ERROR SUMMARY: 0 errors"], "sanitizer summary read"),
+        (rep["parts"][6]["sanitizer"] == ["========= ERROR SUMMARY: 0 errors"], "sanitizer summary read"),
+        (rep["parts"][5]["figures"]["launches"] == 35, "profile read"),
+        ("| gemm | 3 | 1000.00 | 71.4% | 5.0 |" in md, "profile table"),
+        ("| 2 other kernels | 4 | 45.00 | 3.2% | |" in md, "profile table's remainder row"),
         ("| linear M=9231 4096x12288 |" in md and "SGLang on an H100" in md, "markdown tables"),
     ]
     bad = [what for ok, what in checks if not ok]
