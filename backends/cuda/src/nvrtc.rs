@@ -20,9 +20,10 @@ use joyrt_core::{kernel_abi, DType};
 use std::ffi::{c_char, CString};
 
 /// The headers kernel files include, by the name they include them by.
-const HEADERS: [(&str, &str); 2] = [
+const HEADERS: [(&str, &str); 3] = [
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
     ("gemm.cuh", include_str!("../../../kernels/gemm.cuh")),
+    ("vec.cuh", include_str!("../../../kernels/vec.cuh")),
 ];
 
 fn ctype(d: DType) -> &'static str {
