@@ -128,6 +128,27 @@ extern "C" __global__ void rms_norm(const TX* x, const TW* w, TX* y, NormArgs p)
     for (u64 c = threadIdx.x; c < p.cols; c += blockDim.x) st(y, base + c, ld(x, base + c) * rs * ld(w, c));
 }
 
+// Rows of 128 (the per-head q/k norms of the DiT's text stream and of Qwen3): a warp per row,
+// 4 elements a lane (one 8-byte access of a 16-bit type), where one block per row would leave
+// most of each block idle and run tens of thousands of blocks. Every warp of a block runs the
+// same number of iterations, idle past the last row, so the block's shuffles stay in step.
+extern "C" __global__ void rms_norm_warp(const TX* x, const TW* w, TX* y, NormArgs p) {
+    if (p.cols != 128) __trap();  // the host launches it only for rows of 128
+    const u32 lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    for (u64 first = (u64)blockIdx.x * warps; first < p.rows; first += (u64)gridDim.x * warps) {
+        const u64 row = first + (threadIdx.x >> 5), base = row * 128 + lane * 4;
+        const bool live = row < p.rows;
+        float v[4] = {0.0f, 0.0f, 0.0f, 0.0f}, g[4];
+        if (live) ld_run<4>(x, base, v);
+        const float rs = rsqrtf(warp_sum(v[0] * v[0] + v[1] * v[1] + v[2] * v[2] + v[3] * v[3]) / 128.0f + p.eps);
+        if (!live) continue;
+        ld_run<4>(w, lane * 4, g);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) g[k] = v[k] * rs * g[k];
+        st_run<4>(y, base, g);
+    }
+}
+
 // x [C, P]: y[c, p] = x[c, p] / max(‖x[:, p]‖₂, 1e-12) · √C · γ[c].
 extern "C" __global__ void channel_rms_norm(const TX* x, const TW* gamma, TX* y, NormArgs p) {
     const u64 channels = p.channels, positions = p.positions;
