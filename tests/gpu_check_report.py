@@ -149,6 +149,20 @@ def read_dit(doc):
 
 # Rows of the kernel profile's table in report.md (report.json keeps every kernel).
 PROFILE_ROWS = 15
+# The profile's groups, by kernel-name prefix (the CUDA backend's kernels are named by family).
+PROFILE_GROUPS = (("linear", "GEMM (linear*)"), ("attention", "attention (attention*)"))
+
+
+def profile_groups(kernels):
+    """Total ms and launches of the GEMM kernels, the attention kernels and everything else."""
+    groups = {label: [0.0, 0] for _, label in PROFILE_GROUPS}
+    other = "everything else"
+    groups[other] = [0.0, 0]
+    for k in kernels:
+        label = next((lab for prefix, lab in PROFILE_GROUPS if k["kernel"].startswith(prefix)), other)
+        groups[label][0] += k["total_ms"]
+        groups[label][1] += k["launches"]
+    return [{"group": g, "total_ms": ms, "launches": n} for g, (ms, n) in groups.items()]
 
 
 def read_profile(doc):
@@ -175,6 +189,7 @@ def read_profile(doc):
     ]
     if fig["launches"] != sum(k["launches"] for k in fig["kernels"]):
         raise DocError("dit.profile.launches is not the sum of its kernels' launches")
+    fig["groups"] = profile_groups(fig["kernels"])
     return fig
 
 
@@ -454,12 +469,13 @@ def profile_table(f):
         f"## Kernel profile of one CFG step, {f['tokens']} tokens (measured, {f['timer']})",
         "",
         f"{f['launches']} launches; the kernels ran {f['profiled_kernel_ms']:.1f} ms of the profiled step's "
-        f"{step:.1f} ms (the timing events add to it; the unprofiled step's median in the same run: "
-        f"{f.get('cfg_step_ms', float('nan')):.1f} ms). share = the kernel's total over the profiled step.",
-        "",
-        "| kernel | launches | total ms | share | median µs |",
-        "|---|---:|---:|---:|---:|",
+        f"{step:.1f} ms (timing each launch adds to it; the unprofiled step's median in the same run: "
+        f"{f.get('cfg_step_ms', float('nan')):.1f} ms). share = the total over the profiled step.",
     ]
+    lines += ["", "| group (by kernel name) | launches | total ms | share |", "|---|---:|---:|---:|"]
+    for g in f["groups"]:
+        lines.append(f"| {g['group']} | {g['launches']} | {g['total_ms']:.2f} | {g['total_ms'] / step:.1%} |")
+    lines += ["", "| kernel | launches | total ms | share | median µs |", "|---|---:|---:|---:|---:|"]
     top, rest = f["kernels"][:PROFILE_ROWS], f["kernels"][PROFILE_ROWS:]
     for k in top:
         lines.append(
@@ -532,7 +548,7 @@ def self_test():
                 "tokens": 9231, "cfg_step_ms": 1346.0,
                 "profile": {
                     "timer": "cuda events", "step_ms": 1400.0, "kernel_ms": 1360.0, "launches": 3 + 2 * 16,
-                    "kernels": [{"kernel": "gemm", "launches": 3, "total_ms": 1000.0, "median_us": 5.0, "share_of_step": 1000 / 1400}]
+                    "kernels": [{"kernel": "linear_mma", "launches": 3, "total_ms": 1000.0, "median_us": 5.0, "share_of_step": 1000 / 1400}]
                     + [{"kernel": f"k{i}", "launches": 2, "total_ms": 22.5, "median_us": 1.0, "share_of_step": 22.5 / 1400} for i in range(16)],
                 },
             },
@@ -563,7 +579,9 @@ def self_test():
         (abs(c["cfg_step"]["floor_s_at_peak"] - 0.414) < 1e-3, "floor at 989 TFLOP/s"),
         (rep["parts"][6]["sanitizer"] == ["========= ERROR SUMMARY: 0 errors"], "sanitizer summary read"),
         (rep["parts"][5]["figures"]["launches"] == 35, "profile read"),
-        ("| gemm | 3 | 1000.00 | 71.4% | 5.0 |" in md, "profile table"),
+        ("| linear_mma | 3 | 1000.00 | 71.4% | 5.0 |" in md, "profile table"),
+        ("| GEMM (linear*) | 3 | 1000.00 | 71.4% |" in md, "profile groups"),
+        ("| everything else | 32 | 360.00 | 25.7% |" in md, "profile groups' remainder"),
         ("| 2 other kernels | 4 | 45.00 | 3.2% | |" in md, "profile table's remainder row"),
         ("| linear M=9231 4096x12288 |" in md and "SGLang on an H100" in md, "markdown tables"),
     ]
