@@ -221,7 +221,10 @@ fn profile_report(p: &KernelProfile, step_ms: f64, out: &Lines) -> Value {
         p.total_ms(),
         step_ms
     ));
-    out.say(format!("{:<32} {:>9} {:>11} {:>8} {:>12}", "kernel", "launches", "total ms", "share", "median µs"));
+    out.say(format!(
+        "{:<32} {:>9} {:>11} {:>8} {:>12}",
+        "kernel", "launches", "total ms", "share", "median µs"
+    ));
     let mut kernels = Vec::new();
     for k in &p.kernels {
         let share = k.total_ms / step_ms;

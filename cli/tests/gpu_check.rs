@@ -151,7 +151,8 @@ fn bench_json_times_the_cfg_step_of_the_tiny_model() {
 #[test]
 fn bench_profile_times_every_kernel_of_an_emulated_cfg_step() {
     let dir = work("profile");
-    let args = ["bench", "--parts", "cfg-step", "--size", "32", "--text-tokens", "8", "--iters", "1", "--json"];
+    let args =
+        ["bench", "--parts", "cfg-step", "--size", "32", "--text-tokens", "8", "--iters", "1", "--json"];
     let o = joyrt(&[&args[..], &["--backend", "cuda-emulated", "--profile"]].concat(), &dir);
     assert!(o.status.success(), "{}", text(&o));
     let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
@@ -172,6 +173,10 @@ fn bench_profile_times_every_kernel_of_an_emulated_cfg_step() {
     assert!(text(&o).contains("kernel profile of one CFG step"), "{}", text(&o));
 
     let o = joyrt(&[&args[..], &["--backend", "cpu", "--profile"]].concat(), &dir);
-    assert!(!o.status.success() && text(&o).contains("--profile times the kernels of a CFG step"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("--profile times the kernels of a CFG step"),
+        "{}",
+        text(&o)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -47,8 +47,14 @@ const SYMBOLS: &[&str] = &[
 
 /// The driver API functions of the opt-in kernel profile (`profile.rs`), checked when a profile
 /// starts rather than when the device opens, so a driver without them only refuses profiling.
-const PROFILE_SYMBOLS: &[&str] =
-    &["cuEventCreate", "cuEventRecord", "cuEventQuery", "cuEventSynchronize", "cuEventElapsedTime", "cuEventDestroy_v2"];
+const PROFILE_SYMBOLS: &[&str] = &[
+    "cuEventCreate",
+    "cuEventRecord",
+    "cuEventQuery",
+    "cuEventSynchronize",
+    "cuEventElapsedTime",
+    "cuEventDestroy_v2",
+];
 
 /// The first of [`PROFILE_SYMBOLS`] the driver library lacks, if one is missing.
 ///

@@ -77,8 +77,11 @@ impl KernelProfile {
             .into_iter()
             .map(|(kernel, mut d)| {
                 d.sort_by(f64::total_cmp);
-                let median_ms =
-                    if d.len() % 2 == 1 { d[d.len() / 2] } else { (d[d.len() / 2 - 1] + d[d.len() / 2]) / 2.0 };
+                let median_ms = if d.len() % 2 == 1 {
+                    d[d.len() / 2]
+                } else {
+                    (d[d.len() / 2 - 1] + d[d.len() / 2]) / 2.0
+                };
                 KernelTime { kernel, launches: d.len(), total_ms: d.iter().sum(), median_us: median_ms * 1e3 }
             })
             .collect();
@@ -176,7 +179,12 @@ impl Profiler {
     }
 
     /// After the launch `stamp` was begun for; `stream` records the end on the GPU.
-    pub(crate) fn end(&self, kernel: &'static str, stamp: Option<Stamp>, stream: Option<&CudaStream>) -> Result<()> {
+    pub(crate) fn end(
+        &self,
+        kernel: &'static str,
+        stamp: Option<Stamp>,
+        stream: Option<&CudaStream>,
+    ) -> Result<()> {
         match (stamp, stream) {
             (None, _) => Ok(()),
             (Some(Stamp::Host(t0)), _) => {

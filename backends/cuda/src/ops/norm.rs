@@ -48,8 +48,13 @@ fn row_norm(
     p: &NormParams,
     weight_offset: f32,
 ) -> Result<CudaBuffer> {
-    let args =
-        NormArgs { rows: p.rows as u64, cols: p.cols as u64, eps: p.eps, weight_offset, ..Default::default() };
+    let args = NormArgs {
+        rows: p.rows as u64,
+        cols: p.cols as u64,
+        eps: p.eps,
+        weight_offset,
+        ..Default::default()
+    };
     be.launch_output(kernel, spec, grid, inputs, (spec.x, p.rows * p.cols), &args)
 }
 
