@@ -80,3 +80,21 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 }
 
 #endif
+
+// ---- Hopper: warpgroup MMA (gemm_wgmma.cuh), sm_90a modules only ------------------------------
+#include "gemm_wgmma.cuh"
+#if defined(MMA_OK) && defined(WGMMA_OK)
+
+// 128 × 256 tiles; needs K % 8 == 0 and the dynamic shared memory ops/gemm.rs gives it.
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
+    linear_wgmma(const TX* x, const TW* w, const TB* bias, TX* y, GemmArgs p) {
+    gemm_wgmma<256>((const u16*)x, (const u16*)w, p.m, p.n, p.k, y, bias);
+}
+
+// 128 × 128 tiles: half the accumulators, for comparing tile shapes on a GPU.
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
+    linear_wgmma_n128(const TX* x, const TW* w, const TB* bias, TX* y, GemmArgs p) {
+    gemm_wgmma<128>((const u16*)x, (const u16*)w, p.m, p.n, p.k, y, bias);
+}
+
+#endif

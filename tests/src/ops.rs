@@ -135,6 +135,9 @@ pub fn cases() -> Vec<Op> {
         Linear { m: 150, k: 520, n: 136, bias: true },
         // K spans several of the wgpu GEMM's K chunks.
         Linear { m: 70, k: 2500, n: 40, bias: true },
+        // More block rows than one raster group of the Hopper GEMM (8 × 128 rows), three
+        // 256-column tiles with a ragged last one.
+        Linear { m: 1100, k: 64, n: 520, bias: true },
         LayerNorm { rows: 9, cols: 67, affine: true },
         LayerNorm { rows: 5, cols: 128, affine: false },
         LayerNormModulate { rows: 11, cols: 96 },

@@ -34,7 +34,7 @@
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 
@@ -205,7 +205,10 @@ inline void emu_ldmatrix_x4(unsigned* r, const unsigned short* row) {
 }
 
 // cp.async: copies are queued per thread and only performed when a later cp.async.wait_group
-// lets them complete, so a kernel that reads its shared tile before waiting sees stale data.
+// lets them complete, so a kernel that reads its shared tile before waiting sees stale data; and
+// the destination is filled with NaN bytes at issue, since on a GPU it may change at any moment
+// from then on, so a reader still using the old contents (e.g. a wgmma in flight on a stage being
+// refilled) sees NaN here.
 struct EmuCopy {
     void* dst;
     const void* src;
@@ -214,6 +217,7 @@ struct EmuCopy {
 static std::vector<EmuCopy> emu_open_group[1024];
 static std::vector<std::vector<EmuCopy>> emu_pending[1024];
 inline void emu_cp_async16(void* dst, const void* src, int bytes) {
+    std::memset(dst, 0xff, 16);
     emu_open_group[threadIdx.x].push_back(EmuCopy{dst, src, bytes});
 }
 inline void emu_cp_async_commit() {
@@ -270,6 +274,83 @@ inline void emu_ldmatrix_x4_trans(unsigned* r, const unsigned short* row) {
     emu_sync();
 }
 
+// ---- Hopper: wgmma.mma_async with both operands in shared memory ------------------------------
+//
+// Shared addresses are offsets into the launch's dynamic shared memory (the only shared memory a
+// wgmma operand lives in here). A thread's wgmma is queued with a pointer to its accumulators
+// and computed when a wgmma.wait_group retires its group, so a kernel that refills an operand's
+// stage, or reads its accumulators, before waiting gets a wrong result here as it would on a GPU.
+// Each thread computes only its own accumulator elements (the m64nN layout: warp q of the
+// warpgroup owns rows 16q …; n8 block j gives d[4j..4j+3] at (g, 8j + 2t + {0,1}) and (g + 8, …)),
+// reading A and B through an independent decoding of the matrix descriptors: start address
+// (bits 0–13, × 16), stride byte offset between 8-row groups (bits 32–45, × 16), layout (bits
+// 62–63). Only the layout joyrt uses is modelled (K-major, 128-byte swizzle, base offset 0);
+// any other descriptor is a fault, not a guess.
+inline unsigned emu_smem_offset(const void* p) {
+    const unsigned char* c = static_cast<const unsigned char*>(p);
+    if (c < emu_dynamic_smem || c >= emu_dynamic_smem + emu_dynamic_smem_bytes) {
+        emu_fault("a shared address outside the launch's dynamic shared memory (the emulation's wgmma reads only that)");
+        return 0;
+    }
+    return (unsigned)(c - emu_dynamic_smem);
+}
+
+struct EmuWgmma {
+    float* d;
+    unsigned long long desc_a, desc_b;
+    int n;
+    bool bf16;
+};
+static std::vector<EmuWgmma> emu_wgmma_open[1024];
+static std::vector<std::vector<EmuWgmma>> emu_wgmma_pending[1024];
+
+// Element (row, k) of a K-major 128-byte-swizzled operand: the byte address of the canonical
+// layout, then address bits 4–6 XOR bits 7–9.
+inline float emu_wgmma_operand(unsigned long long desc, int row, int k, bool bf16) {
+    const unsigned start = (unsigned)(desc & 0x3fff) << 4, sbo = (unsigned)((desc >> 32) & 0x3fff) << 4;
+    if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0) {
+        emu_fault("wgmma descriptor: only K-major 128-byte-swizzled operands with base offset 0 are emulated");
+        return 0.0f;
+    }
+    const unsigned addr = start + (unsigned)(row / 8) * sbo + (unsigned)(row % 8) * 128 + (unsigned)k * 2;
+    const unsigned at = addr ^ (((addr >> 7) & 7) << 4);
+    if (at + 2 > emu_dynamic_smem_bytes) {
+        emu_fault("wgmma operand read past the launch's dynamic shared memory");
+        return 0.0f;
+    }
+    unsigned short bits;
+    std::memcpy(&bits, emu_dynamic_smem + at, 2);
+    return emu_half_bits(bits, bf16);
+}
+
+inline void emu_wgmma_run(const EmuWgmma& w) {
+    const int t = threadIdx.x, q = (t >> 5) & 3, lane = t & 31, g = lane / 4, tq = lane % 4;
+    for (int j = 0; j < w.n / 8; ++j)
+        for (int i = 0; i < 4; ++i) {
+            const int row = 16 * q + g + (i >= 2 ? 8 : 0), col = 8 * j + 2 * tq + (i % 2);
+            float acc = 0.0f;
+            for (int k = 0; k < 16; ++k)
+                acc += emu_wgmma_operand(w.desc_a, row, k, w.bf16) * emu_wgmma_operand(w.desc_b, col, k, w.bf16);
+            w.d[4 * j + i] += acc;
+        }
+}
+
+inline void emu_wgmma(float* d, unsigned long long desc_a, unsigned long long desc_b, int n, bool bf16) {
+    if (blockDim.x % 128 != 0) emu_fault("wgmma in a block that is not whole warpgroups (128 threads)");
+    emu_wgmma_open[threadIdx.x].push_back(EmuWgmma{d, desc_a, desc_b, n, bf16});
+}
+inline void emu_wgmma_commit() {
+    emu_wgmma_pending[threadIdx.x].push_back(std::move(emu_wgmma_open[threadIdx.x]));
+    emu_wgmma_open[threadIdx.x].clear();
+}
+inline void emu_wgmma_wait(int newest_pending) {
+    auto& q = emu_wgmma_pending[threadIdx.x];
+    while ((int)q.size() > newest_pending) {
+        for (const EmuWgmma& w : q.front()) emu_wgmma_run(w);
+        q.erase(q.begin());
+    }
+}
+
 // Runs `body` as every thread of one block; false where the block faulted.
 inline bool emu_run_block(unsigned threads, const std::function<void()>& body) {
     const size_t stack = 256 * 1024;
@@ -282,6 +363,8 @@ inline bool emu_run_block(unsigned threads, const std::function<void()>& body) {
         f.syncs = 0;
         emu_open_group[i].clear();
         emu_pending[i].clear();
+        emu_wgmma_open[i].clear();
+        emu_wgmma_pending[i].clear();
         getcontext(&f.ctx);
         f.ctx.uc_stack.ss_sp = f.stack.data();
         f.ctx.uc_stack.ss_size = stack;
@@ -309,7 +392,16 @@ inline bool emu_run_block(unsigned threads, const std::function<void()>& body) {
                 }
             }
         }
-        if (!live) break;
+        if (!live) {
+            for (unsigned i = 0; i < threads; ++i) {
+                if (!emu_wgmma_open[i].empty() || !emu_wgmma_pending[i].empty()) {
+                    threadIdx.x = i;
+                    emu_fault("a thread exited with wgmma operations not retired by wgmma.wait_group");
+                    return false;
+                }
+            }
+            break;
+        }
         for (unsigned i = 0; i < threads; ++i) {
             if (emu_block.fibers[i].done) {
                 threadIdx.x = i;

@@ -1,7 +1,7 @@
 //! The device under the backend: opening a GPU (or the CPU emulation), its one stream, and the
 //! memory every op reads and writes (allocation from the stream-ordered pool, copies, counters).
 
-use crate::launch::KernelCache;
+use crate::launch::{GemmPath, KernelCache};
 use crate::{driver, emu, kernel, nvrtc, CudaBackend, Inner};
 use cudarc::driver::{sys as cu, CudaContext, CudaSlice, CudaStream, DevicePtr, DriverError};
 use joyrt_core::{DType, Error, Result, Tensor};
@@ -92,9 +92,9 @@ pub fn availability() -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Tensor-core kernels for same-dtype 16-bit operands (off with `JOYRT_CUDA_GEMM=simt`).
-fn tensor_cores_enabled() -> bool {
-    std::env::var("JOYRT_CUDA_GEMM").map_or(true, |v| v != "simt")
+/// The GEMM kernels `JOYRT_CUDA_GEMM` asks for on modules compiled for `arch`.
+fn gemm_path(arch: &str) -> std::result::Result<GemmPath, String> {
+    GemmPath::choose(std::env::var("JOYRT_CUDA_GEMM").ok().as_deref(), kernel::has_wgmma(arch))
 }
 
 impl CudaBackend {
@@ -158,13 +158,14 @@ impl CudaBackend {
         let arch = nvrtc::arch_for(major, minor);
         let name = format!("cuda:{gpu} ({arch})");
         let limits = driver::device_limits(&ctx, name.clone()).map_err(unavailable)?;
+        let gemm = gemm_path(&arch).map_err(unavailable)?;
         Ok(CudaBackend::from_inner(Inner {
             name,
             arch,
             limits,
             sync_each_launch: std::env::var("JOYRT_CUDA_SYNC").is_ok_and(|v| v == "1"),
             last_launch: Default::default(),
-            mma: tensor_cores_enabled(),
+            gemm,
             poison: std::env::var("JOYRT_CUDA_POISON").is_ok_and(|v| v == "1"),
             max_blocks: (sms.max(1) as u32) * 16,
             dev: Device::Gpu { ctx, stream },
@@ -181,6 +182,8 @@ impl CudaBackend {
         let emulator = emu::Emulator::new()
             .map_err(|why| Error::BackendUnavailable { backend: "cuda-emulated".into(), why })?;
         let limits = emulator.limits().clone();
+        let gemm = gemm_path(limits.nvrtc_arch())
+            .map_err(|why| Error::BackendUnavailable { backend: "cuda-emulated".into(), why })?;
         Ok(CudaBackend::from_inner(Inner {
             name: format!("cuda-emulated (kernels on the CPU, {} limits)", limits.label),
             arch: "emulated".into(),
@@ -188,7 +191,7 @@ impl CudaBackend {
             // Emulated launches run to completion before they return.
             sync_each_launch: false,
             last_launch: Default::default(),
-            mma: tensor_cores_enabled(),
+            gemm,
             poison: true,
             max_blocks: 8,
             dev: Device::Emu(emulator),

@@ -143,9 +143,10 @@ impl Emulator {
     /// and loads it.
     pub fn build(&self, family: Family, spec: Spec) -> Result<EmuModule, String> {
         let stem = format!("{}-{:?}-{:?}-{:?}-{:?}", family.def().name, spec.x, spec.w, spec.b, spec.c);
-        let kernels: Vec<&str> = family.kernels(&spec).map(|k| k.name).collect();
+        let arch = self.device.nvrtc_arch();
+        let kernels: Vec<&str> = family.kernels(&spec, arch).map(|k| k.name).collect();
         let resources = self.compile_report(family, &spec)?;
-        self.build_source(&stem, &family.file(), &nvrtc::source(family, &spec), &kernels, resources)
+        self.build_source(&stem, &family.file(), &nvrtc::source(family, &spec, arch), &kernels, resources)
     }
 
     /// Compiles `source` (the CUDA translation unit `file`) with the emulation header, exporting

@@ -67,9 +67,18 @@ impl Family {
         format!("{}.cu", self.def().name)
     }
 
-    /// The kernels a module of this family specialised by `spec` defines.
-    pub fn kernels(self, spec: &Spec) -> impl Iterator<Item = &'static KernelDesc> + '_ {
-        self.def().kernels.iter().copied().filter(|k| !k.needs_mma || spec.mma())
+    /// The kernels a module of this family specialised by `spec` and compiled for the NVRTC
+    /// architecture `arch` defines.
+    pub fn kernels<'a>(
+        self,
+        spec: &'a Spec,
+        arch: &'a str,
+    ) -> impl Iterator<Item = &'static KernelDesc> + 'a {
+        self.def()
+            .kernels
+            .iter()
+            .copied()
+            .filter(move |k| (!k.needs_mma || spec.mma()) && (!k.needs_wgmma || has_wgmma(arch)))
     }
 }
 
@@ -78,6 +87,12 @@ pub type Arch = (u32, u32);
 
 /// Ampere: cp.async, ldmatrix and bf16 `mma.sync` (every kernel here needs no more).
 pub const SM80: Arch = (8, 0);
+
+/// Whether modules compiled for the NVRTC architecture `arch` have Hopper's warpgroup MMA
+/// (`wgmma`, sm_90a only: the arch-specific target), so that `WGMMA_OK` is defined for them.
+pub fn has_wgmma(arch: &str) -> bool {
+    arch == "sm_90a"
+}
 
 /// One kernel: everything the host needs to compile, find and launch it.
 #[derive(Debug)]
@@ -96,6 +111,10 @@ pub struct KernelDesc {
     /// Defined only in modules whose operands take tensor-core MMA ([`Spec::mma`]; the kernel
     /// sits inside `#if defined(MMA_OK)`).
     pub needs_mma: bool,
+    /// Defined only in MMA modules compiled for an architecture with `wgmma` ([`has_wgmma`]; the
+    /// kernel sits inside `#if defined(WGMMA_OK)`). Such a kernel is an addition: every op keeps a
+    /// kernel for sm_80, so it does not raise [`required_arch`].
+    pub needs_wgmma: bool,
 }
 
 fn no_dynamic_smem(_: &Spec) -> u32 {
@@ -105,12 +124,25 @@ fn no_dynamic_smem(_: &Spec) -> u32 {
 impl KernelDesc {
     /// A kernel with no dynamic shared memory and no tensor cores, for sm_80.
     pub const fn new(name: &'static str, family: Family, threads: u32) -> KernelDesc {
-        KernelDesc { name, family, threads, dynamic_smem: no_dynamic_smem, min_arch: SM80, needs_mma: false }
+        KernelDesc {
+            name,
+            family,
+            threads,
+            dynamic_smem: no_dynamic_smem,
+            min_arch: SM80,
+            needs_mma: false,
+            needs_wgmma: false,
+        }
     }
 
     /// The same kernel on tensor cores: only in MMA modules.
     pub const fn mma(self) -> KernelDesc {
         KernelDesc { needs_mma: true, ..self }
+    }
+
+    /// The same kernel on Hopper's warpgroup MMA: only in MMA modules for sm_90a.
+    pub const fn wgmma(self) -> KernelDesc {
+        KernelDesc { needs_mma: true, needs_wgmma: true, ..self }
     }
 
     /// The same kernel carving `bytes(spec)` of dynamic shared memory.
@@ -210,9 +242,14 @@ mod tests {
         let bf16 = Spec::uniform(DType::BF16);
         let mixed = Spec { x: DType::BF16, w: DType::F32, b: DType::F32, c: DType::F32 };
         assert!(bf16.mma() && !mixed.mma() && !Spec::uniform(DType::F32).mma());
-        let gemm: Vec<_> = Family::Gemm.kernels(&bf16).map(|k| k.name).collect();
+        let gemm: Vec<_> = Family::Gemm.kernels(&bf16, "sm_80").map(|k| k.name).collect();
         assert!(gemm.contains(&"linear_mma_pipelined") && gemm.contains(&"linear_simt"), "{gemm:?}");
-        let simt: Vec<_> = Family::Gemm.kernels(&mixed).map(|k| k.name).collect();
-        assert_eq!(simt, ["linear_simt"]);
+        assert!(!gemm.iter().any(|k| k.starts_with("linear_wgmma")), "{gemm:?}");
+        let hopper: Vec<_> = Family::Gemm.kernels(&bf16, "sm_90a").map(|k| k.name).collect();
+        assert!(hopper.contains(&"linear_wgmma") && hopper.contains(&"linear_mma_pipelined"), "{hopper:?}");
+        for arch in ["sm_80", "sm_90a"] {
+            let simt: Vec<_> = Family::Gemm.kernels(&mixed, arch).map(|k| k.name).collect();
+            assert_eq!(simt, ["linear_simt"]);
+        }
     }
 }

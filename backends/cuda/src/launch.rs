@@ -96,10 +96,50 @@ pub(crate) fn i32_of(what: &str, v: usize) -> Result<i32> {
         .map_err(|_| Error::backend("cuda", format!("{what} = {v} exceeds the kernels' 32-bit index range")))
 }
 
+/// Which kernels a GEMM (`linear`) of same-dtype 16-bit operands with K % 8 == 0 takes:
+/// `JOYRT_CUDA_GEMM` = `simt` (no tensor cores, also for conv), `mma` (mma.sync, every GPU),
+/// `wgmma` (Hopper, 128 × 256 tiles), `wgmma128` (Hopper, 128 × 128); unset or `auto`: `wgmma`
+/// where the modules have it (sm_90a), else `mma`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmPath {
+    Simt,
+    Mma,
+    Wgmma,
+    Wgmma128,
+}
+
+impl GemmPath {
+    /// The path `setting` (`JOYRT_CUDA_GEMM`) names, on modules with or without `wgmma`.
+    pub fn choose(setting: Option<&str>, wgmma: bool) -> std::result::Result<GemmPath, String> {
+        let path = match setting.unwrap_or("auto") {
+            "auto" | "" => return Ok(if wgmma { GemmPath::Wgmma } else { GemmPath::Mma }),
+            "simt" => GemmPath::Simt,
+            "mma" => GemmPath::Mma,
+            "wgmma" => GemmPath::Wgmma,
+            "wgmma128" => GemmPath::Wgmma128,
+            other => {
+                return Err(format!("JOYRT_CUDA_GEMM={other}: expected auto, simt, mma, wgmma or wgmma128"))
+            }
+        };
+        if matches!(path, GemmPath::Wgmma | GemmPath::Wgmma128) && !wgmma {
+            return Err(format!(
+                "JOYRT_CUDA_GEMM={}: wgmma needs an sm_90a device (or JOYRT_CUDA_EMU_ARCH=sm_90 in the emulation)",
+                setting.unwrap_or_default()
+            ));
+        }
+        Ok(path)
+    }
+}
+
 impl CudaBackend {
     /// Whether the tensor-core kernels apply to operands of `spec` (and are not switched off).
     pub(crate) fn tensor_cores(&self, spec: &Spec) -> bool {
-        self.inner.mma && spec.mma()
+        self.inner.gemm != GemmPath::Simt && spec.mma()
+    }
+
+    /// The GEMM kernels this backend takes where tensor cores apply.
+    pub fn gemm_path(&self) -> GemmPath {
+        self.inner.gemm
     }
 
     /// Runs `kernel` of the module specialised by `spec` over `grid`, with `buffers` (device
@@ -310,5 +350,24 @@ impl CudaBackend {
         };
         modules.insert((family, spec), module.clone());
         Ok(module)
+    }
+}
+
+#[cfg(test)]
+mod gemm_path_tests {
+    use super::GemmPath;
+
+    #[test]
+    fn the_gemm_path_follows_the_setting_and_the_architecture() {
+        assert_eq!(GemmPath::choose(None, true), Ok(GemmPath::Wgmma));
+        assert_eq!(GemmPath::choose(None, false), Ok(GemmPath::Mma));
+        assert_eq!(GemmPath::choose(Some("auto"), false), Ok(GemmPath::Mma));
+        assert_eq!(GemmPath::choose(Some("mma"), true), Ok(GemmPath::Mma));
+        assert_eq!(GemmPath::choose(Some("simt"), true), Ok(GemmPath::Simt));
+        assert_eq!(GemmPath::choose(Some("wgmma128"), true), Ok(GemmPath::Wgmma128));
+        let e = GemmPath::choose(Some("wgmma"), false).unwrap_err();
+        assert!(e.contains("sm_90a"), "{e}");
+        let e = GemmPath::choose(Some("fast"), true).unwrap_err();
+        assert!(e.contains("JOYRT_CUDA_GEMM=fast"), "{e}");
     }
 }

@@ -28,6 +28,7 @@ mod ops;
 pub mod profile;
 
 pub use device::{availability, CudaBuffer};
+pub use launch::GemmPath;
 
 use joyrt_core::backend::*;
 use joyrt_core::{Backend, DType, Result, Tensor};
@@ -45,8 +46,8 @@ struct Inner {
     sync_each_launch: bool,
     /// The kernel launched last, named when a fault surfaces at a later driver call.
     last_launch: std::sync::Mutex<Option<&'static str>>,
-    /// Tensor-core kernels for same-dtype 16-bit operands (off with `JOYRT_CUDA_GEMM=simt`).
-    mma: bool,
+    /// Which GEMM kernels `linear` takes (`JOYRT_CUDA_GEMM`; see [`launch::GemmPath`]).
+    gemm: launch::GemmPath,
     /// Fill fresh outputs with NaN bytes (`JOYRT_CUDA_POISON=1`; always in the emulation) so an
     /// unwritten element shows as NaN in the conformance suite.
     poison: bool,

@@ -13,16 +13,18 @@
 //! newer ISA would be refused by the driver's JIT.
 
 use crate::cubin_cache::{CacheKey, CubinCache, Lookup};
-use crate::kernel::{Family, Spec};
+use crate::kernel::{has_wgmma, Family, Spec};
 use crate::limits::KernelResources;
 use cudarc::nvrtc::sys;
 use joyrt_core::{kernel_abi, DType};
 use std::ffi::{c_char, CString};
 
 /// The headers kernel files include, by the name they include them by.
-const HEADERS: [(&str, &str); 3] = [
+const HEADERS: [(&str, &str); 5] = [
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
     ("gemm.cuh", include_str!("../../../kernels/gemm.cuh")),
+    ("hopper.cuh", include_str!("../../../kernels/hopper.cuh")),
+    ("gemm_wgmma.cuh", include_str!("../../../kernels/gemm_wgmma.cuh")),
     ("vec.cuh", include_str!("../../../kernels/vec.cuh")),
 ];
 
@@ -34,8 +36,9 @@ fn ctype(d: DType) -> &'static str {
     }
 }
 
-/// The full source NVRTC (or the emulation) compiles for `family` specialised by `spec`.
-pub fn source(family: Family, spec: &Spec) -> String {
+/// The full source NVRTC (or the emulation) compiles for `family` specialised by `spec`, for the
+/// NVRTC architecture `arch` (`WGMMA_OK` only where it has `wgmma`).
+pub fn source(family: Family, spec: &Spec, arch: &str) -> String {
     let def = family.def();
     let mut s = format!(
         "#define TX {}\n#define TW {}\n#define TB {}\n#define TC {}\n",
@@ -46,6 +49,9 @@ pub fn source(family: Family, spec: &Spec) -> String {
     );
     if spec.mma() {
         s += "#define MMA_OK 1\n";
+        if has_wgmma(arch) {
+            s += "#define WGMMA_OK 1\n";
+        }
     }
     s += &kernel_abi::c_constants();
     for (name, value) in def.defines {
@@ -141,7 +147,12 @@ const MODULE_OPTIONS: [&str; 1] = ["--ptxas-options=-v"];
 /// cache on disk ([`CubinCache::default_location`]) where an earlier run compiled the same
 /// source with the same NVRTC and options. The error carries the compiler log.
 pub fn compile_cached(family: Family, spec: &Spec, arch: &str) -> Result<Compiled, String> {
-    compile_with_cache(CubinCache::default_location().as_ref(), &family.file(), &source(family, spec), arch)
+    compile_with_cache(
+        CubinCache::default_location().as_ref(),
+        &family.file(),
+        &source(family, spec, arch),
+        arch,
+    )
 }
 
 /// As [`compile_cached`], for one translation unit, with `cache` (none: always compile). An
@@ -304,7 +315,7 @@ mod tests {
                 .or_else(|| Family::ALL.iter().find(|f| f.file() == file).map(|f| f.def().source))
         };
         for f in Family::ALL {
-            let s = source(f, &Spec::uniform(DType::BF16));
+            let s = source(f, &Spec::uniform(DType::BF16), "sm_80");
             let (prelude, body) = s.split_once("#line ").expect("a #line marker");
             assert!(prelude.starts_with("#define TX bf16_t\n"));
             assert!(prelude.contains("#define MMA_OK 1\n") && prelude.contains("#define ACT_SILU 0u\n"));
@@ -328,8 +339,8 @@ mod tests {
             assert!(files.contains(&"common.cuh".to_string()), "{}", f.file());
             assert_eq!(files.iter().filter(|n| **n == "common.cuh").count(), 1, "common.cuh inlined twice");
         }
-        assert!(!source(Family::Gemm, &Spec::uniform(DType::F32)).contains("#define MMA_OK"));
-        assert!(source(Family::Conv, &Spec::uniform(DType::F16)).contains("#line 1 \"gemm.cuh\""));
+        assert!(!source(Family::Gemm, &Spec::uniform(DType::F32), "sm_90a").contains("#define MMA_OK"));
+        assert!(source(Family::Conv, &Spec::uniform(DType::F16), "sm_80").contains("#line 1 \"gemm.cuh\""));
     }
 
     fn capitalised(name: &str) -> String {
@@ -370,23 +381,27 @@ mod tests {
         }
         println!("NVRTC {:?}", nvrtc_version());
         let mut failures = Vec::new();
-        for (arch, cc) in [("sm_80", (8, 0)), ("sm_90a", (9, 0))] {
+        for (arch, cc) in [("sm_80", (8, 0)), ("sm_89", (8, 9)), ("sm_90a", (9, 0))] {
             assert!(required_arch() <= cc);
             for f in Family::ALL {
                 for spec in check_specs() {
                     let at = format!("{} {arch} {spec:?}", f.file());
-                    let compiled =
-                        match compile_source(&f.file(), &source(f, &spec), arch, &["--ptxas-options=-v"]) {
-                            Ok(c) => c,
-                            Err(e) => {
-                                failures.push(format!("{at}: {e}"));
-                                continue;
-                            }
-                        };
+                    let compiled = match compile_source(
+                        &f.file(),
+                        &source(f, &spec, arch),
+                        arch,
+                        &["--ptxas-options=-v"],
+                    ) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            failures.push(format!("{at}: {e}"));
+                            continue;
+                        }
+                    };
                     assert!(compiled.cubin.len() > 100, "{at}: empty cubin");
                     let reports = entry_reports(&compiled.log);
                     let mut entries: Vec<&str> = reports.iter().map(|r| r.name.as_str()).collect();
-                    let mut described: Vec<&str> = f.kernels(&spec).map(|k| k.name).collect();
+                    let mut described: Vec<&str> = f.kernels(&spec, arch).map(|k| k.name).collect();
                     entries.sort();
                     described.sort();
                     if entries != described {
@@ -422,13 +437,36 @@ mod tests {
             println!("SKIPPED: needs libnvrtc");
             return;
         }
-        let src = source(Family::Gemm, &Spec::uniform(DType::BF16));
+        let src = source(Family::Gemm, &Spec::uniform(DType::BF16), "sm_80");
         let compiled = compile_with_cache(None, "gemm.cu", &src, "sm_80").unwrap();
         let r: std::collections::HashMap<_, _> = entry_resources(&compiled.log).into_iter().collect();
         assert_eq!(r.len(), 3, "{r:?}");
         assert_eq!(r["linear_mma"].static_smem, 2 * 2 * 128 * 40 * 2, "{r:?}");
         assert_eq!(r["linear_mma_pipelined"].static_smem, 0, "{r:?}");
         assert!(r.values().all(|k| (32..=255).contains(&k.registers)), "{r:?}");
+    }
+
+    /// The Hopper GEMM as ptxas builds it for sm_90a: no spills, and its wgmma instructions kept
+    /// asynchronous (ptxas says "wgmma.mma_async instructions are serialized" where it cannot
+    /// prove the accumulators untouched between issue and wait, which would forfeit the overlap).
+    #[test]
+    fn the_hopper_gemm_keeps_its_wgmma_asynchronous() {
+        if !nvrtc_present() {
+            println!("SKIPPED: needs libnvrtc");
+            return;
+        }
+        for dtype in [DType::BF16, DType::F16] {
+            let src = source(Family::Gemm, &Spec::uniform(dtype), "sm_90a");
+            let compiled = compile_source("gemm.cu", &src, "sm_90a", &["--ptxas-options=-v"]).unwrap();
+            println!("{dtype:?}:\n{}", compiled.log);
+            assert!(!compiled.log.contains("serialized"), "{}", compiled.log);
+            let reports = entry_reports(&compiled.log);
+            for name in ["linear_wgmma", "linear_wgmma_n128"] {
+                let r =
+                    reports.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name}: {reports:?}"));
+                assert_eq!(r.spill_bytes, 0, "{r:?}");
+            }
+        }
     }
 
     /// A module compiled once is read from the cache the next time: an entry put in its place is
@@ -442,7 +480,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("joyrt-nvrtc-cache-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cache = CubinCache::new(&dir);
-        let src = source(Family::Norm, &Spec::uniform(DType::F32));
+        let src = source(Family::Norm, &Spec::uniform(DType::F32), "sm_80");
         let first = compile_with_cache(Some(&cache), "norm.cu", &src, "sm_80").unwrap();
         let options = options("sm_80", &MODULE_OPTIONS);
         let key = CacheKey {
@@ -468,7 +506,7 @@ mod tests {
         }
         // Misuse a kernel file's specialisation: an undefined dtype macro value.
         let spec = Spec::uniform(DType::F32);
-        let mut src = source(Family::Elementwise, &spec);
+        let mut src = source(Family::Elementwise, &spec, "sm_80");
         src = src.replacen("#define TX float", "#define TX no_such_type", 1);
         let err = compile_source("broken.cu", &src, "sm_80", &[]).map(|_| ()).unwrap_err();
         assert!(err.contains("no_such_type"), "{err}");

@@ -4,7 +4,7 @@
 
 use super::dtype_or;
 use crate::kernel::{Family, Kernel, KernelDesc, Spec};
-use crate::launch::{addr, i32_of, opt_addr, Grid};
+use crate::launch::{addr, i32_of, opt_addr, GemmPath, Grid};
 use crate::{CudaBackend, CudaBuffer};
 use joyrt_core::backend::LinearParams;
 use joyrt_core::{Result, Tensor};
@@ -21,6 +21,13 @@ const MMA_BK: u32 = 32;
 const MMA_LDS: u32 = 40;
 /// K tiles in flight in the pipelined kernel's shared-memory ring.
 const MMA_STAGES: u32 = 3;
+/// The Hopper kernels (`kernels/gemm_wgmma.cuh`): block rows, K step (one 128-byte swizzled row),
+/// ring stages, how many K tiles ahead copies run, and block rows per raster group.
+const WG_BM: u32 = 128;
+const WG_BK: u32 = 64;
+const WG_STAGES: u32 = 4;
+const WG_PREFETCH: u32 = 2;
+const WG_GROUP_M: u32 = 8;
 
 /// The tiling as `kernels/gemm.cuh` reads it (gemm.cu and conv.cu are compiled with it).
 pub(crate) const GEMM_DEFINES: &[(&str, u32)] = &[
@@ -31,6 +38,11 @@ pub(crate) const GEMM_DEFINES: &[(&str, u32)] = &[
     ("MMA_BK", MMA_BK),
     ("MMA_LDS", MMA_LDS),
     ("MMA_STAGES", MMA_STAGES),
+    ("WG_BM", WG_BM),
+    ("WG_BK", WG_BK),
+    ("WG_STAGES", WG_STAGES),
+    ("WG_PREFETCH", WG_PREFETCH),
+    ("WG_GROUP_M", WG_GROUP_M),
 ];
 
 /// A GEMM kernel of `family` (linear's or conv's): 256 threads.
@@ -54,6 +66,18 @@ fn pipelined_smem(_: &Spec) -> u32 {
     MMA_STAGES * 2 * MMA_TILE as u32 * MMA_LDS * 2
 }
 
+/// A Hopper kernel's ring for `bn`-column tiles, plus the 1024 bytes it may skip to align the
+/// swizzled tiles.
+const fn wgmma_smem(bn: u32) -> u32 {
+    WG_STAGES * (WG_BM + bn) * WG_BK * 2 + 1024
+}
+fn wgmma_smem_n256(_: &Spec) -> u32 {
+    wgmma_smem(256)
+}
+fn wgmma_smem_n128(_: &Spec) -> u32 {
+    wgmma_smem(128)
+}
+
 const LINEAR_SIMT: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_simt", Family::Gemm));
 /// Register-staged tensor cores, for K % 8 ≠ 0.
 const LINEAR_MMA: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_mma", Family::Gemm).mma());
@@ -61,10 +85,17 @@ const LINEAR_MMA: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_mma", Famil
 const LINEAR_MMA_PIPELINED: Kernel<GemmArgs> =
     Kernel::new(gemm_kernel("linear_mma_pipelined", Family::Gemm).mma().dynamic_smem(pipelined_smem));
 
+/// Warpgroup MMA from swizzled shared tiles (sm_90a), for K % 8 == 0: 128 × 256 tiles.
+const LINEAR_WGMMA: Kernel<GemmArgs> =
+    Kernel::new(gemm_kernel("linear_wgmma", Family::Gemm).wgmma().dynamic_smem(wgmma_smem_n256));
+/// The same with 128 × 128 tiles (`JOYRT_CUDA_GEMM=wgmma128`).
+const LINEAR_WGMMA_N128: Kernel<GemmArgs> =
+    Kernel::new(gemm_kernel("linear_wgmma_n128", Family::Gemm).wgmma().dynamic_smem(wgmma_smem_n128));
+
 family! {
     "gemm", GemmArgs,
     defines: GEMM_DEFINES,
-    kernels: [LINEAR_SIMT, LINEAR_MMA, LINEAR_MMA_PIPELINED],
+    kernels: [LINEAR_SIMT, LINEAR_MMA, LINEAR_MMA_PIPELINED, LINEAR_WGMMA, LINEAR_WGMMA_N128],
 }
 
 pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<CudaBuffer> {
@@ -72,11 +103,15 @@ pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams
     let aligned = p.k.is_multiple_of(8);
     let args =
         GemmArgs { m: i32_of("M", p.m)?, n: i32_of("N", p.n)?, k: i32_of("K", p.k)?, vec: aligned as i32 };
-    let (kernel, tile) = match (be.tensor_cores(&spec), aligned) {
-        (true, true) => (&LINEAR_MMA_PIPELINED, MMA_TILE),
-        (true, false) => (&LINEAR_MMA, MMA_TILE),
-        (false, _) => (&LINEAR_SIMT, SIMT_TILE),
+    let grid = |tile: usize| Grid::Blocks(p.n.div_ceil(tile), p.m.div_ceil(tile));
+    // The Hopper kernels number their tiles themselves (grouped rasterisation): a 1-D grid.
+    let wgmma_grid = |bn: usize| Grid::Blocks(p.m.div_ceil(WG_BM as usize) * p.n.div_ceil(bn), 1);
+    let (kernel, grid) = match (be.tensor_cores(&spec), aligned, be.gemm_path()) {
+        (true, true, GemmPath::Wgmma) => (&LINEAR_WGMMA, wgmma_grid(256)),
+        (true, true, GemmPath::Wgmma128) => (&LINEAR_WGMMA_N128, wgmma_grid(128)),
+        (true, true, _) => (&LINEAR_MMA_PIPELINED, grid(MMA_TILE)),
+        (true, false, _) => (&LINEAR_MMA, grid(MMA_TILE)),
+        (false, _, _) => (&LINEAR_SIMT, grid(SIMT_TILE)),
     };
-    let grid = Grid::Blocks(p.n.div_ceil(tile), p.m.div_ceil(tile));
     be.launch_output(kernel, spec, grid, &[addr(x), addr(w), opt_addr(bias)], (x.dtype(), p.m * p.n), &args)
 }
