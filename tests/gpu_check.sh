@@ -75,6 +75,7 @@ export JOYRT_CACHE_DIR="${JOYRT_CACHE_DIR:-$WORK/cache}"
 ORIGINAL_LD_LIBRARY_PATH=${LD_LIBRARY_PATH-}
 PEER_PY=tests/oracle/bench_peer_cuda.py
 REPORT_PY=tests/gpu_check_report.py
+PROFILE_PY=tests/gpu_check_profile.py   # imported by the report writer
 
 # ---- the commands, defined once: the real run executes them, the dry run checks them ------------
 PROBE=(bench --backend cuda --dtype bf16 --parts ops --tokens 256 --attn-tokens 256 --iters 1 --json)
@@ -448,6 +449,7 @@ dry_checks() {
     check "peer compiles: $PEER_PY" compiles "$PEER_PY"
     check "peer takes --json: ${PEER[*]}" mentions --json python3 "$PEER_PY" --help
     check "report writer compiles: $REPORT_PY" compiles "$REPORT_PY"
+    check "report writer's profile section compiles: $PROFILE_PY" compiles "$PROFILE_PY"
     check "report writer self-test" python3 "$REPORT_PY" self-test
     check "report writer reads joyrt conformance --json" document_reads conformance \
         conformance --backend cpu --layers host --fixtures "$REPO/tests/fixtures" --json

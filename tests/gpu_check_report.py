@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import gpu_check_profile
+
 # Constants the report compares with; none is measured by the run.
 SGLANG_H100_CFG_STEP_S = 0.673
 BF16_DENSE_PEAK_TFLOPS = 989.0
@@ -147,24 +149,6 @@ def read_dit(doc):
     return fig
 
 
-# Rows of the kernel profile's table in report.md (report.json keeps every kernel).
-PROFILE_ROWS = 15
-# The profile's groups, by kernel-name prefix (the CUDA backend's kernels are named by family).
-PROFILE_GROUPS = (("linear", "GEMM (linear*)"), ("attention", "attention (attention*)"))
-
-
-def profile_groups(kernels):
-    """Total ms and launches of the GEMM kernels, the attention kernels and everything else."""
-    groups = {label: [0.0, 0] for _, label in PROFILE_GROUPS}
-    other = "everything else"
-    groups[other] = [0.0, 0]
-    for k in kernels:
-        label = next((lab for prefix, lab in PROFILE_GROUPS if k["kernel"].startswith(prefix)), other)
-        groups[label][0] += k["total_ms"]
-        groups[label][1] += k["launches"]
-    return [{"group": g, "total_ms": ms, "launches": n} for g, (ms, n) in groups.items()]
-
-
 def read_profile(doc):
     """The kernel profile of one CFG step (`joyrt bench --profile --json`), and the unprofiled
     step's median of the same run."""
@@ -189,7 +173,7 @@ def read_profile(doc):
     ]
     if fig["launches"] != sum(k["launches"] for k in fig["kernels"]):
         raise DocError("dit.profile.launches is not the sum of its kernels' launches")
-    fig["groups"] = profile_groups(fig["kernels"])
+    fig["groups"] = gpu_check_profile.groups(fig["kernels"])
     return fig
 
 
@@ -444,7 +428,7 @@ def markdown(rep):
                 f"| SGLang on an H100 | {c['sglang_h100_s']:.3f} s (joyrt = {c['vs_sglang_h100']:.2f}× its time) "
                 "| constant (model-spec), not measured here |"
             )
-    lines += profile_table(next((p.get("figures") for p in parts if p["name"] == "profile"), None))
+    lines += gpu_check_profile.table(next((p.get("figures") for p in parts if p["name"] == "profile"), None))
     for p in parts:
         f = p.get("figures")
         if p["name"] == "conformance" and f:
@@ -456,37 +440,6 @@ def markdown(rep):
             lines += ["", f"## {p['name']}", ""]
             lines += [f"- {s}" for s in p.get("sanitizer", [])] or ["- no compute-sanitizer summary in its log"]
     return "\n".join(lines) + "\n"
-
-
-def profile_table(f):
-    """The kernel profile's section of report.md: the PROFILE_ROWS kernels of the longest total
-    time, the rest summed in one row."""
-    if not f:
-        return []
-    step = f["profiled_step_ms"]
-    lines = [
-        "",
-        f"## Kernel profile of one CFG step, {f['tokens']} tokens (measured, {f['timer']})",
-        "",
-        f"{f['launches']} launches; the kernels ran {f['profiled_kernel_ms']:.1f} ms of the profiled step's "
-        f"{step:.1f} ms (timing each launch adds to it; the unprofiled step's median in the same run: "
-        f"{f.get('cfg_step_ms', float('nan')):.1f} ms). share = the total over the profiled step.",
-    ]
-    lines += ["", "| group (by kernel name) | launches | total ms | share |", "|---|---:|---:|---:|"]
-    for g in f["groups"]:
-        lines.append(f"| {g['group']} | {g['launches']} | {g['total_ms']:.2f} | {g['total_ms'] / step:.1%} |")
-    lines += ["", "| kernel | launches | total ms | share | median µs |", "|---|---:|---:|---:|---:|"]
-    top, rest = f["kernels"][:PROFILE_ROWS], f["kernels"][PROFILE_ROWS:]
-    for k in top:
-        lines.append(
-            f"| {k['kernel']} | {k['launches']} | {k['total_ms']:.2f} | {k['share_of_step']:.1%} | {k['median_us']:.1f} |"
-        )
-    if rest:
-        ms = sum(k["total_ms"] for k in rest)
-        lines.append(
-            f"| {len(rest)} other kernels | {sum(k['launches'] for k in rest)} | {ms:.2f} | {ms / step:.1%} | |"
-        )
-    return lines
 
 
 def write(work, out, mode, budget):
