@@ -1,15 +1,18 @@
 // Layout copies: permute (rank ≤ 6), slice and the column copies behind concat, nearest ×2
 // upsampling. Pure data movement; each thread writes one output element (writes coalesced, reads
-// strided for permute), except copy_cols, which moves 16-byte runs where its extents allow. TX
-// is the element type; no conversion happens here. Scalars: LayoutArgs (ops/layout.rs).
+// strided for permute), except copy_cols, which moves 16-byte runs where its extents allow; index
+// splits use 32-bit division where the values fit (div_mod). TX is the element type; no
+// conversion happens here. Scalars: LayoutArgs (ops/layout.rs).
 #include "vec.cuh"
 
 extern "C" __global__ void permute(const TX* x, TX* y, LayoutArgs p) {
     FOR_EACH(i, p.n) {
         u64 r = i, off = 0;
         for (int a = (int)p.rank - 1; a >= 0; --a) {
-            off += (r % p.out_dims[a]) * p.in_strides[a];
-            r /= p.out_dims[a];
+            u64 q, c;
+            div_mod(r, p.out_dims[a], &q, &c);
+            off += c * p.in_strides[a];
+            r = q;
         }
         y[i] = x[off];
     }
@@ -41,7 +44,9 @@ extern "C" __global__ void copy_cols(const TX* x, TX* y, LayoutArgs p) {
 extern "C" __global__ void upsample_nearest2x(const TX* x, TX* y, LayoutArgs p) {
     const u64 ow = 2 * p.width, oh = 2 * p.height;
     FOR_EACH(i, p.n) {
-        const u64 c = i / (oh * ow), r = (i / ow) % oh, col = i % ow;
+        u64 row, col, c, r;
+        div_mod(i, ow, &row, &col);
+        div_mod(row, oh, &c, &r);
         y[i] = x[(c * p.height + r / 2) * p.width + col / 2];
     }
 }
