@@ -301,3 +301,6 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 }
 
 #endif
+
+// ---- Hopper: warpgroup MMA (attention_wgmma.cuh), sm_90a modules only -------------------------
+#include "attention_wgmma.cuh"

@@ -85,7 +85,8 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 #include "gemm_wgmma.cuh"
 #if defined(MMA_OK) && defined(WGMMA_OK)
 
-// 128 × 256 tiles; needs K % 8 == 0 and the dynamic shared memory ops/gemm.rs gives it.
+// 128 × 256 tiles; needs K % 8 == 0, the dynamic shared memory ops/gemm.rs gives it, and a grid
+// of at most as many blocks as tiles (each loops over its share).
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
     linear_wgmma(const TX* x, const TW* w, const TB* bias, TX* y, GemmArgs p) {
     gemm_wgmma<256>((const u16*)x, (const u16*)w, p.m, p.n, p.k, y, bias);

@@ -47,6 +47,10 @@ __device__ __forceinline__ void fence_operand(float&) {}
     __device__ __forceinline__ void wgmma_m64n##BN##k16(float* d, u64 da, u64 db, TAG) {               \
         emu_wgmma(d, da, db, BN, DT[0] == 'b');                                    \
     }
+#define WGMMA_M64K16_RS(BN, DT, TAG, ...)                                                              \
+    __device__ __forceinline__ void wgmma_m64n##BN##k16_rs(float* d, const u32* a, u64 db, TAG) {      \
+        emu_wgmma_rs(d, a, db, BN, DT[0] == 'b');                                                      \
+    }
 #else
 // Orders this warpgroup's earlier register and shared-memory accesses before the next wgmma.
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -89,12 +93,28 @@ __device__ __forceinline__ void fence_operand(float& v) { asm volatile("" : "+f"
                      : "l"(da), "l"(db), "r"(1));                                                       \
     }
 #define WGMMA_M64K16(BN, DT, TAG, ...) WGMMA_ASM(BN, DT, TAG, __VA_ARGS__)
+
+// The same with A (64 × 16) from registers: a[0..3] in mma.sync's m16n8k16 A-fragment layout
+// for this warp's 16 rows (a0 = (g, 2t..2t+1), a1 = (g + 8, …), a2 = (g, 2t + 8..), a3 = (g + 8,
+// 2t + 8..)), which is also the layout of an m64nN accumulator's n8 blocks 2i, 2i + 1 packed in
+// pairs. RA0: the operand number of a[0], after the BN / 2 accumulators.
+#define WGMMA_RS_ASM(BN, DT, TAG, REGS, RA0, RA1, RA2, RA3, RB, RP, ...)                               \
+    __device__ __forceinline__ void wgmma_m64n##BN##k16_rs(float* d, const u32* a, u64 db, TAG) {      \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #RP ", 0;\n"                                 \
+                     "wgmma.mma_async.sync.aligned.m64n" #BN "k16.f32." DT "." DT " {" REGS "}, "       \
+                     "{%" #RA0 ",%" #RA1 ",%" #RA2 ",%" #RA3 "}, %" #RB ", p, 1, 1, 0;\n}\n"            \
+                     : __VA_ARGS__                                                                      \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));                    \
+    }
+#define WGMMA_M64K16_RS(BN, DT, TAG, ...) WGMMA_RS_ASM(BN, DT, TAG, __VA_ARGS__)
 #endif
 
 WGMMA_M64K16(256, "bf16", bf16_t, WG_REGS128, 128, 129, 130, WG_D64(0), WG_D64(64))
 WGMMA_M64K16(256, "f16", f16_t, WG_REGS128, 128, 129, 130, WG_D64(0), WG_D64(64))
 WGMMA_M64K16(128, "bf16", bf16_t, WG_REGS64, 64, 65, 66, WG_D64(0))
 WGMMA_M64K16(128, "f16", f16_t, WG_REGS64, 64, 65, 66, WG_D64(0))
+WGMMA_M64K16_RS(128, "bf16", bf16_t, WG_REGS64, 64, 65, 66, 67, 68, 69, WG_D64(0))
+WGMMA_M64K16_RS(128, "f16", f16_t, WG_REGS64, 64, 65, 66, 67, 68, 69, WG_D64(0))
 
 // The m64nBNk16 wgmma for the operand type TX.
 template <int BN> __device__ __forceinline__ void wgmma_m64k16(float* d, u64 da, u64 db) {

@@ -138,6 +138,8 @@ pub fn cases() -> Vec<Op> {
         // More block rows than one raster group of the Hopper GEMM (8 × 128 rows), three
         // 256-column tiles with a ragged last one.
         Linear { m: 1100, k: 64, n: 520, bias: true },
+        // An odd N on the K % 8 == 0 kernels (no paired stores).
+        Linear { m: 20, k: 128, n: 37, bias: true },
         LayerNorm { rows: 9, cols: 67, affine: true },
         LayerNorm { rows: 5, cols: 128, affine: false },
         LayerNormModulate { rows: 11, cols: 96 },
@@ -170,6 +172,10 @@ pub fn cases() -> Vec<Op> {
         Attention { lq: 45, lk: 45, hq: 1, hkv: 1, d: 384, causal: false },
         // Longer than one key chunk of the wgpu kernel (the VAE's mid-block attention is this shape).
         Attention { lq: 1100, lk: 1100, hq: 1, hkv: 1, d: 32, causal: true },
+        // Head dim 128 over several 128-query blocks and 128-key tiles of the Hopper kernel:
+        // causal with grouped heads and ragged lengths, and more keys than queries.
+        Attention { lq: 300, lk: 300, hq: 2, hkv: 1, d: 128, causal: true },
+        Attention { lq: 200, lk: 390, hq: 2, hkv: 2, d: 128, causal: false },
         Conv2d { c: 5, o: 7, h: 9, w: 11, k: 3, stride: 1, pad: (1, 1, 1, 1) },
         Conv2d { c: 6, o: 6, h: 10, w: 13, k: 3, stride: 2, pad: (0, 1, 0, 1) },
         Conv2d { c: 8, o: 3, h: 6, w: 5, k: 1, stride: 1, pad: (0, 0, 0, 0) },

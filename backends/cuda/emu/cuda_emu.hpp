@@ -300,6 +300,8 @@ struct EmuWgmma {
     unsigned long long desc_a, desc_b;
     int n;
     bool bf16;
+    bool a_in_registers;  // then `a` holds this thread's rows g, g + 8 (k 0–15), read at issue
+    float a[2][16];
 };
 static std::vector<EmuWgmma> emu_wgmma_open[1024];
 static std::vector<std::vector<EmuWgmma>> emu_wgmma_pending[1024];
@@ -329,15 +331,36 @@ inline void emu_wgmma_run(const EmuWgmma& w) {
         for (int i = 0; i < 4; ++i) {
             const int row = 16 * q + g + (i >= 2 ? 8 : 0), col = 8 * j + 2 * tq + (i % 2);
             float acc = 0.0f;
-            for (int k = 0; k < 16; ++k)
-                acc += emu_wgmma_operand(w.desc_a, row, k, w.bf16) * emu_wgmma_operand(w.desc_b, col, k, w.bf16);
+            for (int k = 0; k < 16; ++k) {
+                const float av = w.a_in_registers ? w.a[i >= 2][k] : emu_wgmma_operand(w.desc_a, row, k, w.bf16);
+                acc += av * emu_wgmma_operand(w.desc_b, col, k, w.bf16);
+            }
             w.d[4 * j + i] += acc;
         }
 }
 
 inline void emu_wgmma(float* d, unsigned long long desc_a, unsigned long long desc_b, int n, bool bf16) {
     if (blockDim.x % 128 != 0) emu_fault("wgmma in a block that is not whole warpgroups (128 threads)");
-    emu_wgmma_open[threadIdx.x].push_back(EmuWgmma{d, desc_a, desc_b, n, bf16});
+    EmuWgmma w{d, desc_a, desc_b, n, bf16, false, {}};
+    emu_wgmma_open[threadIdx.x].push_back(w);
+}
+
+// A from registers: the warp's fragments are exchanged at issue (the instruction is warpgroup-
+// wide and reads its registers then), each thread keeping the two rows it accumulates.
+static unsigned emu_wgmma_a[1024][4];
+inline void emu_wgmma_rs(float* d, const unsigned* a, unsigned long long desc_b, int n, bool bf16) {
+    if (blockDim.x % 128 != 0) emu_fault("wgmma in a block that is not whole warpgroups (128 threads)");
+    const int t = threadIdx.x, w0 = t & ~31, lane = t & 31, g = lane / 4;
+    for (int i = 0; i < 4; ++i) emu_wgmma_a[t][i] = a[i];
+    emu_sync();
+    EmuWgmma w{d, 0, desc_b, n, bf16, true, {}};
+    for (int h = 0; h < 2; ++h)
+        for (int k = 0; k < 16; ++k) {
+            const int l = w0 + g * 4 + (k % 8) / 2, reg = h + (k >= 8 ? 2 : 0);
+            w.a[h][k] = emu_half_bits((emu_wgmma_a[l][reg] >> (16 * (k % 2))) & 0xffffu, bf16);
+        }
+    emu_sync();
+    emu_wgmma_open[t].push_back(w);
 }
 inline void emu_wgmma_commit() {
     emu_wgmma_pending[threadIdx.x].push_back(std::move(emu_wgmma_open[threadIdx.x]));

@@ -97,9 +97,10 @@ pub(crate) fn i32_of(what: &str, v: usize) -> Result<i32> {
 }
 
 /// Which kernels a GEMM (`linear`) of same-dtype 16-bit operands with K % 8 == 0 takes:
-/// `JOYRT_CUDA_GEMM` = `simt` (no tensor cores, also for conv), `mma` (mma.sync, every GPU),
-/// `wgmma` (Hopper, 128 × 256 tiles), `wgmma128` (Hopper, 128 × 128); unset or `auto`: `wgmma`
-/// where the modules have it (sm_90a), else `mma`.
+/// `JOYRT_CUDA_GEMM` = `simt` (no tensor cores, also for conv and attention), `mma` (mma.sync,
+/// every GPU; attention too), `wgmma` (Hopper, 128 × 256 tiles; the Hopper attention),
+/// `wgmma128` (Hopper, 128 × 128); unset or `auto`: `wgmma` where the modules have it (sm_90a),
+/// else `mma`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmPath {
     Simt,
@@ -135,6 +136,17 @@ impl CudaBackend {
     /// Whether the tensor-core kernels apply to operands of `spec` (and are not switched off).
     pub(crate) fn tensor_cores(&self, spec: &Spec) -> bool {
         self.inner.gemm != GemmPath::Simt && spec.mma()
+    }
+
+    /// Blocks a persistent kernel is launched with: one per multiprocessor.
+    pub(crate) fn persistent_blocks(&self) -> u32 {
+        self.inner.persistent_blocks
+    }
+
+    /// Whether the Hopper (wgmma) kernels are taken, for attention too: not with
+    /// `JOYRT_CUDA_GEMM=mma` or `simt`.
+    pub(crate) fn wgmma(&self) -> bool {
+        matches!(self.inner.gemm, GemmPath::Wgmma | GemmPath::Wgmma128)
     }
 
     /// The GEMM kernels this backend takes where tensor cores apply.

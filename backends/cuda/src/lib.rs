@@ -53,6 +53,9 @@ struct Inner {
     poison: bool,
     /// Resident grid size for grid-stride kernels.
     max_blocks: u32,
+    /// Blocks of a persistent kernel (one per multiprocessor; 3 in the emulation, so that each
+    /// emulated block walks several tiles).
+    persistent_blocks: u32,
     kernels: launch::KernelCache,
     /// The opt-in per-kernel profile ([`CudaBackend::profile_start`]).
     profiler: profile::Profiler,

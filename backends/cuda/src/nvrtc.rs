@@ -20,11 +20,12 @@ use joyrt_core::{kernel_abi, DType};
 use std::ffi::{c_char, CString};
 
 /// The headers kernel files include, by the name they include them by.
-const HEADERS: [(&str, &str); 5] = [
+const HEADERS: [(&str, &str); 6] = [
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
     ("gemm.cuh", include_str!("../../../kernels/gemm.cuh")),
     ("hopper.cuh", include_str!("../../../kernels/hopper.cuh")),
     ("gemm_wgmma.cuh", include_str!("../../../kernels/gemm_wgmma.cuh")),
+    ("attention_wgmma.cuh", include_str!("../../../kernels/attention_wgmma.cuh")),
     ("vec.cuh", include_str!("../../../kernels/vec.cuh")),
 ];
 
@@ -446,25 +447,35 @@ mod tests {
         assert!(r.values().all(|k| (32..=255).contains(&k.registers)), "{r:?}");
     }
 
-    /// The Hopper GEMM as ptxas builds it for sm_90a: no spills, and its wgmma instructions kept
-    /// asynchronous (ptxas says "wgmma.mma_async instructions are serialized" where it cannot
-    /// prove the accumulators untouched between issue and wait, which would forfeit the overlap).
+    /// The Hopper kernels as ptxas builds them for sm_90a: no spills, and their wgmma
+    /// instructions kept asynchronous (ptxas says "wgmma.mma_async instructions are serialized"
+    /// where it cannot prove the accumulators untouched between issue and wait, which would
+    /// forfeit the overlap).
     #[test]
-    fn the_hopper_gemm_keeps_its_wgmma_asynchronous() {
+    fn the_hopper_kernels_keep_their_wgmma_asynchronous() {
         if !nvrtc_present() {
             println!("SKIPPED: needs libnvrtc");
             return;
         }
-        for dtype in [DType::BF16, DType::F16] {
-            let src = source(Family::Gemm, &Spec::uniform(dtype), "sm_90a");
-            let compiled = compile_source("gemm.cu", &src, "sm_90a", &["--ptxas-options=-v"]).unwrap();
-            println!("{dtype:?}:\n{}", compiled.log);
-            assert!(!compiled.log.contains("serialized"), "{}", compiled.log);
-            let reports = entry_reports(&compiled.log);
-            for name in ["linear_wgmma", "linear_wgmma_n128"] {
-                let r =
-                    reports.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name}: {reports:?}"));
-                assert_eq!(r.spill_bytes, 0, "{r:?}");
+        let hopper = [
+            (Family::Gemm, &["linear_wgmma", "linear_wgmma_n128"][..]),
+            (Family::Attention, &["attention_wgmma_d128"][..]),
+        ];
+        for (family, kernels) in hopper {
+            for dtype in [DType::BF16, DType::F16] {
+                let src = source(family, &Spec::uniform(dtype), "sm_90a");
+                let compiled =
+                    compile_source(&family.file(), &src, "sm_90a", &["--ptxas-options=-v"]).unwrap();
+                println!("{} {dtype:?}:\n{}", family.file(), compiled.log);
+                assert!(!compiled.log.contains("serialized"), "{}", compiled.log);
+                let reports = entry_reports(&compiled.log);
+                for name in kernels {
+                    let r = reports
+                        .iter()
+                        .find(|r| r.name == *name)
+                        .unwrap_or_else(|| panic!("{name}: {reports:?}"));
+                    assert_eq!(r.spill_bytes, 0, "{r:?}");
+                }
             }
         }
     }

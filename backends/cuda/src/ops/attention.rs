@@ -21,6 +21,12 @@ const FA_BR: u32 = 64;
 const FA_BC: u32 = 64;
 const FA_ROW_PAD: u32 = 8;
 
+/// The Hopper kernel (`kernels/attention_wgmma.cuh`, sm_90a): two warpgroups, 128 queries per
+/// block, 128 keys per tile, head dim 128.
+const WA_THREADS: u32 = 256;
+const WA_BR: u32 = 128;
+const WA_BC: u32 = 128;
+
 joyrt_core::kernel_params! {
     /// The scalars of the attention kernels: `q [q_len, q_heads, head_dim]`,
     /// `k, v [kv_len, kv_heads, head_dim]`.
@@ -49,6 +55,12 @@ fn flash_smem_d128(_: &Spec) -> u32 {
     flash_smem(128)
 }
 
+/// Q (WA_BR rows), then two stages of K (WA_BC rows) and Vᵀ (128 rows): 128-byte rows, two
+/// halves of the head dim (keys for Vᵀ) each; plus 1024 bytes to align the swizzled tiles.
+fn wgmma_smem_d128(_: &Spec) -> u32 {
+    (WA_BR + 2 * (WA_BC + 128)) * 2 * 128 + 1024
+}
+
 const fn attention_kernel(name: &'static str) -> KernelDesc {
     KernelDesc::new(name, Family::Attention, ATT_THREADS)
 }
@@ -59,6 +71,11 @@ const ATTENTION_MMA_D64: Kernel<AttentionArgs> =
     Kernel::new(attention_kernel("attention_mma_d64").mma().dynamic_smem(flash_smem_d64));
 const ATTENTION_MMA_D128: Kernel<AttentionArgs> =
     Kernel::new(attention_kernel("attention_mma_d128").mma().dynamic_smem(flash_smem_d128));
+const ATTENTION_WGMMA_D128: Kernel<AttentionArgs> = Kernel::new(
+    KernelDesc::new("attention_wgmma_d128", Family::Attention, WA_THREADS)
+        .wgmma()
+        .dynamic_smem(wgmma_smem_d128),
+);
 
 /// The block shapes the host launches with, as the kernels read them.
 const ATTENTION_DEFINES: &[(&str, u32)] = &[
@@ -68,12 +85,15 @@ const ATTENTION_DEFINES: &[(&str, u32)] = &[
     ("FA_BR", FA_BR),
     ("FA_BC", FA_BC),
     ("FA_ROW_PAD", FA_ROW_PAD),
+    ("WA_THREADS", WA_THREADS),
+    ("WA_BR", WA_BR),
+    ("WA_BC", WA_BC),
 ];
 
 family! {
     "attention", AttentionArgs,
     defines: ATTENTION_DEFINES,
-    kernels: [ATTENTION_D128, ATTENTION_D512, ATTENTION_MMA_D64, ATTENTION_MMA_D128],
+    kernels: [ATTENTION_D128, ATTENTION_D512, ATTENTION_MMA_D64, ATTENTION_MMA_D128, ATTENTION_WGMMA_D128],
 }
 
 pub fn attention(be: &CudaBackend, q: &T, k: &T, v: &T, p: &AttentionParams) -> Result<CudaBuffer> {
@@ -81,6 +101,7 @@ pub fn attention(be: &CudaBackend, q: &T, k: &T, v: &T, p: &AttentionParams) -> 
     let tensor_cores = be.tensor_cores(&spec) && spec.b == spec.x;
     let (kernel, queries_per_block) = match p.head_dim {
         64 if tensor_cores => (&ATTENTION_MMA_D64, FA_BR),
+        128 if tensor_cores && be.wgmma() => (&ATTENTION_WGMMA_D128, WA_BR),
         128 if tensor_cores => (&ATTENTION_MMA_D128, FA_BR),
         0..=128 => (&ATTENTION_D128, ATT_THREADS / TPR_D128),
         129..=512 => (&ATTENTION_D512, ATT_THREADS / TPR_D512),

@@ -26,7 +26,7 @@ const MMA_STAGES: u32 = 3;
 const WG_BM: u32 = 128;
 const WG_BK: u32 = 64;
 const WG_STAGES: u32 = 4;
-const WG_PREFETCH: u32 = 2;
+const WG_PREFETCH: u32 = WG_STAGES - 1;
 const WG_GROUP_M: u32 = 8;
 
 /// The tiling as `kernels/gemm.cuh` reads it (gemm.cu and conv.cu are compiled with it).
@@ -104,8 +104,12 @@ pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams
     let args =
         GemmArgs { m: i32_of("M", p.m)?, n: i32_of("N", p.n)?, k: i32_of("K", p.k)?, vec: aligned as i32 };
     let grid = |tile: usize| Grid::Blocks(p.n.div_ceil(tile), p.m.div_ceil(tile));
-    // The Hopper kernels number their tiles themselves (grouped rasterisation): a 1-D grid.
-    let wgmma_grid = |bn: usize| Grid::Blocks(p.m.div_ceil(WG_BM as usize) * p.n.div_ceil(bn), 1);
+    // The Hopper kernels are persistent and number their tiles themselves (grouped
+    // rasterisation): a 1-D grid of at most one block per resident slot.
+    let wgmma_grid = |bn: usize| {
+        let tiles = p.m.div_ceil(WG_BM as usize) * p.n.div_ceil(bn);
+        Grid::Blocks(tiles.min(be.persistent_blocks() as usize), 1)
+    };
     let (kernel, grid) = match (be.tensor_cores(&spec), aligned, be.gemm_path()) {
         (true, true, GemmPath::Wgmma) => (&LINEAR_WGMMA, wgmma_grid(256)),
         (true, true, GemmPath::Wgmma128) => (&LINEAR_WGMMA_N128, wgmma_grid(128)),
