@@ -214,11 +214,4 @@ __device__ __forceinline__ void attention_wgmma_d128_impl(const TX* q, const TX*
     }
 }
 
-// Grid: (ceil(Lq / WA_BR), Hq); WA_THREADS threads; the dynamic shared memory ops/attention.rs
-// gives it.
-extern "C" __global__ void __launch_bounds__(WA_THREADS, 1)
-    attention_wgmma_d128(const TX* q, const TX* k, const TX* v, TX* y, AttentionArgs p) {
-    attention_wgmma_d128_impl(q, k, v, y, p.q_len, p.kv_len, p.q_heads, p.kv_heads, p.scale, p.causal);
-}
-
 #endif

@@ -88,7 +88,7 @@ PROFILE=(bench --backend cuda --dtype bf16 --parts cfg-step --full-dit --size 10
 MEMCHECK_SUBSET=(conformance --backend cuda --layers ops --filter "bf16 Linear" --filter "bf16 Attention"
     --filter "bf16 Conv2d" --json)
 RACECHECK_SUBSET=(conformance --backend cuda --layers ops --filter "bf16 Linear { m: 150"
-    --filter "bf16 Attention { lq: 100" --filter "bf16 Attention { lq: 130" --json)
+    --filter "bf16 Attention { lq: 100" --filter "bf16 Attention { lq: 130" --filter "bf16 Attention { lq: 200" --json)
 PEER=(python3 "$PEER_PY" --json)
 CHECKED=(JOYRT_CUDA_SYNC=1 JOYRT_CUDA_POISON=1)   # correctness parts: errors named at their launch
 TIMED=(-u JOYRT_CUDA_SYNC -u JOYRT_CUDA_POISON)    # benchmarks: neither

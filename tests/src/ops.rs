@@ -168,6 +168,10 @@ pub fn cases() -> Vec<Op> {
         // last tile, causal with Lq < Lk, and GQA.
         Attention { lq: 100, lk: 150, hq: 4, hkv: 2, d: 128, causal: true },
         Attention { lq: 130, lk: 130, hq: 2, hkv: 1, d: 64, causal: false },
+        // Its 128-query blocks and 3-stage K/V ring: two query blocks (the second ragged), five
+        // and seven key tiles (every stage refilled), Lq ≠ Lk, causal with Lq < Lk across blocks.
+        Attention { lq: 200, lk: 300, hq: 2, hkv: 1, d: 128, causal: false },
+        Attention { lq: 150, lk: 400, hq: 2, hkv: 2, d: 64, causal: true },
         // Head dims past 128 (the Wan VAE's mid-block attention is single-head with d = 384).
         Attention { lq: 45, lk: 45, hq: 1, hkv: 1, d: 384, causal: false },
         // Longer than one key chunk of the wgpu kernel (the VAE's mid-block attention is this shape).

@@ -6,8 +6,8 @@
 
 fn line<B: joyrt_core::Backend, E: std::fmt::Display>(name: &str, probe: Result<B, E>) -> String {
     match probe {
-        Ok(b) => format!("  {name:<14} runs on {}", joyrt_core::Backend::name(&b)),
-        Err(why) => format!("  {name:<14} SKIPPED, its tests pass without running: {why}"),
+        Ok(b) => format!("  {name:<20} runs on {}", joyrt_core::Backend::name(&b)),
+        Err(why) => format!("  {name:<20} SKIPPED, its tests pass without running: {why}"),
     }
 }
 
@@ -17,8 +17,9 @@ fn main() {
     }
     joyrt_wgpu::quiet_headless_device_select();
     println!("joyrt-conformance backends on this machine:");
-    println!("  {:<14} runs (the reference)", "cpu");
+    println!("  {:<20} runs (the reference)", "cpu");
     println!("{}", line("wgpu", joyrt_wgpu::WgpuBackend::new()));
     println!("{}", line("cuda", joyrt_cuda::CudaBackend::new()));
     println!("{}", line("cuda_emulated", joyrt_cuda::CudaBackend::emulated()));
+    println!("{}", line("cuda_emulated_hopper", joyrt_cuda::CudaBackend::emulated_hopper()));
 }

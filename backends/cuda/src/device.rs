@@ -180,8 +180,18 @@ impl CudaBackend {
     /// C++ compiler; slow). This is how the conformance suite runs the CUDA kernel sources on a
     /// machine without a GPU; it says nothing about speed.
     pub fn emulated() -> Result<CudaBackend> {
-        let emulator = emu::Emulator::new()
-            .map_err(|why| Error::BackendUnavailable { backend: "cuda-emulated".into(), why })?;
+        CudaBackend::emulating(emu::Emulator::new())
+    }
+
+    /// The emulation of an sm_90 device whatever `JOYRT_CUDA_EMU_ARCH` says: the Hopper kernels
+    /// (`wgmma`) and Hopper's launch limits.
+    pub fn emulated_hopper() -> Result<CudaBackend> {
+        CudaBackend::emulating(emu::Emulator::for_device(crate::limits::DeviceLimits::SM90))
+    }
+
+    fn emulating(emulator: std::result::Result<emu::Emulator, String>) -> Result<CudaBackend> {
+        let emulator =
+            emulator.map_err(|why| Error::BackendUnavailable { backend: "cuda-emulated".into(), why })?;
         let limits = emulator.limits().clone();
         let gemm = gemm_path(limits.nvrtc_arch())
             .map_err(|why| Error::BackendUnavailable { backend: "cuda-emulated".into(), why })?;

@@ -124,7 +124,12 @@ impl Emulator {
     /// Finds a C++ compiler (`$CXX`, else `g++`, else `c++`); emulates the architecture
     /// [`DeviceLimits::emulated`] names.
     pub fn new() -> Result<Emulator, String> {
-        let device = Arc::new(DeviceLimits::emulated()?);
+        Emulator::for_device(DeviceLimits::emulated()?)
+    }
+
+    /// As [`Emulator::new`], emulating `device`.
+    pub fn for_device(device: DeviceLimits) -> Result<Emulator, String> {
+        let device = Arc::new(device);
         let candidates: Vec<String> =
             std::env::var("CXX").into_iter().chain(["g++".to_string(), "c++".to_string()]).collect();
         let compiler = candidates

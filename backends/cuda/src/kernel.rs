@@ -206,8 +206,9 @@ mod tests {
         Some(list[..list.find(')')?].split(',').map(str::trim).collect())
     }
 
-    /// Each descriptor names a kernel of its family's source that takes buffers and then the
-    /// family's parameter struct by value (what `CudaBackend::launch` passes); names are unique.
+    /// Each descriptor names a kernel of its family's source (headers included: a kernel may be
+    /// defined in one) that takes buffers and then the family's parameter struct by value (what
+    /// `CudaBackend::launch` passes); names are unique.
     #[test]
     fn descriptors_match_the_kernel_sources() {
         let mut names = Vec::new();
@@ -215,9 +216,10 @@ mod tests {
             let def = f.def();
             let params = format!("{}{}Args", def.name[..1].to_uppercase(), &def.name[1..]);
             assert!((def.params)().starts_with(&format!("struct {params} {{")));
+            let source = crate::nvrtc::source(f, &Spec::uniform(DType::BF16), "sm_90a");
             for k in def.kernels {
                 assert_eq!(k.family, f, "{} is listed under {}", k.name, def.name);
-                let c = c_params(def.source, k.name)
+                let c = c_params(&source, k.name)
                     .unwrap_or_else(|| panic!("no kernel {} in {}", k.name, f.file()));
                 let (last, buffers) = c.split_last().unwrap();
                 assert!(last.starts_with(&format!("{params} ")), "{}: last parameter {last}", k.name);

@@ -48,6 +48,11 @@ impl DeviceLimits {
         ..DeviceLimits::SM80
     };
 
+    /// Consumer Ampere and Ada (RTX 30xx, 40xx: sm_86, sm_89): 99 KiB of shared memory per block,
+    /// the tightest of the sm_80+ cards, so a kernel meant for all of them fits this.
+    pub const SM86: DeviceLimits =
+        DeviceLimits { label: Cow::Borrowed("sm_86"), smem_per_block_optin: 99 * 1024, ..DeviceLimits::SM80 };
+
     /// The architecture the emulation enforces: `$JOYRT_CUDA_EMU_ARCH` (`sm_80`, the default: the
     /// oldest the kernels support and the tighter limits, or `sm_90`).
     pub fn emulated() -> Result<DeviceLimits, String> {

@@ -1,6 +1,7 @@
 //! Attention (`kernels/attention.cu`): flash-style, one block per tile of queries of one head.
 //! Tensor cores for same-dtype bf16/f16 with head dim 64 or 128 (the DiT's and Qwen's text
-//! heads); CUDA cores for every other shape up to head dim 512.
+//! heads): `wgmma` on sm_90a at head dim 128 (`kernels/attention_wgmma.cuh`), else `mma.sync`
+//! FlashAttention-2 for a positive scale; CUDA cores for every other shape up to head dim 512.
 
 use crate::kernel::{Family, Kernel, KernelDesc, Spec};
 use crate::launch::{addr, i32_of, Grid};
@@ -10,16 +11,17 @@ use joyrt_core::{Backend, Error, Result, Tensor};
 
 type T = Tensor<CudaBackend>;
 
-/// Threads per block of every attention kernel (4 warps).
+/// Threads per block of the CUDA-core kernels (4 warps).
 const ATT_THREADS: u32 = 128;
 /// CUDA-core kernels: threads sharing one query, each holding 32 of its elements (so D ≤ 32·TPR).
 const TPR_D128: u32 = 4;
 const TPR_D512: u32 = 16;
-/// Tensor-core kernels: queries per block (4 warps × 16), keys per shared tile, and the padding
-/// of a shared key row (16-bit elements).
-const FA_BR: u32 = 64;
+/// Tensor-core kernels: 8 warps of 16 queries each, keys per shared tile, and the depth of the
+/// cp.async ring of K/V tiles (kernels/attention.cu says why these).
+const FA_THREADS: u32 = 256;
+const FA_BR: u32 = FA_THREADS / 32 * 16;
 const FA_BC: u32 = 64;
-const FA_ROW_PAD: u32 = 8;
+const FA_STAGES: u32 = 3;
 
 /// The Hopper kernel (`kernels/attention_wgmma.cuh`, sm_90a): two warpgroups, 128 queries per
 /// block, 128 keys per tile, head dim 128.
@@ -42,9 +44,10 @@ joyrt_core::kernel_params! {
     }
 }
 
-/// Two stages × (K, V) × FA_BC keys × (D + FA_ROW_PAD) 16-bit elements.
+/// FA_STAGES × (K, V) × FA_BC keys × D 16-bit elements (rows swizzled, not padded): 96 KiB at
+/// D = 128, within the 99 KiB of consumer sm_86/sm_89 cards.
 const fn flash_smem(d: u32) -> u32 {
-    2 * 2 * FA_BC * (d + FA_ROW_PAD) * 2
+    FA_STAGES * 2 * FA_BC * d * 2
 }
 
 fn flash_smem_d64(_: &Spec) -> u32 {
@@ -65,12 +68,16 @@ const fn attention_kernel(name: &'static str) -> KernelDesc {
     KernelDesc::new(name, Family::Attention, ATT_THREADS)
 }
 
+const fn flash_kernel(name: &'static str, smem: fn(&Spec) -> u32) -> KernelDesc {
+    KernelDesc::new(name, Family::Attention, FA_THREADS).mma().dynamic_smem(smem)
+}
+
 const ATTENTION_D128: Kernel<AttentionArgs> = Kernel::new(attention_kernel("attention_d128"));
 const ATTENTION_D512: Kernel<AttentionArgs> = Kernel::new(attention_kernel("attention_d512"));
 const ATTENTION_MMA_D64: Kernel<AttentionArgs> =
-    Kernel::new(attention_kernel("attention_mma_d64").mma().dynamic_smem(flash_smem_d64));
+    Kernel::new(flash_kernel("attention_mma_d64", flash_smem_d64));
 const ATTENTION_MMA_D128: Kernel<AttentionArgs> =
-    Kernel::new(attention_kernel("attention_mma_d128").mma().dynamic_smem(flash_smem_d128));
+    Kernel::new(flash_kernel("attention_mma_d128", flash_smem_d128));
 const ATTENTION_WGMMA_D128: Kernel<AttentionArgs> = Kernel::new(
     KernelDesc::new("attention_wgmma_d128", Family::Attention, WA_THREADS)
         .wgmma()
@@ -82,9 +89,10 @@ const ATTENTION_DEFINES: &[(&str, u32)] = &[
     ("ATT_THREADS", ATT_THREADS),
     ("ATT_TPR_D128", TPR_D128),
     ("ATT_TPR_D512", TPR_D512),
+    ("FA_THREADS", FA_THREADS),
     ("FA_BR", FA_BR),
     ("FA_BC", FA_BC),
-    ("FA_ROW_PAD", FA_ROW_PAD),
+    ("FA_STAGES", FA_STAGES),
     ("WA_THREADS", WA_THREADS),
     ("WA_BR", WA_BR),
     ("WA_BC", WA_BC),
@@ -99,10 +107,13 @@ family! {
 pub fn attention(be: &CudaBackend, q: &T, k: &T, v: &T, p: &AttentionParams) -> Result<CudaBuffer> {
     let spec = Spec { x: q.dtype(), w: k.dtype(), b: v.dtype(), c: q.dtype() };
     let tensor_cores = be.tensor_cores(&spec) && spec.b == spec.x;
+    // attention_mma_* take the row maximum of the unscaled scores, which is the scaled maximum
+    // only for scale > 0; any other scale goes to another kernel.
+    let mma = tensor_cores && p.scale > 0.0;
     let (kernel, queries_per_block) = match p.head_dim {
-        64 if tensor_cores => (&ATTENTION_MMA_D64, FA_BR),
+        64 if mma => (&ATTENTION_MMA_D64, FA_BR),
         128 if tensor_cores && be.wgmma() => (&ATTENTION_WGMMA_D128, WA_BR),
-        128 if tensor_cores => (&ATTENTION_MMA_D128, FA_BR),
+        128 if mma => (&ATTENTION_MMA_D128, FA_BR),
         0..=128 => (&ATTENTION_D128, ATT_THREADS / TPR_D128),
         129..=512 => (&ATTENTION_D512, ATT_THREADS / TPR_D512),
         d => {
@@ -124,4 +135,61 @@ pub fn attention(be: &CudaBackend, q: &T, k: &T, v: &T, p: &AttentionParams) -> 
     let grid = Grid::Blocks(p.q_len.div_ceil(queries_per_block as usize), p.q_heads);
     let output = (q.dtype(), p.q_len * p.q_heads * p.head_dim);
     be.launch_output(kernel, spec, grid, &[addr(q), addr(k), addr(v)], output, &args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::Family;
+    use crate::limits::DeviceLimits;
+    use crate::nvrtc::{compile_source, entry_reports, nvrtc_present, source};
+    use joyrt_core::DType;
+
+    /// ptxas' report of the tensor-core kernels for sm_80, sm_89 and sm_90a (printed: docs/benchmarks.md
+    /// quotes it), held to what every sm_80+ card can run: no spills, at most 255 registers, and
+    /// shared memory within the 99 KiB a block may opt in to on consumer Ampere/Ada (sm_86, sm_89).
+    #[test]
+    fn the_tensor_core_kernels_fit_every_sm80_plus_card() {
+        if !nvrtc_present() {
+            println!("SKIPPED: attention resource check: libnvrtc not found");
+            return;
+        }
+        let mut failures = Vec::new();
+        for arch in ["sm_80", "sm_89", "sm_90a"] {
+            for dtype in [DType::BF16, DType::F16] {
+                let spec = Spec::uniform(dtype);
+                let compiled = compile_source(
+                    "attention.cu",
+                    &source(Family::Attention, &spec, arch),
+                    arch,
+                    &["--ptxas-options=-v"],
+                )
+                .unwrap();
+                for r in entry_reports(&compiled.log).iter().filter(|r| r.name.starts_with("attention_mma")) {
+                    let desc = [&ATTENTION_MMA_D64, &ATTENTION_MMA_D128]
+                        .into_iter()
+                        .map(|k| &k.desc)
+                        .find(|d| d.name == r.name)
+                        .unwrap();
+                    let dynamic = (desc.dynamic_smem)(&spec);
+                    println!(
+                        "{arch} {dtype:?} {}: {} registers, {} B static + {dynamic} B dynamic shared memory, \
+                         {} B spilled, {} threads",
+                        r.name, r.resources.registers, r.resources.static_smem, r.spill_bytes, desc.threads
+                    );
+                    let at = format!("{arch} {dtype:?} {}", r.name);
+                    if r.spill_bytes > 0 || r.resources.registers > 255 {
+                        failures.push(format!(
+                            "{at}: {} registers, {} B spilled",
+                            r.resources.registers, r.spill_bytes
+                        ));
+                    }
+                    if let Some(why) = DeviceLimits::SM86.opt_in_refusal(dynamic, r.resources.static_smem) {
+                        failures.push(format!("{at}: {why}"));
+                    }
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
 }
