@@ -21,13 +21,27 @@ template <typename T> struct Im2col {
         const long long o = offset(n, kk);
         return o < 0 ? 0.0f : ld(x, (u64)o);
     }
+    // Columns k0..k0+7 of row n. The tensor-core GEMM's inner loop: the divisions that split n
+    // into (oy, ox) and k0 into (c, ky, kx) are made once per 8 elements, which then step
+    // through the taps by increments (offset() would divide six times per element).
     __device__ __forceinline__ uint4 load8(int n, int k0) const {
-        u32 w[4];
+        u32 w[4] = {0u, 0u, 0u, 0u};
+        if (n >= s.out_height * s.out_width) return make_uint4(0u, 0u, 0u, 0u);
+        const int taps = s.kernel_h * s.kernel_w, oy = n / s.out_width, ox = n - oy * s.out_width;
+        const int iy0 = oy * s.stride - s.pad_top, ix0 = ox * s.stride - s.pad_left;
+        int c = k0 / taps, t = k0 - c * taps, ky = t / s.kernel_w, kx = t - ky * s.kernel_w;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const long long o0 = offset(n, k0 + 2 * i), o1 = offset(n, k0 + 2 * i + 1);
-            const u32 lo = o0 < 0 ? 0u : ((const u16*)x)[o0], hi = o1 < 0 ? 0u : ((const u16*)x)[o1];
-            w[i] = lo | (hi << 16);
+        for (int i = 0; i < 8; ++i) {
+            const int iy = iy0 + ky, ix = ix0 + kx;
+            if (c < s.channels && iy >= 0 && iy < s.height && ix >= 0 && ix < s.width)
+                w[i / 2] |= (u32)((const u16*)x)[((long long)c * s.height + iy) * s.width + ix] << (16 * (i % 2));
+            if (++kx == s.kernel_w) {
+                kx = 0;
+                if (++ky == s.kernel_h) {
+                    ky = 0;
+                    ++c;
+                }
+            }
         }
         return make_uint4(w[0], w[1], w[2], w[3]);
     }

@@ -9,6 +9,8 @@
 #   peer         the same shapes through PyTorch (cuBLAS F.linear, SDPA; CUDA events), same run
 #   cfg-step     one full-size CFG step on synthetic weights: two DiT forwards, the CFG combine, the
 #                Euler update, 1024², bf16
+#   profile      the same step once more with every kernel launch timed by CUDA events: time per
+#                kernel, sorted, with its share of the step
 #   memcheck     compute-sanitizer on a few op checks (GEMM, attention, conv), where it runs
 #   racecheck    the same for shared-memory races (GEMM and tensor-core attention)
 # Each part has its own time limit, cut to what is left of the run's budget; a failing or
@@ -32,7 +34,7 @@
 #                            joyrt/cuBLAS per GEMM shape, joyrt/SDPA, the CFG step against
 #                            SGLang's 0.673 s (H100) and the 0.41 s floor at 989 TFLOP/s
 #   env.txt                  the machine (nvidia-smi, nvcc, libraries, LD_LIBRARY_PATH)
-#   conformance.txt          the error tables          bench.txt    probe, bench-ops, cfg-step logs
+#   conformance.txt          the error tables   bench.txt   probe, bench-ops, cfg-step, profile logs
 #   peer.txt                 PyTorch's log             sanitizer.txt  compute-sanitizer's reports
 #   checks.txt               the dry run's checks
 set -uo pipefail
@@ -73,6 +75,7 @@ export JOYRT_CACHE_DIR="${JOYRT_CACHE_DIR:-$WORK/cache}"
 ORIGINAL_LD_LIBRARY_PATH=${LD_LIBRARY_PATH-}
 PEER_PY=tests/oracle/bench_peer_cuda.py
 REPORT_PY=tests/gpu_check_report.py
+PROFILE_PY=tests/gpu_check_profile.py   # imported by the report writer
 
 # ---- the commands, defined once: the real run executes them, the dry run checks them ------------
 PROBE=(bench --backend cuda --dtype bf16 --parts ops --tokens 256 --attn-tokens 256 --iters 1 --json)
@@ -80,6 +83,8 @@ CONFORMANCE=(conformance --backend cuda --fixtures "$REPO/tests/fixtures" --json
 BENCH_OPS=(bench --backend cuda --dtype bf16 --parts ops --tokens 9231 --attn-tokens 9231 --iters 10 --json)
 CFG_STEP=(bench --backend cuda --dtype bf16 --parts cfg-step --full-dit --size 1024 --text-tokens 1039
     --iters 3 --json)
+PROFILE=(bench --backend cuda --dtype bf16 --parts cfg-step --full-dit --size 1024 --text-tokens 1039
+    --iters 1 --profile --json)
 MEMCHECK_SUBSET=(conformance --backend cuda --layers ops --filter "bf16 Linear" --filter "bf16 Attention"
     --filter "bf16 Conv2d" --json)
 RACECHECK_SUBSET=(conformance --backend cuda --layers ops --filter "bf16 Linear { m: 150"
@@ -436,6 +441,7 @@ dry_checks() {
     check "conformance: ${CONFORMANCE[*]}" reaches_backend "${CONFORMANCE[@]}"
     check "bench-ops: ${BENCH_OPS[*]}" reaches_backend "${BENCH_OPS[@]}"
     check "cfg-step: ${CFG_STEP[*]}" reaches_backend "${CFG_STEP[@]}"
+    check "profile: ${PROFILE[*]}" reaches_backend "${PROFILE[@]}"
     check "memcheck subset: ${MEMCHECK_SUBSET[*]}" reaches_backend "${MEMCHECK_SUBSET[@]}"
     check "racecheck subset: ${RACECHECK_SUBSET[*]}" reaches_backend "${RACECHECK_SUBSET[@]}"
     check "memcheck subset selects op checks" lists_checks "${MEMCHECK_SUBSET[@]}"
@@ -443,18 +449,22 @@ dry_checks() {
     check "peer compiles: $PEER_PY" compiles "$PEER_PY"
     check "peer takes --json: ${PEER[*]}" mentions --json python3 "$PEER_PY" --help
     check "report writer compiles: $REPORT_PY" compiles "$REPORT_PY"
+    check "report writer's profile section compiles: $PROFILE_PY" compiles "$PROFILE_PY"
     check "report writer self-test" python3 "$REPORT_PY" self-test
     check "report writer reads joyrt conformance --json" document_reads conformance \
         conformance --backend cpu --layers host --fixtures "$REPO/tests/fixtures" --json
     check "report writer reads joyrt bench --json (forward, cfg-step)" document_reads dit \
         bench --backend cpu --parts forward,cfg-step --size 32 --text-tokens 8 --iters 1 --json
+    # The profile's code path without a GPU: the emulation times its launches with the host clock.
+    check "report writer reads joyrt bench --profile --json (emulated CUDA)" document_reads profile \
+        bench --backend cuda-emulated --parts cfg-step --size 32 --text-tokens 8 --iters 1 --profile --json
     return $FAILED_CHECKS
 }
 
 # ---- the run -------------------------------------------------------------------------------------
 
 # Parts the report lists as not run if the call ends before them.
-PLANNED=(env probe conformance bench-ops peer cfg-step memcheck racecheck)
+PLANNED=(env probe conformance bench-ops peer cfg-step profile memcheck racecheck)
 [ "$MODE" = dry-run ] && PLANNED=(env checks "${PLANNED[@]:1}")
 printf '%s\n' "${PLANNED[@]}" > "$WORK/planned"
 echo "joyrt GPU check ($MODE): $JOYRT -> $OUT"
@@ -476,6 +486,7 @@ else
 fi
 gpu_part peer 60 peer.txt peer.json env "${PEER_ENV[@]}" PYTHONUNBUFFERED=1 "${PEER[@]}"
 gpu_part cfg-step 150 bench.txt cfg-step.json env "${TIMED[@]}" "$JOYRT" "${CFG_STEP[@]}"
+gpu_part profile 40 bench.txt profile.json env "${TIMED[@]}" "$JOYRT" "${PROFILE[@]}"
 sanitizer_part memcheck 90 "${MEMCHECK_SUBSET[@]}"
 sanitizer_part racecheck 90 "${RACECHECK_SUBSET[@]}"
 

@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import gpu_check_profile
+
 # Constants the report compares with; none is measured by the run.
 SGLANG_H100_CFG_STEP_S = 0.673
 BF16_DENSE_PEAK_TFLOPS = 989.0
@@ -147,17 +149,52 @@ def read_dit(doc):
     return fig
 
 
+def read_profile(doc):
+    """The kernel profile of one CFG step (`joyrt bench --profile --json`), and the unprofiled
+    step's median of the same run."""
+    fig = read_dit(doc)
+    prof = field(doc, "dit", "profile")
+    fig["timer"] = field(prof, "timer")
+    for k in ("step_ms", "kernel_ms"):
+        fig[f"profiled_{k}"] = number(prof, k)
+    fig["launches"] = int(number(prof, "launches"))
+    kernels = field(prof, "kernels")
+    if not isinstance(kernels, list) or not kernels:
+        raise DocError("dit.profile.kernels is not a non-empty list")
+    fig["kernels"] = [
+        {
+            "kernel": field(k, "kernel"),
+            "launches": int(number(k, "launches")),
+            "total_ms": number(k, "total_ms"),
+            "median_us": number(k, "median_us"),
+            "share_of_step": number(k, "share_of_step"),
+        }
+        for k in kernels
+    ]
+    if fig["launches"] != sum(k["launches"] for k in fig["kernels"]):
+        raise DocError("dit.profile.launches is not the sum of its kernels' launches")
+    fig["groups"] = gpu_check_profile.groups(fig["kernels"])
+    return fig
+
+
 READERS = {
     "probe": read_probe,
     "conformance": read_conformance,
     "bench-ops": read_bench_ops,
     "peer": read_peer,
     "cfg-step": read_dit,
+    "profile": read_profile,
     "memcheck": read_conformance,
     "racecheck": read_conformance,
 }
 # `validate` kinds: what the dry run can produce without a GPU, by reader.
-KINDS = {"conformance": read_conformance, "dit": read_dit, "bench": read_bench_ops, "peer": read_peer}
+KINDS = {
+    "conformance": read_conformance,
+    "dit": read_dit,
+    "bench": read_bench_ops,
+    "peer": read_peer,
+    "profile": read_profile,
+}
 
 
 def sanitizer_summary(log_path):
@@ -391,6 +428,7 @@ def markdown(rep):
                 f"| SGLang on an H100 | {c['sglang_h100_s']:.3f} s (joyrt = {c['vs_sglang_h100']:.2f}× its time) "
                 "| constant (model-spec), not measured here |"
             )
+    lines += gpu_check_profile.table(next((p.get("figures") for p in parts if p["name"] == "profile"), None))
     for p in parts:
         f = p.get("figures")
         if p["name"] == "conformance" and f:
@@ -454,6 +492,20 @@ def self_test():
             "iters": 3,
             "dit": {"weights": FULL_SIZE_WEIGHTS, "params": 1, "load_s": 1.0, "size": 1024, "text_tokens": 1039, "tokens": 9231, "cfg_step_ms": 1346.0},
         },
+        "profile": {
+            "backend": "cuda:test",
+            "dtype": "bf16",
+            "iters": 1,
+            "dit": {
+                "weights": FULL_SIZE_WEIGHTS, "params": 1, "load_s": 1.0, "size": 1024, "text_tokens": 1039,
+                "tokens": 9231, "cfg_step_ms": 1346.0,
+                "profile": {
+                    "timer": "cuda events", "step_ms": 1400.0, "kernel_ms": 1360.0, "launches": 3 + 2 * 16,
+                    "kernels": [{"kernel": "linear_mma", "launches": 3, "total_ms": 1000.0, "median_us": 5.0, "share_of_step": 1000 / 1400}]
+                    + [{"kernel": f"k{i}", "launches": 2, "total_ms": 22.5, "median_us": 1.0, "share_of_step": 22.5 / 1400} for i in range(16)],
+                },
+            },
+        },
         "memcheck": conf,
         "racecheck": conf,
     }
@@ -478,7 +530,12 @@ def self_test():
         (abs(c["cfg_step"]["vs_sglang_h100"] - 2.0) < 1e-3, "CFG step vs SGLang"),
         (abs(c["cfg_step"]["flop_t"] - 409.1) < 0.5, "CFG step FLOP at 9231 tokens"),
         (abs(c["cfg_step"]["floor_s_at_peak"] - 0.414) < 1e-3, "floor at 989 TFLOP/s"),
-        (rep["parts"][5]["sanitizer"] == ["========= ERROR SUMMARY: 0 errors"], "sanitizer summary read"),
+        (rep["parts"][6]["sanitizer"] == ["========= ERROR SUMMARY: 0 errors"], "sanitizer summary read"),
+        (rep["parts"][5]["figures"]["launches"] == 35, "profile read"),
+        ("| linear_mma | 3 | 1000.00 | 71.4% | 5.0 |" in md, "profile table"),
+        ("| GEMM (linear*) | 3 | 1000.00 | 71.4% |" in md, "profile groups"),
+        ("| everything else | 32 | 360.00 | 25.7% |" in md, "profile groups' remainder"),
+        ("| 2 other kernels | 4 | 45.00 | 3.2% | |" in md, "profile table's remainder row"),
         ("| linear M=9231 4096x12288 |" in md and "SGLang on an H100" in md, "markdown tables"),
     ]
     bad = [what for ok, what in checks if not ok]

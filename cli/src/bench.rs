@@ -8,6 +8,8 @@ use joyrt_core::models::dit::{Dit, DitConfig};
 use joyrt_core::pipeline::Denoiser;
 use joyrt_core::weights::Checkpoint;
 use joyrt_core::{Backend, DType, Rng, Tensor};
+use joyrt_cuda::profile::KernelProfile;
+use joyrt_cuda::CudaBackend;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -55,6 +57,11 @@ pub struct BenchArgs {
     /// held in memory, instead of the model folder's transformer.
     #[arg(long)]
     pub full_dit: bool,
+    /// After timing the CFG step, run one more with every kernel launch timed (CUDA events; the
+    /// host clock in the emulation) and print the time per kernel (`--backend cuda` or
+    /// `cuda-emulated`, with `--parts cfg-step`).
+    #[arg(long)]
+    pub profile: bool,
     /// Print one JSON object with every figure on stdout at the end (progress goes to stderr).
     /// tests/gpu_check_report.py reads its keys.
     #[arg(long)]
@@ -134,6 +141,7 @@ fn bench_dit<B: Backend>(
     a: &BenchArgs,
     dtype: DType,
     model: &ModelFolder,
+    profiler: Option<&CudaBackend>,
     out: &Lines,
 ) -> Result<Value> {
     let mut doc = json!({});
@@ -190,8 +198,59 @@ fn bench_dit<B: Backend>(
         let s = time(b, a.iters, step)?;
         out.say(format!("{:<44} {:>10.2}", format!("CFG step {}² (2 forwards + combine)", a.size), s * 1e3));
         doc["cfg_step_ms"] = json!(s * 1e3);
+        if let Some(cuda) = profiler {
+            cuda.profile_start()?;
+            let t0 = Instant::now();
+            let stepped = step().and_then(|()| b.synchronize());
+            let step_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let profile = cuda.profile_finish()?;
+            stepped?;
+            doc["profile"] = profile_report(&profile, step_ms, out);
+        }
     }
     Ok(doc)
+}
+
+/// Prints `p`, the kernel profile of one CFG step that took `step_ms` (profiled), as a table,
+/// and returns it as JSON.
+fn profile_report(p: &KernelProfile, step_ms: f64, out: &Lines) -> Value {
+    out.say(format!(
+        "kernel profile of one CFG step ({}): {} launches, kernels {:.2} ms of the profiled step's {:.2} ms",
+        p.timer.label(),
+        p.launches(),
+        p.total_ms(),
+        step_ms
+    ));
+    out.say(format!(
+        "{:<32} {:>9} {:>11} {:>8} {:>12}",
+        "kernel", "launches", "total ms", "share", "median µs"
+    ));
+    let mut kernels = Vec::new();
+    for k in &p.kernels {
+        let share = k.total_ms / step_ms;
+        out.say(format!(
+            "{:<32} {:>9} {:>11.3} {:>7.1}% {:>12.1}",
+            k.kernel,
+            k.launches,
+            k.total_ms,
+            share * 100.0,
+            k.median_us
+        ));
+        kernels.push(json!({
+            "kernel": k.kernel,
+            "launches": k.launches,
+            "total_ms": k.total_ms,
+            "median_us": k.median_us,
+            "share_of_step": share,
+        }));
+    }
+    json!({
+        "timer": p.timer.label(),
+        "step_ms": step_ms,
+        "kernel_ms": p.total_ms(),
+        "launches": p.launches(),
+        "kernels": kernels,
+    })
 }
 
 /// NVRTC as this process loaded it: the version it reports and the file the dynamic loader
@@ -240,6 +299,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     let out = Lines { json: a.json };
     let backend = AnyBackend::open(a.backend)?;
+    if a.profile && !(a.parts.contains(&Part::CfgStep) && matches!(backend, AnyBackend::Cuda(_))) {
+        bail!("--profile times the kernels of a CFG step: it needs --parts cfg-step and --backend cuda or cuda-emulated");
+    }
     out.say(format!("backend {} dtype {dtype}", backend.name()));
     let mut doc = json!({ "backend": backend.name(), "dtype": dtype.to_string(), "iters": a.iters });
     if let AnyBackend::Cuda(c) = &backend {
@@ -252,7 +314,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         doc["ops"] = Value::Array(crate::with_backend!(&backend, b => bench_ops(b, &a, dtype, &out))?);
     }
     if a.parts.contains(&Part::Forward) || a.parts.contains(&Part::CfgStep) {
-        doc["dit"] = crate::with_backend!(&backend, b => bench_dit(b, &a, dtype, &model, &out))?;
+        let profiler = match &backend {
+            AnyBackend::Cuda(c) if a.profile => Some(c),
+            _ => None,
+        };
+        doc["dit"] = crate::with_backend!(&backend, b => bench_dit(b, &a, dtype, &model, profiler, &out))?;
     }
     let (now, peak) = backend.memory();
     doc["memory"] = json!({ "current_bytes": now, "peak_bytes": peak });

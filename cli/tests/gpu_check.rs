@@ -1,14 +1,14 @@
 //! `tests/gpu_check.sh --dry-run` as CI runs it: without a GPU it checks every path, tool, joyrt
 //! command line and Python file the GPU run relies on, and writes the report with every GPU part
 //! skipped, within the device tool's limits on returned files. Also the CLI surface the script
-//! uses: `conformance --layers/--filter/--list/--json` and `bench --parts/--json`.
+//! uses: `conformance --layers/--filter/--list/--json` and `bench --parts/--profile/--json`.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const GPU_PARTS: [&str; 7] =
-    ["probe", "conformance", "bench-ops", "peer", "cfg-step", "memcheck", "racecheck"];
+const GPU_PARTS: [&str; 8] =
+    ["probe", "conformance", "bench-ops", "peer", "cfg-step", "profile", "memcheck", "racecheck"];
 
 fn work(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("joyrt-gpu-check-test-{}-{name}", std::process::id()));
@@ -142,6 +142,39 @@ fn bench_json_times_the_cfg_step_of_the_tiny_model() {
     let o = joyrt(&["bench", "--backend", "cpu", "--parts", "cfg-step", "--size", "40"], &dir);
     assert!(
         !o.status.success() && text(&o).contains("--size must be a multiple of 16 between 16 and 4096"),
+        "{}",
+        text(&o)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_profile_times_every_kernel_of_an_emulated_cfg_step() {
+    let dir = work("profile");
+    let args =
+        ["bench", "--parts", "cfg-step", "--size", "32", "--text-tokens", "8", "--iters", "1", "--json"];
+    let o = joyrt(&[&args[..], &["--backend", "cuda-emulated", "--profile"]].concat(), &dir);
+    assert!(o.status.success(), "{}", text(&o));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let p = &doc["dit"]["profile"];
+    assert_eq!(p["timer"], "host clock (emulation)", "{p}");
+    let kernels = p["kernels"].as_array().unwrap();
+    let totals: Vec<f64> = kernels.iter().map(|k| k["total_ms"].as_f64().unwrap()).collect();
+    assert!(totals.windows(2).all(|w| w[0] >= w[1]), "sorted by total: {totals:?}");
+    let launches: u64 = kernels.iter().map(|k| k["launches"].as_u64().unwrap()).sum();
+    assert_eq!(p["launches"].as_u64(), Some(launches));
+    // Glue kernels of the DiT's blocks and the CFG combine.
+    for name in ["layer_norm", "copy_cols", "gated_residual", "cfg_renorm"] {
+        assert!(kernels.iter().any(|k| k["kernel"] == name), "{name} missing: {p}");
+    }
+    // The host clock times each launch inside the step it belongs to.
+    let (kernel_ms, step_ms) = (p["kernel_ms"].as_f64().unwrap(), p["step_ms"].as_f64().unwrap());
+    assert!(kernel_ms > 0.0 && kernel_ms <= step_ms, "{p}");
+    assert!(text(&o).contains("kernel profile of one CFG step"), "{}", text(&o));
+
+    let o = joyrt(&[&args[..], &["--backend", "cpu", "--profile"]].concat(), &dir);
+    assert!(
+        !o.status.success() && text(&o).contains("--profile times the kernels of a CFG step"),
         "{}",
         text(&o)
     );

@@ -195,6 +195,28 @@ pub fn cases() -> Vec<Op> {
         Cast { len: 333, to: DType::BF16 },
         Cast { len: 333, to: DType::F16 },
         Cast { len: 333, to: DType::F32 },
+        // Extents in multiples of 8, which the memory-bound CUDA kernels take in 16-byte runs
+        // (the cases above take their one-element paths), at the DiT's widths where the row is
+        // the unit: hidden 4096, head dim 128.
+        Act { len: 2048, act: joyrt_core::Activation::GeluTanh },
+        Swiglu { len: 1024 },
+        Binary { a: vec![4, 6, 8], b: vec![4, 6, 8], op: BinaryOp::Add },
+        Binary { a: vec![4, 6, 8], b: vec![8], op: BinaryOp::Mul },
+        Binary { a: vec![4, 6, 8], b: vec![4, 1, 1], op: BinaryOp::Sub },
+        ScaledAdd { len: 1024 },
+        GatedResidual { rows: 3, cols: 4096 },
+        Cast { len: 1024, to: DType::BF16 },
+        Cast { len: 1024, to: DType::F32 },
+        Slice { dims: vec![5, 48, 8], axis: 1, start: 16, len: 24 },
+        Concat { dims: vec![vec![2, 3, 64], vec![2, 1, 64]], axis: 1 },
+        Concat { dims: vec![vec![3, 2, 8], vec![5, 2, 8]], axis: 0 },
+        LayerNorm { rows: 3, cols: 4096, affine: true },
+        LayerNormModulate { rows: 3, cols: 4096 },
+        RmsNorm { rows: 3, cols: 4096 },
+        RmsNorm { rows: 20, cols: 128 },
+        RmsNormRope { l: 5, h: 3, d: 128, pairing: RopePairing::Interleaved },
+        RmsNormRope { l: 5, h: 3, d: 128, pairing: RopePairing::HalfSplit },
+        Rope { l: 5, h: 3, d: 128, pairing: RopePairing::Interleaved },
     ]
 }
 

@@ -178,6 +178,7 @@ impl CudaBackend {
             persistent_blocks: sms.max(1) as u32,
             dev: Device::Gpu { ctx, stream },
             kernels: KernelCache::default(),
+            profiler: Default::default(),
             stats: Arc::default(),
         }))
     }
@@ -227,6 +228,7 @@ impl CudaBackend {
             persistent_blocks: 3,
             dev: Device::Emu(emulator),
             kernels: KernelCache::default(),
+            profiler: Default::default(),
             stats: Arc::default(),
         }))
     }

@@ -45,6 +45,26 @@ const SYMBOLS: &[&str] = &[
     "cuGetErrorString",
 ];
 
+/// The driver API functions of the opt-in kernel profile (`profile.rs`), checked when a profile
+/// starts rather than when the device opens, so a driver without them only refuses profiling.
+const PROFILE_SYMBOLS: &[&str] = &[
+    "cuEventCreate",
+    "cuEventRecord",
+    "cuEventQuery",
+    "cuEventSynchronize",
+    "cuEventElapsedTime",
+    "cuEventDestroy_v2",
+];
+
+/// The first of [`PROFILE_SYMBOLS`] the driver library lacks, if one is missing.
+///
+/// # Safety
+/// As for [`missing_symbol`].
+pub(crate) unsafe fn missing_profile_symbol() -> Option<&'static str> {
+    let lib = cu::culib();
+    PROFILE_SYMBOLS.iter().copied().find(|name| lib.get::<*const ()>(name.as_bytes()).is_err())
+}
+
 /// The first of [`SYMBOLS`] the driver library lacks, if one is missing.
 ///
 /// # Safety

@@ -9,6 +9,8 @@
 //! per loaded function, for the GPU and the emulation alike: the emulation refuses a launch past
 //! the default as the driver does, so a missing opt-in fails the emulated suite.
 //!
+//! A launch is also where the opt-in kernel profile (`profile.rs`) times it.
+//!
 //! With `JOYRT_CUDA_SYNC=1` every GPU launch is followed by a synchronisation, so a kernel fault
 //! is reported against the kernel that made it (name, launch shape, parameters) rather than at
 //! whichever driver call comes next.
@@ -211,6 +213,7 @@ impl CudaBackend {
                     .check_launch(&g.limits, &shape)
                     .map_err(|why| failed(format!("refused: {why}")))?;
                 ctx.bind_to_thread().map_err(|e| self.driver_err("binding the context", e))?;
+                let stamp = self.inner.profiler.begin_gpu(ctx, stream)?;
                 let [x, y, z] = shape.grid;
                 // SAFETY: `args` follows the kernel's C signature (the op that calls this passes
                 // the buffers its kernel takes, each sized by the checked op, then the family's
@@ -227,6 +230,7 @@ impl CudaBackend {
                     )
                 }
                 .map_err(|e| failed(format!("cuLaunchKernel: {}", self.describe_driver_error(e))))?;
+                self.inner.profiler.end(desc.name, stamp, Some(stream))?;
                 self.note_launch(desc.name);
                 if self.inner.sync_each_launch {
                     stream.synchronize().map_err(|e| {
@@ -239,9 +243,10 @@ impl CudaBackend {
             }
             (Function::Emu(k), Device::Emu(emulator)) => {
                 emulator.check_usable().map_err(&failed)?;
+                let stamp = self.inner.profiler.begin_host();
                 // SAFETY: as for the GPU launch; host buffers stand in for device memory.
                 match unsafe { k.launch(&shape, &mut args) } {
-                    Ok(()) => Ok(()),
+                    Ok(()) => self.inner.profiler.end(desc.name, stamp, None),
                     Err(EmuLaunchError::Refused(why)) => Err(failed(format!("launch refused: {why}"))),
                     Err(EmuLaunchError::Fault(why)) => {
                         emulator.poison(format!("kernel {} faulted: {why}", desc.name));

@@ -25,6 +25,7 @@ mod launch;
 pub mod limits;
 pub mod nvrtc;
 mod ops;
+pub mod profile;
 
 pub use device::{availability, CudaBuffer};
 pub use launch::{AttentionPath, GemmPath};
@@ -58,6 +59,8 @@ struct Inner {
     /// emulated block walks several tiles).
     persistent_blocks: u32,
     kernels: launch::KernelCache,
+    /// The opt-in per-kernel profile ([`CudaBackend::profile_start`]).
+    profiler: profile::Profiler,
     stats: Arc<device::MemStats>,
 }
 

@@ -1,6 +1,7 @@
-//! Elementwise ops (`kernels/elementwise.cu`): one thread per element in a grid-stride loop.
+//! Elementwise ops (`kernels/elementwise.cu`): grid-stride loops over runs of [`VEC`] elements
+//! (single elements where the extents do not allow runs).
 
-use super::kernel;
+use super::{kernel, VEC};
 use crate::kernel::{Family, Kernel, Spec};
 use crate::launch::{addr, Grid};
 use crate::{CudaBackend, CudaBuffer};
@@ -44,7 +45,7 @@ fn map(
     args: ElementwiseArgs,
 ) -> Result<CudaBuffer> {
     let n = args.n as usize;
-    be.launch_output(kernel, spec, Grid::Stride(n), inputs, (dtype, n), &args)
+    be.launch_output(kernel, spec, Grid::Stride(n.div_ceil(VEC)), inputs, (dtype, n), &args)
 }
 
 fn over(n: usize) -> ElementwiseArgs {

@@ -1,8 +1,8 @@
-//! Layout copies (`kernels/layout.cu`): permute, slice, concat and nearest ×2 upsampling, one
-//! thread per output element in a grid-stride loop. No conversion: the output has the input's
-//! dtype.
+//! Layout copies (`kernels/layout.cu`): permute, slice, concat and nearest ×2 upsampling in
+//! grid-stride loops, one output element per thread (16-byte runs for slice and concat where
+//! their extents allow). No conversion: the output has the input's dtype.
 
-use super::kernel;
+use super::{kernel, VEC};
 use crate::kernel::{Family, Kernel, Spec};
 use crate::launch::{addr, Grid};
 use crate::{CudaBackend, CudaBuffer};
@@ -42,15 +42,21 @@ family! {
     kernels: [PERMUTE, COPY_COLS, UPSAMPLE_NEAREST2X],
 }
 
-/// Runs `kernel` over `args.n` elements from `x` into a new buffer of as many.
+/// Runs `kernel` over `grid` from `x` into a new buffer of `args.n` elements.
 fn copy(
     be: &CudaBackend,
     kernel: &'static Kernel<LayoutArgs>,
+    grid: Grid,
     x: &T,
     args: LayoutArgs,
 ) -> Result<CudaBuffer> {
     let n = args.n as usize;
-    be.launch_output(kernel, Spec::uniform(x.dtype()), Grid::Stride(n), &[addr(x)], (x.dtype(), n), &args)
+    be.launch_output(kernel, Spec::uniform(x.dtype()), grid, &[addr(x)], (x.dtype(), n), &args)
+}
+
+/// `copy_cols` moves runs of up to [`VEC`] elements (16 bytes) per thread.
+fn copy_grid(args: &LayoutArgs) -> Grid {
+    Grid::Stride((args.n as usize).div_ceil(VEC))
 }
 
 const PERMUTE: Kernel<LayoutArgs> = kernel("permute", Family::Layout);
@@ -69,7 +75,7 @@ pub fn permute(be: &CudaBackend, x: &T, p: &PermuteParams) -> Result<CudaBuffer>
         args.out_dims[a] = p.dims[src] as u64;
         args.in_strides[a] = in_strides[src];
     }
-    copy(be, &PERMUTE, x, args)
+    copy(be, &PERMUTE, Grid::Stride(args.n as usize), x, args)
 }
 
 const COPY_COLS: Kernel<LayoutArgs> = kernel("copy_cols", Family::Layout);
@@ -87,7 +93,7 @@ pub fn slice(be: &CudaBackend, x: &T, p: &SliceParams) -> Result<CudaBuffer> {
         y_start: 0,
         ..columns(p.outer, p.len)
     };
-    copy(be, &COPY_COLS, x, args)
+    copy(be, &COPY_COLS, copy_grid(&args), x, args)
 }
 
 pub fn concat(be: &CudaBackend, xs: &[&T], p: &ConcatParams) -> Result<CudaBuffer> {
@@ -102,13 +108,7 @@ pub fn concat(be: &CudaBackend, xs: &[&T], p: &ConcatParams) -> Result<CudaBuffe
             y_start: at as u64,
             ..columns(p.outer, inner)
         };
-        be.launch(
-            &COPY_COLS,
-            Spec::uniform(dtype),
-            Grid::Stride(args.n as usize),
-            &[addr(x), out.ptr],
-            &args,
-        )?;
+        be.launch(&COPY_COLS, Spec::uniform(dtype), copy_grid(&args), &[addr(x), out.ptr], &args)?;
         at += inner;
     }
     Ok(out)
@@ -120,5 +120,5 @@ pub fn upsample_nearest2x(be: &CudaBackend, x: &T, p: &ImageParams) -> Result<Cu
     let n = p.channels * 4 * p.height * p.width;
     let args =
         LayoutArgs { n: n as u64, height: p.height as u64, width: p.width as u64, ..Default::default() };
-    copy(be, &UPSAMPLE_NEAREST2X, x, args)
+    copy(be, &UPSAMPLE_NEAREST2X, Grid::Stride(n), x, args)
 }

@@ -34,6 +34,11 @@ use joyrt_core::{DType, Tensor};
 /// any multiple of 32 up to 1024 would do; a row narrower than this takes fewer.
 const BLOCK_THREADS: u32 = 256;
 
+/// Elements of the runs the memory-bound kernels take per access (`VEC` of `kernels/vec.cuh`);
+/// the host sizes their grids by runs. Only the grid depends on it: a kernel that cannot take
+/// runs loops over single elements with the same threads.
+const VEC: usize = 8;
+
 /// A kernel of `family` that reads `blockDim`, launched with [`BLOCK_THREADS`].
 const fn kernel<P>(name: &'static str, family: Family) -> Kernel<P> {
     Kernel::new(KernelDesc::new(name, family, BLOCK_THREADS))
@@ -43,4 +48,13 @@ const fn kernel<P>(name: &'static str, family: Family) -> Kernel<P> {
 /// some type either way; the kernel never reads a null operand).
 fn dtype_or(t: Option<&Tensor<CudaBackend>>, default: DType) -> DType {
     t.map_or(default, |t| t.dtype())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_run_length_is_the_kernels() {
+        let header = include_str!("../../../../kernels/vec.cuh");
+        assert!(header.contains(&format!("\n#define VEC {}\n", super::VEC)), "VEC differs from vec.cuh");
+    }
 }

@@ -1,4 +1,5 @@
-//! Normalisation (`kernels/norm.cu`): the row norms (one block per row, block reductions) and
+//! Normalisation (`kernels/norm.cu`): the row norms (one block per row, block reductions; RMS
+//! norms of rows of 128 a warp per row) and
 //! the channel norms of channel-first `[C, P]` tensors (one thread per position, looping over
 //! channels): the VAE's channel RMS norm and CFG's per-position norm rescale.
 
@@ -14,7 +15,8 @@ type T = Tensor<CudaBackend>;
 joyrt_core::kernel_params! {
     /// The scalars of the norm kernels.
     pub struct NormArgs {
-        /// Row norms: the row length.
+        /// Row norms: the rows and their length.
+        pub rows: u64,
         pub cols: u64,
         /// Channel norms: `[channels, positions]`.
         pub channels: u64,
@@ -33,27 +35,32 @@ joyrt_core::kernel_params! {
 family! {
     "norm", NormArgs,
     defines: &[],
-    kernels: [LAYER_NORM, RMS_NORM, CHANNEL_RMS_NORM, CFG_RENORM],
+    kernels: [LAYER_NORM, RMS_NORM, RMS_NORM_WARP, CHANNEL_RMS_NORM, CFG_RENORM],
 }
 
-/// A row norm over `x [rows, cols]`: one block per row; `weight_offset` for `layer_norm`.
+/// A row norm over `x [rows, cols]` launched over `grid`; `weight_offset` for `layer_norm`.
 fn row_norm(
     be: &CudaBackend,
     kernel: &'static Kernel<NormArgs>,
+    grid: Grid,
     spec: Spec,
     inputs: &[u64],
     p: &NormParams,
     weight_offset: f32,
 ) -> Result<CudaBuffer> {
-    let args = NormArgs { cols: p.cols as u64, eps: p.eps, weight_offset, ..Default::default() };
-    be.launch_output(
-        kernel,
-        spec,
-        Grid::Rows { rows: p.rows, cols: p.cols },
-        inputs,
-        (spec.x, p.rows * p.cols),
-        &args,
-    )
+    let args = NormArgs {
+        rows: p.rows as u64,
+        cols: p.cols as u64,
+        eps: p.eps,
+        weight_offset,
+        ..Default::default()
+    };
+    be.launch_output(kernel, spec, grid, inputs, (spec.x, p.rows * p.cols), &args)
+}
+
+/// One block per row.
+fn block_rows(p: &NormParams) -> Grid {
+    Grid::Rows { rows: p.rows, cols: p.cols }
 }
 
 /// A channel norm over `[channels, positions]`: one thread per position.
@@ -81,7 +88,7 @@ pub fn layer_norm(
 ) -> Result<CudaBuffer> {
     let spec = Spec { x: x.dtype(), w: dtype_or(w, x.dtype()), b: dtype_or(b, x.dtype()), c: x.dtype() };
     let weight_offset = if w.is_some() { 0.0 } else { 1.0 };
-    row_norm(be, &LAYER_NORM, spec, &[addr(x), opt_addr(w), opt_addr(b)], p, weight_offset)
+    row_norm(be, &LAYER_NORM, block_rows(p), spec, &[addr(x), opt_addr(w), opt_addr(b)], p, weight_offset)
 }
 
 /// `layer_norm` with factor `1 + scale` and term `shift`.
@@ -93,14 +100,24 @@ pub fn layer_norm_modulate(
     p: &NormParams,
 ) -> Result<CudaBuffer> {
     let spec = Spec { x: x.dtype(), w: scale.dtype(), b: shift.dtype(), c: x.dtype() };
-    row_norm(be, &LAYER_NORM, spec, &[addr(x), addr(scale), addr(shift)], p, 1.0)
+    row_norm(be, &LAYER_NORM, block_rows(p), spec, &[addr(x), addr(scale), addr(shift)], p, 1.0)
 }
 
 const RMS_NORM: Kernel<NormArgs> = kernel("rms_norm", Family::Norm);
 
+const RMS_NORM_WARP: Kernel<NormArgs> = kernel("rms_norm_warp", Family::Norm);
+
+/// The row length of `rms_norm_warp` (a warp per row, 4 elements a lane).
+const WARP_COLS: usize = 128;
+
 pub fn rms_norm(be: &CudaBackend, x: &T, w: &T, p: &NormParams) -> Result<CudaBuffer> {
     let spec = Spec { w: w.dtype(), ..Spec::uniform(x.dtype()) };
-    row_norm(be, &RMS_NORM, spec, &[addr(x), addr(w)], p, 0.0)
+    let (kernel, grid) = if p.cols == WARP_COLS {
+        (&RMS_NORM_WARP, Grid::Stride(p.rows * 32))
+    } else {
+        (&RMS_NORM, block_rows(p))
+    };
+    row_norm(be, kernel, grid, spec, &[addr(x), addr(w)], p, 0.0)
 }
 
 const CHANNEL_RMS_NORM: Kernel<NormArgs> = kernel("channel_rms_norm", Family::Norm);

@@ -1,5 +1,6 @@
 //! Rotary embeddings (`kernels/rope.cu`): `rope` (one thread per rotated pair) and the fused
-//! per-head RMSNorm + rope (one block per (token, head) row).
+//! per-head RMSNorm + rope (one block per (token, head) row); heads of 128 take the `_warp`
+//! kernels (a warp per row).
 
 use super::kernel;
 use crate::kernel::{Family, Kernel, Spec};
@@ -27,7 +28,15 @@ joyrt_core::kernel_params! {
 family! {
     "rope", RopeArgs,
     defines: &[],
-    kernels: [ROPE, RMS_NORM_ROPE],
+    kernels: [ROPE, RMS_NORM_ROPE, ROPE_WARP, RMS_NORM_ROPE_WARP],
+}
+
+/// The head dim of the `_warp` kernels (a warp per row, 4 elements a lane).
+const WARP_HEAD_DIM: usize = 128;
+
+/// The `_warp` kernels' launch: a warp per (token, head) row, the block size the descriptor's.
+fn warp_rows(p: &HeadParams) -> Grid {
+    Grid::Stride(p.tokens * p.heads * 32)
 }
 
 /// The kernels' arguments for `rope`'s tables, which must be f32.
@@ -48,11 +57,15 @@ fn args(rope: &Rope<CudaBackend>, p: &HeadParams) -> Result<RopeArgs> {
 
 const ROPE: Kernel<RopeArgs> = kernel("rope", Family::Rope);
 
+const ROPE_WARP: Kernel<RopeArgs> = kernel("rope_warp", Family::Rope);
+
 pub fn rope(be: &CudaBackend, x: &T, rope: &Rope<CudaBackend>, p: &HeadParams) -> Result<CudaBuffer> {
     let args = args(rope, p)?;
     let n = p.tokens * p.heads * p.head_dim;
     let inputs = [addr(x), addr(&rope.cos), addr(&rope.sin)];
-    be.launch_output(&ROPE, Spec::uniform(x.dtype()), Grid::Stride(n / 2), &inputs, (x.dtype(), n), &args)
+    let (kernel, grid) =
+        if p.head_dim == WARP_HEAD_DIM { (&ROPE_WARP, warp_rows(p)) } else { (&ROPE, Grid::Stride(n / 2)) };
+    be.launch_output(kernel, Spec::uniform(x.dtype()), grid, &inputs, (x.dtype(), n), &args)
 }
 
 const RMS_NORM_ROPE: Kernel<RopeArgs> = kernel("rms_norm_rope", Family::Rope);
@@ -68,12 +81,12 @@ pub fn rms_norm_rope(
     let spec = Spec { w: w.dtype(), ..Spec::uniform(x.dtype()) };
     let (rows, cols) = (p.tokens * p.heads, p.head_dim);
     let inputs = [addr(x), addr(w), addr(&rope.cos), addr(&rope.sin)];
-    be.launch_output(
-        &RMS_NORM_ROPE,
-        spec,
-        Grid::Rows { rows, cols },
-        &inputs,
-        (x.dtype(), rows * cols),
-        &args,
-    )
+    let (kernel, grid) = if cols == WARP_HEAD_DIM {
+        (&RMS_NORM_ROPE_WARP, warp_rows(p))
+    } else {
+        (&RMS_NORM_ROPE, Grid::Rows { rows, cols })
+    };
+    be.launch_output(kernel, spec, grid, &inputs, (x.dtype(), rows * cols), &args)
 }
+
+const RMS_NORM_ROPE_WARP: Kernel<RopeArgs> = kernel("rms_norm_rope_warp", Family::Rope);
