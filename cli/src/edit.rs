@@ -83,7 +83,7 @@ pub fn run(a: EditArgs) -> Result<()> {
         None => crate::base_size::folder_default(&folder.root)?,
     };
     let backend = AnyBackend::open(a.backend)?;
-    crate::backends::check_memory(&backend, &folder, dtype, a.max_memory_gb)?;
+    crate::backends::check_memory(&backend, &folder, dtype, a.max_memory_gb, false)?;
     if builtin && !a.quiet {
         eprintln!("note: no --model given: using the built-in tiny random-weight model (it proves the pipeline; it does not edit well)");
     }
