@@ -115,7 +115,7 @@ fn text(key: &str, v: &[u8]) -> Result<String, ApiError> {
 
 fn number<T>(key: &str, v: &[u8], range: (T, T)) -> Result<T, ApiError>
 where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
     let s = text(key, v)?;
     let x: T = s.trim().parse().map_err(|_| ApiError::field(key, format!("`{key}` must be a whole number, got {s:?}")))?;

@@ -102,7 +102,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         max_memory_gb: a.max_memory_gb,
         max_queue: a.max_queue,
     };
-    let (queue, mut ready, edit_thread) =
+    let (queue, ready, edit_thread) =
         worker::start(cfg, metrics.clone(), draining.clone()).context("cannot start the edit thread")?;
     let app = Arc::new(routes::App {
         queue,
@@ -127,28 +127,31 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let local = listener.local_addr()?;
         eprintln!("joyrt serve: listening on http://{local}");
         let router = routes::router(app);
-        // Ends the server on a signal, or when the model cannot be loaded.
-        let mut load_failed = None;
-        let stop = async {
-            tokio::select! {
-                _ = shutdown_signal() => {
-                    eprintln!("joyrt serve: shutting down: finishing the running edit");
-                }
-                r = ready.wait_for(|r| matches!(r, Readiness::Failed(_))) => {
-                    if let Ok(r) = r {
-                        if let Readiness::Failed(e) = &*r {
-                            load_failed = Some(e.clone());
-                        }
+        // Ends the server on a signal, or when the edit thread ends on its own (the model could
+        // not be loaded).
+        let signalled = Arc::new(AtomicBool::new(false));
+        let stop = {
+            let (mut ready, draining, signalled) = (ready.clone(), draining.clone(), signalled.clone());
+            async move {
+                tokio::select! {
+                    _ = shutdown_signal() => {
+                        eprintln!("joyrt serve: shutting down: finishing the running edit");
+                        signalled.store(true, Ordering::SeqCst);
                     }
+                    _ = ready.wait_for(|r| matches!(r, Readiness::Failed(_))) => {}
                 }
+                draining.store(true, Ordering::SeqCst);
             }
-            draining.store(true, Ordering::SeqCst);
         };
         axum::serve(listener, router).with_graceful_shutdown(stop).await.context("the server failed")?;
-        match load_failed {
-            Some(e) => bail!("the model could not be loaded: {e}"),
-            None => Ok(()),
+        if signalled.load(Ordering::SeqCst) {
+            return Ok(());
         }
+        let why = match &*ready.borrow() {
+            Readiness::Failed(e) => format!("the model could not be loaded: {e}"),
+            _ => "the edit thread stopped unexpectedly".to_string(),
+        };
+        bail!(why)
     });
     // The router (and with it the queue) is gone: the edit thread ends after its current edit.
     let _ = edit_thread.join();
