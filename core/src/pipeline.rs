@@ -210,13 +210,17 @@ struct LoadEach<'a, B: Backend> {
 
 impl<B: Backend> Networks<B> for LoadEach<'_, B> {
     fn text_encoder(&self, clock: &mut Clock<'_>) -> Result<Held<'_, Qwen<B>>> {
-        clock.run(Stage::LoadTextEncoder, |_| load_text_encoder(self.backend, self.model, self.dtype)).map(Held::Owned)
+        clock
+            .run(Stage::LoadTextEncoder, |_| load_text_encoder(self.backend, self.model, self.dtype))
+            .map(Held::Owned)
     }
     fn vae(&self, clock: &mut Clock<'_>) -> Result<Held<'_, Vae<B>>> {
         clock.run(Stage::LoadVae, |_| load_vae(self.backend, self.model, self.dtype)).map(Held::Owned)
     }
     fn transformer(&self, clock: &mut Clock<'_>) -> Result<Held<'_, Dit<B>>> {
-        clock.run(Stage::LoadTransformer, |_| load_transformer(self.backend, self.model, self.dtype)).map(Held::Owned)
+        clock
+            .run(Stage::LoadTransformer, |_| load_transformer(self.backend, self.model, self.dtype))
+            .map(Held::Owned)
     }
 }
 

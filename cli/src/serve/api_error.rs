@@ -73,11 +73,17 @@ mod tests {
 
     #[test]
     fn error_body_and_headers() {
-        let r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy").code("queue_full").retry_after(7).into_response();
+        let r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy")
+            .code("queue_full")
+            .retry_after(7)
+            .into_response();
         assert_eq!(r.status(), 429);
         assert_eq!(r.headers()[header::RETRY_AFTER], "7");
         let e = ApiError::field("n", "bad");
-        assert_eq!((e.status.as_u16(), e.param.as_deref(), e.kind()), (400, Some("n"), "invalid_request_error"));
+        assert_eq!(
+            (e.status.as_u16(), e.param.as_deref(), e.kind()),
+            (400, Some("n"), "invalid_request_error")
+        );
         assert_eq!(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "x").kind(), "server_error");
     }
 }

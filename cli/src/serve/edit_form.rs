@@ -62,12 +62,25 @@ impl EditForm {
                 "size" => size = parse_size(&text(key, &value)?)?,
                 "response_format" => match text(key, &value)?.as_str() {
                     "b64_json" => {}
-                    "url" => return Err(ApiError::field(key, "response_format `url` is not served by joyrt; use `b64_json`")),
-                    other => return Err(ApiError::field(key, format!("unknown response_format {other:?}; use `b64_json`"))),
+                    "url" => {
+                        return Err(ApiError::field(
+                            key,
+                            "response_format `url` is not served by joyrt; use `b64_json`",
+                        ))
+                    }
+                    other => {
+                        return Err(ApiError::field(
+                            key,
+                            format!("unknown response_format {other:?}; use `b64_json`"),
+                        ))
+                    }
                 },
                 "output_format" => {
                     if text(key, &value)? != "png" {
-                        return Err(ApiError::field(key, "joyrt returns PNG images: output_format must be `png`"));
+                        return Err(ApiError::field(
+                            key,
+                            "joyrt returns PNG images: output_format must be `png`",
+                        ));
                     }
                 }
                 "num_inference_steps" => steps = number(key, &value, STEPS)?,
@@ -87,7 +100,12 @@ impl EditForm {
                         return Err(ApiError::field(key, "streaming is not supported; leave `stream` unset"));
                     }
                 }
-                "mask" => return Err(ApiError::field(key, "masks are not supported: the edit follows the prompt over the whole image")),
+                "mask" => {
+                    return Err(ApiError::field(
+                        key,
+                        "masks are not supported: the edit follows the prompt over the whole image",
+                    ))
+                }
                 other => return Err(ApiError::field(other, format!("unknown field `{other}`"))),
             }
         }
@@ -118,7 +136,10 @@ where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
     let s = text(key, v)?;
-    let x: T = s.trim().parse().map_err(|_| ApiError::field(key, format!("`{key}` must be a whole number, got {s:?}")))?;
+    let x: T = s
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::field(key, format!("`{key}` must be a whole number, got {s:?}")))?;
     in_range(key, x, range).map_err(|m| ApiError::field(key, m))?;
     Ok(x)
 }

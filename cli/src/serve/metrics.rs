@@ -103,8 +103,18 @@ impl Metrics {
         let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        gauge(&mut out, "joyrt_model_ready", "1 once the model is loaded", self.ready.load(Ordering::SeqCst) as i64);
-        gauge(&mut out, "joyrt_queue_depth", "Edit requests waiting for the device", self.queue_depth() as i64);
+        gauge(
+            &mut out,
+            "joyrt_model_ready",
+            "1 once the model is loaded",
+            self.ready.load(Ordering::SeqCst) as i64,
+        );
+        gauge(
+            &mut out,
+            "joyrt_queue_depth",
+            "Edit requests waiting for the device",
+            self.queue_depth() as i64,
+        );
         gauge(&mut out, "joyrt_edits_running", "Edit requests running", self.running.load(Ordering::SeqCst));
         let _ = writeln!(
             out,
@@ -125,7 +135,11 @@ impl Metrics {
             "joyrt_edit_request_seconds",
             "Latency of successful edit requests, queueing included",
         );
-        lock(&self.step_latency).write(&mut out, "joyrt_denoise_step_seconds", "Latency of one denoising step");
+        lock(&self.step_latency).write(
+            &mut out,
+            "joyrt_denoise_step_seconds",
+            "Latency of one denoising step",
+        );
         out
     }
 }

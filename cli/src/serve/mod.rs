@@ -69,7 +69,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let dtype = DType::parse(&a.dtype)
         .with_context(|| format!("unknown dtype {:?}: use bf16, f16 or f32", a.dtype))?;
     let defaults = edit_form::Defaults { steps: a.steps, guidance: a.guidance };
-    joyrt_core::limits::in_range("--steps", a.steps, joyrt_core::limits::STEPS).map_err(anyhow::Error::msg)?;
+    joyrt_core::limits::in_range("--steps", a.steps, joyrt_core::limits::STEPS)
+        .map_err(anyhow::Error::msg)?;
     joyrt_core::limits::in_range("--guidance", a.guidance, joyrt_core::limits::GUIDANCE)
         .map_err(anyhow::Error::msg)?;
     if a.max_upload_mib == 0 || a.max_upload_mib > 4096 {
@@ -78,7 +79,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let (model, model_id) = match &a.model {
         Some(dir) => {
             let folder = ModelFolder::open(dir)?;
-            let name = dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+            let name =
+                dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
             (folder, name.unwrap_or_else(|| "joyrt".into()))
         }
         None => (crate::builtin::model_folder()?, "joyrt-builtin-tiny".to_string()),

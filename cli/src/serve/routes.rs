@@ -81,7 +81,11 @@ async fn require_key(State(app): State<Arc<App>>, req: Request, next: Next) -> R
             .and_then(|v| v.strip_prefix("Bearer "));
         let ok = given.is_some_and(|g| same_secret(g.trim().as_bytes(), key.as_bytes()));
         if !ok {
-            let why = if given.is_none() { "no API key given (Authorization: Bearer KEY)" } else { "incorrect API key" };
+            let why = if given.is_none() {
+                "no API key given (Authorization: Bearer KEY)"
+            } else {
+                "incorrect API key"
+            };
             return ApiError::new(StatusCode::UNAUTHORIZED, why).code("invalid_api_key").into_response();
         }
     }
@@ -94,7 +98,8 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no route {} {}", req.method(), req.uri().path())).code("not_found")
+    ApiError::new(StatusCode::NOT_FOUND, format!("no route {} {}", req.method(), req.uri().path()))
+        .code("not_found")
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {
@@ -102,7 +107,9 @@ async fn health(State(app): State<Arc<App>>) -> Response {
     let (status, body) = match r {
         Readiness::Ready => (StatusCode::OK, serde_json::json!({"status": "ready"})),
         Readiness::Loading => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "loading"})),
-        Readiness::Failed(e) => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "failed", "error": e})),
+        Readiness::Failed(e) => {
+            (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "failed", "error": e}))
+        }
     };
     (status, Json(body)).into_response()
 }
@@ -135,30 +142,43 @@ async fn edits(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let multipart = multipart.map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("the body must be multipart/form-data: {}", e.body_text()))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be multipart/form-data: {}", e.body_text()),
+        )
     })?;
     let fields = read_fields(multipart).await?;
     let form = EditForm::parse(fields, &app.defaults)?;
     if let Some(m) = form.model.as_deref().filter(|m| *m != app.model_id) {
         return Err(ApiError {
             param: Some("model".into()),
-            ..ApiError::new(StatusCode::NOT_FOUND, format!("the model {m:?} is not served here; this server serves {:?}", app.model_id))
-                .code("model_not_found")
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("the model {m:?} is not served here; this server serves {:?}", app.model_id),
+            )
+            .code("model_not_found")
         });
     }
     match &*app.ready.borrow() {
         Readiness::Ready => {}
         Readiness::Loading => {
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading").code("loading").retry_after(5))
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading")
+                .code("loading")
+                .retry_after(5))
         }
         Readiness::Failed(e) => {
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the model failed to load: {e}")))
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the model failed to load: {e}"),
+            ))
         }
     }
     let bytes = form.image.clone();
     let image = tokio::task::spawn_blocking(move || RgbImage::decode(&bytes, "the `image` file"))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("decoding the image failed: {e}")))?
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("decoding the image failed: {e}"))
+        })?
         .map_err(|e| ApiError::field("image", e.to_string()))?;
     let buckets = match form.size {
         Some(hw) => Buckets(vec![hw]),
@@ -190,12 +210,16 @@ async fn edits(
         Ok(Ok(images)) => images,
         Ok(Err(JobError::Edit(e))) => return Err(edit_error(e)),
         Ok(Err(JobError::ShuttingDown)) | Err(_) => {
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down").retry_after(1))
+            return Err(
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down").retry_after(1)
+            )
         }
     };
     let data = tokio::task::spawn_blocking(move || images.iter().map(png_b64).collect::<Result<Vec<_>, _>>())
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the result failed: {e}")))??;
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the result failed: {e}"))
+        })??;
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     Ok(Json(serde_json::json!({ "created": created, "data": data })))
 }
@@ -225,7 +249,9 @@ fn edit_error(e: joyrt_core::Error) -> ApiError {
     use joyrt_core::Error as E;
     match e {
         E::Input(m) => {
-            let param = ["negative prompt", "prompt", "bucket"].into_iter().find(|p| m.contains(&format!("the {p}")) || m.starts_with(p));
+            let param = ["negative prompt", "prompt", "bucket"]
+                .into_iter()
+                .find(|p| m.contains(&format!("the {p}")) || m.starts_with(p));
             let param = param.map(|p| match p {
                 "negative prompt" => "negative_prompt",
                 "bucket" => "size",
@@ -277,7 +303,9 @@ mod tests {
         assert_eq!((e.status.as_u16(), e.param.as_deref()), (400, Some("prompt")));
         let e = edit_error(joyrt_core::Error::Input("the negative prompt is too long".into()));
         assert_eq!(e.param.as_deref(), Some("negative_prompt"));
-        let e = edit_error(joyrt_core::Error::Input("bucket 64x32 is outside the processor's pixel range".into()));
+        let e = edit_error(joyrt_core::Error::Input(
+            "bucket 64x32 is outside the processor's pixel range".into(),
+        ));
         assert_eq!(e.param.as_deref(), Some("size"));
         let e = edit_error(joyrt_core::Error::NonFinite { what: "step 1".into() });
         assert_eq!(e.status.as_u16(), 500);

@@ -120,7 +120,12 @@ fn run(
 }
 
 /// Runs the jobs in arrival order until the queue closes.
-fn serve_jobs<B: Backend>(session: &Session<B>, metrics: &Metrics, draining: &AtomicBool, jobs: Receiver<Job>) {
+fn serve_jobs<B: Backend>(
+    session: &Session<B>,
+    metrics: &Metrics,
+    draining: &AtomicBool,
+    jobs: Receiver<Job>,
+) {
     while let Ok(job) = jobs.recv() {
         metrics.queued(-1);
         if draining.load(Ordering::SeqCst) {
@@ -161,7 +166,10 @@ fn run_job<B: Backend>(session: &Session<B>, job: &Job, metrics: &Metrics) -> Jo
                 .map(String::as_str)
                 .or_else(|| p.downcast_ref::<&str>().copied())
                 .unwrap_or("unknown");
-            Err(joyrt_core::Error::backend("joyrt serve", format!("the edit failed with an internal error: {what}")))
+            Err(joyrt_core::Error::backend(
+                "joyrt serve",
+                format!("the edit failed with an internal error: {what}"),
+            ))
         });
         images.push(out.map_err(JobError::Edit)?.image);
     }

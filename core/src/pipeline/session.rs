@@ -127,8 +127,8 @@ mod tests {
         .unwrap();
         assert_eq!(stages, [Stage::LoadTextEncoder, Stage::LoadVae, Stage::LoadTransformer]);
         let img = input();
-        let one_shot = super::super::edit(&backend, &model, &img, &params("Make it blue", 3), &mut |_| true)
-            .unwrap();
+        let one_shot =
+            super::super::edit(&backend, &model, &img, &params("Make it blue", 3), &mut |_| true).unwrap();
 
         let mut seen = Vec::new();
         let first = session
@@ -140,7 +140,9 @@ mod tests {
             })
             .unwrap();
         assert_eq!(first.image, one_shot.image, "the resident networks give the one-shot result");
-        assert!(!seen.iter().any(|s| matches!(s, Stage::LoadTextEncoder | Stage::LoadVae | Stage::LoadTransformer)));
+        assert!(!seen
+            .iter()
+            .any(|s| matches!(s, Stage::LoadTextEncoder | Stage::LoadVae | Stage::LoadTransformer)));
 
         // A refused request, a cancelled one and one in the wrong dtype change nothing after them.
         let bad = EditParams { steps: 0, ..params("x", 1) };
@@ -149,7 +151,11 @@ mod tests {
         let r = session.edit(&img, &params("Make it blue", 3), &mut { cancel });
         assert!(matches!(r, Err(Error::Cancelled)), "{:?}", r.err());
         let wrong = EditParams { dtype: DType::BF16, ..params("x", 1) };
-        assert!(session.edit(&img, &wrong, &mut |_| true).unwrap_err().to_string().contains("holds its networks in f32"));
+        assert!(session
+            .edit(&img, &wrong, &mut |_| true)
+            .unwrap_err()
+            .to_string()
+            .contains("holds its networks in f32"));
 
         let again = session.edit(&img, &params("Make it blue", 3), &mut |_| true).unwrap();
         assert_eq!(again.image, first.image, "same request, same image");
