@@ -36,7 +36,7 @@ impl ApiError {
     }
 
     /// OpenAI's `type` for the status.
-    fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self.status.as_u16() {
             401 => "authentication_error",
             429 => "rate_limit_error",

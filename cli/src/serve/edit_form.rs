@@ -36,6 +36,8 @@ pub struct EditForm {
     pub guidance: f32,
     pub seed: Option<u64>,
     pub model: Option<String>,
+    /// Answer with server-sent events: one per denoising step, then one per image.
+    pub stream: bool,
 }
 
 impl EditForm {
@@ -44,7 +46,7 @@ impl EditForm {
         let mut seen = std::collections::HashSet::new();
         let mut image = None;
         let (mut prompt, mut negative_prompt, mut model) = (None, String::new(), None);
-        let (mut n, mut size, mut seed) = (1, None, None);
+        let (mut n, mut size, mut seed, mut stream) = (1, None, None, false);
         let (mut steps, mut guidance) = (defaults.steps, defaults.guidance);
         for (name, value) in fields {
             // Newer clients send a list of images as `image[]`; joyrt edits one.
@@ -96,8 +98,10 @@ impl EditForm {
                 // OpenAI's end-user id: not used.
                 "user" => {}
                 "stream" => {
-                    if text(key, &value)? != "false" {
-                        return Err(ApiError::field(key, "streaming is not supported; leave `stream` unset"));
+                    stream = match text(key, &value)?.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        other => return Err(ApiError::field(key, format!("stream must be true or false, got {other:?}"))),
                     }
                 }
                 "mask" => {
@@ -117,7 +121,7 @@ impl EditForm {
         if prompt.trim().is_empty() {
             return Err(ApiError::field("prompt", "the prompt is empty"));
         }
-        Ok(EditForm { image, prompt, negative_prompt, n, size, steps, guidance, seed, model })
+        Ok(EditForm { image, prompt, negative_prompt, n, size, steps, guidance, seed, model, stream })
     }
 }
 

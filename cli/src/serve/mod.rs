@@ -8,6 +8,7 @@ mod api_error;
 mod edit_form;
 mod metrics;
 mod routes;
+mod stream;
 mod worker;
 
 use crate::backends::BackendChoice;

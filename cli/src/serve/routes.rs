@@ -3,7 +3,7 @@
 use super::api_error::ApiError;
 use super::edit_form::{Defaults, EditForm};
 use super::metrics::Metrics;
-use super::worker::{Job, JobError, Queue, Readiness, Refused};
+use super::worker::{Job, JobError, JobResult, Queue, Readiness, Refused};
 use axum::body::Bytes;
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -19,7 +19,7 @@ use joyrt_core::DType;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// What every handler shares.
 pub struct App {
@@ -66,7 +66,9 @@ async fn count(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     };
     let t0 = Instant::now();
     let r = next.run(req).await;
-    let took = (route == EDITS).then(|| t0.elapsed());
+    // A stream's answer starts before its edit runs: only whole answers are timed.
+    let streamed = r.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let took = (route == EDITS && !streamed).then(|| t0.elapsed());
     app.metrics.request(route, r.status().as_u16(), took);
     r
 }
@@ -127,7 +129,7 @@ async fn models(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 
 /// Sets the job's cancel flag when dropped armed: the handler's future is dropped when the
 /// client goes away, and the edit then stops at its next step.
-struct CancelOnDrop(Option<Arc<AtomicBool>>);
+pub struct CancelOnDrop(Option<Arc<AtomicBool>>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -140,7 +142,7 @@ impl Drop for CancelOnDrop {
 async fn edits(
     State(app): State<Arc<App>>,
     multipart: Result<Multipart, MultipartRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let multipart = multipart.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -196,32 +198,54 @@ async fn edits(
     };
     let cancel = Arc::new(AtomicBool::new(false));
     let (reply, answer) = oneshot::channel();
-    let job = Job { image, params, n: form.n, cancel: cancel.clone(), reply };
+    let (progress, steps) = match form.stream {
+        true => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
+    let job = Job { image, params, n: form.n, cancel: cancel.clone(), reply, progress };
     app.queue.submit(job).map_err(|r| match r {
         Refused::Full => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "the edit queue is full; retry later")
             .code("queue_full")
             .retry_after(app.metrics.retry_after_secs()),
         Refused::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"),
     })?;
-    let mut guard = CancelOnDrop(Some(cancel));
+    let guard = CancelOnDrop(Some(cancel));
+    if let Some(steps) = steps {
+        return Ok(super::stream::events(guard, steps, answer).into_response());
+    }
+    let images = finish(guard, answer).await?;
+    let data = encode_all(images).await?;
+    let data: Vec<_> = data.into_iter().map(|(b64, _)| serde_json::json!({ "b64_json": b64 })).collect();
+    Ok(Json(serde_json::json!({ "created": unix_now(), "data": data })).into_response())
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The job's images once it is done; `guard` is disarmed then (a client that goes away before
+/// drops it armed).
+pub async fn finish(mut guard: CancelOnDrop, answer: oneshot::Receiver<JobResult>) -> Result<Vec<RgbImage>, ApiError> {
     let result = answer.await;
     guard.0 = None;
-    let images = match result {
-        Ok(Ok(images)) => images,
-        Ok(Err(JobError::Edit(e))) => return Err(edit_error(e)),
+    match result {
+        Ok(Ok(images)) => Ok(images),
+        Ok(Err(JobError::Edit(e))) => Err(edit_error(e)),
         Ok(Err(JobError::ShuttingDown)) | Err(_) => {
-            return Err(
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down").retry_after(1)
-            )
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down").retry_after(1))
         }
-    };
-    let data = tokio::task::spawn_blocking(move || images.iter().map(png_b64).collect::<Result<Vec<_>, _>>())
+    }
+}
+
+/// Each image as base64 PNG with its `WIDTHxHEIGHT`, encoded off the async threads.
+pub async fn encode_all(images: Vec<RgbImage>) -> Result<Vec<(String, String)>, ApiError> {
+    tokio::task::spawn_blocking(move || images.iter().map(png_base64).collect::<Result<Vec<_>, _>>())
         .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the result failed: {e}"))
-        })??;
-    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    Ok(Json(serde_json::json!({ "created": created, "data": data })))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the result failed: {e}")))?
 }
 
 /// Every field of the form, in order. An upload past the body limit is a 413.
@@ -264,14 +288,14 @@ fn edit_error(e: joyrt_core::Error) -> ApiError {
     }
 }
 
-fn png_b64(img: &RgbImage) -> Result<serde_json::Value, ApiError> {
+fn png_base64(img: &RgbImage) -> Result<(String, String), ApiError> {
     let fail = |what: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, what);
     let buf = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data.clone())
         .ok_or_else(|| fail("the result's buffer does not match its size".into()))?;
     let mut png = Vec::new();
     buf.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .map_err(|e| fail(format!("encoding the PNG failed: {e}")))?;
-    Ok(serde_json::json!({ "b64_json": base64::engine::general_purpose::STANDARD.encode(png) }))
+    Ok((base64::engine::general_purpose::STANDARD.encode(png), format!("{}x{}", img.width, img.height)))
 }
 
 /// A seed for a request that gives none: different for every request and every server run.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// One request's edit: `n` images from seeds `params.seed`, `params.seed + 1`, …
 pub struct Job {
@@ -22,6 +22,16 @@ pub struct Job {
     /// Set when the client went away: the edit stops at its next step.
     pub cancel: Arc<AtomicBool>,
     pub reply: oneshot::Sender<JobResult>,
+    /// Where each finished denoising step is reported (`stream=true` requests).
+    pub progress: Option<mpsc::UnboundedSender<StepDone>>,
+}
+
+/// Denoising step `step` (1-based) of `total` of image `image` (0-based) finished.
+#[derive(Clone, Copy, Debug)]
+pub struct StepDone {
+    pub image: usize,
+    pub step: usize,
+    pub total: usize,
 }
 
 pub type JobResult = Result<Vec<RgbImage>, JobError>;
@@ -154,8 +164,11 @@ fn run_job<B: Backend>(session: &Session<B>, job: &Job, metrics: &Metrics) -> Jo
         // during an edit, so the next request finds them as they were.
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             session.edit(&job.image, &params, &mut |p| {
-                if let Progress::Step { elapsed, .. } = p {
+                if let Progress::Step { index, total, elapsed } = p {
                     metrics.step(elapsed);
+                    if let Some(tx) = &job.progress {
+                        let _ = tx.send(StepDone { image: i, step: index + 1, total });
+                    }
                 }
                 !job.cancel.load(Ordering::SeqCst)
             })
