@@ -271,6 +271,67 @@ async fn bad_requests_get_openai_errors() {
     }
 }
 
+/// The events of a server-sent event stream: `(event, data as JSON)`.
+fn sse_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+            Some((field("event:")?.to_string(), serde_json::from_str(field("data:")?).unwrap()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_streamed_edit_reports_every_step_then_its_images() {
+    let server = Server::start(&[]).await;
+    let fields =
+        [("num_inference_steps", "3"), ("size", "64x64"), ("seed", "9"), ("n", "2"), ("stream", "true")];
+    let r = post(&server, None, form("Make it blue", &fields)).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let events = sse_events(&r.text().await.unwrap());
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    let mut expected = vec!["joyrt.progress"; 6];
+    expected.extend(["image_edit.completed"; 2]);
+    assert_eq!(names, expected);
+    let steps: Vec<(u64, u64, u64)> = events[..6]
+        .iter()
+        .map(|(_, d)| {
+            (d["image"].as_u64().unwrap(), d["step"].as_u64().unwrap(), d["total"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(steps, [(0, 1, 3), (0, 2, 3), (0, 3, 3), (1, 1, 3), (1, 2, 3), (1, 3, 3)]);
+    // The streamed images are the ones a plain request gets.
+    let plain = [("num_inference_steps", "3"), ("size", "64x64"), ("seed", "9"), ("n", "2")];
+    let want = images(post(&server, None, form("Make it blue", &plain)).await).await;
+    for ((_, d), want) in events[6..].iter().zip(&want) {
+        assert_eq!((d["type"].as_str(), d["size"].as_str()), (Some("image_edit.completed"), Some("64x64")));
+        let png = base64::engine::general_purpose::STANDARD.decode(d["b64_json"].as_str().unwrap()).unwrap();
+        assert_eq!(&image::load_from_memory(&png).unwrap().to_rgb8(), want);
+    }
+    // A failure after the stream began is an `error` event (a bucket under the pixel range).
+    let r = post(&server, None, form("x", &[("size", "32x32"), ("stream", "true")])).await;
+    let events = sse_events(&r.text().await.unwrap());
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].0.as_str(), events[0].1["error"]["param"].as_str()), ("error", Some("size")));
+    // Closing a stream cancels its edit.
+    let url = server.at("/v1/images/edits");
+    let mut r = reqwest::Client::new()
+        .post(url)
+        .multipart(form("x", &[("num_inference_steps", "1000"), ("size", "64x64"), ("stream", "true")]))
+        .send()
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(LIMIT, r.chunk()).await.unwrap().unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("joyrt.progress"));
+    drop(r);
+    let t0 = Instant::now();
+    while server.metric("joyrt_edits_cancelled_total").await < 1.0 {
+        assert!(t0.elapsed() < LIMIT, "the streamed edit was not cancelled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Resident memory of a process, in bytes (Linux).
 fn rss(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -464,6 +525,11 @@ with open(sys.argv[2], "rb") as f:
     r = client.images.edit(model="tiny", image=f, prompt="Make it blue", n=1, size="64x64",
                            response_format="b64_json", extra_body={"num_inference_steps": 2, "seed": 3})
 open(sys.argv[3], "wb").write(base64.b64decode(r.data[0].b64_json))
+with open(sys.argv[2], "rb") as f:
+    events = list(client.images.edit(model="tiny", image=f, prompt="Make it blue", size="64x64", stream=True,
+                                     extra_body={"num_inference_steps": 2, "seed": 3}))
+assert [e.type for e in events] == ["joyrt.progress"] * 2 + ["image_edit.completed"], events
+assert base64.b64decode(events[-1].b64_json) == base64.b64decode(r.data[0].b64_json), "stream and plain differ"
 try:
     openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key="wrong", max_retries=0).models.list()
     sys.exit("a wrong key was accepted")

@@ -101,7 +101,12 @@ impl EditForm {
                     stream = match text(key, &value)?.as_str() {
                         "true" => true,
                         "false" => false,
-                        other => return Err(ApiError::field(key, format!("stream must be true or false, got {other:?}"))),
+                        other => {
+                            return Err(ApiError::field(
+                                key,
+                                format!("stream must be true or false, got {other:?}"),
+                            ))
+                        }
                     }
                 }
                 "mask" => {
@@ -206,6 +211,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!((f.steps, f.guidance, f.size, f.model.as_deref()), (3, 1.5, None, Some("m")));
+        assert!(!f.stream);
+        assert!(form(&[("prompt", "x"), ("stream", "true")]).unwrap().stream);
     }
 
     #[test]
@@ -226,6 +233,7 @@ mod tests {
             ("seed", "-1"),
             ("mask", "x"),
             ("output_format", "webp"),
+            ("stream", "yes"),
             ("quality", "hd"),
         ] {
             assert_eq!(param_of(&[("prompt", "x"), (k, v)]), k, "{k}={v}");

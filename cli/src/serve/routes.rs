@@ -67,7 +67,8 @@ async fn count(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     let t0 = Instant::now();
     let r = next.run(req).await;
     // A stream's answer starts before its edit runs: only whole answers are timed.
-    let streamed = r.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let streamed =
+        r.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     let took = (route == EDITS && !streamed).then(|| t0.elapsed());
     app.metrics.request(route, r.status().as_u16(), took);
     r
@@ -229,7 +230,10 @@ pub fn unix_now() -> u64 {
 
 /// The job's images once it is done; `guard` is disarmed then (a client that goes away before
 /// drops it armed).
-pub async fn finish(mut guard: CancelOnDrop, answer: oneshot::Receiver<JobResult>) -> Result<Vec<RgbImage>, ApiError> {
+pub async fn finish(
+    mut guard: CancelOnDrop,
+    answer: oneshot::Receiver<JobResult>,
+) -> Result<Vec<RgbImage>, ApiError> {
     let result = answer.await;
     guard.0 = None;
     match result {
@@ -245,7 +249,9 @@ pub async fn finish(mut guard: CancelOnDrop, answer: oneshot::Receiver<JobResult
 pub async fn encode_all(images: Vec<RgbImage>) -> Result<Vec<(String, String)>, ApiError> {
     tokio::task::spawn_blocking(move || images.iter().map(png_base64).collect::<Result<Vec<_>, _>>())
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the result failed: {e}")))?
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the result failed: {e}"))
+        })?
 }
 
 /// Every field of the form, in order. An upload past the body limit is a 413.

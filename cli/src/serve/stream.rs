@@ -63,7 +63,8 @@ async fn forward(
 }
 
 fn progress_event(s: StepDone) -> Event {
-    let data = serde_json::json!({"type": "joyrt.progress", "image": s.image, "step": s.step, "total": s.total});
+    let data =
+        serde_json::json!({"type": "joyrt.progress", "image": s.image, "step": s.step, "total": s.total});
     Event::default().event("joyrt.progress").data(data.to_string())
 }
 
@@ -81,7 +82,7 @@ fn completed_event(b64: String, size: String) -> Event {
 fn error_event(e: ApiError) -> Event {
     let data = serde_json::json!({
         "type": "error",
-        "error": {"message": e.message, "type": e.kind(), "param": e.param, "code": e.code},
+        "error": {"message": &e.message, "type": e.kind(), "param": &e.param, "code": e.code},
     });
     Event::default().event("error").data(data.to_string())
 }
