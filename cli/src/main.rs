@@ -6,6 +6,7 @@ mod bench;
 mod builtin;
 mod conformance;
 mod edit;
+mod hf_cache;
 mod info;
 mod make_model;
 mod output;

@@ -24,8 +24,9 @@ use worker::Readiness;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Model folder in the published diffusers layout. Without it the built-in tiny random-weight
-    /// model is served (it proves the server; it does not edit well).
+    /// Model folder in the published diffusers layout, or a Hugging Face repository id
+    /// (`ORG/NAME[@REVISION]`) already in the Hugging Face cache. Without it the built-in tiny
+    /// random-weight model is served (it proves the server; it does not edit well).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Address to listen on. Anything but a loopback address exposes the server to the network.
@@ -78,11 +79,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
         bail!("--max-upload-mib must be from 1 to 4096, got {}", a.max_upload_mib);
     }
     let (model, model_id) = match &a.model {
-        Some(dir) => {
-            let folder = ModelFolder::open(dir)?;
-            let name =
-                dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-            (folder, name.unwrap_or_else(|| "joyrt".into()))
+        Some(arg) => {
+            let folder = ModelFolder::open(&crate::hf_cache::resolve(arg)?)?;
+            (folder, crate::hf_cache::model_id(arg).unwrap_or_else(|| "joyrt".into()))
         }
         None => (crate::builtin::model_folder()?, "joyrt-builtin-tiny".to_string()),
     };
