@@ -73,13 +73,15 @@ fn host_available() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
-/// Refuses a run whose weights cannot fit: the pipeline holds the text encoder alone, then the
-/// VAE and the transformer together, so the peak is the larger of the two in `dtype`.
+/// Refuses a run whose weights cannot fit. A single edit holds the text encoder alone, then the
+/// VAE and the transformer together, so its peak is the larger of the two in `dtype`; a
+/// `resident` session (a server) holds all three at once.
 pub fn check_memory(
     backend: &AnyBackend,
     model: &ModelFolder,
     dtype: DType,
     max_gb: Option<f64>,
+    resident: bool,
 ) -> Result<()> {
     let limit = match (max_gb, backend) {
         (Some(gb), _) => Some((gb * 1e9) as u64),
@@ -90,7 +92,8 @@ pub fn check_memory(
     let Some(limit) = limit else { return Ok(()) };
     let c = &model.configs;
     let (dit, vae, qwen) = (c.transformer.param_count(), c.vae.param_count(), c.text_encoder.param_count());
-    let need = qwen.max(dit + vae) * dtype.size() as u64;
+    let params = if resident { qwen + dit + vae } else { qwen.max(dit + vae) };
+    let need = params * dtype.size() as u64;
     if need > limit {
         bail!(
             "out of memory: the weights need {} at once in {dtype} on {}, {} is available; \

@@ -27,7 +27,8 @@ pub struct EditArgs {
     /// Replace the output file if it exists (never the input image, never a read-only file).
     #[arg(long)]
     pub overwrite: bool,
-    /// Model folder in the published diffusers layout (JoyAI-Image-Edit-Diffusers). Without it a
+    /// Model folder in the published diffusers layout (JoyAI-Image-Edit-Diffusers), or a Hugging
+    /// Face repository id (`ORG/NAME[@REVISION]`) already in the Hugging Face cache. Without it a
     /// built-in tiny random-weight model is used: it proves the pipeline, it does not edit well.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -75,7 +76,7 @@ pub fn run(a: EditArgs) -> Result<()> {
     let (prompt, negative_prompt) = a.prompts.resolve()?;
     let image = read_image(&a.image)?;
     let (folder, builtin) = match &a.model {
-        Some(dir) => (ModelFolder::open(dir)?, false),
+        Some(dir) => (ModelFolder::open(&crate::hf_cache::resolve(dir)?)?, false),
         None => (crate::builtin::model_folder()?, true),
     };
     let base_size = match a.base_size {
@@ -83,7 +84,7 @@ pub fn run(a: EditArgs) -> Result<()> {
         None => crate::base_size::folder_default(&folder.root)?,
     };
     let backend = AnyBackend::open(a.backend)?;
-    crate::backends::check_memory(&backend, &folder, dtype, a.max_memory_gb)?;
+    crate::backends::check_memory(&backend, &folder, dtype, a.max_memory_gb, false)?;
     if builtin && !a.quiet {
         eprintln!("note: no --model given: using the built-in tiny random-weight model (it proves the pipeline; it does not edit well)");
     }

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// Model folder in the published diffusers layout.
+    /// Model folder in the published diffusers layout, or a Hugging Face repository id
+    /// (`ORG/NAME[@REVISION]`) already in the Hugging Face cache.
     pub dir: PathBuf,
     /// Also read every tensor of every component and report those holding NaN or Inf (reads the
     /// whole model once, one tensor at a time).
@@ -124,8 +125,9 @@ fn components(check: &FolderCheck, scan: bool) -> Vec<String> {
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
-    let check = FolderCheck::run(&a.dir)?;
-    println!("model folder {}", a.dir.display());
+    let dir = crate::hf_cache::resolve(&a.dir)?;
+    let check = FolderCheck::run(&dir)?;
+    println!("model folder {}", dir.display());
     let mut problems = check.problems();
     problems.extend(components(&check, a.check_weights));
     if problems.is_empty() {

@@ -6,11 +6,13 @@ mod bench;
 mod builtin;
 mod conformance;
 mod edit;
+mod hf_cache;
 mod info;
 mod make_model;
 mod output;
 mod progress;
 mod prompt_input;
+mod serve;
 mod staged_folder;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +43,9 @@ enum Command {
     Conformance(conformance::ConformanceArgs),
     /// Time the DiT's ops and one DiT forward on a backend.
     Bench(bench::BenchArgs),
+    /// Serve the model over an OpenAI-compatible Images API (`POST /v1/images/edits`), loaded
+    /// once and kept in memory.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
         Command::MakeModel(a) => make_model::run(a),
         Command::Conformance(a) => conformance::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

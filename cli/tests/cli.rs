@@ -284,3 +284,60 @@ fn cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back() {
     assert!(o.status.success(), "auto must fall back: {}", text(&o));
     assert!(out.exists());
 }
+
+/// A model in a Hugging Face cache as huggingface_hub lays it out: snapshot files are relative
+/// links to content-addressed blobs, `refs/main` names the snapshot.
+#[cfg(unix)]
+#[test]
+fn a_repository_id_finds_the_model_in_the_hugging_face_cache() {
+    fn link_blobs(from: &std::path::Path, snap: &std::path::Path, blobs: &std::path::Path, depth: usize) {
+        std::fs::create_dir_all(snap).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let to = snap.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                link_blobs(&e.path(), &to, blobs, depth + 1);
+            } else {
+                // A blob is named by its content's hash; a running number stands in for it.
+                let blob = format!("blob{}", std::fs::read_dir(blobs).unwrap().count());
+                std::fs::copy(e.path(), blobs.join(&blob)).unwrap();
+                std::os::unix::fs::symlink(format!("{}blobs/{blob}", "../".repeat(depth + 2)), &to).unwrap();
+            }
+        }
+    }
+    let cache = work().join("hf-cache");
+    let repo = cache.join("models--someorg--tiny-edit");
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd\n").unwrap();
+    link_blobs(tiny_model(), &repo.join("snapshots/0123abcd"), &repo.join("blobs"), 0);
+
+    let o = joyrt_cmd(&["info", "someorg/tiny-edit"]).env("HF_HUB_CACHE", &cache).output().unwrap();
+    let t = text(&o);
+    assert!(o.status.success() && t.contains("no problems found") && t.contains("snapshots/0123abcd"), "{t}");
+    let out = work().join("from-hf-cache.png");
+    let o = joyrt_cmd(&[
+        "edit",
+        "--model",
+        "someorg/tiny-edit",
+        "--backend",
+        "cpu",
+        "--image",
+        &input_png(),
+        "--prompt",
+        "x",
+        "--steps",
+        "1",
+        "-o",
+        out.to_str().unwrap(),
+    ])
+    .env("HF_HOME", cache.parent().unwrap().join("unused"))
+    .env("HF_HUB_CACHE", &cache)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.is_file());
+    // Absent: an error that says how to get it.
+    let o = joyrt_cmd(&["info", "someorg/absent"]).env("HF_HUB_CACHE", &cache).output().unwrap();
+    assert_clean_error(&o, "huggingface-cli download someorg/absent");
+}

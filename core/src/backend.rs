@@ -21,7 +21,7 @@
 //! family in every backend: `backends/<backend>/src/ops/<family>.rs`, `shaders/<family>.wgsl`,
 //! `kernels/<family>.cu` (see docs/ARCHITECTURE.md, "Checklist: adding an op").
 
-use crate::{DType, Result, Tensor};
+use crate::{DType, Error, Result, Tensor};
 
 /// A compute device with its own memory and kernels.
 ///
@@ -43,6 +43,12 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     fn download(&self, x: &Tensor<Self>) -> Result<Vec<u8>>;
     /// Blocks until all queued work has finished (for timing).
     fn synchronize(&self) -> Result<()>;
+    /// An error the device reported outside the `Result` of the op that caused it and that no op
+    /// has returned yet, taken (wgpu reports validation and out-of-memory errors this way). A
+    /// resident session takes it before each edit, so one edit's error never fails the next.
+    fn take_late_error(&self) -> Option<Error> {
+        None
+    }
     /// Bytes of device memory held by live buffers now, and the most held at once since the
     /// backend was made (each backend counts what it allocates).
     fn memory_stats(&self) -> (u64, u64);

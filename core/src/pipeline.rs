@@ -1,8 +1,12 @@
 //! The edit pipeline (model-spec §1): bucket + resize/crop, prompt encoding with Qwen3-VL, VAE
 //! encode of the reference, the flow-matching denoising loop with CFG and norm rescale, VAE decode.
 //!
-//! Components are loaded one at a time and dropped as soon as the pipeline no longer needs them, so
-//! the text encoder's memory is free before the DiT is loaded (issue 4, item 7).
+//! [`edit`] loads the components one at a time and drops each as soon as the pipeline no longer
+//! needs it, so the text encoder's memory is free before the DiT is loaded (issue 4, item 7). A
+//! [`Session`] loads them once and keeps them for many edits (a server).
+
+mod session;
+pub use session::Session;
 
 use crate::finite::check_finite;
 use crate::image::{qwen_patchify, resize_center_crop, Buckets, RgbImage};
@@ -158,8 +162,10 @@ impl EditParams {
     }
 }
 
-/// Runs one edit. `on_progress` is called at every stage boundary and after every step; returning
-/// `false` cancels between steps with [`Error::Cancelled`].
+/// Runs one edit, loading each network when the pipeline first needs it and dropping it as soon as
+/// it no longer does (a [`Session`] keeps them loaded across edits instead). `on_progress` is
+/// called at every stage boundary and after every step; returning `false` cancels between steps
+/// with [`Error::Cancelled`].
 pub fn edit<B: Backend>(
     backend: &B,
     model: &ModelFolder,
@@ -167,14 +173,85 @@ pub fn edit<B: Backend>(
     params: &EditParams,
     on_progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<EditOutput> {
+    let networks = LoadEach { backend, model, dtype: params.dtype };
+    run(backend, model, image, params, on_progress, &networks)
+}
+
+/// A network the pipeline uses: lent by a resident [`Session`], or loaded for this edit alone (and
+/// freed when the pipeline drops it).
+enum Held<'a, T> {
+    Lent(&'a T),
+    Owned(T),
+}
+
+impl<T> std::ops::Deref for Held<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            Held::Lent(t) => t,
+            Held::Owned(t) => t,
+        }
+    }
+}
+
+/// Where [`run`] gets the three networks. A load is timed as its stage on `clock`.
+trait Networks<B: Backend> {
+    fn text_encoder(&self, clock: &mut Clock<'_>) -> Result<Held<'_, Qwen<B>>>;
+    fn vae(&self, clock: &mut Clock<'_>) -> Result<Held<'_, Vae<B>>>;
+    fn transformer(&self, clock: &mut Clock<'_>) -> Result<Held<'_, Dit<B>>>;
+}
+
+/// Each network loaded when asked for, in `dtype`.
+struct LoadEach<'a, B: Backend> {
+    backend: &'a B,
+    model: &'a ModelFolder,
+    dtype: DType,
+}
+
+impl<B: Backend> Networks<B> for LoadEach<'_, B> {
+    fn text_encoder(&self, clock: &mut Clock<'_>) -> Result<Held<'_, Qwen<B>>> {
+        clock
+            .run(Stage::LoadTextEncoder, |_| load_text_encoder(self.backend, self.model, self.dtype))
+            .map(Held::Owned)
+    }
+    fn vae(&self, clock: &mut Clock<'_>) -> Result<Held<'_, Vae<B>>> {
+        clock.run(Stage::LoadVae, |_| load_vae(self.backend, self.model, self.dtype)).map(Held::Owned)
+    }
+    fn transformer(&self, clock: &mut Clock<'_>) -> Result<Held<'_, Dit<B>>> {
+        clock
+            .run(Stage::LoadTransformer, |_| load_transformer(self.backend, self.model, self.dtype))
+            .map(Held::Owned)
+    }
+}
+
+fn load_text_encoder<B: Backend>(backend: &B, model: &ModelFolder, dtype: DType) -> Result<Qwen<B>> {
+    Qwen::load(backend, &Checkpoint::open(&model.text_encoder)?, &model.configs.text_encoder, dtype)
+}
+
+fn load_vae<B: Backend>(backend: &B, model: &ModelFolder, dtype: DType) -> Result<Vae<B>> {
+    Vae::load(backend, &Checkpoint::open(&model.vae)?, &model.configs.vae, dtype)
+}
+
+fn load_transformer<B: Backend>(backend: &B, model: &ModelFolder, dtype: DType) -> Result<Dit<B>> {
+    Dit::load(backend, &Checkpoint::open(&model.transformer)?, &model.configs.transformer, dtype)
+}
+
+/// The edit itself, with its networks from `networks`.
+fn run<B: Backend>(
+    backend: &B,
+    model: &ModelFolder,
+    image: &RgbImage,
+    params: &EditParams,
+    on_progress: &mut dyn FnMut(Progress) -> bool,
+    networks: &dyn Networks<B>,
+) -> Result<EditOutput> {
     params.validate()?;
     let dtype = params.dtype;
     let mut clock = Clock { on: on_progress, timings: Vec::new() };
     let mut trace = params.trace.then(Trace::default);
 
     // The folder's configs were validated when it was opened (`ModelFolder::open`).
-    let (qwen_cfg, vae_cfg, dit_cfg) =
-        (&model.configs.text_encoder, &model.configs.vae, &model.configs.transformer);
+    let vae_cfg = &model.configs.vae;
     let tokenizer = &model.tokenizer;
     let shift = params.shift.unwrap_or(model.scheduler.shift);
     let schedule = Schedule::new(params.schedule, params.steps, shift);
@@ -202,9 +279,7 @@ pub fn edit<B: Backend>(
 
     // Text encoder: loaded, used for both prompts, dropped.
     let (e_pos, e_neg) = {
-        let qwen = clock.run(Stage::LoadTextEncoder, |_| {
-            Qwen::load(backend, &Checkpoint::open(&model.text_encoder)?, qwen_cfg, dtype)
-        })?;
+        let qwen = networks.text_encoder(&mut clock)?;
         clock.run(Stage::EncodePrompt, |_| {
             let pc = &model.processor;
             let (pv, gh, gw) = qwen_patchify(
@@ -245,8 +320,7 @@ pub fn edit<B: Backend>(
     }
 
     // VAE: the reference latent is the posterior mean (deterministic; diffusers samples).
-    let vae =
-        clock.run(Stage::LoadVae, |_| Vae::load(backend, &Checkpoint::open(&model.vae)?, vae_cfg, dtype))?;
+    let vae = networks.vae(&mut clock)?;
     let z_ref = clock.run(Stage::VaeEncode, |_| {
         let x = Tensor::from_f32(backend, [3, h, w], &pixels.to_vae_pixels(), dtype)?;
         let (mean, _logvar) = vae.encode(&x)?;
@@ -273,12 +347,10 @@ pub fn edit<B: Backend>(
 
     // Denoise: DiT loaded only now, dropped after the loop.
     let latents = {
-        let dit = clock.run(Stage::LoadTransformer, |_| {
-            Dit::load(backend, &Checkpoint::open(&model.transformer)?, dit_cfg, dtype)
-        })?;
+        let dit = networks.transformer(&mut clock)?;
         clock.run(Stage::Denoise, |clock| {
             let neg = (params.guidance > 1.0).then_some(&e_neg);
-            let denoiser = Denoiser::new(&dit, z_ref, &e_pos, neg, params.guidance, dtype)?;
+            let denoiser = Denoiser::new(&*dit, z_ref, &e_pos, neg, params.guidance, dtype)?;
             let total = schedule.steps();
             for i in 0..total {
                 let t0 = Instant::now();

@@ -206,6 +206,10 @@ impl Backend for WgpuBackend {
         self.gpu().wait()
     }
 
+    fn take_late_error(&self) -> Option<Error> {
+        self.gpu().check("reported late").err()
+    }
+
     fn memory_stats(&self) -> (u64, u64) {
         let s = self.pool_stats();
         (s.live_bytes, s.peak_bytes)
