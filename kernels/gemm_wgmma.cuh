@@ -41,6 +41,19 @@ __device__ __forceinline__ void wgmma_tile_origin(int tile, int M, int N, int bn
     n0 = in_group / group_rows * bn;
 }
 
+// Copies K tile k0 of operand rows r0 … r0 + ROWS − 1 (of `limit`) into the swizzled tile `dst`,
+// by cp.async, zero past the operand: chunk c of the tile's 8 × ROWS 16-byte chunks is row c / 8,
+// k chunk c % 8, so 8 consecutive threads read one 128-byte row segment.
+template <int ROWS>
+__device__ __forceinline__ void wgmma_copy_rows(unsigned char* dst, const u16* src, int r0, int limit, int K, int k0) {
+#pragma unroll
+    for (int i = 0; i < ROWS * 8 / GEMM_THREADS; ++i) {
+        const int c = threadIdx.x + GEMM_THREADS * i, r = c >> 3, kc = k0 + (c & 7) * 8;
+        const bool in = r0 + r < limit && kc < K;  // K % 8 == 0: a chunk is wholly in or out
+        cp_async16(dst + sw128_offset(r, c & 7), in ? src + (u64)(r0 + r) * K + kc : src, in ? 16 : 0);
+    }
+}
+
 // Stores rows r and r + 8 of one thread's accumulators for the tile at (m0, n0), with the bias:
 // two adjacent columns per 4-byte store where N is even.
 template <int BN, typename TY, typename TBIAS>
@@ -92,23 +105,11 @@ __device__ __forceinline__ void gemm_wgmma_tiles(const u16* a, const u16* b, int
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
 
-    // Copies K tile `k0` into `stage`: chunk c of the tile's 8 × rows 16-byte chunks is row c / 8,
-    // k chunk c % 8, so 8 consecutive threads read one 128-byte row segment.
+    // Copies K tile `k0` into `stage`.
     auto load = [&](int stage, int k0) {
         unsigned char* as = ring + stage * STAGE_BYTES;
-        unsigned char* bs = as + A_BYTES;
-#pragma unroll
-        for (int i = 0; i < WG_BM * 8 / GEMM_THREADS; ++i) {
-            const int c = tid + GEMM_THREADS * i, r = c >> 3, kc = k0 + (c & 7) * 8;
-            const bool in = m0 + r < M && kc < K;  // K % 8 == 0: a chunk is wholly in or out
-            cp_async16(as + sw128_offset(r, c & 7), in ? a + (u64)(m0 + r) * K + kc : a, in ? 16 : 0);
-        }
-#pragma unroll
-        for (int i = 0; i < BN * 8 / GEMM_THREADS; ++i) {
-            const int c = tid + GEMM_THREADS * i, r = c >> 3, kc = k0 + (c & 7) * 8;
-            const bool in = n0 + r < N && kc < K;
-            cp_async16(bs + sw128_offset(r, c & 7), in ? b + (u64)(n0 + r) * K + kc : b, in ? 16 : 0);
-        }
+        wgmma_copy_rows<WG_BM>(as, a, m0, M, K, k0);
+        wgmma_copy_rows<BN>(as + A_BYTES, b, n0, N, K, k0);
     };
 
     const int tiles = (K + WG_BK - 1) / WG_BK;
@@ -172,27 +173,14 @@ __device__ __forceinline__ void gemm_wgmma_persistent(const u16* a, const u16* b
 
     // Copies the next step (steps are loaded in order: K tile `ld_k` of this block's tile
     // `ld_tile`, whose origin is kept, not recomputed: the loop's index math stays off the path
-    // between the barrier and the next wgmma) into stage `stage`. Chunk c of the tile's
-    // 8 × rows 16-byte chunks is row c / 8, k chunk c % 8, so 8 consecutive threads read one
-    // 128-byte row segment.
+    // between the barrier and the next wgmma) into stage `stage`.
     int ld_tile = blockIdx.x, ld_k = 0, ld_m0, ld_n0;
     wgmma_tile_origin(ld_tile, M, N, BN, ld_m0, ld_n0);
     auto load_next = [&](int stage) {
         const int k0 = ld_k * WG_BK;
         unsigned char* as = ring + stage * STAGE_BYTES;
-        unsigned char* bs = as + A_BYTES;
-#pragma unroll
-        for (int i = 0; i < WG_BM * 8 / GEMM_THREADS; ++i) {
-            const int c = tid + GEMM_THREADS * i, r = c >> 3, kc = k0 + (c & 7) * 8;
-            const bool in = ld_m0 + r < M && kc < K;  // K % 8 == 0: a chunk is wholly in or out
-            cp_async16(as + sw128_offset(r, c & 7), in ? a + (u64)(ld_m0 + r) * K + kc : a, in ? 16 : 0);
-        }
-#pragma unroll
-        for (int i = 0; i < BN * 8 / GEMM_THREADS; ++i) {
-            const int c = tid + GEMM_THREADS * i, r = c >> 3, kc = k0 + (c & 7) * 8;
-            const bool in = ld_n0 + r < N && kc < K;
-            cp_async16(bs + sw128_offset(r, c & 7), in ? b + (u64)(ld_n0 + r) * K + kc : b, in ? 16 : 0);
-        }
+        wgmma_copy_rows<WG_BM>(as, a, ld_m0, M, K, k0);
+        wgmma_copy_rows<BN>(as + A_BYTES, b, ld_n0, N, K, k0);
         if (++ld_k == k_steps) {
             ld_k = 0;
             ld_tile += gridDim.x;
