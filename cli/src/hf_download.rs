@@ -251,6 +251,13 @@ impl Download {
         );
         let part = blobs.join(format!("{}.incomplete", f.blob));
         let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        let done = blobs.join(&f.blob);
+        if have > 0 && f.size == Some(have) {
+            // Received whole before the run stopped short of the rename; a range request for
+            // nothing would only get a 416.
+            return std::fs::rename(&part, &done)
+                .with_context(|| format!("cannot rename {} to {}", part.display(), done.display()));
+        }
         let mut req = self.client.get(&url);
         if have > 0 {
             req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
@@ -326,7 +333,6 @@ impl Download {
             bail!("the download of {} stopped after {got} of {total} bytes; run again to resume it", f.path);
         }
         bar.finish_and_clear();
-        let done = blobs.join(&f.blob);
         std::fs::rename(&part, &done)
             .with_context(|| format!("cannot rename {} to {}", part.display(), done.display()))
     }

@@ -315,3 +315,18 @@ fn an_unknown_repository_or_revision_is_a_clear_error() {
     let o = joyrt_hf(&["info", "org/tiny"], &cache, "http://127.0.0.1:9", false);
     assert!(!o.status.success() && text(&o).contains("cannot reach"), "{}", text(&o));
 }
+
+#[test]
+fn a_partial_file_received_whole_is_kept_without_a_request() {
+    let files = tiny_files();
+    let hub = MockHub::start(files.clone());
+    let cache = cache("whole");
+    let blobs = cache.join("models--org--tiny/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let index = &files["model_index.json"];
+    std::fs::write(blobs.join(format!("{}.incomplete", blob_id(index))), index).unwrap();
+    let o = joyrt_hf(&["info", "org/tiny"], &cache, &hub.url, false);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!hub.requests().iter().any(|(p, _)| p.ends_with("model_index.json")), "{:?}", hub.requests());
+    assert_eq!(&std::fs::read(blobs.join(blob_id(index))).unwrap(), index);
+}
