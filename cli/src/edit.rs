@@ -28,7 +28,7 @@ pub struct EditArgs {
     #[arg(long)]
     pub overwrite: bool,
     /// Model folder in the published diffusers layout (JoyAI-Image-Edit-Diffusers), or a Hugging
-    /// Face repository id (`ORG/NAME[@REVISION]`) already in the Hugging Face cache. Without it a
+    /// Face repository id (`ORG/NAME[@REVISION]`), downloaded into the Hugging Face cache when missing. Without it a
     /// built-in tiny random-weight model is used: it proves the pipeline, it does not edit well.
     #[arg(long)]
     pub model: Option<PathBuf>,

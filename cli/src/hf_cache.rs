@@ -2,8 +2,9 @@
 //! diffusers, `huggingface-cli` or `hf download`), used in place. The cache layout is
 //! huggingface_hub's: `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`
 //! (`XDG_CACHE_HOME` honoured); a repository is `models--ORG--NAME/`, its revisions
-//! `snapshots/<commit>/` and its branches `refs/<branch>` (a file holding the commit). joyrt does
-//! not download: a model that is not there is an error that says how to get it.
+//! `snapshots/<commit>/` and its branches `refs/<branch>` (a file holding the commit). A revision
+//! already there is used as it is, with no request; one that is not is downloaded
+//! (`hf_download.rs`), unless `HF_HUB_OFFLINE` is set, where it is an error that says so.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,14 @@ pub fn resolve(arg: &Path) -> Result<PathBuf> {
         return Ok(arg.to_path_buf());
     }
     match arg.to_str().and_then(RepoId::parse) {
-        Some(id) => id.snapshot(&hub_cache()?),
+        Some(id) => {
+            let cache = hub_cache()?;
+            match id.snapshot(&cache) {
+                Ok(snapshot) => Ok(snapshot),
+                Err(e) if crate::hf_download::offline() => Err(e),
+                Err(_) => crate::hf_download::download(&id.repo, &id.revision, &cache),
+            }
+        }
         None => Ok(arg.to_path_buf()),
     }
 }
@@ -59,8 +67,10 @@ impl RepoId {
     /// The snapshot folder of this revision under the hub cache `cache`.
     fn snapshot(&self, cache: &Path) -> Result<PathBuf> {
         let dir = cache.join(format!("models--{}", self.repo.replace('/', "--")));
+        // Only reached as an error when HF_HUB_OFFLINE forbids the download.
         let how = format!(
-            "download it with `huggingface-cli download {}{}` (or set HF_HUB_CACHE / HF_HOME), or give a model folder",
+            "HF_HUB_OFFLINE is set, so joyrt does not download it: unset HF_HUB_OFFLINE, or download it with \
+             `huggingface-cli download {}{}` (or set HF_HUB_CACHE / HF_HOME), or give a model folder",
             self.repo,
             if self.revision == "main" { String::new() } else { format!(" --revision {}", self.revision) }
         );

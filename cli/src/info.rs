@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 #[derive(Args)]
 pub struct InfoArgs {
     /// Model folder in the published diffusers layout, or a Hugging Face repository id
-    /// (`ORG/NAME[@REVISION]`) already in the Hugging Face cache.
+    /// (`ORG/NAME[@REVISION]`), downloaded into the Hugging Face cache when missing.
     pub dir: PathBuf,
     /// Also read every tensor of every component and report those holding NaN or Inf (reads the
     /// whole model once, one tensor at a time).

@@ -7,6 +7,7 @@ mod builtin;
 mod conformance;
 mod edit;
 mod hf_cache;
+mod hf_download;
 mod info;
 mod make_model;
 mod output;

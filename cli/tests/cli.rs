@@ -337,7 +337,13 @@ fn a_repository_id_finds_the_model_in_the_hugging_face_cache() {
     .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert!(out.is_file());
-    // Absent: an error that says how to get it.
-    let o = joyrt_cmd(&["info", "someorg/absent"]).env("HF_HUB_CACHE", &cache).output().unwrap();
+    // Absent and offline: an error that says how to get it (downloads: tests/hf_download.rs, which
+    // runs its own hub; this test must not reach the real one).
+    let o = joyrt_cmd(&["info", "someorg/absent"])
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
     assert_clean_error(&o, "huggingface-cli download someorg/absent");
 }

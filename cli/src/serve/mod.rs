@@ -25,7 +25,7 @@ use worker::Readiness;
 #[derive(Args)]
 pub struct ServeArgs {
     /// Model folder in the published diffusers layout, or a Hugging Face repository id
-    /// (`ORG/NAME[@REVISION]`) already in the Hugging Face cache. Without it the built-in tiny
+    /// (`ORG/NAME[@REVISION]`), downloaded into the Hugging Face cache when missing. Without it the built-in tiny
     /// random-weight model is served (it proves the server; it does not edit well).
     #[arg(long)]
     pub model: Option<PathBuf>,
