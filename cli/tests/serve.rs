@@ -17,6 +17,17 @@ use support::*;
 /// The longest any one step of these tests may take before it counts as hung.
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// The test's HTTP client. The binary's HTTPS downloads build reqwest without a default crypto
+/// provider, and cargo unifies that feature into this crate's reqwest too: plain-HTTP clients
+/// still need a provider installed before they are built.
+fn http() -> reqwest::Client {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::new()
+}
+
 fn input_png() -> Vec<u8> {
     std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/pipeline/input.png")).unwrap()
 }
@@ -58,7 +69,7 @@ impl Server {
         let server = Server { child, url, log };
         let t0 = Instant::now();
         loop {
-            let r = reqwest::get(server.at("/health")).await.unwrap();
+            let r = http().get(server.at("/health")).send().await.unwrap();
             if r.status() == 200 {
                 break;
             }
@@ -74,7 +85,7 @@ impl Server {
     }
 
     async fn metrics(&self) -> String {
-        reqwest::get(self.at("/metrics")).await.unwrap().text().await.unwrap()
+        http().get(self.at("/metrics")).send().await.unwrap().text().await.unwrap()
     }
 
     /// The value of the metrics line that starts with `series `.
@@ -116,7 +127,7 @@ fn form(prompt: &str, fields: &[(&str, &str)]) -> Form {
 }
 
 async fn post(server: &Server, key: Option<&str>, form: Form) -> reqwest::Response {
-    let mut r = reqwest::Client::new().post(server.at("/v1/images/edits")).multipart(form);
+    let mut r = http().post(server.at("/v1/images/edits")).multipart(form);
     if let Some(k) = key {
         r = r.bearer_auth(k);
     }
@@ -154,7 +165,7 @@ async fn error_of(r: reqwest::Response) -> (u16, Option<String>, Option<String>)
 #[tokio::test]
 async fn an_edit_gives_the_png_joyrt_edit_writes() {
     let server = Server::start(&[]).await;
-    let models: Value = reqwest::get(server.at("/v1/models")).await.unwrap().json().await.unwrap();
+    let models: Value = http().get(server.at("/v1/models")).send().await.unwrap().json().await.unwrap();
     assert_eq!(models["data"][0]["id"], "tiny", "{models}");
 
     let fields = [("n", "2"), ("num_inference_steps", "2"), ("seed", "5"), ("model", "tiny")];
@@ -220,10 +231,10 @@ async fn bad_requests_get_openai_errors() {
     let no_key = post(&server, None, form("x", &quick)).await;
     assert_eq!(error_of(no_key).await, (401, None, Some("invalid_api_key".into())));
     assert_eq!(error_of(post(&server, Some("wrong"), form("x", &quick)).await).await.0, 401);
-    let r = reqwest::get(server.at("/v1/models")).await.unwrap();
+    let r = http().get(server.at("/v1/models")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     // Probes and metrics need no key.
-    assert_eq!(reqwest::get(server.at("/health")).await.unwrap().status(), 200);
+    assert_eq!(http().get(server.at("/health")).send().await.unwrap().status(), 200);
 
     for (fields, param) in [
         (vec![("n", "0")], "n"),
@@ -231,7 +242,7 @@ async fn bad_requests_get_openai_errors() {
         (vec![("size", "100x100")], "size"),
         (vec![("num_inference_steps", "0")], "num_inference_steps"),
         (vec![("guidance_scale", "-3")], "guidance_scale"),
-        (vec![("response_format", "url")], "response_format"),
+        (vec![("response_format", "png")], "response_format"),
         (vec![("quality", "hd")], "quality"),
         (vec![("mask", "x")], "mask"),
     ] {
@@ -248,7 +259,7 @@ async fn bad_requests_get_openai_errors() {
     let (status, p, _) = error_of(post(&server, key, form(&long, &quick)).await).await;
     assert_eq!((status, p.as_deref()), (400, Some("prompt")));
     // Not multipart at all.
-    let r = reqwest::Client::new()
+    let r = http()
         .post(server.at("/v1/images/edits"))
         .bearer_auth("sekret")
         .json(&serde_json::json!({"prompt": "x"}))
@@ -316,7 +327,7 @@ async fn a_streamed_edit_reports_every_step_then_its_images() {
     assert_eq!((events[0].0.as_str(), events[0].1["error"]["param"].as_str()), ("error", Some("size")));
     // Closing a stream cancels its edit.
     let url = server.at("/v1/images/edits");
-    let mut r = reqwest::Client::new()
+    let mut r = http()
         .post(url)
         .multipart(form("x", &[("num_inference_steps", "1000"), ("size", "64x64"), ("stream", "true")]))
         .send()
@@ -436,7 +447,7 @@ async fn a_client_that_goes_away_cancels_its_edit() {
     let url = server.at("/v1/images/edits");
     let client = tokio::spawn(async move {
         let long = form("x", &[("num_inference_steps", "1000"), ("size", "64x64")]);
-        reqwest::Client::new().post(url).multipart(long).send().await
+        http().post(url).multipart(long).send().await
     });
     let t0 = Instant::now();
     while server.metric("joyrt_edits_running").await < 1.0 {
@@ -468,7 +479,7 @@ async fn sigterm_finishes_the_running_edit_and_exits_0() {
     let url = server.at("/v1/images/edits");
     let running = tokio::spawn(async move {
         let f = form("x", &[("num_inference_steps", "150"), ("size", "64x64")]);
-        reqwest::Client::new().post(url).multipart(f).send().await
+        http().post(url).multipart(f).send().await
     });
     let t0 = Instant::now();
     while server.metric("joyrt_edits_running").await < 1.0 {
@@ -482,8 +493,67 @@ async fn sigterm_finishes_the_running_edit_and_exits_0() {
     assert_eq!(images(r).await.len(), 1, "the running edit finished");
     let status = server.wait_exit();
     assert_eq!(status.code(), Some(0), "{:?}", server.log.lock().unwrap());
-    assert!(reqwest::get(server.at("/health")).await.is_err(), "still accepting after SIGTERM");
+    assert!(http().get(server.at("/health")).send().await.is_err(), "still accepting after SIGTERM");
     assert!(server.log.lock().unwrap().iter().any(|l| l.contains("shutting down")));
+}
+
+/// A drained replica: after SIGTERM with `--drain-seconds`, readiness fails at once (liveness
+/// does not), edits are still served until the drain ends, then the server exits 0.
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_with_a_drain_fails_readiness_and_still_serves() {
+    let mut server = Server::start(&["--drain-seconds", "5"]).await;
+    for probe in ["/health/ready", "/health/live", "/health"] {
+        assert_eq!(http().get(server.at(probe)).send().await.unwrap().status(), 200, "{probe}");
+    }
+    let kill =
+        std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let t0 = Instant::now();
+    loop {
+        let r = http().get(server.at("/health/ready")).send().await.unwrap();
+        if r.status() == 503 {
+            assert_eq!(r.json::<Value>().await.unwrap()["status"], "draining");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(2), "readiness did not fail");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(http().get(server.at("/health/live")).send().await.unwrap().status(), 200);
+    assert_eq!(server.metric("joyrt_model_ready").await, 0.0);
+    let quick = [("num_inference_steps", "1"), ("size", "64x64")];
+    assert_eq!(images(post(&server, None, form("x", &quick)).await).await.len(), 1, "served while draining");
+    assert!(t0.elapsed() < Duration::from_secs(5), "the edit outlasted the drain; the test proves nothing");
+    assert_eq!(server.wait_exit().code(), Some(0), "{:?}", server.log.lock().unwrap());
+    assert!(t0.elapsed() >= Duration::from_millis(4900), "exited before the drain ended");
+}
+
+/// `response_format=url`: the answer links to the same PNG the base64 answer carries, served
+/// without the API key (the unguessable name is the capability) until the TTL ends.
+#[tokio::test]
+async fn url_answers_link_to_the_png_until_it_expires() {
+    let server = Server::start(&["--api-key", "k", "--url-ttl-seconds", "2"]).await;
+    let fields = [("num_inference_steps", "1"), ("size", "64x64"), ("seed", "9")];
+    let b64 = post(&server, Some("k"), form("x", &fields)).await;
+    let b64: Value = b64.json().await.unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.decode(b64["data"][0]["b64_json"].as_str().unwrap());
+    let mut with_url = fields.to_vec();
+    with_url.push(("response_format", "url"));
+    let r = post(&server, Some("k"), form("x", &with_url)).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["data"][0].get("b64_json").is_none(), "{v}");
+    let link = v["data"][0]["url"].as_str().unwrap().to_string();
+    assert!(link.starts_with(&server.at("/v1/images/files/")), "{link}");
+    let got = http().get(&link).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-type"], "image/png");
+    assert_eq!(got.bytes().await.unwrap().to_vec(), b64.unwrap(), "the link serves the same PNG");
+    // A guessed name, and the link once its time is up.
+    assert_eq!(http().get(server.at("/v1/images/files/0123.png")).send().await.unwrap().status(), 404);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (status, _, code) = error_of(http().get(&link).send().await.unwrap()).await;
+    assert_eq!((status, code.as_deref()), (404, Some("not_found")));
 }
 
 /// The official `openai` Python client (from PyPI, in a venv kept under the target folder):

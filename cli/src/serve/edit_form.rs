@@ -38,6 +38,16 @@ pub struct EditForm {
     pub model: Option<String>,
     /// Answer with server-sent events: one per denoising step, then one per image.
     pub stream: bool,
+    pub response_format: ResponseFormat,
+}
+
+/// How the images come back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFormat {
+    /// In the answer, as base64 PNG.
+    B64Json,
+    /// As a link to the PNG, which this server keeps for a bounded time (`--url-ttl-seconds`).
+    Url,
 }
 
 impl EditForm {
@@ -47,6 +57,7 @@ impl EditForm {
         let mut image = None;
         let (mut prompt, mut negative_prompt, mut model) = (None, String::new(), None);
         let (mut n, mut size, mut seed, mut stream) = (1, None, None, false);
+        let mut response_format = ResponseFormat::B64Json;
         let (mut steps, mut guidance) = (defaults.steps, defaults.guidance);
         for (name, value) in fields {
             // Newer clients send a list of images as `image[]`; joyrt edits one.
@@ -62,21 +73,18 @@ impl EditForm {
                 "model" => model = Some(text(key, &value)?),
                 "n" => n = number(key, &value, (1, MAX_N))?,
                 "size" => size = parse_size(&text(key, &value)?)?,
-                "response_format" => match text(key, &value)?.as_str() {
-                    "b64_json" => {}
-                    "url" => {
-                        return Err(ApiError::field(
-                            key,
-                            "response_format `url` is not served by joyrt; use `b64_json`",
-                        ))
+                "response_format" => {
+                    response_format = match text(key, &value)?.as_str() {
+                        "b64_json" => ResponseFormat::B64Json,
+                        "url" => ResponseFormat::Url,
+                        other => {
+                            return Err(ApiError::field(
+                                key,
+                                format!("unknown response_format {other:?}; use `b64_json` or `url`"),
+                            ))
+                        }
                     }
-                    other => {
-                        return Err(ApiError::field(
-                            key,
-                            format!("unknown response_format {other:?}; use `b64_json`"),
-                        ))
-                    }
-                },
+                }
                 "output_format" => {
                     if text(key, &value)? != "png" {
                         return Err(ApiError::field(
@@ -126,7 +134,19 @@ impl EditForm {
         if prompt.trim().is_empty() {
             return Err(ApiError::field("prompt", "the prompt is empty"));
         }
-        Ok(EditForm { image, prompt, negative_prompt, n, size, steps, guidance, seed, model, stream })
+        Ok(EditForm {
+            image,
+            prompt,
+            negative_prompt,
+            n,
+            size,
+            steps,
+            guidance,
+            seed,
+            model,
+            stream,
+            response_format,
+        })
     }
 }
 
@@ -212,6 +232,9 @@ mod tests {
         .unwrap();
         assert_eq!((f.steps, f.guidance, f.size, f.model.as_deref()), (3, 1.5, None, Some("m")));
         assert!(!f.stream);
+        assert_eq!(f.response_format, ResponseFormat::B64Json);
+        let f = form(&[("prompt", "x"), ("response_format", "url")]).unwrap();
+        assert_eq!(f.response_format, ResponseFormat::Url);
         assert!(form(&[("prompt", "x"), ("stream", "true")]).unwrap().stream);
     }
 
@@ -226,7 +249,7 @@ mod tests {
             ("size", "100x100"),
             ("size", "64"),
             ("size", "8192x64"),
-            ("response_format", "url"),
+            ("response_format", "png"),
             ("num_inference_steps", "0"),
             ("guidance_scale", "nan"),
             ("guidance_scale", "0.5"),

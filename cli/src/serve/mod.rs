@@ -1,11 +1,13 @@
 //! `joyrt serve`: an OpenAI-compatible image-edit server. The model is loaded once into a resident
 //! session ([`joyrt_core::pipeline::Session`]) owned by one edit thread ([`worker`]); the HTTP
 //! side (axum on tokio, [`routes`]) checks each request, queues it (bounded) and waits for its
-//! images. SIGTERM or ctrl-c: the server stops accepting, refuses the queued edits that have not
-//! started (503), finishes the running one, and exits 0.
+//! images. SIGTERM or ctrl-c: readiness fails at once; after `--drain-seconds` of serving as
+//! before (time for a load balancer to stop sending), the server stops accepting, refuses the
+//! queued edits that have not started (503), finishes the running one, and exits 0.
 
 mod api_error;
 mod edit_form;
+mod image_store;
 mod metrics;
 mod routes;
 mod stream;
@@ -65,6 +67,20 @@ pub struct ServeArgs {
     /// networks stay loaded, so they must fit at once.
     #[arg(long)]
     pub max_memory_gb: Option<f64>,
+    /// Seconds a `response_format=url` image stays downloadable.
+    #[arg(long, default_value_t = 3600)]
+    pub url_ttl_seconds: u64,
+    /// Memory for those images, in MiB; past it the oldest go first.
+    #[arg(long, default_value_t = 512)]
+    pub url_store_mib: usize,
+    /// The scheme and host image links start with, as clients reach this server (behind a load
+    /// balancer or an ingress: `https://images.example.com`). Default: the request's Host.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// After SIGTERM, seconds to keep serving with readiness failed before the server stops
+    /// accepting: a load balancer's time to take this replica out of rotation.
+    #[arg(long, default_value_t = 0)]
+    pub drain_seconds: u64,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -77,6 +93,22 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .map_err(anyhow::Error::msg)?;
     if a.max_upload_mib == 0 || a.max_upload_mib > 4096 {
         bail!("--max-upload-mib must be from 1 to 4096, got {}", a.max_upload_mib);
+    }
+    if a.url_ttl_seconds == 0 || a.url_ttl_seconds > 7 * 24 * 3600 {
+        bail!("--url-ttl-seconds must be from 1 to 604800 (a week), got {}", a.url_ttl_seconds);
+    }
+    if a.url_store_mib == 0 || a.url_store_mib > 65536 {
+        bail!("--url-store-mib must be from 1 to 65536, got {}", a.url_store_mib);
+    }
+    if a.drain_seconds > 3600 {
+        bail!("--drain-seconds must be at most 3600, got {}", a.drain_seconds);
+    }
+    if let Some(u) = &a.public_url {
+        let ok = (u.starts_with("http://") || u.starts_with("https://"))
+            && !u.contains(|c: char| c.is_whitespace() || c.is_control() || c == '?' || c == '#');
+        if !ok {
+            bail!("--public-url must be an http:// or https:// address without query or fragment, got {u:?}");
+        }
     }
     let (model, model_id) = match &a.model {
         Some(arg) => {
@@ -97,6 +129,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .context("cannot start the async runtime")?;
     let metrics = Arc::new(metrics::Metrics::default());
     let draining = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::new(AtomicBool::new(false));
     let cfg = worker::WorkerConfig {
         backend: a.backend,
         model,
@@ -109,7 +142,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let app = Arc::new(routes::App {
         queue,
         ready: ready.clone(),
-        metrics,
+        metrics: metrics.clone(),
         model_id: a.served_model_name.unwrap_or(model_id),
         api_key: a.api_key,
         defaults,
@@ -120,6 +153,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
         max_body_bytes: a.max_upload_mib << 20,
+        images: image_store::ImageStore::new(
+            std::time::Duration::from_secs(a.url_ttl_seconds),
+            a.url_store_mib << 20,
+        ),
+        public_url: a.public_url,
+        stopping: stopping.clone(),
     });
 
     let served = runtime.block_on(async move {
@@ -134,13 +173,24 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let signalled = Arc::new(AtomicBool::new(false));
         let stop = {
             let (mut ready, draining, signalled) = (ready.clone(), draining.clone(), signalled.clone());
+            let drain = std::time::Duration::from_secs(a.drain_seconds);
             async move {
-                tokio::select! {
-                    _ = shutdown_signal() => {
-                        eprintln!("joyrt serve: shutting down: finishing the running edit");
-                        signalled.store(true, Ordering::SeqCst);
+                let failed = async {
+                    let _ = ready.wait_for(|r| matches!(r, Readiness::Failed(_))).await;
+                };
+                let by_signal = tokio::select! {
+                    _ = shutdown_signal() => true,
+                    _ = failed => false,
+                };
+                if by_signal {
+                    signalled.store(true, Ordering::SeqCst);
+                    stopping.store(true, Ordering::SeqCst);
+                    metrics.set_ready(false);
+                    if !drain.is_zero() {
+                        eprintln!("joyrt serve: signalled: not ready; serving {} s more", drain.as_secs());
+                        tokio::time::sleep(drain).await;
                     }
-                    _ = ready.wait_for(|r| matches!(r, Readiness::Failed(_))) => {}
+                    eprintln!("joyrt serve: shutting down: finishing the running edit");
                 }
                 draining.store(true, Ordering::SeqCst);
             }

@@ -1,13 +1,14 @@
 //! The HTTP API: the router, its handlers, and the middleware for the API key and the metrics.
 
 use super::api_error::ApiError;
-use super::edit_form::{Defaults, EditForm};
+use super::edit_form::{Defaults, EditForm, ResponseFormat};
+use super::image_store::ImageStore;
 use super::metrics::Metrics;
 use super::worker::{Job, JobError, JobResult, Queue, Readiness, Refused};
 use axum::body::Bytes;
 use axum::extract::multipart::{Multipart, MultipartRejection};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,7 +19,7 @@ use joyrt_core::pipeline::EditParams;
 use joyrt_core::DType;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// What every handler shares.
@@ -36,9 +37,25 @@ pub struct App {
     /// Seconds since the epoch when the server started (the model's `created`).
     pub started: u64,
     pub max_body_bytes: usize,
+    /// The images of `response_format=url` answers.
+    pub images: ImageStore,
+    /// The scheme and host the image links start with (`--public-url`); by default the request's
+    /// own `Host`.
+    pub public_url: Option<String>,
+    /// Set when a signal arrives: readiness fails from then on, so a load balancer sends no more
+    /// requests while the running ones finish.
+    pub stopping: Arc<AtomicBool>,
 }
 
 pub const EDITS: &str = "/v1/images/edits";
+pub const IMAGE_FILES: &str = "/v1/images/files/{name}";
+/// Where a stored image is served, without its name.
+const IMAGE_FILES_PREFIX: &str = "/v1/images/files/";
+/// An oversized upload is read (and dropped) up to this size and for this long before the 413
+/// goes out: a server that closes with the upload unread resets the connection, and the client
+/// sees a broken pipe instead of the answer.
+const LINGER_MAX_BYTES: u64 = 1 << 30;
+const LINGER_TIME: Duration = Duration::from_secs(10);
 
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
@@ -47,11 +64,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route_layer(middleware::from_fn_with_state(app.clone(), require_key));
     Router::new()
         .merge(api)
-        .route("/health", get(health))
+        .route(IMAGE_FILES, get(image_file))
+        .route("/health", get(ready))
+        .route("/health/ready", get(ready))
+        .route("/health/live", get(live))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(app.clone(), count))
         .layer(DefaultBodyLimit::max(app.max_body_bytes))
+        .layer(middleware::from_fn_with_state(app.clone(), refuse_oversized))
+        .layer(middleware::from_fn_with_state(app.clone(), count))
         .with_state(app)
 }
 
@@ -60,7 +81,10 @@ async fn count(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     let route = match req.extensions().get::<MatchedPath>().map(|p| p.as_str()) {
         Some(EDITS) => EDITS,
         Some("/v1/models") => "/v1/models",
+        Some(IMAGE_FILES) => IMAGE_FILES,
         Some("/health") => "/health",
+        Some("/health/ready") => "/health/ready",
+        Some("/health/live") => "/health/live",
         Some("/metrics") => "/metrics",
         _ => "other",
     };
@@ -105,9 +129,49 @@ async fn not_found(req: Request) -> ApiError {
         .code("not_found")
 }
 
-async fn health(State(app): State<Arc<App>>) -> Response {
+/// A body declared larger than the limit gets its 413 here, after the upload was read and dropped
+/// (within bounds), so that the client can read the answer.
+async fn refuse_oversized(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&n| n > app.max_body_bytes as u64);
+    let Some(declared) = declared else {
+        return next.run(req).await;
+    };
+    if declared <= LINGER_MAX_BYTES {
+        use futures_util::StreamExt;
+        let mut body = req.into_body().into_data_stream();
+        let _ =
+            tokio::time::timeout(LINGER_TIME, async { while let Some(Ok(_)) = body.next().await {} }).await;
+    }
+    let mut r = ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the request body is {declared} bytes; this server takes at most {} (--max-upload-mib)",
+            app.max_body_bytes
+        ),
+    )
+    .code("request_too_large")
+    .into_response();
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Liveness: the process answers. It stays alive while the model loads, however long that takes.
+async fn live() -> Response {
+    Json(serde_json::json!({"status": "alive"})).into_response()
+}
+
+/// Readiness: 200 only while the model is loaded and no signal has arrived.
+async fn ready(State(app): State<Arc<App>>) -> Response {
     let r = app.ready.borrow().clone();
     let (status, body) = match r {
+        _ if app.stopping.load(Ordering::SeqCst) => {
+            (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "draining"}))
+        }
         Readiness::Ready => (StatusCode::OK, serde_json::json!({"status": "ready"})),
         Readiness::Loading => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "loading"})),
         Readiness::Failed(e) => {
@@ -140,8 +204,50 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// A stored image of a `response_format=url` answer.
+async fn image_file(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    match app.images.get(&name) {
+        Some((png, left)) => (
+            [
+                (header::CONTENT_TYPE, "image/png".to_string()),
+                (header::CACHE_CONTROL, format!("private, max-age={}", left.as_secs())),
+            ],
+            png,
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no image {name:?}: images are kept for {} s after their edit",
+                app.images.ttl().as_secs()
+            ),
+        )
+        .code("not_found")
+        .into_response(),
+    }
+}
+
+/// Where this answer's image links point: `--public-url`, or the host the client asked for.
+fn link_base(app: &App, headers: &HeaderMap) -> Result<String, ApiError> {
+    if let Some(u) = &app.public_url {
+        return Ok(u.trim_end_matches('/').to_string());
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)));
+    match host {
+        Some(h) => Ok(format!("http://{h}")),
+        None => Err(ApiError::field(
+            "response_format",
+            "response_format `url` needs a valid Host header (or the server's --public-url)",
+        )),
+    }
+}
+
 async fn edits(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
     let multipart = multipart.map_err(|e| {
@@ -152,6 +258,14 @@ async fn edits(
     })?;
     let fields = read_fields(multipart).await?;
     let form = EditForm::parse(fields, &app.defaults)?;
+    let delivery = Delivery {
+        app: app.clone(),
+        format: form.response_format,
+        base: match form.response_format {
+            ResponseFormat::Url => link_base(&app, &headers)?,
+            ResponseFormat::B64Json => String::new(),
+        },
+    };
     if let Some(m) = form.model.as_deref().filter(|m| *m != app.model_id) {
         return Err(ApiError {
             param: Some("model".into()),
@@ -215,12 +329,61 @@ async fn edits(
     })?;
     let guard = CancelOnDrop(Some(cancel));
     if let Some(steps) = steps {
-        return Ok(super::stream::events(guard, steps, answer).into_response());
+        return Ok(super::stream::events(guard, steps, answer, delivery).into_response());
     }
     let images = finish(guard, answer).await?;
-    let data = encode_all(images).await?;
-    let data: Vec<_> = data.into_iter().map(|(b64, _)| serde_json::json!({ "b64_json": b64 })).collect();
+    let data = delivery.deliver(images).await?;
+    let data: Vec<_> = data
+        .into_iter()
+        .map(|d| serde_json::Value::Object([(d.field.to_string(), d.value.into())].into_iter().collect()))
+        .collect();
     Ok(Json(serde_json::json!({ "created": unix_now(), "data": data })).into_response())
+}
+
+/// How one request's images go back to its client.
+pub struct Delivery {
+    app: Arc<App>,
+    format: ResponseFormat,
+    /// The links' scheme and host (`response_format=url` only).
+    base: String,
+}
+
+/// One delivered image: `field` is `b64_json` or `url`.
+pub struct Delivered {
+    pub field: &'static str,
+    pub value: String,
+    /// `WIDTHxHEIGHT`.
+    pub size: String,
+}
+
+impl Delivery {
+    /// Each image as PNG, in the answer as base64 or stored behind a link; encoded off the async
+    /// threads.
+    pub async fn deliver(self, images: Vec<RgbImage>) -> Result<Vec<Delivered>, ApiError> {
+        tokio::task::spawn_blocking(move || images.iter().map(|i| self.one(i)).collect()).await.map_err(
+            |e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the result failed: {e}")),
+        )?
+    }
+
+    fn one(&self, img: &RgbImage) -> Result<Delivered, ApiError> {
+        let size = format!("{}x{}", img.width, img.height);
+        let png = png_bytes(img)?;
+        Ok(match self.format {
+            ResponseFormat::B64Json => Delivered {
+                field: "b64_json",
+                value: base64::engine::general_purpose::STANDARD.encode(png),
+                size,
+            },
+            ResponseFormat::Url => {
+                let name = self
+                    .app
+                    .images
+                    .put(png)
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+                Delivered { field: "url", value: format!("{}{IMAGE_FILES_PREFIX}{name}", self.base), size }
+            }
+        })
+    }
 }
 
 /// Seconds since the epoch.
@@ -243,15 +406,6 @@ pub async fn finish(
             Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down").retry_after(1))
         }
     }
-}
-
-/// Each image as base64 PNG with its `WIDTHxHEIGHT`, encoded off the async threads.
-pub async fn encode_all(images: Vec<RgbImage>) -> Result<Vec<(String, String)>, ApiError> {
-    tokio::task::spawn_blocking(move || images.iter().map(png_base64).collect::<Result<Vec<_>, _>>())
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the result failed: {e}"))
-        })?
 }
 
 /// Every field of the form, in order. An upload past the body limit is a 413.
@@ -294,14 +448,14 @@ fn edit_error(e: joyrt_core::Error) -> ApiError {
     }
 }
 
-fn png_base64(img: &RgbImage) -> Result<(String, String), ApiError> {
+fn png_bytes(img: &RgbImage) -> Result<Vec<u8>, ApiError> {
     let fail = |what: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, what);
     let buf = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data.clone())
         .ok_or_else(|| fail("the result's buffer does not match its size".into()))?;
     let mut png = Vec::new();
     buf.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .map_err(|e| fail(format!("encoding the PNG failed: {e}")))?;
-    Ok((base64::engine::general_purpose::STANDARD.encode(png), format!("{}x{}", img.width, img.height)))
+    Ok(png)
 }
 
 /// A seed for a request that gives none: different for every request and every server run.

@@ -1,11 +1,12 @@
 //! `stream=true` edits: server-sent events as OpenAI's streamed image edits send them, with
 //! joyrt's progress in between. Each finished denoising step is a `joyrt.progress` event
 //! (`{"type", "image", "step", "total"}`); each image an `image_edit.completed` event
-//! (`{"type", "b64_json", "created_at", "size", "output_format"}`); a failure an `error` event
+//! (`{"type", "b64_json", "created_at", "size", "output_format"}`, with `url` in place of
+//! `b64_json` under `response_format=url`); a failure an `error` event
 //! with OpenAI's error body. A client that closes the stream cancels the edit.
 
 use super::api_error::ApiError;
-use super::routes::{encode_all, finish, unix_now, CancelOnDrop};
+use super::routes::{finish, unix_now, CancelOnDrop, Delivered, Delivery};
 use super::worker::{JobResult, StepDone};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{unfold, Stream};
@@ -17,10 +18,11 @@ pub fn events(
     guard: CancelOnDrop,
     steps: mpsc::UnboundedReceiver<StepDone>,
     answer: oneshot::Receiver<JobResult>,
+    delivery: Delivery,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     // Few events wait: the forwarding task keeps pace with the client or notices it gone.
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(forward(guard, steps, answer, tx));
+    tokio::spawn(forward(guard, steps, answer, delivery, tx));
     let stream = unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) });
     // Comments while a job waits in the queue: a closed connection shows on the next one.
     Sse::new(stream).keep_alive(KeepAlive::default())
@@ -32,6 +34,7 @@ async fn forward(
     guard: CancelOnDrop,
     mut steps: mpsc::UnboundedReceiver<StepDone>,
     answer: oneshot::Receiver<JobResult>,
+    delivery: Delivery,
     tx: mpsc::Sender<Event>,
 ) {
     // The worker drops its sender with the job: after the last step, or when the job is refused.
@@ -49,8 +52,8 @@ async fn forward(
         }
     }
     let events = match finish(guard, answer).await {
-        Ok(images) => match encode_all(images).await {
-            Ok(pngs) => pngs.into_iter().map(|(b64, size)| completed_event(b64, size)).collect(),
+        Ok(images) => match delivery.deliver(images).await {
+            Ok(images) => images.into_iter().map(completed_event).collect(),
             Err(e) => vec![error_event(e)],
         },
         Err(e) => vec![error_event(e)],
@@ -68,14 +71,14 @@ fn progress_event(s: StepDone) -> Event {
     Event::default().event("joyrt.progress").data(data.to_string())
 }
 
-fn completed_event(b64: String, size: String) -> Event {
-    let data = serde_json::json!({
+fn completed_event(d: Delivered) -> Event {
+    let mut data = serde_json::json!({
         "type": "image_edit.completed",
-        "b64_json": b64,
         "created_at": unix_now(),
-        "size": size,
+        "size": d.size,
         "output_format": "png",
     });
+    data[d.field] = d.value.into();
     Event::default().event("image_edit.completed").data(data.to_string())
 }
 
