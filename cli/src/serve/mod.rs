@@ -43,7 +43,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Require `Authorization: Bearer KEY` on the /v1 routes (/health and /metrics stay open).
-    #[arg(long, value_name = "KEY")]
+    /// From the environment, the key stays out of the process list.
+    #[arg(long, value_name = "KEY", env = "JOYRT_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Edit requests that may wait while one runs; past it a request gets 429 with Retry-After.
     #[arg(long, default_value_t = 8)]
