@@ -497,6 +497,47 @@ async fn sigterm_finishes_the_running_edit_and_exits_0() {
     assert!(server.log.lock().unwrap().iter().any(|l| l.contains("shutting down")));
 }
 
+/// The README's curl example, against the tiny model: a multipart upload with a key and joyrt's
+/// own fields, answered with a PNG. Without curl the test says SKIPPED and passes, unless
+/// JOYRT_REQUIRE_CURL=1 (`.ci/run` sets it).
+#[tokio::test]
+async fn curl_gets_a_png() {
+    if std::process::Command::new("curl").arg("--version").output().is_err() {
+        let required = std::env::var("JOYRT_REQUIRE_CURL").is_ok_and(|v| v == "1");
+        assert!(!required, "JOYRT_REQUIRE_CURL=1 but there is no curl");
+        println!("SKIPPED the curl test: no curl");
+        return;
+    }
+    let server = Server::start(&["--api-key", "sekret"]).await;
+    let input = work().join("curl-input.png");
+    std::fs::write(&input, input_png()).unwrap();
+    let url = server.at("/v1/images/edits");
+    let image_arg = format!("image=@{}", input.display());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--fail-with-body",
+                "--max-time",
+                "120",
+                &url,
+                "-H",
+                "Authorization: Bearer sekret",
+            ])
+            .args(["-F", &image_arg, "-F", "prompt=Turn the car red", "-F", "num_inference_steps=2"])
+            .args(["-F", "seed=7", "-F", "size=64x64"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let png = base64::engine::general_purpose::STANDARD.decode(v["data"][0]["b64_json"].as_str().unwrap());
+    let img = image::load_from_memory_with_format(&png.unwrap(), image::ImageFormat::Png).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 64));
+}
+
 /// A drained replica: after SIGTERM with `--drain-seconds`, readiness fails at once (liveness
 /// does not), edits are still served until the drain ends, then the server exits 0.
 #[cfg(unix)]
