@@ -207,3 +207,43 @@ fn a_corrupt_builtin_cache_says_how_to_reset_it() {
     assert!(t.contains(&format!("rm -r '{}'", builtin.display())), "{t}");
     assert!(!out.exists());
 }
+
+/// `--vae-tiling`: a tile as large as the image gives the untiled output byte for byte; small
+/// tiles give an image close to it; a bad value is refused before any compute.
+#[test]
+fn vae_tiling_matches_untiled_when_one_tile_covers_the_image() {
+    let model = tiny_model().to_str().unwrap();
+    let img = fixture_png();
+    let img = img.to_str().unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = work().join(name);
+        let o_s = out.to_str().unwrap();
+        let o = joyrt(&edit_args(img, o_s, &[&["--model", model, "--prompt", "x", "-q"], extra].concat()));
+        assert!(o.status.success(), "{}", text(&o));
+        image::open(&out).unwrap().to_rgb8()
+    };
+    let untiled = run("untiled.png", &[]);
+    assert_eq!(run("one-tile.png", &["--vae-tiling", "512/384"]), untiled);
+    let tiled = run("tiled.png", &["--vae-tiling", "128/96"]);
+    assert_eq!(tiled.dimensions(), untiled.dimensions());
+    let mse = tiled
+        .as_raw()
+        .iter()
+        .zip(untiled.as_raw())
+        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+        .sum::<f64>()
+        / tiled.as_raw().len() as f64;
+    let psnr = 10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10();
+    println!("tiny model 288x224, --vae-tiling 128/96 vs untiled: {psnr:.1} dB");
+    assert!(psnr > 25.0 && tiled != untiled, "{psnr:.1} dB");
+
+    let out = work().join("bad-tiling.png");
+    for bad in ["sometimes", "100/96"] {
+        let o = joyrt(&edit_args(
+            img,
+            out.to_str().unwrap(),
+            &["--model", model, "--prompt", "x", "--vae-tiling", bad],
+        ));
+        assert_refused_up_front(&o, "tiling");
+    }
+}

@@ -15,6 +15,7 @@ use crate::model_folder::ModelFolder;
 use crate::models::dit::{Dit, DitRequest, TextStream};
 use crate::models::qwen::Qwen;
 use crate::models::vae::Vae;
+use crate::models::vae_tiling::VaeTiling;
 use crate::prompt::DROP_TOKENS;
 use crate::scheduler::{Schedule, SigmaSchedule};
 use crate::weights::Checkpoint;
@@ -44,6 +45,9 @@ pub struct EditParams {
     pub noise: Option<Vec<f32>>,
     /// Keep intermediate tensors in [`EditOutput::trace`].
     pub trace: bool,
+    /// Run the VAE tile by tile when the image is larger than a tile (less device memory; a
+    /// slightly different result: `models/vae_tiling.rs`).
+    pub vae_tiling: Option<VaeTiling>,
 }
 
 impl Default for EditParams {
@@ -60,6 +64,7 @@ impl Default for EditParams {
             buckets: None,
             noise: None,
             trace: false,
+            vae_tiling: None,
         }
     }
 }
@@ -246,6 +251,10 @@ fn run<B: Backend>(
     networks: &dyn Networks<B>,
 ) -> Result<EditOutput> {
     params.validate()?;
+    if let Some(t) = params.vae_tiling {
+        // Before the denoising, not after it.
+        t.check(model.configs.vae.scale())?;
+    }
     let dtype = params.dtype;
     let mut clock = Clock { on: on_progress, timings: Vec::new() };
     let mut trace = params.trace.then(Trace::default);
@@ -323,7 +332,10 @@ fn run<B: Backend>(
     let vae = networks.vae(&mut clock)?;
     let z_ref = clock.run(Stage::VaeEncode, |_| {
         let x = Tensor::from_f32(backend, [3, h, w], &pixels.to_vae_pixels(), dtype)?;
-        let (mean, _logvar) = vae.encode(&x)?;
+        let mean = match params.vae_tiling.filter(|t| t.applies(h, w)) {
+            Some(t) => vae.encode_mean_tiled(&x, t)?,
+            None => vae.encode(&x)?.0,
+        };
         if let Some(t) = trace.as_mut() {
             t.vae_mean = mean.to_f32_vec()?;
         }
@@ -373,7 +385,10 @@ fn run<B: Backend>(
     // Decode the target only.
     let image_out = clock.run(Stage::VaeDecode, |_| {
         let z = vae.denormalize(&latents.reshape([zc, lat.0, lat.1])?)?;
-        let out = vae.decode(&z.cast(dtype)?)?;
+        let out = match params.vae_tiling.filter(|t| t.applies(h, w)) {
+            Some(t) => vae.decode_tiled(&z.cast(dtype)?, t)?,
+            None => vae.decode(&z.cast(dtype)?)?,
+        };
         let img = RgbImage::from_vae_pixels(w, h, &out)?;
         if let Some(t) = trace.as_mut() {
             t.decoded = out;

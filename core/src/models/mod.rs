@@ -5,6 +5,7 @@ pub mod dit;
 mod loader;
 pub mod qwen;
 pub mod vae;
+pub mod vae_tiling;
 
 use crate::{Backend, DType, Error, Result, Rope, RopePairing, Tensor};
 use loader::Loader;
