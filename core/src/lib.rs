@@ -15,6 +15,7 @@ pub mod model_folder;
 pub mod models;
 pub mod pipeline;
 pub mod prompt;
+pub mod random_weights;
 pub mod rng;
 pub mod scheduler;
 mod shape;

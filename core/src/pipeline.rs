@@ -11,13 +11,12 @@ pub use session::Session;
 use crate::finite::check_finite;
 use crate::image::{qwen_patchify, resize_center_crop, Buckets, RgbImage};
 use crate::limits::{in_range, GUIDANCE, SHIFT, STEPS};
-use crate::model_folder::ModelFolder;
+use crate::model_folder::{ModelFolder, Network};
 use crate::models::dit::{Dit, DitRequest, TextStream};
 use crate::models::qwen::Qwen;
 use crate::models::vae::Vae;
 use crate::prompt::DROP_TOKENS;
 use crate::scheduler::{Schedule, SigmaSchedule};
-use crate::weights::Checkpoint;
 use crate::{Backend, DType, Error, Result, Rng, Tensor};
 use std::time::Duration;
 use web_time::Instant;
@@ -251,15 +250,15 @@ impl<B: Backend> Networks<B> for LoadEach<'_, B> {
 }
 
 fn load_text_encoder<B: Backend>(backend: &B, model: &ModelFolder, dtype: DType) -> Result<Qwen<B>> {
-    Qwen::load(backend, &Checkpoint::open(&model.text_encoder)?, &model.configs.text_encoder, dtype)
+    Qwen::load(backend, &model.checkpoint(Network::TextEncoder)?, &model.configs.text_encoder, dtype)
 }
 
 fn load_vae<B: Backend>(backend: &B, model: &ModelFolder, dtype: DType) -> Result<Vae<B>> {
-    Vae::load(backend, &Checkpoint::open(&model.vae)?, &model.configs.vae, dtype)
+    Vae::load(backend, &model.checkpoint(Network::Vae)?, &model.configs.vae, dtype)
 }
 
 fn load_transformer<B: Backend>(backend: &B, model: &ModelFolder, dtype: DType) -> Result<Dit<B>> {
-    Dit::load(backend, &Checkpoint::open(&model.transformer)?, &model.configs.transformer, dtype)
+    Dit::load(backend, &model.checkpoint(Network::Transformer)?, &model.configs.transformer, dtype)
 }
 
 /// The edit itself, with its networks from `networks`. The one body of every edit: natively

@@ -456,27 +456,10 @@ pub struct ShardWriter {
 impl ShardWriter {
     /// Creates `path` with a header for `tensors` (written in this order).
     pub fn create(path: &Path, tensors: &[(String, DType, Shape)]) -> Result<ShardWriter> {
-        let mut header = serde_json::Map::new();
-        let mut off = 0u64;
-        let mut pending = std::collections::VecDeque::new();
-        for (name, dtype, shape) in tensors {
-            let bytes = shape.numel() as u64 * dtype.size() as u64;
-            header.insert(
-                name.clone(),
-                serde_json::json!({"dtype": dtype_tag(*dtype), "shape": shape.dims(), "data_offsets": [off, off + bytes]}),
-            );
-            pending.push_back((name.clone(), bytes));
-            off += bytes;
-        }
-        let mut text = serde_json::to_string(&Value::Object(header)).expect("JSON of plain values");
-        while !(8 + text.len()).is_multiple_of(8) {
-            text.push(' '); // keep the data section 8-byte aligned
-        }
+        let pending = tensors.iter().map(|(n, d, s)| (n.clone(), s.numel() as u64 * d.size() as u64)).collect();
         let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
-        out.write_all(&(text.len() as u64).to_le_bytes())
-            .and_then(|_| out.write_all(text.as_bytes()))
-            .map_err(|e| Error::io(path, e))?;
+        out.write_all(&safetensors_header(tensors)).map_err(|e| Error::io(path, e))?;
         Ok(ShardWriter { path: path.to_path_buf(), out, pending })
     }
 
@@ -512,6 +495,28 @@ impl ShardWriter {
         }
         self.out.flush().map_err(|e| Error::io(&self.path, e))
     }
+}
+
+/// The start of a safetensors file holding `tensors` in this order: the header's length and the
+/// header, padded so that the data section that follows is 8-byte aligned.
+pub fn safetensors_header(tensors: &[(String, DType, Shape)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut off = 0u64;
+    for (name, dtype, shape) in tensors {
+        let bytes = shape.numel() as u64 * dtype.size() as u64;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype_tag(*dtype), "shape": shape.dims(), "data_offsets": [off, off + bytes]}),
+        );
+        off += bytes;
+    }
+    let mut text = serde_json::to_string(&Value::Object(header)).expect("JSON of plain values");
+    while !(8 + text.len()).is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out
 }
 
 /// Writes a whole safetensors file from in-memory tensors (sorted by name).
