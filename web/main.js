@@ -121,6 +121,9 @@ async function loadUrl(base) {
 
 function pickImage(file) {
   if (!file) return;
+  // Until the bytes are read, Edit must not run the previous image.
+  state.image = null;
+  setBusy(false);
   state.imageName = file.name;
   file.arrayBuffer().then((b) => {
     state.image = new Uint8Array(b);
