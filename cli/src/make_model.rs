@@ -5,10 +5,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use joyrt_core::model_folder::Network;
 use joyrt_core::models::dit::DitConfig;
 use joyrt_core::models::qwen::QwenConfig;
 use joyrt_core::models::vae::VaeConfig;
-use joyrt_core::model_folder::Network;
 use joyrt_core::random_weights::{self, network_seed};
 use joyrt_core::weights::{write_index, ParamSpec, ShardWriter};
 use joyrt_core::{DType, Rng, Shape};

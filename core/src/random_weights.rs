@@ -34,7 +34,12 @@ pub fn init_std(spec: &ParamSpec) -> (f32, f32) {
 
 /// Draws the values of `spec` from `rng`, encoded as `dtype`, and hands them to `sink` in pieces
 /// of at most 4 Mi values (bounded memory for any tensor size).
-pub fn draw(spec: &ParamSpec, dtype: DType, rng: &mut Rng, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+pub fn draw(
+    spec: &ParamSpec,
+    dtype: DType,
+    rng: &mut Rng,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
     let (mean, std) = init_std(spec);
     let mut left = spec.shape.numel();
     while left > 0 {
@@ -70,8 +75,9 @@ mod tests {
     fn in_memory_file_reads_back_the_drawn_values() {
         let specs = [ParamSpec::new("a.weight", [3, 4]), ParamSpec::new("a.bias", [3])];
         let bytes = safetensors_in_memory(&specs, DType::F32, 7).unwrap();
-        let ck = Checkpoint::from_sources(Path::new("<mem>"), vec![(PathBuf::from("<mem>/x"), Box::new(bytes))])
-            .unwrap();
+        let ck =
+            Checkpoint::from_sources(Path::new("<mem>"), vec![(PathBuf::from("<mem>/x"), Box::new(bytes))])
+                .unwrap();
         let mut rng = Rng::new(7);
         let mut want = Vec::new();
         for s in &specs {

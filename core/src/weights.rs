@@ -136,7 +136,10 @@ fn read_header(path: &Path, bytes: Box<dyn ByteSource>) -> Result<(Arc<File>, Ve
         return Err(corrupt(path, format!("header length {n} is over the {MAX_HEADER_BYTES}-byte limit")));
     }
     if n > size - 8 {
-        return Err(corrupt(path, format!("header length {n} exceeds the file size {size} (truncated file?)")));
+        return Err(corrupt(
+            path,
+            format!("header length {n} exceeds the file size {size} (truncated file?)"),
+        ));
     }
     let json: Value = serde_json::from_slice(&bytes.read(8, n as usize)?)
         .map_err(|e| corrupt(path, format!("header is not valid JSON: {e}")))?;
@@ -456,7 +459,8 @@ pub struct ShardWriter {
 impl ShardWriter {
     /// Creates `path` with a header for `tensors` (written in this order).
     pub fn create(path: &Path, tensors: &[(String, DType, Shape)]) -> Result<ShardWriter> {
-        let pending = tensors.iter().map(|(n, d, s)| (n.clone(), s.numel() as u64 * d.size() as u64)).collect();
+        let pending =
+            tensors.iter().map(|(n, d, s)| (n.clone(), s.numel() as u64 * d.size() as u64)).collect();
         let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
         out.write_all(&safetensors_header(tensors)).map_err(|e| Error::io(path, e))?;

@@ -71,7 +71,9 @@ fn report(callback: &js_sys::Function, p: Progress) {
     let (kind, stage, index, total, ms) = match p {
         Progress::StageStart(s) => ("start", s.name(), 0, 0, 0.0),
         Progress::StageEnd(s, d) => ("end", s.name(), 0, 0, d.as_secs_f64() * 1e3),
-        Progress::Step { index, total, elapsed } => ("step", "denoise", index, total, elapsed.as_secs_f64() * 1e3),
+        Progress::Step { index, total, elapsed } => {
+            ("step", "denoise", index, total, elapsed.as_secs_f64() * 1e3)
+        }
     };
     let args = js_sys::Array::of5(
         &kind.into(),
@@ -109,7 +111,8 @@ impl Model {
         device_memory: f64,
         progress: js_sys::Function,
     ) -> Result<Model, JsValue> {
-        let dtype = DType::parse(&dtype).ok_or_else(|| fail(format!("unknown dtype {dtype:?}: use f32, bf16 or f16")))?;
+        let dtype = DType::parse(&dtype)
+            .ok_or_else(|| fail(format!("unknown dtype {dtype:?}: use f32, bf16 or f16")))?;
         let mut folder = MemoryFolder::new();
         for (path, bytes) in paths.iter().zip(files) {
             folder.add(path, Box::new(JsBytes(bytes))).map_err(fail)?;

@@ -3,11 +3,11 @@
 
 use joyrt_core::image::{Buckets, RgbImage};
 use joyrt_core::model_folder::{MemoryFolder, ModelFolder, Network};
-use joyrt_core::pipeline::{EditParams, Progress, Session};
-use joyrt_core::random_weights::{network_seed, safetensors_in_memory};
 use joyrt_core::models::dit::DitConfig;
 use joyrt_core::models::qwen::QwenConfig;
 use joyrt_core::models::vae::VaeConfig;
+use joyrt_core::pipeline::{EditParams, Progress, Session};
+use joyrt_core::random_weights::{network_seed, safetensors_in_memory};
 use joyrt_core::{Backend, DType, Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -102,7 +102,11 @@ fn gib(b: u64) -> String {
 /// `max_buffer_size` (only a linear weight may be split below the binding limit, never past the
 /// buffer limit), weights beyond [`MEMORY_SHARE`] of `device_memory` (bytes, when the browser says),
 /// or beyond wasm32's 4 GiB when a loaded weight passes through wasm memory one at a time.
-pub fn check_fits(f: &Footprint, max_buffer_size: u64, device_memory: Option<u64>) -> std::result::Result<(), String> {
+pub fn check_fits(
+    f: &Footprint,
+    max_buffer_size: u64,
+    device_memory: Option<u64>,
+) -> std::result::Result<(), String> {
     if f.largest_tensor_bytes > max_buffer_size {
         return Err(format!(
             "the model's largest weight is {} and this adapter's max_buffer_size is {}: it cannot hold it",

@@ -3,13 +3,13 @@
 //! `joyrt edit`, the library and a server) and `joyrt info` both go through [`FolderCheck::run`],
 //! so `info` reports exactly what an edit would refuse.
 
-use super::{read_json_in, Configs, Disk, FolderFiles, ModelFolder, ProcessorConfig, SchedulerConfig};
 use super::WeightFiles;
+use super::{read_json_in, Configs, Disk, FolderFiles, ModelFolder, ProcessorConfig, SchedulerConfig};
+use crate::files::MAX_TOKENIZER_BYTES;
 use crate::models::dit::DitConfig;
 use crate::models::qwen::QwenConfig;
 use crate::models::vae::VaeConfig;
 use crate::prompt::PromptTokenizer;
-use crate::files::MAX_TOKENIZER_BYTES;
 use crate::{Error, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -74,7 +74,10 @@ impl MemoryFolder {
         let mut take = |c: &str| {
             let files = self.weights.remove(c).unwrap_or_default();
             if files.is_empty() {
-                return Err(Error::Input(format!("model folder {} has no {c}/*.safetensors", root.display())));
+                return Err(Error::Input(format!(
+                    "model folder {} has no {c}/*.safetensors",
+                    root.display()
+                )));
             }
             let files = files.into_iter().map(|(p, b)| (root.join(p), b)).collect();
             Checkpoint::from_sources(&root.join(c), files)
@@ -101,9 +104,10 @@ impl InMemory<'_> {
 
 impl FolderFiles for InMemory<'_> {
     fn read(&self, path: &Path, cap: u64) -> Result<Vec<u8>> {
-        let bytes = self.rel(path).and_then(|r| self.folder.files.get(r)).ok_or_else(|| {
-            Error::Input(format!("{} is missing from the files given", path.display()))
-        })?;
+        let bytes = self
+            .rel(path)
+            .and_then(|r| self.folder.files.get(r))
+            .ok_or_else(|| Error::Input(format!("{} is missing from the files given", path.display())))?;
         if bytes.len() as u64 > cap {
             return Err(Error::Input(format!(
                 "{} is {} bytes, more than the {cap}-byte limit",

@@ -20,7 +20,9 @@ pub trait ByteSource: MaybeSend + MaybeSync {
 pub fn checked_range(size: u64, offset: u64, len: usize) -> Result<std::ops::Range<usize>> {
     match offset.checked_add(len as u64) {
         Some(end) if end <= size => Ok(offset as usize..end as usize),
-        _ => Err(Error::Input(format!("read of {len} bytes at {offset} is past the end of a {size}-byte file"))),
+        _ => Err(Error::Input(format!(
+            "read of {len} bytes at {offset} is past the end of a {size}-byte file"
+        ))),
     }
 }
 

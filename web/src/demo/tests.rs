@@ -49,13 +49,21 @@ fn builtin_model_edits_cancels_and_refuses_a_non_image() {
     assert_eq!(steps, [(0, 2), (1, 2)]);
     let img = RgbImage::decode(&out, "out.png").unwrap();
     // 96x64 at base 256 is the 320x192 bucket... whichever it is, it is a multiple of 32.
-    assert!(img.width % 32 == 0 && img.height % 32 == 0 && img.width > img.height, "{}x{}", img.width, img.height);
+    assert!(
+        img.width % 32 == 0 && img.height % 32 == 0 && img.width > img.height,
+        "{}x{}",
+        img.width,
+        img.height
+    );
     let again = block_on(edit_png(&session, request(&input, 2), &mut |_| true)).unwrap();
     assert_eq!(out, again, "same seed, same PNG");
 
-    let cancelled = block_on(edit_png(&session, request(&input, 3), &mut |p| !matches!(p, Progress::Step { .. })));
+    let cancelled =
+        block_on(edit_png(&session, request(&input, 3), &mut |p| !matches!(p, Progress::Step { .. })));
     assert_eq!(message(&cancelled.unwrap_err()), "cancelled");
-    let cancelled = block_on(edit_png(&session, request(&input, 3), &mut |p| !matches!(p, Progress::StageStart(Stage::Denoise))));
+    let cancelled = block_on(edit_png(&session, request(&input, 3), &mut |p| {
+        !matches!(p, Progress::StageStart(Stage::Denoise))
+    }));
     assert!(matches!(cancelled, Err(Error::Cancelled)));
 
     let e = block_on(edit_png(&session, request(b"hello, not an image", 2), &mut |_| true)).unwrap_err();
