@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 
 web/build.sh
 cargo build -q --release -p joyrt
-target/release/joyrt edit --backend cpu --quiet --overwrite tests/fixtures/pipeline/input.png \
+target/release/joyrt edit --backend cpu --quiet --overwrite --image tests/fixtures/pipeline/input.png \
     --prompt "Make it blue" --steps "$STEPS" --seed "$SEED" -o "$OUT/reference.png"
 # The script stops itself (JOYRT_WEB_TEST_LIMIT_S); the outer timeout is a last resort.
 timeout 1200 node web/test/browser.mjs web/dist tests/fixtures/pipeline/input.png "$OUT/reference.png" "$OUT" "$STEPS" "$SEED"

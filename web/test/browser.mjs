@@ -36,9 +36,10 @@ function check(ok, what) {
 
 const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
 server = createServer((req, res) => {
-  const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
+  let path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
+  if (path.endsWith('/')) path += 'index.html';
   try {
-    const body = readFileSync(join(dist, path === '/' ? 'index.html' : path));
+    const body = readFileSync(join(dist, path));
     res.writeHead(200, { 'content-type': types[extname(path)] || 'application/octet-stream' });
     res.end(body);
   } catch {
@@ -52,7 +53,8 @@ userDir = mkdtempSync(join(tmpdir(), 'joyrt-web-chromium-'));
 chrome = spawn(process.env.CHROMIUM || '/usr/bin/chromium', [
   '--headless=new', '--no-sandbox', '--disable-gpu-sandbox', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-  '--enable-unsafe-webgpu', `--user-data-dir=${userDir}`, '--remote-debugging-port=0', 'about:blank',
+  '--enable-unsafe-webgpu', `--user-data-dir=${userDir}`, '--remote-debugging-port=0',
+  ...(process.env.CHROMIUM_FLAGS || '').split(' ').filter(Boolean), 'about:blank',
 ], { stdio: ['ignore', 'ignore', 'pipe'] });
 const ws = await new Promise((ok, fail) => {
   let err = '';
