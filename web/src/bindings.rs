@@ -5,7 +5,7 @@ use crate::demo::{self, EditRequest, BUILTIN_BASE_SIZE};
 use joyrt_core::model_folder::{MemoryFolder, ModelFolder};
 use joyrt_core::pipeline::{Progress, Session};
 use joyrt_core::weights::{checked_range, ByteSource};
-use joyrt_core::DType;
+use joyrt_core::{Backend, DType};
 use joyrt_wgpu::{WgpuBackend, WgpuOptions};
 use std::borrow::Cow;
 use std::cell::{Cell, OnceCell};
@@ -172,12 +172,18 @@ impl Model {
             seed: seed.into(),
             base_size: self.base_size,
         };
-        demo::edit_png(&self.session, req, &mut |p| {
+        let png = demo::edit_png(&self.session, req, &mut |p| {
             report(&progress, p);
             !cancel.get()
         })
         .await
-        .map_err(|e| fail(demo::message(&e)))
+        .map_err(|e| fail(demo::message(&e)))?;
+        // WebGPU reports a failed dispatch later, through the device's error event: an error
+        // seen by now belongs to this edit, whose result cannot be trusted then.
+        match gpu().await?.take_late_error() {
+            Some(e) => Err(fail(format!("the GPU reported an error during the edit: {e}"))),
+            None => Ok(png),
+        }
     }
 
     /// Asks the running edit to stop after its current step.

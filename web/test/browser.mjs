@@ -22,7 +22,12 @@ let chrome, server, userDir;
 function cleanup() {
   chrome?.kill('SIGKILL');
   server?.close();
-  if (userDir) rmSync(userDir, { recursive: true, force: true });
+  // Chromium's helper processes may still be writing the profile for a moment.
+  try {
+    if (userDir) rmSync(userDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
+  } catch (e) {
+    console.log(`note: ${userDir} left behind (${e.code})`);
+  }
 }
 const watchdog = setTimeout(() => {
   console.error(`FAIL: the browser test ran past ${LIMIT_S} s`);
@@ -70,7 +75,7 @@ let code = 0;
 try {
   const browser = await chromium.connectOverCDP(ws);
   const page = await browser.contexts()[0].newPage();
-  page.on('console', (m) => m.type() === 'error' && console.log(`[page] ${m.text()}`));
+  page.on('console', (m) => ['error', 'warning'].includes(m.type()) && console.log(`[page ${m.type()}] ${m.text()}`));
   page.on('pageerror', (e) => console.log(`[page error] ${e}`));
   await page.setViewportSize({ width: 1100, height: 1000 });
   await page.goto(url);
