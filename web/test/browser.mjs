@@ -19,8 +19,14 @@ const LIMIT_S = Number(process.env.JOYRT_WEB_TEST_LIMIT_S || 900);
 mkdirSync(outDir, { recursive: true });
 
 let chrome, server, userDir;
-function cleanup() {
-  chrome?.kill('SIGKILL');
+async function cleanup() {
+  if (chrome && chrome.exitCode === null) {
+    await new Promise((done) => {
+      chrome.once('exit', done);
+      chrome.kill('SIGKILL');
+      setTimeout(done, 5000);
+    });
+  }
   server?.close();
   // Chromium's helper processes may still be writing the profile for a moment.
   try {
@@ -29,9 +35,9 @@ function cleanup() {
     console.log(`note: ${userDir} left behind (${e.code})`);
   }
 }
-const watchdog = setTimeout(() => {
+const watchdog = setTimeout(async () => {
   console.error(`FAIL: the browser test ran past ${LIMIT_S} s`);
-  cleanup();
+  await cleanup();
   process.exit(1);
 }, LIMIT_S * 1000);
 function check(ok, what) {
@@ -148,6 +154,6 @@ try {
   code = 1;
 } finally {
   clearTimeout(watchdog);
-  cleanup();
+  await cleanup();
 }
 process.exit(code);
