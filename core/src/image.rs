@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn png_round_trip() {
-        let img = RgbImage::new(3, 2, (0..18).collect()).unwrap();
+        let img = RgbImage::new(9, 8, (0..216).collect()).unwrap();
         assert_eq!(RgbImage::decode(&img.encode_png().unwrap(), "x.png").unwrap(), img);
     }
 
