@@ -7,7 +7,7 @@
 //! joyrt does not load is an [`Error::Safetensors`] naming the file and tensor, never a panic.
 
 mod byte_source;
-pub use byte_source::{checked_range, ByteSource};
+pub use byte_source::{checked_range, ByteSource, SourceFile};
 
 use crate::{Backend, DType, Error, Result, Shape, Tensor};
 use memmap2::Mmap;
@@ -238,7 +238,7 @@ impl Checkpoint {
     /// A checkpoint over safetensors files that are not on disk (in a browser: generated, fetched
     /// or picked by the visitor), each named by its path in messages; every tensor of every file
     /// is loaded (an index file is not needed: a tensor stored twice is refused).
-    pub fn from_sources(origin: &Path, files: Vec<(PathBuf, Box<dyn ByteSource>)>) -> Result<Checkpoint> {
+    pub fn from_sources(origin: &Path, files: Vec<SourceFile>) -> Result<Checkpoint> {
         Self::from_opened(origin, files.into_iter().map(|(p, bytes)| read_header(&p, bytes)))
     }
 

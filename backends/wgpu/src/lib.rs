@@ -34,6 +34,10 @@
 //! `SUBGROUP` switches the row norms' reductions to `subgroupAdd`; `SHADER_F16` is requested and
 //! reported but nothing depends on it (the packed-u32 path runs everywhere).
 
+// In a browser wgpu's handles are neither `Send` nor `Sync` and there is one thread; natively the
+// shared handles (`Arc`) cross threads and are both.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
 mod headless;
 pub use headless::quiet_headless_device_select;
 

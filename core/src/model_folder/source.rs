@@ -4,7 +4,7 @@
 //! `joyrt info` would refuse it on disk.
 
 use crate::files::read_capped;
-use crate::weights::{ByteSource, Checkpoint};
+use crate::weights::{ByteSource, Checkpoint, SourceFile};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ impl FolderFiles for Disk {
 #[derive(Default)]
 pub struct MemoryFolder {
     files: BTreeMap<PathBuf, Vec<u8>>,
-    weights: BTreeMap<String, Vec<(PathBuf, Box<dyn ByteSource>)>>,
+    weights: BTreeMap<String, Vec<SourceFile>>,
 }
 
 impl MemoryFolder {

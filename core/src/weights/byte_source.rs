@@ -16,6 +16,9 @@ pub trait ByteSource: MaybeSend + MaybeSync {
     fn read(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>>;
 }
 
+/// A safetensors file that is not on disk: its path (named in messages) and its bytes.
+pub type SourceFile = (std::path::PathBuf, Box<dyn ByteSource>);
+
 /// The range `[offset, offset + len)` of a `size`-byte source as `usize` bounds, or an error.
 pub fn checked_range(size: u64, offset: u64, len: usize) -> Result<std::ops::Range<usize>> {
     match offset.checked_add(len as u64) {
