@@ -14,5 +14,6 @@ web/build.sh
 cargo build -q --release -p joyrt
 target/release/joyrt edit --backend cpu --quiet --overwrite --image tests/fixtures/pipeline/input.png \
     --prompt "Make it blue" --steps "$STEPS" --seed "$SEED" -o "$OUT/reference.png"
+target/release/joyrt make-model --config tiny --overwrite -o "$OUT/tiny-model" 2>/dev/null
 # The script stops itself (JOYRT_WEB_TEST_LIMIT_S); the outer timeout is a last resort.
-timeout 1200 node web/test/browser.mjs web/dist tests/fixtures/pipeline/input.png "$OUT/reference.png" "$OUT" "$STEPS" "$SEED"
+timeout 1200 node web/test/browser.mjs web/dist tests/fixtures/pipeline/input.png "$OUT/reference.png" "$OUT" "$STEPS" "$SEED" "$OUT/tiny-model"

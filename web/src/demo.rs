@@ -94,8 +94,13 @@ pub fn footprint(model: &ModelFolder, dtype: DType) -> Result<Footprint> {
 /// of what the browser reports (`navigator.deviceMemory`, which Chrome rounds and caps at 8 GB).
 pub const MEMORY_SHARE: f64 = 0.5;
 
+/// A byte count for messages: GiB, or MiB below one GiB (a tiny model's weights are a few MiB).
 fn gib(b: u64) -> String {
-    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+    if b >= 1 << 30 {
+        format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+    }
 }
 
 /// Refuses, with the numbers, a model that cannot fit: a weight larger than the adapter's

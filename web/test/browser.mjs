@@ -5,7 +5,9 @@
 //     a screenshot of the finished page is saved;
 //  2. a file that is not an image gets the clear message;
 //  3. cancel stops a long run before its last step.
-// Usage: node browser.mjs DIST INPUT REFERENCE OUTDIR STEPS SEED. Bounded: it exits by itself.
+//  4. a model folder picked from disk (FOLDER) is refused when the browser reports too little
+//     memory (with the numbers) and loads otherwise.
+// Usage: node browser.mjs DIST INPUT REFERENCE OUTDIR STEPS SEED FOLDER. Bounded: it exits by itself.
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
@@ -13,7 +15,7 @@ import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, rmSync } from 'nod
 import { extname, join, normalize } from 'node:path';
 import { tmpdir } from 'node:os';
 
-const [dist, input, reference, outDir, steps, seed] = process.argv.slice(2);
+const [dist, input, reference, outDir, steps, seed, folder] = process.argv.slice(2);
 const PROMPT = 'Make it blue';
 const LIMIT_S = Number(process.env.JOYRT_WEB_TEST_LIMIT_S || 900);
 mkdirSync(outDir, { recursive: true });
@@ -148,6 +150,24 @@ try {
   await page.waitForFunction(() => document.body.dataset.result !== 'running', null, { timeout: 120_000 });
   const ran = await page.evaluate(() => document.getElementById('step-bar').value);
   check((await state('result')) === 'cancelled' && ran < long, `cancel stopped the run after ${ran} of ${long} steps`);
+
+  // 4. A model folder picked from disk (the CLI's built-in model, sharded with index files): refused
+  //    with the numbers when the browser reports too little memory, loaded otherwise.
+  const fakeMemory = (gb) => page.evaluate((g) => Object.defineProperty(Navigator.prototype, 'deviceMemory',
+    { get: () => g, configurable: true }), gb);
+  const pickFolder = async () => {
+    await page.evaluate(() => { delete document.body.dataset.model; delete document.body.dataset.message; });
+    await page.setInputFiles('#folder', folder);
+    await page.waitForFunction(() => document.body.dataset.model === 'ready' || document.body.dataset.message === 'error',
+      null, { timeout: 120_000 });
+    return page.textContent('#message');
+  };
+  await fakeMemory(0.001);
+  const refused = await pickFolder();
+  check(refused.includes('this machine reports 1.0 MiB') && refused.includes('MiB on the device'), `too little memory refused: ${refused}`);
+  await fakeMemory(8);
+  const loaded = await pickFolder();
+  check((await state('model')) === 'ready', `picked folder loaded: ${loaded}`);
   await browser.close().catch(() => {});
 } catch (e) {
   console.error(`FAIL: ${e.message}`);

@@ -74,4 +74,7 @@ fn the_memory_check_refuses_with_the_numbers() {
     assert!(e.contains("6.00 GiB") && e.contains("8.00 GiB") && e.contains("4.00 GiB"), "{e}");
     assert!(check_fits(&f, 4 << 30, Some(16 << 30)).is_ok());
     assert!(check_fits(&f, 4 << 30, None).is_ok());
+    let small = Footprint { weight_bytes: 5 << 20, largest_tensor_bytes: 1 << 20 };
+    let e = check_fits(&small, 1 << 30, Some(1 << 20)).unwrap_err();
+    assert!(e.contains("5.0 MiB") && e.contains("reports 1.0 MiB") && e.contains("(0.5 MiB)"), "{e}");
 }
