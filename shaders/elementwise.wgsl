@@ -31,7 +31,9 @@ fn activation(g: Grid) {
     var r = 0.0;
     switch P.op {
         case ACT_SILU: { r = silu_(a); }
-        case ACT_GELU_TANH: { r = 0.5 * a * (1.0 + tanh(0.7978845608 * (a + 0.044715 * a * a * a))); }
+        // The clamp changes no f32 result (tanh is ±1.0 in f32 past |u| ≈ 9) but keeps SwiftShader's
+        // tanh, (e^2u − 1)/(e^2u + 1), from turning large |u| into Inf/Inf = NaN (WebGPU in Chromium).
+        case ACT_GELU_TANH: { r = 0.5 * a * (1.0 + tanh(clamp(0.7978845608 * (a + 0.044715 * a * a * a), -15.0, 15.0))); }
         case ACT_GELU_ERF, default: { r = 0.5 * a * (1.0 + erf_(a * 0.70710678118)); }
     }
     OUT[i] = r;

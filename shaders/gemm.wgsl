@@ -55,7 +55,14 @@ fn linear(g: Grid) {
         workgroupBarrier();
         // Each 16-wide K tile is summed on its own and then added, so rounding grows with
         // K/16 + 16 terms rather than one chain of K (close to the reference's blocked sums).
+        // Zeroed by hand: Chromium's WebGPU (Tint on SwiftShader) does not re-zero a `var`
+        // declared without an initializer each time its declaration runs in a loop.
         var part: array<array<f32, 4>, 4>;
+        for (var u = 0u; u < 4u; u++) {
+            for (var v = 0u; v < 4u; v++) {
+                part[u][v] = 0.0;
+            }
+        }
         for (var c = 0u; c < 16u; c++) {
             var a: array<f32, 4>;
             var b: array<f32, 4>;

@@ -10,6 +10,16 @@
 
 const ROW_GROUP: u32 = 64u;
 
+// The row of a row kernel, read so that WebGPU's uniformity analysis (Tint) sees it as uniform:
+// it treats the `Grid` parameter as one value, non-uniform through its invocation index, and
+// refuses the reduction's barriers after an early return on a value derived from it.
+var<workgroup> row_slot: u32;
+
+fn uniform_row(g: Grid) -> u32 {
+    if (g.li == 0u) { row_slot = group_index(g); }
+    return workgroupUniformLoad(&row_slot);
+}
+
 // Σx and Σx² over the row starting at `base`, summed across the workgroup.
 fn row_sums(g: Grid, lane: Lane, base: u32) -> vec2<f32> {
     var a = 0.0;
@@ -27,7 +37,7 @@ fn row_sums(g: Grid, lane: Lane, base: u32) -> vec2<f32> {
 // the term are left out without P.has_weight / P.has_bias.
 @compute @workgroup_size(ROW_GROUP)
 fn layer_norm(g: Grid, lane: Lane) {
-    let row = group_index(g);
+    let row = uniform_row(g);
     if (row >= P.rows) { return; }
     let base = row * P.cols;
     let n = f32(P.cols);
@@ -49,7 +59,7 @@ fn layer_norm(g: Grid, lane: Lane) {
 // x/√(mean(x²) + eps)·B[c].
 @compute @workgroup_size(ROW_GROUP)
 fn rms_norm(g: Grid, lane: Lane) {
-    let row = group_index(g);
+    let row = uniform_row(g);
     if (row >= P.rows) { return; }
     let base = row * P.cols;
     let scale = 1.0 / sqrt(row_sums(g, lane, base).y / f32(P.cols) + P.eps);

@@ -24,13 +24,12 @@ pub const MULTIPLE: usize = 64;
 /// The longest `joyrt.json` read: it holds one number.
 const MAX_DEFAULTS_BYTES: u64 = 64 * 1024;
 
-/// Buckets of diffusers' generator at `base` pixels, keeping the sizes that are multiples of 32
-/// (the vision tower's patch × merge unit; every size of the 1024 table already is).
+/// [`Buckets::vision_aligned`] at `base` pixels, the base checked.
 pub fn buckets_for(base: usize) -> Result<Buckets> {
     if !(MIN..=MAX).contains(&base) || !base.is_multiple_of(MULTIPLE) {
         bail!("--base-size must be a multiple of {MULTIPLE} between {MIN} and {MAX}, got {base}");
     }
-    Ok(Buckets(Buckets::generate(base).0.into_iter().filter(|&(h, w)| h % 32 == 0 && w % 32 == 0).collect()))
+    Ok(Buckets::vision_aligned(base))
 }
 
 /// Writes `base` as the default base size of the model folder `dir`.

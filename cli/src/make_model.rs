@@ -5,9 +5,11 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use joyrt_core::model_folder::Network;
 use joyrt_core::models::dit::DitConfig;
 use joyrt_core::models::qwen::QwenConfig;
 use joyrt_core::models::vae::VaeConfig;
+use joyrt_core::random_weights::{self, network_seed};
 use joyrt_core::weights::{write_index, ParamSpec, ShardWriter};
 use joyrt_core::{DType, Rng, Shape};
 use std::collections::BTreeMap;
@@ -104,24 +106,6 @@ impl ConfigSet {
     }
 }
 
-/// A random value for element `i` of a tensor, by the tensor's role (as the fixture generator):
-/// norm gains ≈ 1 ± 0.1, biases and modulation tables small, embeddings N(0, 1), weights
-/// N(0, 1/fan_in).
-fn init_std(spec: &ParamSpec) -> (f32, f32) {
-    let n = &spec.name;
-    let d = spec.shape.dims();
-    if n.ends_with(".gamma") || (n.ends_with(".weight") && d.len() == 1) {
-        (1.0, 0.1)
-    } else if n.ends_with(".bias") || n.contains("modulate_table") {
-        (0.0, 0.1)
-    } else if n.contains("embed_tokens") || n.contains("pos_embed") {
-        (0.0, 1.0)
-    } else {
-        let fan_in = spec.shape.numel() / d.first().copied().unwrap_or(1).max(1);
-        (0.0, 1.0 / (fan_in.max(1) as f32).sqrt())
-    }
-}
-
 /// Writes one component's weights as shards of at most `max_bytes` (one file when it fits).
 fn write_weights(
     dir: &Path,
@@ -157,14 +141,7 @@ fn write_weights(
             shard.iter().map(|s| (s.name.clone(), dtype, s.shape.clone())).collect();
         let mut w = ShardWriter::create(&dir.join(&file), &header)?;
         for s in shard {
-            let (mean, std) = init_std(s);
-            let mut left = s.shape.numel();
-            while left > 0 {
-                let chunk = left.min(1 << 22); // bounded memory per tensor
-                let v: Vec<f32> = (0..chunk).map(|_| mean + std * rng.normal() as f32).collect();
-                w.write(&dtype.encode_f32(&v))?;
-                left -= chunk;
-            }
+            random_weights::draw(s, dtype, &mut rng, |b| w.write(b))?;
             map.insert(s.name.clone(), file.clone());
             total += (s.shape.numel() * dtype.size()) as u64;
         }
@@ -228,7 +205,7 @@ pub fn write_model(
         "diffusion_pytorch_model.safetensors.index.json",
         &dit_specs,
         dtype,
-        seed,
+        network_seed(seed, Network::Transformer),
         dit_shard,
     )?;
     log(&format!("vae: {} parameters", vae.param_count()));
@@ -238,7 +215,7 @@ pub fn write_model(
         "diffusion_pytorch_model.safetensors.index.json",
         &vae.param_specs(),
         dtype,
-        seed ^ 1,
+        network_seed(seed, Network::Vae),
         max_shard_bytes,
     )?;
     log(&format!("text_encoder: {} parameters", qwen.param_count()));
@@ -248,7 +225,7 @@ pub fn write_model(
         "model.safetensors.index.json",
         &qwen.param_specs(),
         dtype,
-        seed ^ 2,
+        network_seed(seed, Network::TextEncoder),
         max_shard_bytes,
     )?;
     Ok(total)

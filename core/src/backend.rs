@@ -22,13 +22,35 @@
 //! `kernels/<family>.cu` (see docs/ARCHITECTURE.md, "Checklist: adding an op").
 
 use crate::{DType, Error, Result, Tensor};
+use std::future::Future;
+
+/// `Send` natively; nothing in a browser, where WebGPU's handles belong to the one thread that made
+/// them (wgpu's `WasmNotSend` is the same idea). Natively `B: Backend` still implies `B: Send`.
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSend: Send {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send + ?Sized> MaybeSend for T {}
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSend {}
+#[cfg(target_arch = "wasm32")]
+impl<T: ?Sized> MaybeSend for T {}
+
+/// `Sync` natively; nothing in a browser (see [`MaybeSend`]).
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSync: Sync {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Sync + ?Sized> MaybeSync for T {}
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSync {}
+#[cfg(target_arch = "wasm32")]
+impl<T: ?Sized> MaybeSync for T {}
 
 /// A compute device with its own memory and kernels.
 ///
 /// `Clone` must be cheap (a handle): every [`Tensor`] keeps a clone of its backend.
-pub trait Backend: Clone + Send + Sync + Sized + 'static {
+pub trait Backend: Clone + MaybeSend + MaybeSync + Sized + 'static {
     /// Device memory holding one tensor's elements.
-    type Buffer: Send + Sync + 'static;
+    type Buffer: MaybeSend + MaybeSync + 'static;
 
     /// A short name for messages and tables (`cpu`, `wgpu:<adapter>`, `cuda:<gpu>`).
     fn name(&self) -> String;
@@ -39,8 +61,15 @@ pub trait Backend: Clone + Send + Sync + Sized + 'static {
     fn zeros(&self, dtype: DType, len: usize) -> Result<Self::Buffer>;
     /// A buffer holding `bytes`, the little-endian encoding of `bytes.len() / dtype.size()` elements.
     fn upload(&self, dtype: DType, bytes: &[u8]) -> Result<Self::Buffer>;
-    /// The little-endian bytes of `x` (waits for pending work on `x`).
+    /// The little-endian bytes of `x` (waits for pending work on `x`). A backend that cannot block
+    /// (WebGPU in a browser) returns an error here and implements [`Backend::download_async`].
     fn download(&self, x: &Tensor<Self>) -> Result<Vec<u8>>;
+    /// [`Backend::download`] without blocking the thread: the pipeline reads back through this, so
+    /// one pipeline body serves both the blocking native API and the browser. By default the
+    /// blocking download, ready at the first poll.
+    fn download_async(&self, x: &Tensor<Self>) -> impl Future<Output = Result<Vec<u8>>> {
+        std::future::ready(self.download(x))
+    }
     /// Blocks until all queued work has finished (for timing).
     fn synchronize(&self) -> Result<()>;
     /// An error the device reported outside the `Result` of the op that caused it and that no op

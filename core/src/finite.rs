@@ -36,7 +36,7 @@ pub fn non_finite_tensors(ck: &Checkpoint) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for name in ck.names() {
         let (info, bytes) = ck.raw(name)?;
-        let bad = count_non_finite(info.dtype, bytes);
+        let bad = count_non_finite(info.dtype, &bytes);
         if bad > 0 {
             out.push(format!("{name}: {bad} of {} values are NaN or Inf", info.shape.numel()));
         }

@@ -121,6 +121,21 @@ impl RgbImage {
         RgbImage::new(rgb.width() as usize, rgb.height() as usize, rgb.into_raw())
     }
 
+    /// The image as a PNG file.
+    pub fn encode_png(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        image::write_buffer_with_format(
+            &mut std::io::Cursor::new(&mut out),
+            &self.data,
+            self.width as u32,
+            self.height as u32,
+            image::ExtendedColorType::Rgb8,
+            image::ImageFormat::Png,
+        )
+        .map_err(|e| Error::Input(format!("encoding a {}x{} PNG: {e}", self.width, self.height)))?;
+        Ok(out)
+    }
+
     /// Channel-first f32 pixels mapped to `[-1, 1]` as `p/127.5 − 1` → `[3, H, W]` (the VAE input).
     pub fn to_vae_pixels(&self) -> Vec<f32> {
         let n = self.width * self.height;
@@ -175,6 +190,12 @@ impl Buckets {
         out.sort();
         out.dedup();
         Buckets(out)
+    }
+
+    /// [`Buckets::generate`]'s sizes that are multiples of 32 (the vision tower's patch × merge
+    /// unit; every size of the 1024 table already is): the table joyrt uses at any base.
+    pub fn vision_aligned(basesize: usize) -> Buckets {
+        Buckets(Self::generate(basesize).0.into_iter().filter(|&(h, w)| h % 32 == 0 && w % 32 == 0).collect())
     }
 
     /// The bucket whose aspect ratio `h/w` is closest to `height/width`; the first one in table
@@ -348,6 +369,12 @@ mod tests {
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, format).unwrap();
         out.into_inner()
+    }
+
+    #[test]
+    fn png_round_trip() {
+        let img = RgbImage::new(9, 8, (0..216).collect()).unwrap();
+        assert_eq!(RgbImage::decode(&img.encode_png().unwrap(), "x.png").unwrap(), img);
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! joyrt-core: dtypes, shapes, the backend-agnostic tensor handle, the `Backend` op trait, the
 //! error type, weight loading, the model graphs and the edit pipeline.
 
+// The shared handles (`Arc`) hold `MaybeSend + MaybeSync` values: `Send + Sync` natively, where
+// they cross threads; in a browser there is one thread and WebGPU's handles are neither.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
 pub mod backend;
 mod cache_dir;
 mod contain;
@@ -15,6 +19,7 @@ pub mod model_folder;
 pub mod models;
 pub mod pipeline;
 pub mod prompt;
+pub mod random_weights;
 pub mod rng;
 pub mod scheduler;
 mod shape;

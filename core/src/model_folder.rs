@@ -5,15 +5,18 @@
 //! component is loaded.
 
 mod check;
+mod source;
 pub use check::FolderCheck;
+pub use source::{Disk, FolderFiles, MemoryFolder, Networks, WeightFiles};
 
-use crate::files::{read_capped, MAX_CONFIG_BYTES};
+use crate::files::MAX_CONFIG_BYTES;
 use crate::limits::{all_in_range, in_range, positive, IMAGE_MEAN, IMAGE_STD, MAX_MERGE, MAX_PATCH};
 use crate::limits::{MAX_PIXELS, MAX_TEMPORAL_PATCH, SHIFT};
 use crate::models::dit::DitConfig;
 use crate::models::qwen::QwenConfig;
 use crate::models::vae::VaeConfig;
 use crate::prompt::PromptTokenizer;
+use crate::weights::Checkpoint;
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -66,6 +69,16 @@ pub struct ModelFolder {
     pub tokenizer: PromptTokenizer,
     pub processor: ProcessorConfig,
     pub scheduler: SchedulerConfig,
+    /// Where the networks' weights are read from (the component folders, or files in memory).
+    pub weights: WeightFiles,
+}
+
+/// One of the three networks of a model folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    Transformer,
+    Vae,
+    TextEncoder,
 }
 
 /// The validated configs of the three networks.
@@ -78,7 +91,12 @@ pub struct Configs {
 
 /// A config or index JSON file (a regular file of at most [`MAX_CONFIG_BYTES`]).
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
-    let bytes = read_capped(path, MAX_CONFIG_BYTES)?;
+    read_json_in(&Disk, path)
+}
+
+/// [`read_json`] from `files`.
+pub(crate) fn read_json_in(files: &dyn FolderFiles, path: &Path) -> Result<Value> {
+    let bytes = files.read(path, MAX_CONFIG_BYTES)?;
     serde_json::from_slice(&bytes).map_err(|e| Error::config(path, format!("invalid JSON: {e}")))
 }
 
@@ -131,17 +149,22 @@ impl ProcessorConfig {
     /// Reads the image-processor settings from a processor folder (`preprocessor_config.json`, or
     /// the `image_processor` entry of `processor_config.json`). Missing keys take Qwen3-VL's values.
     pub fn from_dir(dir: &Path) -> Result<ProcessorConfig> {
+        Self::from_dir_in(&Disk, dir)
+    }
+
+    /// [`ProcessorConfig::from_dir`] from `files`.
+    pub fn from_dir_in(files: &dyn FolderFiles, dir: &Path) -> Result<ProcessorConfig> {
         let pre = dir.join("preprocessor_config.json");
         // `exists`, not `is_file`: a FIFO or folder under this name is refused by name when read.
-        let path = if pre.exists() { pre } else { dir.join("processor_config.json") };
-        if !path.exists() {
+        let path = if files.exists(&pre) { pre } else { dir.join("processor_config.json") };
+        if !files.exists(&path) {
             return Err(Error::Input(format!(
                 "{} holds neither preprocessor_config.json nor processor_config.json",
                 dir.display()
             )));
         }
         // transformers 5 nests the image processor's settings in `processor_config.json`.
-        let v = read_json(&path)?;
+        let v = read_json_in(files, &path)?;
         let f: ProcessorFile = parse_config(v.get("image_processor").unwrap_or(&v), &path)?;
         let d = ProcessorConfig::default();
         let size = f.size.unwrap_or(PixelRange { shortest_edge: None, longest_edge: None });
@@ -182,7 +205,12 @@ struct SchedulerFile {
 
 impl SchedulerConfig {
     pub fn from_file(path: &Path) -> Result<SchedulerConfig> {
-        let f: SchedulerFile = parse_config(&read_json(path)?, path)?;
+        Self::from_json(&read_json(path)?, path)
+    }
+
+    /// The settings in `v`, the JSON read from `path` (named in errors).
+    pub fn from_json(v: &Value, path: &Path) -> Result<SchedulerConfig> {
+        let f: SchedulerFile = parse_config(v, path)?;
         if f.use_dynamic_shifting == Some(true) {
             return Err(Error::config(
                 path,
@@ -208,5 +236,31 @@ impl ModelFolder {
     /// weight is read is reported, one alone as itself, several as [`Error::Folder`].
     pub fn open(root: &Path) -> Result<ModelFolder> {
         FolderCheck::run(root)?.into_folder()
+    }
+
+    /// A model folder held in memory (in a browser), checked exactly as [`ModelFolder::open`]
+    /// checks one on disk; `label` stands for its root in messages.
+    pub fn from_memory(label: &str, mut folder: MemoryFolder) -> Result<ModelFolder> {
+        let root = PathBuf::from(label);
+        let check = FolderCheck::read(&source::InMemory { root: &root, folder: &folder }, &root);
+        let mut model = check.into_folder()?;
+        model.weights = folder.take_checkpoints(&root)?;
+        Ok(model)
+    }
+
+    /// The checkpoint of one network: its component folder opened now, or the files in memory.
+    pub fn checkpoint(&self, network: Network) -> Result<Checkpoint> {
+        match &self.weights {
+            WeightFiles::Folders => Checkpoint::open(match network {
+                Network::Transformer => &self.transformer,
+                Network::Vae => &self.vae,
+                Network::TextEncoder => &self.text_encoder,
+            }),
+            WeightFiles::Opened(n) => Ok(match network {
+                Network::Transformer => n.transformer.clone(),
+                Network::Vae => n.vae.clone(),
+                Network::TextEncoder => n.text_encoder.clone(),
+            }),
+        }
     }
 }

@@ -11,16 +11,16 @@ pub use session::Session;
 use crate::finite::check_finite;
 use crate::image::{qwen_patchify, resize_center_crop, Buckets, RgbImage};
 use crate::limits::{in_range, GUIDANCE, SHIFT, STEPS};
-use crate::model_folder::ModelFolder;
+use crate::model_folder::{ModelFolder, Network};
 use crate::models::dit::{Dit, DitRequest, TextStream};
 use crate::models::qwen::Qwen;
 use crate::models::vae::Vae;
 use crate::models::vae_tiling::VaeTiling;
 use crate::prompt::DROP_TOKENS;
 use crate::scheduler::{Schedule, SigmaSchedule};
-use crate::weights::Checkpoint;
 use crate::{Backend, DType, Error, Result, Rng, Tensor};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use web_time::Instant;
 
 /// The longest DiT text stream diffusers keeps (`max_sequence_length`); longer prompts keep the
 /// last tokens in diffusers — joyrt refuses them instead of silently cutting the instruction.
@@ -138,18 +138,30 @@ struct Clock<'a> {
 }
 
 impl Clock<'_> {
+    /// Runs a stage that does not read back from the device.
     fn run<T>(&mut self, stage: Stage, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let t0 = self.start(stage)?;
+        let out = f(self)?;
+        self.end(stage, t0)?;
+        Ok(out)
+    }
+
+    /// Opens a stage that awaits a readback (closed by [`Clock::end`]): async closures would tie
+    /// the clock's borrow to the future, so those stages are written between the two calls.
+    fn start(&mut self, stage: Stage) -> Result<Instant> {
         if !(self.on)(Progress::StageStart(stage)) {
             return Err(Error::Cancelled);
         }
-        let t0 = Instant::now();
-        let out = f(self)?;
+        Ok(Instant::now())
+    }
+
+    fn end(&mut self, stage: Stage, t0: Instant) -> Result<()> {
         let dt = t0.elapsed();
         self.timings.push((stage, dt));
         if !(self.on)(Progress::StageEnd(stage, dt)) {
             return Err(Error::Cancelled);
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -171,6 +183,7 @@ impl EditParams {
 /// it no longer does (a [`Session`] keeps them loaded across edits instead). `on_progress` is
 /// called at every stage boundary and after every step; returning `false` cancels between steps
 /// with [`Error::Cancelled`].
+#[cfg(not(target_arch = "wasm32"))]
 pub fn edit<B: Backend>(
     backend: &B,
     model: &ModelFolder,
@@ -178,8 +191,20 @@ pub fn edit<B: Backend>(
     params: &EditParams,
     on_progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<EditOutput> {
+    pollster::block_on(edit_async(backend, model, image, params, on_progress))
+}
+
+/// [`edit`] as a future: the pipeline reads back through [`Backend::download_async`], so in a
+/// browser the page's event loop runs while the device works. [`edit`] drives this same future.
+pub async fn edit_async<B: Backend>(
+    backend: &B,
+    model: &ModelFolder,
+    image: &RgbImage,
+    params: &EditParams,
+    on_progress: &mut dyn FnMut(Progress) -> bool,
+) -> Result<EditOutput> {
     let networks = LoadEach { backend, model, dtype: params.dtype };
-    run(backend, model, image, params, on_progress, &networks)
+    run(backend, model, image, params, on_progress, &networks).await
 }
 
 /// A network the pipeline uses: lent by a resident [`Session`], or loaded for this edit alone (and
@@ -230,19 +255,21 @@ impl<B: Backend> Networks<B> for LoadEach<'_, B> {
 }
 
 fn load_text_encoder<B: Backend>(backend: &B, model: &ModelFolder, dtype: DType) -> Result<Qwen<B>> {
-    Qwen::load(backend, &Checkpoint::open(&model.text_encoder)?, &model.configs.text_encoder, dtype)
+    Qwen::load(backend, &model.checkpoint(Network::TextEncoder)?, &model.configs.text_encoder, dtype)
 }
 
 fn load_vae<B: Backend>(backend: &B, model: &ModelFolder, dtype: DType) -> Result<Vae<B>> {
-    Vae::load(backend, &Checkpoint::open(&model.vae)?, &model.configs.vae, dtype)
+    Vae::load(backend, &model.checkpoint(Network::Vae)?, &model.configs.vae, dtype)
 }
 
 fn load_transformer<B: Backend>(backend: &B, model: &ModelFolder, dtype: DType) -> Result<Dit<B>> {
-    Dit::load(backend, &Checkpoint::open(&model.transformer)?, &model.configs.transformer, dtype)
+    Dit::load(backend, &model.checkpoint(Network::Transformer)?, &model.configs.transformer, dtype)
 }
 
-/// The edit itself, with its networks from `networks`.
-fn run<B: Backend>(
+/// The edit itself, with its networks from `networks`. The one body of every edit: natively
+/// driven to completion by `pollster` (each readback is ready at its first poll), in a browser
+/// awaited by the page.
+async fn run<B: Backend>(
     backend: &B,
     model: &ModelFolder,
     image: &RgbImage,
@@ -324,26 +351,26 @@ fn run<B: Backend>(
         })?
     };
     if let Some(t) = trace.as_mut() {
-        t.prompt_embeds = e_pos.to_f32_vec()?;
-        t.negative_prompt_embeds = e_neg.to_f32_vec()?;
+        t.prompt_embeds = e_pos.to_f32_vec_async().await?;
+        t.negative_prompt_embeds = e_neg.to_f32_vec_async().await?;
     }
 
     // VAE: the reference latent is the posterior mean (deterministic; diffusers samples).
     let vae = networks.vae(&mut clock)?;
-    let z_ref = clock.run(Stage::VaeEncode, |_| {
-        let x = Tensor::from_f32(backend, [3, h, w], &pixels.to_vae_pixels(), dtype)?;
-        let mean = match params.vae_tiling.filter(|t| t.applies(h, w)) {
-            Some(t) => vae.encode_mean_tiled(&x, t)?,
-            None => vae.encode(&x)?.0,
-        };
-        if let Some(t) = trace.as_mut() {
-            t.vae_mean = mean.to_f32_vec()?;
-        }
-        vae.normalize(&mean.cast(DType::F32)?)
-    })?;
+    let t0 = clock.start(Stage::VaeEncode)?;
+    let x = Tensor::from_f32(backend, [3, h, w], &pixels.to_vae_pixels(), dtype)?;
+    let mean = match params.vae_tiling.filter(|t| t.applies(h, w)) {
+        Some(t) => vae.encode_mean_tiled_async(&x, t).await?,
+        None => vae.encode(&x)?.0,
+    };
+    if let Some(t) = trace.as_mut() {
+        t.vae_mean = mean.to_f32_vec_async().await?;
+    }
+    let z_ref = vae.normalize(&mean.cast(DType::F32)?)?;
+    clock.end(Stage::VaeEncode, t0)?;
     let z_ref = z_ref.cast(DType::F32)?.reshape([1, zc, lat.0, lat.1])?;
     if let Some(t) = trace.as_mut() {
-        t.z_ref = z_ref.to_f32_vec()?;
+        t.z_ref = z_ref.to_f32_vec_async().await?;
     }
 
     // Target noise.
@@ -360,41 +387,40 @@ fn run<B: Backend>(
     // Denoise: DiT loaded only now, dropped after the loop.
     let latents = {
         let dit = networks.transformer(&mut clock)?;
-        clock.run(Stage::Denoise, |clock| {
-            let neg = (params.guidance > 1.0).then_some(&e_neg);
-            let denoiser = Denoiser::new(&*dit, z_ref, &e_pos, neg, params.guidance, dtype)?;
-            let total = schedule.steps();
-            for i in 0..total {
-                let t0 = Instant::now();
-                x = denoiser.step(&x, schedule.timesteps[i], schedule.dt(i))?;
-                // NaN or Inf weights (or an overflow) would otherwise run on and end in a flat
-                // image; reading z_dim·h·w values back per step is cheap next to the DiT.
-                let host = x.to_f32_vec()?;
-                check_finite(|| format!("denoising step {} of {total}", i + 1), &host)?;
-                if let Some(tr) = trace.as_mut() {
-                    tr.latents.push(host);
-                }
-                if !(clock.on)(Progress::Step { index: i, total, elapsed: t0.elapsed() }) {
-                    return Err(Error::Cancelled);
-                }
+        let stage_t0 = clock.start(Stage::Denoise)?;
+        let neg = (params.guidance > 1.0).then_some(&e_neg);
+        let denoiser = Denoiser::new(&*dit, z_ref, &e_pos, neg, params.guidance, dtype)?;
+        let total = schedule.steps();
+        for i in 0..total {
+            let t0 = Instant::now();
+            x = denoiser.step(&x, schedule.timesteps[i], schedule.dt(i))?;
+            // NaN or Inf weights (or an overflow) would otherwise run on and end in a flat
+            // image; reading z_dim·h·w values back per step is cheap next to the DiT.
+            let host = x.to_f32_vec_async().await?;
+            check_finite(|| format!("denoising step {} of {total}", i + 1), &host)?;
+            if let Some(tr) = trace.as_mut() {
+                tr.latents.push(host);
             }
-            Ok(x)
-        })?
+            if !(clock.on)(Progress::Step { index: i, total, elapsed: t0.elapsed() }) {
+                return Err(Error::Cancelled);
+            }
+        }
+        clock.end(Stage::Denoise, stage_t0)?;
+        x
     };
 
     // Decode the target only.
-    let image_out = clock.run(Stage::VaeDecode, |_| {
-        let z = vae.denormalize(&latents.reshape([zc, lat.0, lat.1])?)?;
-        let out = match params.vae_tiling.filter(|t| t.applies(h, w)) {
-            Some(t) => vae.decode_tiled(&z.cast(dtype)?, t)?,
-            None => vae.decode(&z.cast(dtype)?)?,
-        };
-        let img = RgbImage::from_vae_pixels(w, h, &out)?;
-        if let Some(t) = trace.as_mut() {
-            t.decoded = out;
-        }
-        Ok(img)
-    })?;
+    let t0 = clock.start(Stage::VaeDecode)?;
+    let z = vae.denormalize(&latents.reshape([zc, lat.0, lat.1])?)?;
+    let out = match params.vae_tiling.filter(|t| t.applies(h, w)) {
+        Some(t) => vae.decode_tiled_async(&z.cast(dtype)?, t).await?,
+        None => vae.decode_async(&z.cast(dtype)?).await?,
+    };
+    let image_out = RgbImage::from_vae_pixels(w, h, &out)?;
+    if let Some(t) = trace.as_mut() {
+        t.decoded = out;
+    }
+    clock.end(Stage::VaeDecode, t0)?;
 
     Ok(EditOutput { image: image_out, bucket, schedule, timings: clock.timings, trace })
 }

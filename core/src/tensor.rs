@@ -111,6 +111,11 @@ impl<B: Backend> Tensor<B> {
         Ok(self.dtype.decode_f32(&self.to_bytes()?))
     }
 
+    /// [`Tensor::to_f32_vec`] through [`Backend::download_async`] (what the pipeline calls).
+    pub async fn to_f32_vec_async(&self) -> Result<Vec<f32>> {
+        Ok(self.dtype.decode_f32(&self.backend.download_async(self).await?))
+    }
+
     fn wrap(&self, buf: B::Buffer, shape: impl Into<Shape>, dtype: DType) -> Self {
         Self::from_buffer(&self.backend, buf, shape, dtype)
     }

@@ -1,4 +1,4 @@
-//! Weight loading: safetensors files through mmap, sharded checkpoints through
+//! Weight loading: safetensors files through a [`ByteSource`] (mmap natively), sharded checkpoints through
 //! `*.safetensors.index.json`, dtype conversion on upload, key renaming, the exact-set check, and
 //! writers for synthetic models and fixtures.
 //!
@@ -6,9 +6,13 @@
 //! JSON, offsets out of range or overlapping, a size that does not match the shape, or a dtype
 //! joyrt does not load is an [`Error::Safetensors`] naming the file and tensor, never a panic.
 
+mod byte_source;
+pub use byte_source::{checked_range, ByteSource, SourceFile};
+
 use crate::{Backend, DType, Error, Result, Shape, Tensor};
 use memmap2::Mmap;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -77,10 +81,10 @@ fn fill_uniform(bytes: &mut [u8], dtype: DType, seed: u64) {
     }
 }
 
-/// One mmapped safetensors file.
+/// One safetensors file and where its bytes come from.
 struct File {
     path: PathBuf,
-    map: Mmap,
+    bytes: Box<dyn ByteSource>,
     /// Start of the data section.
     data_start: usize,
 }
@@ -94,7 +98,7 @@ struct Entry {
     end: usize,
 }
 
-/// A checkpoint: one safetensors file or several shards, opened lazily through mmap.
+/// A checkpoint: one safetensors file or several shards; each tensor is read when it is loaded.
 #[derive(Clone)]
 pub struct Checkpoint {
     origin: PathBuf,
@@ -118,28 +122,30 @@ fn open_file(path: &Path) -> Result<(Arc<File>, Vec<HeaderEntry>)> {
     // SAFETY: the file is opened read-only; joyrt does not modify checkpoints while they are
     // mapped (a concurrent writer from outside is the usual mmap caveat).
     let map = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
-    if map.len() < 8 {
-        return Err(corrupt(
-            path,
-            format!("file is {} bytes, shorter than the 8-byte header length", map.len()),
-        ));
+    read_header(path, Box::new(map))
+}
+
+/// Parses and validates the header of the safetensors file `bytes` (named `path` in errors).
+fn read_header(path: &Path, bytes: Box<dyn ByteSource>) -> Result<(Arc<File>, Vec<HeaderEntry>)> {
+    let size = bytes.size();
+    if size < 8 {
+        return Err(corrupt(path, format!("file is {size} bytes, shorter than the 8-byte header length")));
     }
-    let n = u64::from_le_bytes(map[..8].try_into().unwrap());
+    let n = u64::from_le_bytes(bytes.read(0, 8)?[..].try_into().unwrap());
     if n > MAX_HEADER_BYTES {
         return Err(corrupt(path, format!("header length {n} is over the {MAX_HEADER_BYTES}-byte limit")));
     }
-    if n > (map.len() - 8) as u64 {
+    if n > size - 8 {
         return Err(corrupt(
             path,
-            format!("header length {n} exceeds the file size {} (truncated file?)", map.len()),
+            format!("header length {n} exceeds the file size {size} (truncated file?)"),
         ));
     }
-    let header = &map[8..8 + n as usize];
-    let json: Value = serde_json::from_slice(header)
+    let json: Value = serde_json::from_slice(&bytes.read(8, n as usize)?)
         .map_err(|e| corrupt(path, format!("header is not valid JSON: {e}")))?;
     let obj = json.as_object().ok_or_else(|| corrupt(path, "header is not a JSON object"))?;
     let data_start = 8 + n as usize;
-    let data_len = map.len() - data_start;
+    let data_len = (size - 8 - n) as usize;
     let mut tensors = Vec::new();
     for (name, v) in obj {
         if name == "__metadata__" {
@@ -191,7 +197,7 @@ fn open_file(path: &Path) -> Result<(Arc<File>, Vec<HeaderEntry>)> {
             ));
         }
     }
-    Ok((Arc::new(File { path: path.to_path_buf(), map, data_start }), tensors))
+    Ok((Arc::new(File { path: path.to_path_buf(), bytes, data_start }), tensors))
 }
 
 impl Checkpoint {
@@ -229,10 +235,24 @@ impl Checkpoint {
         Self::from_files(path, &[path.to_path_buf()])
     }
 
+    /// A checkpoint over safetensors files that are not on disk (in a browser: generated, fetched
+    /// or picked by the visitor), each named by its path in messages; every tensor of every file
+    /// is loaded (an index file is not needed: a tensor stored twice is refused).
+    pub fn from_sources(origin: &Path, files: Vec<SourceFile>) -> Result<Checkpoint> {
+        Self::from_opened(origin, files.into_iter().map(|(p, bytes)| read_header(&p, bytes)))
+    }
+
     fn from_files(origin: &Path, files: &[PathBuf]) -> Result<Checkpoint> {
+        Self::from_opened(origin, files.iter().map(|p| open_file(p)))
+    }
+
+    fn from_opened(
+        origin: &Path,
+        files: impl Iterator<Item = Result<(Arc<File>, Vec<HeaderEntry>)>>,
+    ) -> Result<Checkpoint> {
         let mut entries = BTreeMap::new();
-        for p in files {
-            let (file, tensors) = open_file(p)?;
+        for opened in files {
+            let (file, tensors) = opened?;
             for (name, info, begin, end) in tensors {
                 if let Some(prev) =
                     entries.insert(name.clone(), Entry { file: file.clone(), info, begin, end })
@@ -240,7 +260,7 @@ impl Checkpoint {
                     return Err(Error::Input(format!(
                         "tensor {name} is stored twice: in {} and {}",
                         prev.file.path.display(),
-                        p.display()
+                        file.path.display()
                     )));
                 }
             }
@@ -351,7 +371,8 @@ impl Checkpoint {
         });
         let map =
             map.make_read_only().map_err(|e| Error::Input(format!("synthetic weights for {label}: {e}")))?;
-        let file = Arc::new(File { path: PathBuf::from(format!("<synthetic {label}>")), map, data_start: 0 });
+        let path = PathBuf::from(format!("<synthetic {label}>"));
+        let file = Arc::new(File { path, bytes: Box::new(map), data_start: 0 });
         let mut entries = BTreeMap::new();
         let mut at = 0;
         for p in specs {
@@ -375,26 +396,27 @@ impl Checkpoint {
         })
     }
 
-    /// The stored little-endian bytes of a tensor (borrowed from the mapping).
-    pub fn raw(&self, name: &str) -> Result<(TensorInfo, &[u8])> {
+    /// The stored little-endian bytes of a tensor (borrowed from a mapping or from memory, copied
+    /// from a source that holds the file elsewhere).
+    pub fn raw(&self, name: &str) -> Result<(TensorInfo, Cow<'_, [u8]>)> {
         let e = self.entry(name)?;
-        let s = e.file.data_start;
-        Ok((e.info.clone(), &e.file.map[s + e.begin..s + e.end]))
+        let bytes = e.file.bytes.read((e.file.data_start + e.begin) as u64, e.end - e.begin)?;
+        Ok((e.info.clone(), bytes))
     }
 
     /// A host f32 copy of a tensor.
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
         let (info, bytes) = self.raw(name)?;
-        Ok(info.dtype.decode_f32(bytes))
+        Ok(info.dtype.decode_f32(&bytes))
     }
 
     /// Uploads a tensor to `backend` stored as `dtype` (converted on the host when it differs).
     pub fn load<B: Backend>(&self, backend: &B, name: &str, dtype: DType) -> Result<Tensor<B>> {
         let (info, bytes) = self.raw(name)?;
         if info.dtype == dtype {
-            Tensor::from_bytes(backend, info.shape, dtype, bytes)
+            Tensor::from_bytes(backend, info.shape, dtype, &bytes)
         } else {
-            Tensor::from_bytes(backend, info.shape, dtype, &dtype.encode_f32(&info.dtype.decode_f32(bytes)))
+            Tensor::from_bytes(backend, info.shape, dtype, &dtype.encode_f32(&info.dtype.decode_f32(&bytes)))
         }
     }
 
@@ -437,27 +459,11 @@ pub struct ShardWriter {
 impl ShardWriter {
     /// Creates `path` with a header for `tensors` (written in this order).
     pub fn create(path: &Path, tensors: &[(String, DType, Shape)]) -> Result<ShardWriter> {
-        let mut header = serde_json::Map::new();
-        let mut off = 0u64;
-        let mut pending = std::collections::VecDeque::new();
-        for (name, dtype, shape) in tensors {
-            let bytes = shape.numel() as u64 * dtype.size() as u64;
-            header.insert(
-                name.clone(),
-                serde_json::json!({"dtype": dtype_tag(*dtype), "shape": shape.dims(), "data_offsets": [off, off + bytes]}),
-            );
-            pending.push_back((name.clone(), bytes));
-            off += bytes;
-        }
-        let mut text = serde_json::to_string(&Value::Object(header)).expect("JSON of plain values");
-        while !(8 + text.len()).is_multiple_of(8) {
-            text.push(' '); // keep the data section 8-byte aligned
-        }
+        let pending =
+            tensors.iter().map(|(n, d, s)| (n.clone(), s.numel() as u64 * d.size() as u64)).collect();
         let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
-        out.write_all(&(text.len() as u64).to_le_bytes())
-            .and_then(|_| out.write_all(text.as_bytes()))
-            .map_err(|e| Error::io(path, e))?;
+        out.write_all(&safetensors_header(tensors)).map_err(|e| Error::io(path, e))?;
         Ok(ShardWriter { path: path.to_path_buf(), out, pending })
     }
 
@@ -493,6 +499,28 @@ impl ShardWriter {
         }
         self.out.flush().map_err(|e| Error::io(&self.path, e))
     }
+}
+
+/// The start of a safetensors file holding `tensors` in this order: the header's length and the
+/// header, padded so that the data section that follows is 8-byte aligned.
+pub fn safetensors_header(tensors: &[(String, DType, Shape)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut off = 0u64;
+    for (name, dtype, shape) in tensors {
+        let bytes = shape.numel() as u64 * dtype.size() as u64;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype_tag(*dtype), "shape": shape.dims(), "data_offsets": [off, off + bytes]}),
+        );
+        off += bytes;
+    }
+    let mut text = serde_json::to_string(&Value::Object(header)).expect("JSON of plain values");
+    while !(8 + text.len()).is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out
 }
 
 /// Writes a whole safetensors file from in-memory tensors (sorted by name).

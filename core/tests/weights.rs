@@ -78,7 +78,7 @@ fn sharded_equals_single_file() {
         let (ib, rb) = b.raw(name).unwrap();
         assert_eq!((ia.dtype, &ia.shape), (*dtype, shape));
         assert_eq!(ia, ib);
-        assert_eq!((ra, rb), (&bytes[..], &bytes[..]));
+        assert_eq!((&ra[..], &rb[..]), (&bytes[..], &bytes[..]));
         for to in DType::ALL {
             let la = a.load(&cpu, name, to).unwrap();
             let lb = b.load(&cpu, name, to).unwrap();

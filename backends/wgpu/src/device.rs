@@ -42,6 +42,22 @@ impl WgpuOptions {
     }
 }
 
+/// What the adapter is and the limits that decide what fits on it.
+#[derive(Clone, Debug)]
+pub struct AdapterReport {
+    pub name: String,
+    pub vendor: u32,
+    pub device_type: String,
+    pub backend: String,
+    pub driver: String,
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+}
+
 /// An open device with what the backend needs to know about it.
 pub(crate) struct Gpu {
     pub(crate) device: wgpu::Device,
@@ -61,6 +77,7 @@ pub(crate) struct Gpu {
     adapter_binding: u64,
     pub(crate) max_buffer: u64,
     max_groups: u32,
+    pub(crate) report: AdapterReport,
     /// The last error wgpu reported outside a Result (validation, out of memory): wgpu's default
     /// handler would panic, so it is recorded here and returned by the op that caused it.
     error: Arc<Mutex<Option<String>>>,
@@ -72,13 +89,15 @@ fn unavailable(why: impl Into<String>) -> Error {
 
 impl Gpu {
     /// Opens the first adapter wgpu finds (`WGPU_BACKEND` selects vulkan/gl/...).
-    pub(crate) fn open(opts: &WgpuOptions) -> Result<Gpu> {
+    pub(crate) async fn open(opts: &WgpuOptions) -> Result<Gpu> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            ..Default::default()
-        }))
-        .map_err(|e| unavailable(format!("no GPU adapter: {e}")))?;
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(format!("no GPU adapter: {e}")))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         // Optional features are requested only where the adapter offers them, so the device request
@@ -90,13 +109,15 @@ impl Gpu {
         } else {
             wgpu::Features::empty()
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("joyrt"),
-            required_features: wanted,
-            required_limits: limits.clone(),
-            ..Default::default()
-        }))
-        .map_err(|e| unavailable(format!("{}: {e}", info.name)))?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("joyrt"),
+                required_features: wanted,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(format!("{}: {e}", info.name)))?;
         let error = Arc::new(Mutex::new(None));
         let slot = error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -105,7 +126,21 @@ impl Gpu {
         }));
         let adapter_binding = limits.max_storage_buffer_binding_size as u64;
         let max_buffer = limits.max_buffer_size;
+        let report = AdapterReport {
+            name: info.name.clone(),
+            vendor: info.vendor,
+            device_type: format!("{:?}", info.device_type),
+            backend: format!("{:?}", info.backend),
+            driver: info.driver.clone(),
+            max_buffer_size: max_buffer,
+            max_storage_buffer_binding_size: adapter_binding,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            shader_f16: wanted.contains(wgpu::Features::SHADER_F16),
+            subgroups: wanted.contains(wgpu::Features::SUBGROUP),
+        };
         Ok(Gpu {
+            report,
             device,
             queue,
             name: format!("wgpu:{} ({:?})", info.name, info.backend),

@@ -34,6 +34,10 @@
 //! `SUBGROUP` switches the row norms' reductions to `subgroupAdd`; `SHADER_F16` is requested and
 //! reported but nothing depends on it (the packed-u32 path runs everywhere).
 
+// In a browser wgpu's handles are neither `Send` nor `Sync` and there is one thread; natively the
+// shared handles (`Arc`) cross threads and are both.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
 mod headless;
 pub use headless::quiet_headless_device_select;
 
@@ -48,7 +52,7 @@ mod ops;
 mod pool;
 
 pub use buffer::WgpuBuffer;
-pub use device::WgpuOptions;
+pub use device::{AdapterReport, WgpuOptions};
 pub use pool::{PoolStats, DEFAULT_POOL_BUDGET};
 
 use device::Gpu;
@@ -72,16 +76,29 @@ pub struct WgpuBackend {
 impl WgpuBackend {
     /// Opens the first adapter wgpu finds (`WGPU_BACKEND` selects vulkan/gl/...), with
     /// [`WgpuOptions::from_env`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<WgpuBackend> {
         Self::with_options(WgpuOptions::from_env())
     }
 
     /// Opens the first adapter wgpu finds with explicit options.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn with_options(opts: WgpuOptions) -> Result<WgpuBackend> {
-        let gpu = Gpu::open(&opts)?;
+        pollster::block_on(Self::with_options_async(opts))
+    }
+
+    /// [`WgpuBackend::with_options`] as a future: in a browser, where the adapter and the device
+    /// are promises the page must not block on, this is the constructor.
+    pub async fn with_options_async(opts: WgpuOptions) -> Result<WgpuBackend> {
+        let gpu = Gpu::open(&opts).await?;
         let pool = Pool::new(gpu.device.clone(), gpu.max_buffer, opts.pool_budget);
         let pipelines = Pipelines::new(&gpu.device);
         Ok(WgpuBackend { inner: Arc::new(Inner { gpu, pool, pipelines }) })
+    }
+
+    /// The adapter's description and the limits that decide what fits (for a page to show).
+    pub fn adapter_report(&self) -> AdapterReport {
+        self.inner.gpu.report.clone()
     }
 
     /// Whether the adapter is a CPU implementation (lavapipe, SwiftShader): correct, but slower
@@ -124,6 +141,38 @@ impl WgpuBackend {
 
     pub(crate) fn gpu(&self) -> &Gpu {
         &self.inner.gpu
+    }
+
+    /// Reads `x` back one chunk at a time (so the staging buffer stays within max_buffer_size).
+    /// Natively `Gpu::wait` runs the map callback before `rx` is awaited, so the future is ready
+    /// at its first poll; in a browser the callback comes from the page's event loop meanwhile.
+    async fn read_back(&self, x: &T) -> Result<Vec<u8>> {
+        let gpu = self.gpu();
+        let fail = |e: &dyn std::fmt::Display| Error::backend(self.name(), format!("download: {e}"));
+        let b = x.buffer();
+        let n = b.len * b.dtype.size();
+        let mut out = Vec::with_capacity(n + 4);
+        for c in &b.chunks {
+            gpu.check_size(c.size(), "download staging")?;
+            let staging = self.inner.pool.take(Kind::Readback, c.size());
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(c.buffer(), 0, staging.buffer(), 0, c.size());
+            gpu.queue.submit([enc.finish()]);
+            let slice = staging.buffer().slice(..c.size());
+            let (tx, rx) = futures_channel::oneshot::channel();
+            slice.map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            gpu.wait()?;
+            rx.await.map_err(|e| fail(&e))?.map_err(|e| fail(&e))?;
+            // Mapped from here on: unmap before the staging buffer goes back to the pool.
+            let read = slice.get_mapped_range().map(|view| out.extend_from_slice(&view));
+            staging.buffer().unmap();
+            read.map_err(|e| fail(&e))?;
+        }
+        gpu.check("download")?;
+        out.truncate(n);
+        Ok(out)
     }
 }
 
@@ -171,35 +220,21 @@ impl Backend for WgpuBackend {
         Ok(t)
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     fn download(&self, x: &T) -> Result<Vec<u8>> {
-        let gpu = self.gpu();
-        let b = x.buffer();
-        let n = b.len * b.dtype.size();
-        let mut out = Vec::with_capacity(n + 4);
-        // One chunk at a time, so the staging buffer stays within max_buffer_size.
-        for c in &b.chunks {
-            gpu.check_size(c.size(), "download staging")?;
-            let staging = self.inner.pool.take(Kind::Readback, c.size());
-            let mut enc = gpu.device.create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(c.buffer(), 0, staging.buffer(), 0, c.size());
-            gpu.queue.submit([enc.finish()]);
-            let slice = staging.buffer().slice(..c.size());
-            let (tx, rx) = std::sync::mpsc::channel();
-            slice.map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx.send(r);
-            });
-            gpu.wait()?;
-            rx.recv()
-                .map_err(|e| Error::backend(self.name(), format!("download: {e}")))?
-                .map_err(|e| Error::backend(self.name(), format!("download: {e}")))?;
-            // Mapped from here on: unmap before the staging buffer goes back to the pool.
-            let read = slice.get_mapped_range().map(|view| out.extend_from_slice(&view));
-            staging.buffer().unmap();
-            read.map_err(|e| Error::backend(self.name(), format!("download: {e}")))?;
-        }
-        gpu.check("download")?;
-        out.truncate(n);
-        Ok(out)
+        pollster::block_on(self.read_back(x))
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn download(&self, _: &T) -> Result<Vec<u8>> {
+        Err(Error::backend(
+            self.name(),
+            "a blocking download cannot run in a browser: read back with download_async",
+        ))
+    }
+
+    fn download_async(&self, x: &T) -> impl std::future::Future<Output = Result<Vec<u8>>> {
+        self.read_back(x)
     }
 
     fn synchronize(&self) -> Result<()> {

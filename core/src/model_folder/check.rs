@@ -3,7 +3,9 @@
 //! `joyrt edit`, the library and a server) and `joyrt info` both go through [`FolderCheck::run`],
 //! so `info` reports exactly what an edit would refuse.
 
-use super::{read_json, Configs, ModelFolder, ProcessorConfig, SchedulerConfig};
+use super::WeightFiles;
+use super::{read_json_in, Configs, Disk, FolderFiles, ModelFolder, ProcessorConfig, SchedulerConfig};
+use crate::files::MAX_TOKENIZER_BYTES;
 use crate::models::dit::DitConfig;
 use crate::models::qwen::QwenConfig;
 use crate::models::vae::VaeConfig;
@@ -40,22 +42,34 @@ impl FolderCheck {
                 root.display()
             )));
         }
-        let config = |name: &str| component(root, name).map(|d| d.join("config.json"));
+        Ok(Self::read(&Disk, root))
+    }
+
+    /// Reads every part of the folder at `root` from `files`.
+    pub fn read(files: &dyn FolderFiles, root: &Path) -> FolderCheck {
+        let component = |name: &str| component(files, root, name);
+        let json = |p: PathBuf| read_json_in(files, &p).map(|v| (v, p));
+        let config = |name: &str| component(name).and_then(|d| json(d.join("config.json")));
+        let tokenizer = |d: PathBuf| {
+            let p = d.join("tokenizer.json");
+            let bytes = files.read(&p, MAX_TOKENIZER_BYTES)?;
+            PromptTokenizer::from_bytes(&bytes, &p.display().to_string())
+        };
         let mut check = FolderCheck {
             root: root.to_path_buf(),
-            index: index_problems(&root.join("model_index.json")),
-            transformer: config("transformer").and_then(|p| DitConfig::from_file(&p)),
-            vae: config("vae").and_then(|p| VaeConfig::from_file(&p)),
-            text_encoder: config("text_encoder").and_then(|p| QwenConfig::from_file(&p)),
-            tokenizer: component(root, "tokenizer")
-                .and_then(|d| PromptTokenizer::from_file(&d.join("tokenizer.json"))),
-            processor: component(root, "processor").and_then(|d| ProcessorConfig::from_dir(&d)),
-            scheduler: component(root, "scheduler")
-                .and_then(|d| SchedulerConfig::from_file(&d.join("scheduler_config.json"))),
+            index: index_problems(files, &root.join("model_index.json")),
+            transformer: config("transformer").and_then(|(v, p)| DitConfig::from_json(&v, &p)),
+            vae: config("vae").and_then(|(v, p)| VaeConfig::from_json(&v, &p)),
+            text_encoder: config("text_encoder").and_then(|(v, p)| QwenConfig::from_json(&v, &p)),
+            tokenizer: component("tokenizer").and_then(tokenizer),
+            processor: component("processor").and_then(|d| ProcessorConfig::from_dir_in(files, &d)),
+            scheduler: component("scheduler")
+                .and_then(|d| json(d.join("scheduler_config.json")))
+                .and_then(|(v, p)| SchedulerConfig::from_json(&v, &p)),
             consistency: Vec::new(),
         };
         check.consistency = check.cross_problems();
-        Ok(check)
+        check
     }
 
     /// Every problem found, as one line each (file and field named), in a fixed order.
@@ -105,6 +119,7 @@ impl FolderCheck {
             tokenizer: tokenizer?,
             processor: processor?,
             scheduler: scheduler?,
+            weights: WeightFiles::Folders,
             root,
         })
     }
@@ -206,11 +221,11 @@ impl FolderCheck {
 }
 
 /// The folder `root/name`, or an error naming what is there instead.
-fn component(root: &Path, name: &str) -> Result<PathBuf> {
+fn component(files: &dyn FolderFiles, root: &Path, name: &str) -> Result<PathBuf> {
     let d = root.join(name);
-    if d.is_dir() {
+    if files.is_dir(&d) {
         Ok(d)
-    } else if d.exists() {
+    } else if files.exists(&d) {
         Err(Error::Input(format!("{} is not a folder", d.display())))
     } else {
         Err(Error::Input(format!("model folder {} has no {name}/ folder", root.display())))
@@ -218,8 +233,8 @@ fn component(root: &Path, name: &str) -> Result<PathBuf> {
 }
 
 /// `model_index.json` must be an object listing every component as `[library, class]`.
-fn index_problems(path: &Path) -> Vec<Error> {
-    let v = match read_json(path) {
+fn index_problems(files: &dyn FolderFiles, path: &Path) -> Vec<Error> {
+    let v = match read_json_in(files, path) {
         Ok(v) => v,
         Err(e) => return vec![e],
     };

@@ -516,7 +516,16 @@ impl<B: Backend> Vae<B> {
     /// `[−1, 1]` as diffusers' `_decode` does; returned on the host, where they are consumed.
     /// NaN or Inf in the output is an [`crate::Error::NonFinite`].
     pub fn decode(&self, z: &Tensor<B>) -> Result<Vec<f32>> {
-        let raw = self.decode_unclamped(z)?.to_f32_vec()?;
+        Self::clamp_decoded(self.decode_unclamped(z)?.to_f32_vec()?)
+    }
+
+    /// [`Vae::decode`] with the pixels read back through [`Backend::download_async`].
+    pub async fn decode_async(&self, z: &Tensor<B>) -> Result<Vec<f32>> {
+        Self::clamp_decoded(self.decode_unclamped(z)?.to_f32_vec_async().await?)
+    }
+
+    /// The decoder's host output checked and clamped to `[−1, 1]`.
+    fn clamp_decoded(raw: Vec<f32>) -> Result<Vec<f32>> {
         // Before the clamp, which would turn ±Inf into a flat ±1 image.
         crate::finite::check_finite(|| "the VAE decoder".into(), &raw)?;
         Ok(raw.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect())

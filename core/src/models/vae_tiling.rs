@@ -152,15 +152,15 @@ fn window<B: Backend>(t: &Tensor<B>, y: usize, x: usize, size: usize) -> Result<
     t.slice(1, y, size.min(hh - y))?.slice(2, x, size.min(ww - x))
 }
 
-fn planes<B: Backend>(t: &Tensor<B>) -> Result<Planes> {
+async fn planes<B: Backend>(t: &Tensor<B>) -> Result<Planes> {
     let d = t.dims();
-    Ok(Planes { c: d[0], h: d[1], w: d[2], data: t.to_f32_vec()? })
+    Ok(Planes { c: d[0], h: d[1], w: d[2], data: t.to_f32_vec_async().await? })
 }
 
 /// Runs `f` on each tile of a `[C, H, W]` input (tiles of `tile`, every `stride`, in input
 /// units) and joins the outputs, which are `ratio` times the input's size (`ratio` a fraction
 /// `num/den`).
-fn tiled<B: Backend>(
+async fn tiled<B: Backend>(
     x: &Tensor<B>,
     tile: usize,
     stride: usize,
@@ -168,10 +168,14 @@ fn tiled<B: Backend>(
     f: impl Fn(&Tensor<B>) -> Result<Tensor<B>>,
 ) -> Result<Planes> {
     let (h, w) = (x.dims()[1], x.dims()[2]);
-    let rows = (0..h)
-        .step_by(stride)
-        .map(|y| (0..w).step_by(stride).map(|xx| planes(&f(&window(x, y, xx, tile)?)?)).collect())
-        .collect::<Result<Vec<Vec<Planes>>>>()?;
+    let mut rows = Vec::new();
+    for y in (0..h).step_by(stride) {
+        let mut row = Vec::new();
+        for xx in (0..w).step_by(stride) {
+            row.push(planes(&f(&window(x, y, xx, tile)?)?).await?);
+        }
+        rows.push(row);
+    }
     let out_stride = stride * num / den;
     let blend = (tile - stride) * num / den;
     Ok(assemble(rows, blend, out_stride, h * num / den, w * num / den))
@@ -180,18 +184,28 @@ fn tiled<B: Backend>(
 impl<B: Backend> Vae<B> {
     /// [`Vae::decode`] tile by tile: pixels `[3, 8h, 8w]`, clamped to `[−1, 1]`, on the host.
     pub fn decode_tiled(&self, z: &Tensor<B>, t: VaeTiling) -> Result<Vec<f32>> {
+        pollster::block_on(self.decode_tiled_async(z, t))
+    }
+
+    /// [`Vae::decode_tiled`] with the tiles read back through [`Backend::download_async`].
+    pub async fn decode_tiled_async(&self, z: &Tensor<B>, t: VaeTiling) -> Result<Vec<f32>> {
         let s = self.config().scale();
         t.check(s)?;
-        let out = tiled(z, t.tile / s, t.stride / s, (s, 1), |tile| self.decode_unclamped(tile))?;
+        let out = tiled(z, t.tile / s, t.stride / s, (s, 1), |tile| self.decode_unclamped(tile)).await?;
         crate::finite::check_finite(|| "the VAE decoder".into(), &out.data)?;
         Ok(out.data.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect())
     }
 
     /// The posterior mean of [`Vae::encode`], tile by tile: `[z_dim, H/8, W/8]` in f32.
     pub fn encode_mean_tiled(&self, x: &Tensor<B>, t: VaeTiling) -> Result<Tensor<B>> {
+        pollster::block_on(self.encode_mean_tiled_async(x, t))
+    }
+
+    /// [`Vae::encode_mean_tiled`] with the tiles read back through [`Backend::download_async`].
+    pub async fn encode_mean_tiled_async(&self, x: &Tensor<B>, t: VaeTiling) -> Result<Tensor<B>> {
         let s = self.config().scale();
         t.check(s)?;
-        let out = tiled(x, t.tile, t.stride, (1, s), |tile| Ok(self.encode(tile)?.0))?;
+        let out = tiled(x, t.tile, t.stride, (1, s), |tile| Ok(self.encode(tile)?.0)).await?;
         Tensor::from_f32(x.backend(), [out.c, out.h, out.w], &out.data, DType::F32)
     }
 }

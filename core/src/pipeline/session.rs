@@ -56,7 +56,18 @@ impl<'a, B: Backend> Session<'a, B> {
 
     /// Runs one edit with the resident networks, as [`super::edit`] does (without its load
     /// stages). `params.dtype` must be the session's dtype.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn edit(
+        &self,
+        image: &RgbImage,
+        params: &EditParams,
+        on_progress: &mut dyn FnMut(Progress) -> bool,
+    ) -> Result<EditOutput> {
+        pollster::block_on(self.edit_async(image, params, on_progress))
+    }
+
+    /// [`Session::edit`] as a future (see [`super::edit_async`]).
+    pub async fn edit_async(
         &self,
         image: &RgbImage,
         params: &EditParams,
@@ -71,7 +82,7 @@ impl<'a, B: Backend> Session<'a, B> {
         // A device error raised by the previous edit's last work, reported after that edit ended,
         // belongs to it: it must not fail this one.
         let _ = self.backend.take_late_error();
-        run(self.backend, &self.model, image, params, on_progress, self)
+        run(self.backend, &self.model, image, params, on_progress, self).await
     }
 }
 
