@@ -139,12 +139,9 @@ fn bad_input_is_a_clear_error_and_leaves_no_output() {
     assert!(quantize(model, "int8", &q, &[]).status.success());
     assert_clean_error(&quantize(&q, "int4", &out, &[]), "already quantized");
     assert!(!out.exists());
-    // A model folder whose transformer lacks a tensor: refused before anything is written.
+    // A transformer shard that lost a tensor: refused before anything is written.
     let broken = work().join("tiny-broken");
     copy_dir(model, &broken);
-    let index = broken.join("transformer/diffusion_pytorch_model.safetensors.index.json");
-    let text_index = std::fs::read_to_string(&index).unwrap();
-    let ck = joyrt_core::weights::Checkpoint::open(&broken.join("transformer")).unwrap();
     let shard = broken.join("transformer/diffusion_pytorch_model-00003-of-00003.safetensors");
     let last = joyrt_core::weights::Checkpoint::open(&shard).unwrap();
     let kept: Vec<(String, joyrt_core::DType, joyrt_core::Shape, Vec<u8>)> = last
@@ -156,15 +153,10 @@ fn bad_input_is_a_clear_error_and_leaves_no_output() {
             (n.to_string(), i.dtype.float().unwrap(), i.shape, b.to_vec())
         })
         .collect();
-    drop((ck, last));
+    drop(last);
     joyrt_core::weights::write_safetensors(&shard, &kept).unwrap();
-    std::fs::write(
-        &index,
-        text_index
-            .replace("\"proj_out.weight\": \"diffusion_pytorch_model-00003-of-00003.safetensors\",", ""),
-    )
-    .unwrap();
-    assert_clean_error(&quantize(&broken, "int8", &out, &[]), "missing tensor proj_out.weight");
+    // (The index still lists it, so the checkpoint itself is refused.)
+    assert_clean_error(&quantize(&broken, "int8", &out, &[]), "tensor proj_out.weight is listed");
     assert!(!out.exists());
     // The output inside the model folder, and a non-empty output without --overwrite.
     assert_clean_error(&quantize(model, "int8", &model.join("q"), &[]), "inside the model folder");
