@@ -21,7 +21,7 @@
 //! family in every backend: `backends/<backend>/src/ops/<family>.rs`, `shaders/<family>.wgsl`,
 //! `kernels/<family>.cu` (see docs/ARCHITECTURE.md, "Checklist: adding an op").
 
-use crate::{DType, Error, Result, Tensor};
+use crate::{DType, Error, QuantFormat, QuantizedMatrix, Result, Tensor};
 use std::future::Future;
 
 /// `Send` natively; nothing in a browser, where WebGPU's handles belong to the one thread that made
@@ -61,6 +61,10 @@ pub trait Backend: Clone + MaybeSend + MaybeSync + Sized + 'static {
     fn zeros(&self, dtype: DType, len: usize) -> Result<Self::Buffer>;
     /// A buffer holding `bytes`, the little-endian encoding of `bytes.len() / dtype.size()` elements.
     fn upload(&self, dtype: DType, bytes: &[u8]) -> Result<Self::Buffer>;
+    /// A buffer holding `words` unchanged: the packed codes of a [`QuantizedMatrix`] (never a
+    /// tensor's elements; only `linear_quantized` reads it, as `u32` words in this order). A
+    /// backend may type it as any 4-byte element internally.
+    fn upload_packed(&self, words: &[u32]) -> Result<Self::Buffer>;
     /// The little-endian bytes of `x` (waits for pending work on `x`). A backend that cannot block
     /// (WebGPU in a browser) returns an error here and implements [`Backend::download_async`].
     fn download(&self, x: &Tensor<Self>) -> Result<Vec<u8>>;
@@ -127,6 +131,20 @@ pub trait Backend: Clone + MaybeSend + MaybeSync + Sized + 'static {
         w: &Tensor<Self>,
         bias: Option<&Tensor<Self>>,
         p: &LinearParams,
+    ) -> Result<Self::Buffer>;
+
+    /// `y[m, n] = Σ_k x[m, k]·ŵ[n, k] + bias[n]` with the quantized `w [N, K]` dequantized
+    /// exactly: `ŵ[n, k] = f32(decode(q[n, k]) · scales[n·S + k/B])`, one f32 multiply (`decode`:
+    /// int8 `q`, int4 `nibble − 8`, fp8 the E4M3 value), f32 accumulation, bias optional `[N]`
+    /// → `[M, N]` in `x`'s dtype. Code `k` of row `n` is bits `(k % P)·bits ..` of word
+    /// `n·W + k/P` of `w.data()` (`P = 32/bits` codes per word, `W = p.row_words`); the layout is
+    /// documented in `crate::quant`. `p.block` is `B` (`K` for fp8), `p.scales_per_row` is `S`.
+    fn linear_quantized(
+        &self,
+        x: &Tensor<Self>,
+        w: &QuantizedMatrix<Self>,
+        bias: Option<&Tensor<Self>>,
+        p: &QuantLinearParams,
     ) -> Result<Self::Buffer>;
 
     // ---- convolution (`conv`) -------------------------------------------------------------------
@@ -262,6 +280,21 @@ pub struct LinearParams {
     pub m: usize,
     pub k: usize,
     pub n: usize,
+}
+
+/// Sizes of a `linear_quantized` call (see [`Backend::linear_quantized`] and `crate::quant`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QuantLinearParams {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub format: QuantFormat,
+    /// Codes per scale along K (`K` for fp8).
+    pub block: usize,
+    /// Scales per weight row `S = K / block`.
+    pub scales_per_row: usize,
+    /// `u32` words per weight row `W = ⌈K·bits/32⌉`.
+    pub row_words: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -93,6 +93,85 @@ impl fmt::Display for DType {
     }
 }
 
+/// The element type of a stored (safetensors) tensor: a float [`DType`], or one of the code types
+/// quantized weights are stored in (`crate::quant`), which are never a tensor's dtype on a
+/// backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoredDType {
+    Float(DType),
+    /// Signed bytes: int8 codes.
+    I8,
+    /// Unsigned bytes: int4 codes, two per byte.
+    U8,
+    /// FP8 E4M3 (`e4m3fn`) codes.
+    F8E4M3,
+}
+
+impl StoredDType {
+    /// From a safetensors header's dtype tag.
+    pub fn from_tag(tag: &str) -> Option<StoredDType> {
+        match tag {
+            "F32" => Some(DType::F32.into()),
+            "BF16" => Some(DType::BF16.into()),
+            "F16" => Some(DType::F16.into()),
+            "I8" => Some(StoredDType::I8),
+            "U8" => Some(StoredDType::U8),
+            "F8_E4M3" => Some(StoredDType::F8E4M3),
+            _ => None,
+        }
+    }
+
+    /// The safetensors header's dtype tag.
+    pub fn tag(self) -> &'static str {
+        match self {
+            StoredDType::Float(DType::F32) => "F32",
+            StoredDType::Float(DType::BF16) => "BF16",
+            StoredDType::Float(DType::F16) => "F16",
+            StoredDType::I8 => "I8",
+            StoredDType::U8 => "U8",
+            StoredDType::F8E4M3 => "F8_E4M3",
+        }
+    }
+
+    /// A short lower-case name for messages (`bf16`, `i8`, `u8`, `f8_e4m3`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StoredDType::Float(d) => d.name(),
+            StoredDType::I8 => "i8",
+            StoredDType::U8 => "u8",
+            StoredDType::F8E4M3 => "f8_e4m3",
+        }
+    }
+
+    /// Bytes per stored element.
+    pub fn size(self) -> usize {
+        match self {
+            StoredDType::Float(d) => d.size(),
+            StoredDType::I8 | StoredDType::U8 | StoredDType::F8E4M3 => 1,
+        }
+    }
+
+    /// The float dtype, or `None` for a code type.
+    pub fn float(self) -> Option<DType> {
+        match self {
+            StoredDType::Float(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+impl From<DType> for StoredDType {
+    fn from(d: DType) -> StoredDType {
+        StoredDType::Float(d)
+    }
+}
+
+impl fmt::Display for StoredDType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +192,16 @@ mod tests {
         // 1 + 2^-8 is not representable in bf16 (7 mantissa bits): it rounds to 1 (ties to even).
         assert_eq!(DType::BF16.round_f32(1.0 + 1.0 / 256.0), 1.0);
         assert_eq!(DType::BF16.round_f32(1.0 + 3.0 / 256.0), 1.0 + 4.0 / 256.0);
+    }
+
+    #[test]
+    fn stored_tags_round_trip() {
+        for tag in ["F32", "BF16", "F16", "I8", "U8", "F8_E4M3"] {
+            assert_eq!(StoredDType::from_tag(tag).unwrap().tag(), tag);
+        }
+        assert_eq!(StoredDType::from_tag("I64"), None);
+        assert_eq!(StoredDType::I8.float(), None);
+        assert_eq!(StoredDType::from(DType::BF16).size(), 2);
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub enum Error {
     #[error("{backend}: {msg}")]
     Backend { backend: String, msg: String },
 
+    /// A backend has no kernel for an op (it names the op and the backend).
+    #[error("{backend}: the op {op} has no kernel on this backend")]
+    Unsupported { backend: String, op: &'static str },
+
     /// A backend that is not available on this machine was requested.
     #[error("backend {backend} is not available: {why}")]
     BackendUnavailable { backend: String, why: String },

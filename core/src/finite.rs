@@ -2,7 +2,7 @@
 //! image) and in stored weights, by bit pattern, without decoding or copying a tensor.
 
 use crate::weights::Checkpoint;
-use crate::{DType, Error, Result};
+use crate::{DType, Error, Result, StoredDType};
 
 /// `Err(NonFinite)` naming `what` when `values` holds a NaN or an Inf.
 pub fn check_finite(what: impl FnOnce() -> String, values: &[f32]) -> Result<()> {
@@ -14,8 +14,14 @@ pub fn check_finite(what: impl FnOnce() -> String, values: &[f32]) -> Result<()>
 }
 
 /// How many of the little-endian `dtype` values in `bytes` are NaN or Inf: those whose exponent
-/// bits are all ones.
-pub fn count_non_finite(dtype: DType, bytes: &[u8]) -> usize {
+/// bits are all ones (for FP8 E4M3, which has no infinities, the NaN codes `0x7f`/`0xff`;
+/// integer codes are always finite).
+pub fn count_non_finite(dtype: impl Into<StoredDType>, bytes: &[u8]) -> usize {
+    let dtype = match dtype.into() {
+        StoredDType::Float(d) => d,
+        StoredDType::F8E4M3 => return bytes.iter().filter(|&&b| b & 0x7f == 0x7f).count(),
+        StoredDType::I8 | StoredDType::U8 => return 0,
+    };
     match dtype {
         DType::F32 => bytes
             .chunks_exact(4)
@@ -54,6 +60,8 @@ mod tests {
         for dtype in [DType::F32, DType::BF16, DType::F16] {
             assert_eq!(count_non_finite(dtype, &dtype.encode_f32(&vals)), 3, "{dtype}");
         }
+        assert_eq!(count_non_finite(StoredDType::F8E4M3, &[0x7f, 0xff, 0x7e, 0x00]), 2);
+        assert_eq!(count_non_finite(StoredDType::I8, &[0x7f, 0xff]), 0);
         assert!(check_finite(|| "x".into(), &[0.0, 1e30]).is_ok());
         let e = check_finite(|| "denoising step 2".into(), &[0.0, f32::NAN]).unwrap_err();
         assert!(e.to_string().contains("denoising step 2"), "{e}");

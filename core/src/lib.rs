@@ -19,6 +19,7 @@ pub mod model_folder;
 pub mod models;
 pub mod pipeline;
 pub mod prompt;
+pub mod quant;
 pub mod random_weights;
 pub mod rng;
 pub mod scheduler;
@@ -28,8 +29,9 @@ pub mod weights;
 
 pub use backend::{Activation, Backend, BinaryOp, Rope, RopePairing, ScatterMode};
 pub use cache_dir::cache_dir;
-pub use dtype::DType;
+pub use dtype::{DType, StoredDType};
 pub use error::{listed, Error, Result, MAX_LISTED_PROBLEMS};
+pub use quant::{QuantFormat, QuantizedMatrix};
 pub use rng::Rng;
 pub use shape::Shape;
 pub use tensor::Tensor;

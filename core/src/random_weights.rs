@@ -54,7 +54,7 @@ pub fn draw(
 /// One safetensors file in memory holding `specs` drawn from a stream seeded with `seed`.
 pub fn safetensors_in_memory(specs: &[ParamSpec], dtype: DType, seed: u64) -> Result<Vec<u8>> {
     let header: Vec<_> = specs.iter().map(|s| (s.name.clone(), dtype, s.shape.clone())).collect();
-    let mut out = safetensors_header(&header);
+    let mut out = safetensors_header(&header, &Default::default());
     let mut rng = Rng::new(seed);
     for s in specs {
         draw(s, dtype, &mut rng, |b| {

@@ -223,6 +223,30 @@ impl<B: Backend> Tensor<B> {
         Ok(self.wrap(self.backend.linear(self, w, bias, &p)?, out, self.dtype))
     }
 
+    /// `x·dequant(w)ᵀ + bias` for a quantized weight `w [N, K]` (see `Backend::linear_quantized`).
+    pub fn linear_quantized(&self, w: &crate::QuantizedMatrix<B>, bias: Option<&Self>) -> Result<Self> {
+        let (k, n) = (w.cols(), w.rows());
+        check(self.shape.rank() >= 1 && self.shape.last() == k, "linear_quantized", || {
+            format!("x {} does not fit the {} weight [{n}, {k}]", self.shape, w.format())
+        })?;
+        if let Some(b) = bias {
+            check(b.numel() == n, "linear_quantized", || format!("bias {} does not match N = {n}", b.shape))?;
+        }
+        let f = w.format();
+        let p = QuantLinearParams {
+            m: self.numel() / k.max(1),
+            k,
+            n,
+            format: f,
+            block: f.block(k),
+            scales_per_row: f.scales_per_row(k),
+            row_words: f.row_words(k),
+        };
+        let mut out = self.dims().to_vec();
+        *out.last_mut().unwrap() = n;
+        Ok(self.wrap(self.backend.linear_quantized(self, w, bias, &p)?, out, self.dtype))
+    }
+
     // ---- normalisation -----------------------------------------------------------------------
 
     fn row_params(&self, op: &'static str, vecs: &[Option<&Self>], eps: f32) -> Result<NormParams> {

@@ -9,7 +9,7 @@
 mod byte_source;
 pub use byte_source::{checked_range, ByteSource, SourceFile};
 
-use crate::{Backend, DType, Error, Result, Shape, Tensor};
+use crate::{Backend, DType, Error, Result, Shape, StoredDType, Tensor};
 use memmap2::Mmap;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 /// Dtype and shape of one stored tensor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
-    pub dtype: DType,
+    pub dtype: StoredDType,
     pub shape: Shape,
 }
 
@@ -41,23 +41,6 @@ impl ParamSpec {
 /// Total element count of a list of specs.
 pub fn param_count(specs: &[ParamSpec]) -> u64 {
     specs.iter().map(|s| s.shape.numel() as u64).sum()
-}
-
-fn safetensors_dtype(name: &str) -> Option<DType> {
-    match name {
-        "F32" => Some(DType::F32),
-        "BF16" => Some(DType::BF16),
-        "F16" => Some(DType::F16),
-        _ => None,
-    }
-}
-
-fn dtype_tag(d: DType) -> &'static str {
-    match d {
-        DType::F32 => "F32",
-        DType::BF16 => "BF16",
-        DType::F16 => "F16",
-    }
 }
 
 /// Fills `bytes` with `dtype` values uniform in ±0.02·√3 (xorshift64*; bf16 by truncation).
@@ -153,8 +136,11 @@ fn read_header(path: &Path, bytes: Box<dyn ByteSource>) -> Result<(Arc<File>, Ve
         }
         let bad = |m: &str| corrupt(path, format!("tensor {name}: {m}"));
         let dt = v.get("dtype").and_then(Value::as_str).ok_or_else(|| bad("no dtype"))?;
-        let dtype = safetensors_dtype(dt)
-            .ok_or_else(|| bad(&format!("unsupported dtype {dt} (joyrt loads F32, BF16, F16)")))?;
+        let dtype = StoredDType::from_tag(dt).ok_or_else(|| {
+            bad(&format!(
+                "unsupported dtype {dt} (joyrt loads F32, BF16, F16, and I8, U8, F8_E4M3 quantized weights)"
+            ))
+        })?;
         let shape: Vec<usize> = v
             .get("shape")
             .and_then(Value::as_array)
@@ -377,7 +363,7 @@ impl Checkpoint {
         let mut at = 0;
         for p in specs {
             let end = at + p.shape.numel() * dtype.size();
-            let info = TensorInfo { dtype, shape: p.shape.clone() };
+            let info = TensorInfo { dtype: dtype.into(), shape: p.shape.clone() };
             entries.insert(p.name.clone(), Entry { file: file.clone(), info, begin: at, end });
             at = end;
         }
@@ -404,37 +390,59 @@ impl Checkpoint {
         Ok((e.info.clone(), bytes))
     }
 
-    /// A host f32 copy of a tensor.
+    /// A host f32 copy of a float tensor.
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
         let (info, bytes) = self.raw(name)?;
-        Ok(info.dtype.decode_f32(&bytes))
+        Ok(self.float_dtype(name, &info)?.decode_f32(&bytes))
     }
 
-    /// Uploads a tensor to `backend` stored as `dtype` (converted on the host when it differs).
+    /// The float dtype of a tensor; a quantized weight's codes are an error naming it.
+    fn float_dtype(&self, name: &str, info: &TensorInfo) -> Result<DType> {
+        info.dtype.float().ok_or_else(|| Error::Weights {
+            component: self.origin.display().to_string(),
+            problems: vec![format!(
+                "tensor {name} holds {} codes of a quantized weight, where a {} float tensor is expected",
+                info.dtype.tag(),
+                info.shape
+            )],
+        })
+    }
+
+    /// Uploads a float tensor to `backend` stored as `dtype` (converted on the host when it
+    /// differs).
     pub fn load<B: Backend>(&self, backend: &B, name: &str, dtype: DType) -> Result<Tensor<B>> {
         let (info, bytes) = self.raw(name)?;
-        if info.dtype == dtype {
+        let stored = self.float_dtype(name, &info)?;
+        if stored == dtype {
             Tensor::from_bytes(backend, info.shape, dtype, &bytes)
         } else {
-            Tensor::from_bytes(backend, info.shape, dtype, &dtype.encode_f32(&info.dtype.decode_f32(&bytes)))
+            Tensor::from_bytes(backend, info.shape, dtype, &dtype.encode_f32(&stored.decode_f32(&bytes)))
         }
     }
 
     /// Checks that the checkpoint holds exactly `expected` (names and shapes); names in `ignore`
-    /// may be present and are not used. Reports every problem at once.
+    /// may be present and are not used. A quantized weight counts as its dense matrix
+    /// (`crate::quant::logical_shape`), with its scale tensors. Reports every problem at once.
     pub fn check_exact(&self, component: &str, expected: &[ParamSpec], ignore: &[&str]) -> Result<()> {
         let mut problems = Vec::new();
         let want: HashMap<&str, &Shape> = expected.iter().map(|p| (p.name.as_str(), &p.shape)).collect();
         for p in expected {
             match self.entries.get(&p.name) {
                 None => problems.push(format!("missing tensor {} {}", p.name, p.shape)),
-                Some(e) if e.info.shape != p.shape => problems
-                    .push(format!("tensor {} has shape {}, expected {}", p.name, e.info.shape, p.shape)),
+                Some(e) if crate::quant::logical_shape(&e.info) != p.shape => problems.push(format!(
+                    "tensor {} has shape {}, expected {}",
+                    p.name,
+                    crate::quant::logical_shape(&e.info),
+                    p.shape
+                )),
                 Some(_) => {}
             }
         }
         for name in self.entries.keys() {
-            if !want.contains_key(name.as_str()) && !ignore.contains(&name.as_str()) {
+            if !want.contains_key(name.as_str())
+                && !ignore.contains(&name.as_str())
+                && !crate::quant::is_quantized_companion(name, |n| self.info(n))
+            {
                 problems.push(format!("unexpected tensor {name}"));
             }
         }
@@ -458,12 +466,26 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     /// Creates `path` with a header for `tensors` (written in this order).
-    pub fn create(path: &Path, tensors: &[(String, DType, Shape)]) -> Result<ShardWriter> {
-        let pending =
-            tensors.iter().map(|(n, d, s)| (n.clone(), s.numel() as u64 * d.size() as u64)).collect();
+    pub fn create<D: Copy + Into<StoredDType>>(
+        path: &Path,
+        tensors: &[(String, D, Shape)],
+    ) -> Result<ShardWriter> {
+        Self::create_with_metadata(path, tensors, &BTreeMap::new())
+    }
+
+    /// [`ShardWriter::create`] with a `__metadata__` string map in the header.
+    pub fn create_with_metadata<D: Copy + Into<StoredDType>>(
+        path: &Path,
+        tensors: &[(String, D, Shape)],
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<ShardWriter> {
+        let pending = tensors
+            .iter()
+            .map(|(n, d, s)| (n.clone(), s.numel() as u64 * (*d).into().size() as u64))
+            .collect();
         let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
-        out.write_all(&safetensors_header(tensors)).map_err(|e| Error::io(path, e))?;
+        out.write_all(&safetensors_header(tensors, metadata)).map_err(|e| Error::io(path, e))?;
         Ok(ShardWriter { path: path.to_path_buf(), out, pending })
     }
 
@@ -503,14 +525,21 @@ impl ShardWriter {
 
 /// The start of a safetensors file holding `tensors` in this order: the header's length and the
 /// header, padded so that the data section that follows is 8-byte aligned.
-pub fn safetensors_header(tensors: &[(String, DType, Shape)]) -> Vec<u8> {
+pub fn safetensors_header<D: Copy + Into<StoredDType>>(
+    tensors: &[(String, D, Shape)],
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
     let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(metadata));
+    }
     let mut off = 0u64;
     for (name, dtype, shape) in tensors {
+        let dtype: StoredDType = (*dtype).into();
         let bytes = shape.numel() as u64 * dtype.size() as u64;
         header.insert(
             name.clone(),
-            serde_json::json!({"dtype": dtype_tag(*dtype), "shape": shape.dims(), "data_offsets": [off, off + bytes]}),
+            serde_json::json!({"dtype": dtype.tag(), "shape": shape.dims(), "data_offsets": [off, off + bytes]}),
         );
         off += bytes;
     }
@@ -524,17 +553,21 @@ pub fn safetensors_header(tensors: &[(String, DType, Shape)]) -> Vec<u8> {
 }
 
 /// Writes a whole safetensors file from in-memory tensors (sorted by name).
-pub fn write_safetensors(path: &Path, tensors: &[(String, DType, Shape, Vec<u8>)]) -> Result<()> {
-    let mut sorted: Vec<&(String, DType, Shape, Vec<u8>)> = tensors.iter().collect();
+pub fn write_safetensors<D: Copy + Into<StoredDType>>(
+    path: &Path,
+    tensors: &[(String, D, Shape, Vec<u8>)],
+) -> Result<()> {
+    let mut sorted: Vec<&(String, D, Shape, Vec<u8>)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let header: Vec<(String, DType, Shape)> =
-        sorted.iter().map(|t| (t.0.clone(), t.1, t.2.clone())).collect();
+    let header: Vec<(String, StoredDType, Shape)> =
+        sorted.iter().map(|t| (t.0.clone(), t.1.into(), t.2.clone())).collect();
     let mut w = ShardWriter::create(path, &header)?;
     for t in sorted {
-        if t.3.len() != t.2.numel() * t.1.size() {
+        let dtype: StoredDType = t.1.into();
+        if t.3.len() != t.2.numel() * dtype.size() {
             return Err(Error::shape(
                 "write_safetensors",
-                format!("tensor {}: {} bytes for {} {}", t.0, t.3.len(), t.1, t.2),
+                format!("tensor {}: {} bytes for {} {}", t.0, t.3.len(), dtype, t.2),
             ));
         }
         w.write(&t.3)?;

@@ -166,7 +166,7 @@ fn original_wan_names_load_the_same_network() {
             let wan = diffusers_to_wan(n, nrb);
             assert_eq!(wan_vae_key_to_diffusers(&wan, nrb), n, "round trip of {n} via {wan}");
             let (info, bytes) = ck.raw(n).unwrap();
-            (wan, info.dtype, info.shape, bytes.to_vec())
+            (wan, info.dtype.float().unwrap(), info.shape, bytes.to_vec())
         })
         .collect();
     let tmp = std::env::temp_dir().join(format!("joyrt-vae-wan-names-{}", std::process::id()));

@@ -76,7 +76,7 @@ fn sharded_equals_single_file() {
     for (name, dtype, shape, bytes) in &t {
         let (ia, ra) = a.raw(name).unwrap();
         let (ib, rb) = b.raw(name).unwrap();
-        assert_eq!((ia.dtype, &ia.shape), (*dtype, shape));
+        assert_eq!((ia.dtype, &ia.shape), ((*dtype).into(), shape));
         assert_eq!(ia, ib);
         assert_eq!((&ra[..], &rb[..]), (&bytes[..], &bytes[..]));
         for to in DType::ALL {
@@ -173,9 +173,9 @@ fn corrupt_files_are_errors_naming_the_problem() {
         (
             "unknown dtype",
             Box::new(|p: &Path| {
-                raw_file(p, r#"{"w":{"dtype":"I8","shape":[2],"data_offsets":[0,2]}}"#, &[0, 0])
+                raw_file(p, r#"{"w":{"dtype":"I64","shape":[2],"data_offsets":[0,16]}}"#, &[0; 16])
             }),
-            "unsupported dtype I8",
+            "unsupported dtype I64",
         ),
         (
             "offsets out of range",

@@ -11,7 +11,7 @@
 
 use half::{bf16, f16};
 use joyrt_core::backend::*;
-use joyrt_core::{Backend, DType, Error, Result, Tensor};
+use joyrt_core::{Backend, DType, Error, QuantizedMatrix, Result, Tensor};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +31,8 @@ enum Data {
     F32(Vec<f32>),
     BF16(Vec<bf16>),
     F16(Vec<f16>),
+    /// The packed codes of a quantized matrix (`Backend::upload_packed`); never a tensor's.
+    Words(Vec<u32>),
 }
 
 #[derive(Default)]
@@ -58,6 +60,7 @@ impl CpuBuffer {
             Data::F32(v) => 4 * v.len() as u64,
             Data::BF16(v) => 2 * v.len() as u64,
             Data::F16(v) => 2 * v.len() as u64,
+            Data::Words(v) => 4 * v.len() as u64,
         }
     }
 
@@ -66,6 +69,7 @@ impl CpuBuffer {
             Data::F32(v) => v.len(),
             Data::BF16(v) => v.len(),
             Data::F16(v) => v.len(),
+            Data::Words(v) => v.len(),
         }
     }
 
@@ -73,12 +77,22 @@ impl CpuBuffer {
         self.len() == 0
     }
 
-    /// The elements as f32 (borrowed when already f32).
+    /// The elements as f32 (borrowed when already f32). A words buffer, which no tensor holds,
+    /// reads as its bits.
     pub fn f32(&self) -> Cow<'_, [f32]> {
         match &self.data {
             Data::F32(v) => Cow::Borrowed(v),
             Data::BF16(v) => Cow::Owned(v.par_iter().map(|x| x.to_f32()).collect()),
             Data::F16(v) => Cow::Owned(v.par_iter().map(|x| x.to_f32()).collect()),
+            Data::Words(v) => Cow::Owned(v.iter().map(|&w| f32::from_bits(w)).collect()),
+        }
+    }
+
+    /// The words of a buffer made by `upload_packed` (`None` for a tensor's buffer).
+    pub(crate) fn words(&self) -> Option<&[u32]> {
+        match &self.data {
+            Data::Words(v) => Some(v),
+            _ => None,
         }
     }
 }
@@ -140,12 +154,17 @@ impl Backend for CpuBackend {
         }))
     }
 
+    fn upload_packed(&self, words: &[u32]) -> Result<CpuBuffer> {
+        Ok(self.buffer(Data::Words(words.to_vec())))
+    }
+
     fn download(&self, x: &Tensor<Self>) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(x.buffer().bytes() as usize);
         match &x.buffer().data {
             Data::F32(v) => v.iter().for_each(|e| out.extend_from_slice(&e.to_le_bytes())),
             Data::BF16(v) => v.iter().for_each(|e| out.extend_from_slice(&e.to_bits().to_le_bytes())),
             Data::F16(v) => v.iter().for_each(|e| out.extend_from_slice(&e.to_bits().to_le_bytes())),
+            Data::Words(v) => v.iter().for_each(|e| out.extend_from_slice(&e.to_le_bytes())),
         }
         Ok(out)
     }
@@ -195,6 +214,15 @@ impl Backend for CpuBackend {
     // ---- gemm, conv ----
     fn linear(&self, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<CpuBuffer> {
         ops::gemm::linear(self, x, w, bias, p)
+    }
+    fn linear_quantized(
+        &self,
+        x: &T,
+        w: &QuantizedMatrix<Self>,
+        bias: Option<&T>,
+        p: &QuantLinearParams,
+    ) -> Result<CpuBuffer> {
+        ops::gemm::linear_quantized(self, x, w, bias, p)
     }
     fn conv2d(&self, x: &T, w: &T, bias: Option<&T>, p: &Conv2dParams) -> Result<CpuBuffer> {
         ops::conv::conv2d(self, x, w, bias, p)

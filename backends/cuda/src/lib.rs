@@ -31,7 +31,7 @@ pub use device::{availability, CudaBuffer};
 pub use launch::{AttentionPath, GemmPath};
 
 use joyrt_core::backend::*;
-use joyrt_core::{Backend, DType, Result, Tensor};
+use joyrt_core::{Backend, DType, QuantizedMatrix, Result, Tensor};
 use std::sync::Arc;
 
 type T = Tensor<CudaBackend>;
@@ -96,6 +96,10 @@ impl Backend for CudaBackend {
         self.upload_bytes(dtype, bytes)
     }
 
+    fn upload_packed(&self, words: &[u32]) -> Result<CudaBuffer> {
+        self.upload_words(words)
+    }
+
     fn download(&self, x: &T) -> Result<Vec<u8>> {
         self.download_bytes(x)
     }
@@ -145,6 +149,15 @@ impl Backend for CudaBackend {
     // ---- gemm, conv ----
     fn linear(&self, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<CudaBuffer> {
         ops::gemm::linear(self, x, w, bias, p)
+    }
+    fn linear_quantized(
+        &self,
+        x: &T,
+        w: &QuantizedMatrix<Self>,
+        bias: Option<&T>,
+        p: &QuantLinearParams,
+    ) -> Result<CudaBuffer> {
+        ops::gemm::linear_quantized(self, x, w, bias, p)
     }
     fn conv2d(&self, x: &T, w: &T, bias: Option<&T>, p: &Conv2dParams) -> Result<CudaBuffer> {
         ops::conv::conv2d(self, x, w, bias, p)

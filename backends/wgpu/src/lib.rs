@@ -42,7 +42,7 @@ mod headless;
 pub use headless::quiet_headless_device_select;
 
 use joyrt_core::backend::*;
-use joyrt_core::{Backend, DType, Error, Result, Tensor};
+use joyrt_core::{Backend, DType, Error, QuantizedMatrix, Result, Tensor};
 use std::sync::Arc;
 
 mod buffer;
@@ -220,6 +220,11 @@ impl Backend for WgpuBackend {
         Ok(t)
     }
 
+    fn upload_packed(&self, words: &[u32]) -> Result<WgpuBuffer> {
+        // A 4-byte element buffer holding the words' bits unchanged (f32 storage copies bytes).
+        self.upload(DType::F32, bytemuck::cast_slice(words))
+    }
+
     #[cfg(not(target_arch = "wasm32"))]
     fn download(&self, x: &T) -> Result<Vec<u8>> {
         pollster::block_on(self.read_back(x))
@@ -287,6 +292,15 @@ impl Backend for WgpuBackend {
     // ---- gemm, conv ----
     fn linear(&self, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<WgpuBuffer> {
         ops::gemm::linear(self, x, w, bias, p)
+    }
+    fn linear_quantized(
+        &self,
+        x: &T,
+        w: &QuantizedMatrix<Self>,
+        bias: Option<&T>,
+        p: &QuantLinearParams,
+    ) -> Result<WgpuBuffer> {
+        ops::gemm::linear_quantized(self, x, w, bias, p)
     }
     fn conv2d(&self, x: &T, w: &T, bias: Option<&T>, p: &Conv2dParams) -> Result<WgpuBuffer> {
         ops::conv::conv2d(self, x, w, bias, p)

@@ -334,9 +334,9 @@ fn weight_cases() -> Vec<Case> {
                     "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}"#;
         replace(&file_in(&d.join("vae"), ".safetensors"), &raw_safetensors(h, 12));
     }));
-    c.push(case("an int8 tensor", "unsupported dtype", |d| {
-        let h = r#"{"a": {"dtype": "I8", "shape": [2], "data_offsets": [0, 2]}}"#;
-        replace(&file_in(&d.join("vae"), ".safetensors"), &raw_safetensors(h, 2));
+    c.push(case("an int64 tensor", "unsupported dtype", |d| {
+        let h = r#"{"a": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}}"#;
+        replace(&file_in(&d.join("vae"), ".safetensors"), &raw_safetensors(h, 16));
     }));
     c.push(case("offsets past the data", "out of range", |d| {
         let h = r#"{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}"#;

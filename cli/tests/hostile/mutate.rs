@@ -81,12 +81,13 @@ pub fn edit_tensor(
             let mut tensors = Vec::new();
             for n in ck.names() {
                 let (info, bytes) = ck.raw(n).unwrap();
+                let stored = info.dtype.float().unwrap();
                 if n == tensor {
-                    if let Some((dt, shape, b)) = f(info.dtype, info.shape, bytes.to_vec()) {
+                    if let Some((dt, shape, b)) = f(stored, info.shape, bytes.to_vec()) {
                         tensors.push((n.to_string(), dt, shape, b));
                     }
                 } else {
-                    tensors.push((n.to_string(), info.dtype, info.shape, bytes.to_vec()));
+                    tensors.push((n.to_string(), stored, info.shape, bytes.to_vec()));
                 }
             }
             drop(ck);

@@ -3,7 +3,7 @@
 //! tensors.
 
 use crate::weights::Checkpoint;
-use crate::{Backend, DType, Result, Shape, Tensor};
+use crate::{Backend, DType, QuantizedMatrix, Result, Shape, Tensor};
 use std::fmt::Display;
 
 /// The storage dtype of each tensor: one default, except the tensors under a prefix given a dtype
@@ -68,6 +68,11 @@ impl<'a, B: Backend> Loader<'a, B> {
     pub(crate) fn tensor(&self, part: &str) -> Result<Tensor<B>> {
         let name = self.name(part);
         self.ck.load(self.backend, &name, self.policy.dtype_of(&name))
+    }
+
+    /// `{prefix}.{part}` as a quantized matrix when it is stored as one (`None`: a float tensor).
+    pub(crate) fn quantized(&self, part: &str) -> Result<Option<QuantizedMatrix<B>>> {
+        crate::quant::load_quantized(self.ck, self.backend, &self.name(part))
     }
 
     /// A host f32 copy of `{prefix}.{part}` with its stored shape, for a layer that rearranges

@@ -7,22 +7,26 @@ pub mod qwen;
 pub mod vae;
 pub mod vae_tiling;
 
-use crate::{Backend, DType, Error, Result, Rope, RopePairing, Tensor};
+use crate::{Backend, DType, Error, QuantizedMatrix, Result, Rope, RopePairing, Tensor};
 use loader::Loader;
 
-/// The weight matrix `[out, in]` of a linear layer, in whatever form the checkpoint stores it.
-///
-/// Dense today. A quantized format (packed blocks + per-block scales + a format tag) becomes a
-/// second variant, chosen by [`Weight::load`] from the tensors stored under the layer's name, with
-/// its own arm in [`Linear::fwd`]; the model graphs only call `fwd` and never look inside.
+/// The weight matrix `[out, in]` of a linear layer, in whatever form the checkpoint stores it:
+/// chosen by [`Weight::load`] from the tensors stored under the layer's name; the model graphs
+/// only call [`Linear::fwd`] and never look inside.
 pub(crate) enum Weight<B: Backend> {
     Dense(Tensor<B>),
+    /// Codes + scales (`crate::quant`): `{prefix}.weight` stored as I8/U8/F8_E4M3 beside
+    /// `{prefix}.weight_scale`.
+    Quantized(QuantizedMatrix<B>),
 }
 
 impl<B: Backend> Weight<B> {
-    /// `{prefix}.weight` as stored.
+    /// `{prefix}.weight` as stored: quantized when it holds codes, dense otherwise.
     fn load(vb: &Loader<B>) -> Result<Self> {
-        Ok(Weight::Dense(vb.tensor("weight")?))
+        match vb.quantized("weight")? {
+            Some(q) => Ok(Weight::Quantized(q)),
+            None => Ok(Weight::Dense(vb.tensor("weight")?)),
+        }
     }
 
     /// `{prefix}.weight` stored with extra trailing axes (a patch-embedding conv whose kernel
@@ -64,6 +68,7 @@ impl<B: Backend> Linear<B> {
     pub(crate) fn fwd(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
         match &self.w {
             Weight::Dense(w) => x.linear(w, self.b.as_ref()),
+            Weight::Quantized(w) => x.linear_quantized(w, self.b.as_ref()),
         }
     }
 }

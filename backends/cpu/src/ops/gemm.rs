@@ -1,9 +1,10 @@
 //! `linear`: one rayon task per block of 8 rows of `x`; inside a block each weight row is read
-//! once for the 8 dot products.
+//! once for the 8 dot products. `linear_quantized`: see its doc.
 
 use crate::{f32s, CpuBackend, CpuBuffer};
-use joyrt_core::backend::LinearParams;
-use joyrt_core::{Result, Tensor};
+use joyrt_core::backend::{LinearParams, QuantLinearParams};
+use joyrt_core::quant::codec;
+use joyrt_core::{Error, QuantizedMatrix, Result, Tensor};
 use rayon::prelude::*;
 
 pub fn linear(
@@ -50,4 +51,61 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         s += x * y;
     }
     s
+}
+
+/// `linear_quantized`: one rayon task per block of 32 weight rows, which it dequantizes once
+/// (`joyrt_core::quant::codec`, the format's one definition) into f32 and then dots with every
+/// row of `x`, as `linear` does; the blocks' columns are then written into the output.
+pub fn linear_quantized(
+    be: &CpuBackend,
+    x: &Tensor<CpuBackend>,
+    w: &QuantizedMatrix<CpuBackend>,
+    bias: Option<&Tensor<CpuBackend>>,
+    p: &QuantLinearParams,
+) -> Result<CpuBuffer> {
+    const NB: usize = 32;
+    let words = w.data().words().ok_or_else(|| {
+        Error::backend("cpu", "linear_quantized: the weight's data is not a packed-words buffer")
+    })?;
+    let (m, k, n, rw, s) = (p.m, p.k, p.n, p.row_words, p.scales_per_row);
+    let dtype = x.dtype();
+    if m == 0 {
+        return Ok(be.store(Vec::new(), dtype));
+    }
+    let x = f32s(x);
+    let scales = f32s(w.scales());
+    let b = bias.map(f32s);
+    let blocks: Vec<Vec<f32>> = (0..n.div_ceil(NB))
+        .into_par_iter()
+        .map(|blk| {
+            let rows = NB.min(n - blk * NB);
+            let mut deq = vec![0f32; rows * k];
+            for (r, d) in deq.chunks_exact_mut(k).enumerate() {
+                let j = blk * NB + r;
+                codec::dequantize_row_words(
+                    p.format,
+                    k,
+                    &words[j * rw..(j + 1) * rw],
+                    &scales[j * s..(j + 1) * s],
+                    d,
+                );
+            }
+            let mut o = vec![0f32; m * rows];
+            for i in 0..m {
+                let xr = &x[i * k..(i + 1) * k];
+                for (r, d) in deq.chunks_exact(k).enumerate() {
+                    o[i * rows + r] = dot(xr, d) + b.as_ref().map_or(0.0, |b| b[blk * NB + r]);
+                }
+            }
+            o
+        })
+        .collect();
+    let mut out = vec![0f32; m * n];
+    out.par_chunks_mut(n.max(1)).enumerate().for_each(|(i, orow)| {
+        for (blk, o) in blocks.iter().enumerate() {
+            let rows = o.len() / m;
+            orow[blk * NB..blk * NB + rows].copy_from_slice(&o[i * rows..(i + 1) * rows]);
+        }
+    });
+    Ok(be.store(out, dtype))
 }

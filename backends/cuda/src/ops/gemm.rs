@@ -6,8 +6,8 @@ use super::dtype_or;
 use crate::kernel::{Family, Kernel, KernelDesc, Spec};
 use crate::launch::{addr, i32_of, opt_addr, GemmPath, Grid};
 use crate::{CudaBackend, CudaBuffer};
-use joyrt_core::backend::LinearParams;
-use joyrt_core::{Result, Tensor};
+use joyrt_core::backend::{LinearParams, QuantLinearParams};
+use joyrt_core::{Backend, Error, QuantizedMatrix, Result, Tensor};
 
 type T = Tensor<CudaBackend>;
 
@@ -116,4 +116,16 @@ pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams
         (false, _, _) => (&LINEAR_SIMT, grid(SIMT_TILE)),
     };
     be.launch_output(kernel, spec, grid, &[addr(x), addr(w), opt_addr(bias)], (x.dtype(), p.m * p.n), &args)
+}
+
+/// `linear_quantized`: no kernel in this backend yet, so an error naming the op and the backend
+/// (never a silent dequantization on the host).
+pub fn linear_quantized(
+    be: &CudaBackend,
+    _x: &T,
+    _w: &QuantizedMatrix<CudaBackend>,
+    _bias: Option<&T>,
+    _p: &QuantLinearParams,
+) -> Result<CudaBuffer> {
+    Err(Error::Unsupported { backend: be.name(), op: "linear_quantized" })
 }

@@ -3,8 +3,8 @@
 
 use crate::dispatch::Shader;
 use crate::{WgpuBackend, WgpuBuffer};
-use joyrt_core::backend::LinearParams;
-use joyrt_core::{Result, Tensor};
+use joyrt_core::backend::{LinearParams, QuantLinearParams};
+use joyrt_core::{Backend, Error, QuantizedMatrix, Result, Tensor};
 
 type T = Tensor<WgpuBackend>;
 
@@ -61,4 +61,16 @@ pub fn linear(be: &WgpuBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams
         }
     }
     be.finish(out, p.m * p.n, x.dtype())
+}
+
+/// `linear_quantized`: no kernel in this backend yet, so an error naming the op and the backend
+/// (never a silent dequantization on the host).
+pub fn linear_quantized(
+    be: &WgpuBackend,
+    _x: &T,
+    _w: &QuantizedMatrix<WgpuBackend>,
+    _bias: Option<&T>,
+    _p: &QuantLinearParams,
+) -> Result<WgpuBuffer> {
+    Err(Error::Unsupported { backend: be.name(), op: "linear_quantized" })
 }
