@@ -4,7 +4,11 @@
 
 use crate::report::Report;
 use crate::tolerance::op_preset;
-use joyrt_core::{Activation, Backend, BinaryOp, DType, Result, Rng, Rope, RopePairing, ScatterMode, Tensor};
+use joyrt_core::quant::codec;
+use joyrt_core::{
+    Activation, Backend, BinaryOp, DType, QuantFormat, QuantizedMatrix, Result, Rng, Rope, RopePairing, ScatterMode,
+    Tensor,
+};
 use joyrt_cpu::CpuBackend;
 
 /// One op invocation. Inputs are generated from the case's shapes; `run` is the same code for
@@ -15,6 +19,15 @@ pub enum Op {
         m: usize,
         k: usize,
         n: usize,
+        bias: bool,
+    },
+    /// `linear_quantized` on a random `[n, k]` weight quantized to `format` (the same codes and
+    /// scales on every backend).
+    QuantLinear {
+        m: usize,
+        k: usize,
+        n: usize,
+        format: QuantFormat,
         bias: bool,
     },
     LayerNorm {
@@ -140,6 +153,20 @@ pub fn cases() -> Vec<Op> {
         Linear { m: 1100, k: 64, n: 520, bias: true },
         // An odd N on the K % 8 == 0 kernels (no paired stores).
         Linear { m: 20, k: 128, n: 37, bias: true },
+        // The quantized linear: one row, K at one block, N odd; M and N not multiples of any
+        // tile; K over several of the wgpu GEMM's K chunks; fp8 rows that end inside a word
+        // (K % 4 ≠ 0); blocks other than 32 (64: a CUDA K tile inside a block; 16: the CUDA SIMT
+        // kernel even for 16-bit activations).
+        QuantLinear { m: 1, k: 32, n: 5, format: QuantFormat::Int8 { block: 32 }, bias: true },
+        QuantLinear { m: 130, k: 96, n: 72, format: QuantFormat::Int8 { block: 32 }, bias: false },
+        QuantLinear { m: 70, k: 2560, n: 40, format: QuantFormat::Int8 { block: 32 }, bias: true },
+        QuantLinear { m: 1, k: 64, n: 37, format: QuantFormat::Int4 { block: 32 }, bias: false },
+        QuantLinear { m: 150, k: 544, n: 136, format: QuantFormat::Int4 { block: 32 }, bias: true },
+        QuantLinear { m: 33, k: 192, n: 19, format: QuantFormat::Int4 { block: 64 }, bias: true },
+        QuantLinear { m: 20, k: 48, n: 9, format: QuantFormat::Int8 { block: 16 }, bias: true },
+        QuantLinear { m: 7, k: 13, n: 5, format: QuantFormat::Fp8E4M3, bias: true },
+        QuantLinear { m: 1, k: 1030, n: 33, format: QuantFormat::Fp8E4M3, bias: false },
+        QuantLinear { m: 200, k: 256, n: 130, format: QuantFormat::Fp8E4M3, bias: true },
         LayerNorm { rows: 9, cols: 67, affine: true },
         LayerNorm { rows: 5, cols: 128, affine: false },
         LayerNormModulate { rows: 11, cols: 96 },
@@ -245,6 +272,13 @@ impl Op {
                 let (x, w) = (t(&[*m, *k], -1.0, 1.0)?, t(&[*n, *k], -0.5, 0.5)?);
                 let bias = if *bias { Some(t(&[*n], -1.0, 1.0)?) } else { None };
                 x.linear(&w, bias.as_ref())
+            }
+            Op::QuantLinear { m, k, n, format, bias } => {
+                let x = t(&[*m, *k], -1.0, 1.0)?;
+                let bias = if *bias { Some(t(&[*n], -1.0, 1.0)?) } else { None };
+                let q = codec::quantize_rows(*format, *k, &Rng::new(seed ^ 0x9a17).uniform_vec(n * k, -0.5, 0.5))?;
+                let w = QuantizedMatrix::upload(b, *format, *n, *k, &q.codes, &q.scales)?;
+                x.linear_quantized(&w, bias.as_ref())
             }
             Op::LayerNorm { rows, cols, affine } => {
                 let x = t(&[*rows, *cols], -3.0, 5.0)?;
