@@ -6,8 +6,8 @@ use crate::report::Report;
 use crate::tolerance::op_preset;
 use joyrt_core::quant::codec;
 use joyrt_core::{
-    Activation, Backend, BinaryOp, DType, QuantFormat, QuantizedMatrix, Result, Rng, Rope, RopePairing, ScatterMode,
-    Tensor,
+    Activation, Backend, BinaryOp, DType, QuantFormat, QuantizedMatrix, Result, Rng, Rope, RopePairing,
+    ScatterMode, Tensor,
 };
 use joyrt_cpu::CpuBackend;
 
@@ -276,7 +276,11 @@ impl Op {
             Op::QuantLinear { m, k, n, format, bias } => {
                 let x = t(&[*m, *k], -1.0, 1.0)?;
                 let bias = if *bias { Some(t(&[*n], -1.0, 1.0)?) } else { None };
-                let q = codec::quantize_rows(*format, *k, &Rng::new(seed ^ 0x9a17).uniform_vec(n * k, -0.5, 0.5))?;
+                let q = codec::quantize_rows(
+                    *format,
+                    *k,
+                    &Rng::new(seed ^ 0x9a17).uniform_vec(n * k, -0.5, 0.5),
+                )?;
                 let w = QuantizedMatrix::upload(b, *format, *n, *k, &q.codes, &q.scales)?;
                 x.linear_quantized(&w, bias.as_ref())
             }
