@@ -177,3 +177,59 @@ pub fn linear_quantized(
     let buffers = [addr(x), w.data().ptr, addr(w.scales()), opt_addr(bias)];
     be.launch_output(kernel, spec, grid, &buffers, (x.dtype(), p.m * p.n), &args)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::CudaBackend;
+    use joyrt_core::quant::codec;
+    use joyrt_core::{DType, QuantFormat, QuantizedMatrix, Rng, Tensor};
+
+    /// Which `linear_quantized` kernel a call takes on the (sm_80) emulation: tensor cores for
+    /// 16-bit activations when each K tile lies in one scale block, SIMT otherwise; and it agrees
+    /// with the CPU reference.
+    #[test]
+    fn linear_quantized_takes_the_kernel_its_operands_allow() {
+        let b = match CudaBackend::emulated() {
+            Ok(b) => b,
+            Err(e) => return println!("SKIPPED: linear_quantized kernel choice: no CUDA emulation: {e}"),
+        };
+        let cpu = joyrt_cpu::CpuBackend::default();
+        let (m, n) = (5, 9);
+        let cases = [
+            (DType::BF16, QuantFormat::Int8 { block: 32 }, 64, "linear_int8_mma"),
+            (DType::F16, QuantFormat::Int4 { block: 64 }, 128, "linear_int4_mma"),
+            (DType::BF16, QuantFormat::Fp8E4M3, 45, "linear_fp8_mma"),
+            (DType::F32, QuantFormat::Int8 { block: 32 }, 64, "linear_int8_simt"),
+            (DType::F32, QuantFormat::Fp8E4M3, 45, "linear_fp8_simt"),
+            (DType::BF16, QuantFormat::Int4 { block: 16 }, 48, "linear_int4_simt"),
+        ];
+        let mut rng = Rng::new(5);
+        for (dtype, format, k, kernel) in cases {
+            let q = codec::quantize_rows(format, k, &rng.normal_vec(n * k, 0.5)).unwrap();
+            let xv = rng.normal_vec(m * k, 1.0);
+            let on_cuda = || {
+                let w = QuantizedMatrix::upload(&b, format, n, k, &q.codes, &q.scales).ok()?;
+                let x = Tensor::from_f32(&b, [m, k], &xv, dtype).ok()?;
+                b.profile_start().ok()?;
+                let y = x.linear_quantized(&w, None).ok()?.to_f32_vec().ok()?;
+                let launched: Vec<_> = b.profile_finish().ok()?.kernels.iter().map(|k| k.kernel).collect();
+                assert_eq!(launched, [kernel], "{dtype} {format} K={k}");
+                Some(y)
+            };
+            let on_cpu = || {
+                let w = QuantizedMatrix::upload(&cpu, format, n, k, &q.codes, &q.scales).ok()?;
+                Tensor::from_f32(&cpu, [m, k], &xv, dtype)
+                    .ok()?
+                    .linear_quantized(&w, None)
+                    .ok()?
+                    .to_f32_vec()
+                    .ok()
+            };
+            let (got, want) = (on_cuda().expect("the emulated call"), on_cpu().expect("the CPU call"));
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= tol * w.abs().max(1.0), "{dtype} {format} K={k}: {g} vs {w}");
+            }
+        }
+    }
+}
