@@ -12,6 +12,7 @@ mod make_model;
 mod output;
 mod progress;
 mod prompt_input;
+mod quantize;
 mod serve;
 mod staged_folder;
 
@@ -39,6 +40,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Write a random-weight model folder in the published diffusers layout.
     MakeModel(make_model::MakeModelArgs),
+    /// Write a copy of a model folder with its block linear layers quantized (int8, int4, fp8).
+    Quantize(quantize::QuantizeArgs),
     /// Run the conformance layers against a backend and print the error table.
     Conformance(conformance::ConformanceArgs),
     /// Time the DiT's ops and one DiT forward on a backend.
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Edit(a) => edit::run(a),
         Command::Info(a) => info::run(a),
         Command::MakeModel(a) => make_model::run(a),
+        Command::Quantize(a) => quantize::run(a),
         Command::Conformance(a) => conformance::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),

@@ -21,14 +21,14 @@ pub enum Op {
         n: usize,
         bias: bool,
     },
-    /// `linear_quantized` on a random `[n, k]` weight quantized to `format` (the same codes and
-    /// scales on every backend).
-    QuantLinear {
+    /// `linear_quantized` with a random weight quantized by `joyrt_core::quant::codec` (the same
+    /// codes and scales on every backend).
+    LinearQuantized {
         m: usize,
         k: usize,
         n: usize,
-        format: QuantFormat,
         bias: bool,
+        format: QuantFormat,
     },
     LayerNorm {
         rows: usize,
@@ -153,20 +153,26 @@ pub fn cases() -> Vec<Op> {
         Linear { m: 1100, k: 64, n: 520, bias: true },
         // An odd N on the K % 8 == 0 kernels (no paired stores).
         Linear { m: 20, k: 128, n: 37, bias: true },
-        // The quantized linear: one row, K at one block, N odd; M and N not multiples of any
-        // tile; K over several of the wgpu GEMM's K chunks; fp8 rows that end inside a word
-        // (K % 4 ≠ 0); blocks other than 32 (64: a CUDA K tile inside a block; 16: the CUDA SIMT
-        // kernel even for 16-bit activations).
-        QuantLinear { m: 1, k: 32, n: 5, format: QuantFormat::Int8 { block: 32 }, bias: true },
-        QuantLinear { m: 130, k: 96, n: 72, format: QuantFormat::Int8 { block: 32 }, bias: false },
-        QuantLinear { m: 70, k: 2560, n: 40, format: QuantFormat::Int8 { block: 32 }, bias: true },
-        QuantLinear { m: 1, k: 64, n: 37, format: QuantFormat::Int4 { block: 32 }, bias: false },
-        QuantLinear { m: 150, k: 544, n: 136, format: QuantFormat::Int4 { block: 32 }, bias: true },
-        QuantLinear { m: 33, k: 192, n: 19, format: QuantFormat::Int4 { block: 64 }, bias: true },
-        QuantLinear { m: 20, k: 48, n: 9, format: QuantFormat::Int8 { block: 16 }, bias: true },
-        QuantLinear { m: 7, k: 13, n: 5, format: QuantFormat::Fp8E4M3, bias: true },
-        QuantLinear { m: 1, k: 1030, n: 33, format: QuantFormat::Fp8E4M3, bias: false },
-        QuantLinear { m: 200, k: 256, n: 130, format: QuantFormat::Fp8E4M3, bias: true },
+        // Every format; one block, several blocks, ragged M and N, K across the wgpu GEMM's K
+        // chunks, fp8 rows with a padded last word (K % 4 ≠ 0).
+        LinearQuantized { m: 7, k: 32, n: 5, bias: true, format: QuantFormat::Int8 { block: 32 } },
+        LinearQuantized { m: 33, k: 96, n: 70, bias: false, format: QuantFormat::Int8 { block: 32 } },
+        LinearQuantized { m: 70, k: 2560, n: 40, bias: true, format: QuantFormat::Int8 { block: 32 } },
+        LinearQuantized { m: 7, k: 64, n: 5, bias: true, format: QuantFormat::Int4 { block: 32 } },
+        LinearQuantized { m: 130, k: 256, n: 72, bias: true, format: QuantFormat::Int4 { block: 32 } },
+        LinearQuantized { m: 150, k: 520, n: 136, bias: false, format: QuantFormat::Int4 { block: 8 } },
+        LinearQuantized { m: 7, k: 13, n: 5, bias: true, format: QuantFormat::Fp8E4M3 },
+        LinearQuantized { m: 130, k: 96, n: 72, bias: true, format: QuantFormat::Fp8E4M3 },
+        LinearQuantized { m: 70, k: 2500, n: 40, bias: false, format: QuantFormat::Fp8E4M3 },
+        // One row (M = 1) at the minimum K of a block and of an fp8 row ending inside a word;
+        // N odd past one tile; M and N past the CUDA tensor-core tiles (128); blocks of 64 (a
+        // CUDA K tile inside a block) and 16 (the CUDA SIMT kernel for 16-bit activations).
+        LinearQuantized { m: 1, k: 32, n: 37, bias: false, format: QuantFormat::Int4 { block: 32 } },
+        LinearQuantized { m: 1, k: 1030, n: 33, bias: true, format: QuantFormat::Fp8E4M3 },
+        LinearQuantized { m: 200, k: 256, n: 130, bias: true, format: QuantFormat::Fp8E4M3 },
+        LinearQuantized { m: 150, k: 544, n: 136, bias: true, format: QuantFormat::Int8 { block: 32 } },
+        LinearQuantized { m: 33, k: 192, n: 19, bias: true, format: QuantFormat::Int4 { block: 64 } },
+        LinearQuantized { m: 20, k: 48, n: 9, bias: true, format: QuantFormat::Int8 { block: 16 } },
         LayerNorm { rows: 9, cols: 67, affine: true },
         LayerNorm { rows: 5, cols: 128, affine: false },
         LayerNormModulate { rows: 11, cols: 96 },
@@ -273,14 +279,11 @@ impl Op {
                 let bias = if *bias { Some(t(&[*n], -1.0, 1.0)?) } else { None };
                 x.linear(&w, bias.as_ref())
             }
-            Op::QuantLinear { m, k, n, format, bias } => {
+            Op::LinearQuantized { m, k, n, bias, format } => {
                 let x = t(&[*m, *k], -1.0, 1.0)?;
                 let bias = if *bias { Some(t(&[*n], -1.0, 1.0)?) } else { None };
-                let q = codec::quantize_rows(
-                    *format,
-                    *k,
-                    &Rng::new(seed ^ 0x9a17).uniform_vec(n * k, -0.5, 0.5),
-                )?;
+                let dense = Rng::new(seed ^ 0x9a47).uniform_vec(n * k, -0.5, 0.5);
+                let q = codec::quantize_rows(*format, *k, &dense)?;
                 let w = QuantizedMatrix::upload(b, *format, *n, *k, &q.codes, &q.scales)?;
                 x.linear_quantized(&w, bias.as_ref())
             }

@@ -36,9 +36,10 @@
 //! rounding) and f32 accumulation, like `linear`.
 
 pub mod codec;
+pub mod policy;
 mod stored;
 
-pub use stored::{is_quantized_companion, load_quantized, logical_shape};
+pub use stored::{is_quantized_companion, load_quantized, logical_shape, read_quantized, StoredQuantized};
 
 use crate::{Backend, DType, Error, Result, Tensor};
 use std::sync::Arc;

@@ -37,6 +37,23 @@ pub fn load_quantized<B: Backend>(
     backend: &B,
     weight: &str,
 ) -> Result<Option<QuantizedMatrix<B>>> {
+    let Some(q) = read_quantized(ck, weight)? else { return Ok(None) };
+    let (_, codes) = ck.raw(weight)?;
+    QuantizedMatrix::upload(backend, q.format, q.rows, q.cols, codes, &q.scales).map(Some)
+}
+
+/// A quantized weight as stored: its format, dense shape `[rows, cols]` and scales widened to
+/// f32 (`rows · S`; a per-tensor fp8 scale repeated per row).
+pub struct StoredQuantized {
+    pub format: QuantFormat,
+    pub rows: usize,
+    pub cols: usize,
+    pub scales: Vec<f32>,
+}
+
+/// The format and scales of the quantized weight stored under `weight` (`None`: a float
+/// tensor or none), with every check of [`load_quantized`] but without reading the codes.
+pub fn read_quantized(ck: &Checkpoint, weight: &str) -> Result<Option<StoredQuantized>> {
     let Some(info) = ck.info(weight) else { return Ok(None) };
     let int_codes = match info.dtype {
         StoredDType::Float(_) => return Ok(None),
@@ -85,6 +102,5 @@ pub fn load_quantized<B: Backend>(
     if let Some(i) = scales.iter().position(|s| !s.is_finite()) {
         return Err(bad(format!("{scale_name} holds a non-finite scale at index {i}")));
     }
-    let (_, codes) = ck.raw(weight)?;
-    QuantizedMatrix::upload(backend, format, n, k, codes, &scales).map(Some)
+    Ok(Some(StoredQuantized { format, rows: n, cols: k, scales }))
 }
