@@ -1,5 +1,6 @@
 // `linear`: y = x·Wᵀ + b, W in PyTorch's [N, K] layout, on the block-tile GEMM of gemm.cuh
-// (A = x [M, K], B = W [N, K], bias per column). Scalars: GemmArgs (ops/gemm.rs).
+// (A = x [M, K], B = W [N, K], bias per column). Scalars: GemmArgs (ops/gemm.rs). At the end, the
+// quantized linear (gemm_quantized.cuh).
 #include "gemm.cuh"
 
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
@@ -96,6 +97,40 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
     linear_wgmma_persistent(const TX* x, const TW* w, const TB* bias, TX* y, GemmArgs p) {
     gemm_wgmma_persistent<256>((const u16*)x, (const u16*)w, p.m, p.n, p.k, y, bias);
+}
+
+#endif
+
+// ---- linear_quantized (gemm_quantized.cuh): w = packed codes, scales f32 [N, S] ---------------
+#include "gemm_quantized.cuh"
+
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+    linear_int8_simt(const TX* x, const u32* w, const float* scales, const TB* bias, TX* y, GemmArgs p) {
+    linear_quantized_simt<QUANT_INT8>(x, w, scales, bias, y, p);
+}
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+    linear_int4_simt(const TX* x, const u32* w, const float* scales, const TB* bias, TX* y, GemmArgs p) {
+    linear_quantized_simt<QUANT_INT4>(x, w, scales, bias, y, p);
+}
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+    linear_fp8_simt(const TX* x, const u32* w, const float* scales, const TB* bias, TX* y, GemmArgs p) {
+    linear_quantized_simt<QUANT_FP8>(x, w, scales, bias, y, p);
+}
+
+#if defined(MMA_OK)
+
+// Need every 32-wide K tile inside one scale block (B % 32 == 0, or fp8).
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+    linear_int8_mma(const TX* x, const u32* w, const float* scales, const TB* bias, TX* y, GemmArgs p) {
+    linear_quantized_mma<QUANT_INT8>(x, w, scales, bias, y, p);
+}
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+    linear_int4_mma(const TX* x, const u32* w, const float* scales, const TB* bias, TX* y, GemmArgs p) {
+    linear_quantized_mma<QUANT_INT4>(x, w, scales, bias, y, p);
+}
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+    linear_fp8_mma(const TX* x, const u32* w, const float* scales, const TB* bias, TX* y, GemmArgs p) {
+    linear_quantized_mma<QUANT_FP8>(x, w, scales, bias, y, p);
 }
 
 #endif

@@ -10,12 +10,57 @@
 // element is written fresh by its first contribution (K chunk 0 of the chunk holding its row's
 // start, so n·K ≥ e0) and gets the bias from the last (last K chunk of the chunk holding its row's
 // end, (n+1)·K ≤ e1). Unsplit weights have e0 = 0, e1 = N·K and the whole N range.
-// P.groups_n = workgroups along N in this dispatch.
+// P.groups_n = workgroups along N in this dispatch. P.row_len = the length of a weight row in the
+// bound buffer's elements (K dense, P.row_words quantized): chunk ranges count those elements.
+//
+// linear_quantized: the same kernel with B holding a quantized weight's packed u32 words
+// (joyrt-core's quant module: code k of row n is bits (k % per)·bits of word n·W + k / per) and D
+// its f32 scales [N, S]; each code is decoded into the shared tile as decode(q)·scale, one f32
+// multiply, exactly as the CPU reference dequantizes. C is the bias in both.
 var<workgroup> ta: array<array<f32, 17>, 64>;
 var<workgroup> tb: array<array<f32, 17>, 64>;
 
+// The dequantized weight element (n, k) of a linear_quantized weight (P.format: QUANT_INT8,
+// QUANT_INT4 or QUANT_FP8), 0 where the bound chunk does not hold its word.
+fn ld_q(n: u32, k: u32) -> f32 {
+    var bits = 8u;
+    if (P.format == QUANT_INT4) { bits = 4u; }
+    let per = 32u / bits;
+    let g = n * P.row_len + k / per;
+    if (g < P.e0 || g >= P.e1) { return 0.0; }
+    let c = (B[g - P.e0] >> ((k % per) * bits)) & ((1u << bits) - 1u);
+    var v: f32;
+    if (P.format == QUANT_INT8) {
+        v = f32(bitcast<i32>(c << 24u) >> 24u);
+    } else if (P.format == QUANT_INT4) {
+        v = f32(i32(c) - 8);
+    } else {
+        v = e4m3_to_f32(c);
+    }
+    return v * ld_d(n * P.scales_per_row + k / P.block);
+}
+
+// The value of an FP8 E4M3 code (e4m3fn: bias 7, subnormals m·2⁻⁹, 0x7f/0xff NaN), exactly.
+fn e4m3_to_f32(c: u32) -> f32 {
+    let sign = (c & 0x80u) << 24u;
+    let e = (c >> 3u) & 0xfu;
+    let m = c & 7u;
+    if (e == 0u) { return bitcast<f32>(bitcast<u32>(f32(m) * 0.001953125) | sign); }
+    if (e == 15u && m == 7u) { return bitcast<f32>(0x7fc00000u | sign); }
+    return bitcast<f32>(sign | ((e + 120u) << 23u) | (m << 20u));
+}
+
 @compute @workgroup_size(16, 16)
 fn linear(g: Grid) {
+    gemm(g, false);
+}
+
+@compute @workgroup_size(16, 16)
+fn linear_quantized(g: Grid) {
+    gemm(g, true);
+}
+
+fn gemm(g: Grid, quantized: bool) {
     let M = P.m;
     let K = P.k;
     let N = P.n;
@@ -25,6 +70,7 @@ fn linear(g: Grid) {
     let nhi = P.n_hi;
     let e0 = P.e0;
     let e1 = P.e1;
+    let rl = P.row_len;
     let t = g.li;
     let lid = vec2<u32>(t % 16u, t / 16u);
     var acc: array<array<f32, 4>, 4>;
@@ -32,7 +78,7 @@ fn linear(g: Grid) {
         for (var v = 0u; v < 4u; v++) {
             let m = m0 + lid.y * 4u + u;
             let n = n0 + lid.x * 4u + v;
-            let fresh = P.k0 == 0u && n * K >= e0;
+            let fresh = P.k0 == 0u && n * rl >= e0;
             if (m < M && n < nhi && !fresh) { acc[u][v] = OUT[m * N + n]; }
         }
     }
@@ -47,8 +93,12 @@ fn linear(g: Grid) {
             var va = 0.0;
             var vb = 0.0;
             if (m0 + r < M && k < kend) { va = ld_a((m0 + r) * K + k); }
-            let g = (n0 + r) * K + k;
-            if (n0 + r < nhi && k < kend && g >= e0 && g < e1) { vb = ld_b(g - e0); }
+            if (quantized) {
+                if (n0 + r < nhi && k < kend) { vb = ld_q(n0 + r, k); }
+            } else {
+                let g = (n0 + r) * K + k;
+                if (n0 + r < nhi && k < kend && g >= e0 && g < e1) { vb = ld_b(g - e0); }
+            }
             ta[r][c] = va;
             tb[r][c] = vb;
         }
@@ -89,7 +139,7 @@ fn linear(g: Grid) {
             let n = n0 + lid.x * 4u + v;
             if (m < M && n < nhi) {
                 var r = acc[u][v];
-                if (P.has_bias != 0u && P.k1 == K && (n + 1u) * K <= e1) { r += ld_c(n); }
+                if (P.has_bias != 0u && P.k1 == K && (n + 1u) * rl <= e1) { r += ld_c(n); }
                 OUT[m * N + n] = r;
             }
         }

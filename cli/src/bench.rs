@@ -6,8 +6,9 @@ use clap::{Args, ValueEnum};
 use joyrt_core::model_folder::ModelFolder;
 use joyrt_core::models::dit::{Dit, DitConfig};
 use joyrt_core::pipeline::Denoiser;
+use joyrt_core::quant::codec;
 use joyrt_core::weights::Checkpoint;
-use joyrt_core::{Backend, DType, Rng, Tensor};
+use joyrt_core::{Backend, DType, QuantFormat, QuantizedMatrix, Rng, Tensor};
 use joyrt_cuda::profile::KernelProfile;
 use joyrt_cuda::CudaBackend;
 use serde_json::{json, Value};
@@ -24,6 +25,9 @@ pub enum Part {
     /// One CFG denoising step as the edit pipeline runs it: two DiT forwards (prompt and negative
     /// prompt), the CFG combine with its norm rescale, and the Euler update.
     CfgStep,
+    /// `linear_quantized` (int8, int4, fp8 weights) against the dense `linear` at the DiT block's
+    /// K×N shapes (M = --tokens), as time ratios measured in one run.
+    Quantized,
 }
 
 #[derive(Args)]
@@ -131,6 +135,39 @@ fn bench_ops<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, out: &Lines) -> Res
     let flop = 4.0 * (l * l * heads * d) as f64;
     let r = json!({ "op": "attention", "tokens": l, "heads": heads, "head_dim": d });
     record(format!("attention L={l} {heads}x{d}"), s, flop, r);
+    Ok(records)
+}
+
+/// Times `linear` on a dense weight of `dtype` and `linear_quantized` on the same weight quantized
+/// to each format; returns one JSON record per shape.
+fn bench_quantized<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, out: &Lines) -> Result<Vec<Value>> {
+    let mut rng = Rng::new(3);
+    let m = a.tokens;
+    let formats = [QuantFormat::Int8 { block: 32 }, QuantFormat::Int4 { block: 32 }, QuantFormat::Fp8E4M3];
+    out.say(format!(
+        "{:<32} {:>10} {:>16} {:>16} {:>16}",
+        "quantized linear (K×N)", "dense ms", "int8 ms (×)", "int4 ms (×)", "fp8 ms (×)"
+    ));
+    let mut records = Vec::new();
+    for (k, n) in [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)] {
+        let x = random(b, &mut rng, &[m, k], dtype)?;
+        let wv = rng.normal_vec(n * k, 0.02);
+        let dense = Tensor::from_f32(b, [n, k], &wv, dtype)?;
+        let dense_s = time(b, a.iters, || x.linear(&dense, None).map(|_| ()))?;
+        drop(dense);
+        let mut line = format!("{:<32} {:>10.2}", format!("M={m} {k}x{n}"), dense_s * 1e3);
+        let mut r = json!({ "m": m, "k": k, "n": n, "dense_ms": dense_s * 1e3 });
+        for f in formats {
+            let q = codec::quantize_rows(f, k, &wv)?;
+            let w = QuantizedMatrix::upload(b, f, n, k, &q.codes, &q.scales)?;
+            let s = time(b, a.iters, || x.linear_quantized(&w, None).map(|_| ()))?;
+            line += &format!(" {:>16}", format!("{:.2} ({:.2})", s * 1e3, s / dense_s));
+            r[format!("{}_ms", f.name())] = json!(s * 1e3);
+            r[format!("{}_ratio", f.name())] = json!(s / dense_s);
+        }
+        out.say(line);
+        records.push(r);
+    }
     Ok(records)
 }
 
@@ -312,6 +349,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     if a.parts.contains(&Part::Ops) {
         doc["ops"] = Value::Array(crate::with_backend!(&backend, b => bench_ops(b, &a, dtype, &out))?);
+    }
+    if a.parts.contains(&Part::Quantized) {
+        doc["quantized"] =
+            Value::Array(crate::with_backend!(&backend, b => bench_quantized(b, &a, dtype, &out))?);
     }
     if a.parts.contains(&Part::Forward) || a.parts.contains(&Part::CfgStep) {
         let profiler = match &backend {

@@ -13,7 +13,7 @@
 //!   uploads (or passes to `cuLaunchKernel`) is exactly the struct the kernel reads.
 
 use crate::backend::{Activation, BinaryOp, Broadcast, RopePairing, ScatterMode};
-use crate::DType;
+use crate::{DType, QuantFormat};
 
 /// An enum whose values are passed to kernels as `u32` codes under shared names.
 pub trait OpCode: Copy + PartialEq + 'static {
@@ -39,6 +39,27 @@ op_codes!(RopePairing { Interleaved = "ROPE_INTERLEAVED", HalfSplit = "ROPE_HALF
 op_codes!(ScatterMode { Assign = "SCATTER_ASSIGN", Add = "SCATTER_ADD" });
 // The storage dtype of a buffer, for kernels that branch on it at run time (the pack pass).
 op_codes!(DType { F32 = "DTYPE_F32", BF16 = "DTYPE_BF16", F16 = "DTYPE_F16" });
+
+/// The code format of a quantized weight (`crate::quant`), as `linear_quantized` kernels branch
+/// on it: a [`QuantFormat`] without its block length, which kernels take as a size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantCode {
+    Int8,
+    Int4,
+    Fp8E4M3,
+}
+
+op_codes!(QuantCode { Int8 = "QUANT_INT8", Int4 = "QUANT_INT4", Fp8E4M3 = "QUANT_FP8" });
+
+impl From<QuantFormat> for QuantCode {
+    fn from(f: QuantFormat) -> QuantCode {
+        match f {
+            QuantFormat::Int8 { .. } => QuantCode::Int8,
+            QuantFormat::Int4 { .. } => QuantCode::Int4,
+            QuantFormat::Fp8E4M3 => QuantCode::Fp8E4M3,
+        }
+    }
+}
 
 /// How `b` is indexed against `a` in a binary op, without the extent ([`Broadcast`] carries it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +92,7 @@ fn all_codes() -> Vec<(&'static str, u32)> {
         .chain(of::<RopePairing>())
         .chain(of::<ScatterMode>())
         .chain(of::<DType>())
+        .chain(of::<QuantCode>())
         .collect()
 }
 
@@ -231,6 +253,7 @@ mod tests {
         check::<RopePairing>();
         check::<ScatterMode>();
         check::<DType>();
+        check::<QuantCode>();
         let names: Vec<_> = all_codes().into_iter().map(|(n, _)| n).collect();
         let mut sorted = names.clone();
         sorted.sort();

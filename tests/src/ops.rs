@@ -6,8 +6,8 @@ use crate::report::Report;
 use crate::tolerance::op_preset;
 use joyrt_core::quant::codec;
 use joyrt_core::{
-    Activation, Backend, BinaryOp, DType, Error, QuantFormat, QuantizedMatrix, Result, Rng, Rope,
-    RopePairing, ScatterMode, Tensor,
+    Activation, Backend, BinaryOp, DType, QuantFormat, QuantizedMatrix, Result, Rng, Rope, RopePairing,
+    ScatterMode, Tensor,
 };
 use joyrt_cpu::CpuBackend;
 
@@ -164,6 +164,15 @@ pub fn cases() -> Vec<Op> {
         LinearQuantized { m: 7, k: 13, n: 5, bias: true, format: QuantFormat::Fp8E4M3 },
         LinearQuantized { m: 130, k: 96, n: 72, bias: true, format: QuantFormat::Fp8E4M3 },
         LinearQuantized { m: 70, k: 2500, n: 40, bias: false, format: QuantFormat::Fp8E4M3 },
+        // One row (M = 1) at the minimum K of a block and of an fp8 row ending inside a word;
+        // N odd past one tile; M and N past the CUDA tensor-core tiles (128); blocks of 64 (a
+        // CUDA K tile inside a block) and 16 (the CUDA SIMT kernel for 16-bit activations).
+        LinearQuantized { m: 1, k: 32, n: 37, bias: false, format: QuantFormat::Int4 { block: 32 } },
+        LinearQuantized { m: 1, k: 1030, n: 33, bias: true, format: QuantFormat::Fp8E4M3 },
+        LinearQuantized { m: 200, k: 256, n: 130, bias: true, format: QuantFormat::Fp8E4M3 },
+        LinearQuantized { m: 150, k: 544, n: 136, bias: true, format: QuantFormat::Int8 { block: 32 } },
+        LinearQuantized { m: 33, k: 192, n: 19, bias: true, format: QuantFormat::Int4 { block: 64 } },
+        LinearQuantized { m: 20, k: 48, n: 9, bias: true, format: QuantFormat::Int8 { block: 16 } },
         LayerNorm { rows: 9, cols: 67, affine: true },
         LayerNorm { rows: 5, cols: 128, affine: false },
         LayerNormModulate { rows: 11, cols: 96 },
@@ -385,12 +394,9 @@ pub fn run_ops_where<B: Backend>(dut: &B, report: &mut Report, keep: impl Fn(&st
             else {
                 continue;
             };
-            let got = op.run(dut, dtype, seed).and_then(|t| t.to_f32_vec());
-            if let Some(why) = kernel_pending(dut, op, &got) {
-                report.skip("ops", label, why);
-                continue;
-            }
-            let Some(got) = report.attempt("ops", &label, got) else {
+            let Some(got) =
+                report.attempt("ops", &label, op.run(dut, dtype, seed).and_then(|t| t.to_f32_vec()))
+            else {
                 continue;
             };
             let tol = match op {
@@ -399,25 +405,6 @@ pub fn run_ops_where<B: Backend>(dut: &B, report: &mut Report, keep: impl Fn(&st
             };
             report.compare("ops", label, &got, &want, tol);
         }
-    }
-}
-
-/// Backends whose `linear_quantized` kernel is not written yet (issue 14: the WGSL and CUDA
-/// kernels come after the CPU reference). For them, and only while the op answers
-/// `Error::Unsupported`, its cases are SKIPPED with that reason; every other backend, and these
-/// once their kernel exists, is compared as usual. Remove a backend's name when its kernel lands,
-/// so that a later `Unsupported` fails.
-const QUANTIZED_KERNELS_PENDING: &[&str] = &["wgpu", "cuda"];
-
-fn kernel_pending<B: Backend>(dut: &B, op: &Op, got: &Result<Vec<f32>>) -> Option<String> {
-    let pending = QUANTIZED_KERNELS_PENDING.iter().any(|p| dut.name().starts_with(p));
-    match (op, got) {
-        (Op::LinearQuantized { .. }, Err(e @ Error::Unsupported { op: "linear_quantized", .. }))
-            if pending =>
-        {
-            Some(format!("kernel pending (issue 14): {e}"))
-        }
-        _ => None,
     }
 }
 

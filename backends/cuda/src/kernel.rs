@@ -251,7 +251,7 @@ mod tests {
         assert!(hopper.contains(&"linear_wgmma") && hopper.contains(&"linear_mma_pipelined"), "{hopper:?}");
         for arch in ["sm_80", "sm_90a"] {
             let simt: Vec<_> = Family::Gemm.kernels(&mixed, arch).map(|k| k.name).collect();
-            assert_eq!(simt, ["linear_simt"]);
+            assert_eq!(simt, ["linear_simt", "linear_int8_simt", "linear_int4_simt", "linear_fp8_simt"]);
         }
     }
 }

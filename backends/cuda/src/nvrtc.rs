@@ -20,11 +20,12 @@ use joyrt_core::{kernel_abi, DType};
 use std::ffi::{c_char, CString};
 
 /// The headers kernel files include, by the name they include them by.
-const HEADERS: [(&str, &str); 6] = [
+const HEADERS: [(&str, &str); 7] = [
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
     ("gemm.cuh", include_str!("../../../kernels/gemm.cuh")),
     ("hopper.cuh", include_str!("../../../kernels/hopper.cuh")),
     ("gemm_wgmma.cuh", include_str!("../../../kernels/gemm_wgmma.cuh")),
+    ("gemm_quantized.cuh", include_str!("../../../kernels/gemm_quantized.cuh")),
     ("attention_wgmma.cuh", include_str!("../../../kernels/attention_wgmma.cuh")),
     ("vec.cuh", include_str!("../../../kernels/vec.cuh")),
 ];
@@ -441,7 +442,7 @@ mod tests {
         let src = source(Family::Gemm, &Spec::uniform(DType::BF16), "sm_80");
         let compiled = compile_with_cache(None, "gemm.cu", &src, "sm_80").unwrap();
         let r: std::collections::HashMap<_, _> = entry_resources(&compiled.log).into_iter().collect();
-        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!(r.len(), 9, "linear's 3 kernels and linear_quantized's 2 per format: {r:?}");
         assert_eq!(r["linear_mma"].static_smem, 2 * 2 * 128 * 40 * 2, "{r:?}");
         assert_eq!(r["linear_mma_pipelined"].static_smem, 0, "{r:?}");
         assert!(r.values().all(|k| (32..=255).contains(&k.registers)), "{r:?}");

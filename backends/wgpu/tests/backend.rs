@@ -2,7 +2,8 @@
 //! and the optional fast paths against the portable kernels. Each test prints a loud `SKIPPED`
 //! line and returns when no adapter is present.
 
-use joyrt_core::{Backend, DType, Rng, Tensor};
+use joyrt_core::quant::codec;
+use joyrt_core::{Backend, DType, QuantFormat, QuantizedMatrix, Rng, Tensor};
 use joyrt_cpu::CpuBackend;
 use joyrt_wgpu::{WgpuBackend, WgpuOptions};
 
@@ -177,6 +178,71 @@ fn linear_and_gather_on_split_tensors_match_the_cpu() {
     let z = Tensor::zeros(&small, [700], DType::F32).unwrap();
     assert!(z.buffer().chunk_count() > 1);
     assert!(z.to_f32_vec().unwrap().iter().all(|&x| x == 0.0));
+}
+
+/// A quantized weight's packed words split past the binding limit like a dense weight's elements:
+/// rows of 24 (int8, K = 96), 12 (int4) and 6 (fp8, K = 21) words straddle 256-word chunks, and
+/// K = 1120 also has two K chunks. Scales past the limit are refused with the sizes.
+#[test]
+fn linear_quantized_on_split_words_matches_the_cpu() {
+    let opts = |limit| WgpuOptions { binding_limit: Some(limit), ..WgpuOptions::default() };
+    let (Some(small), Some(mid)) =
+        (open("split quantized", opts(1024)), open("split quantized", opts(16384)))
+    else {
+        return;
+    };
+    let whole = WgpuBackend::with_options(WgpuOptions::default()).unwrap();
+    let cpu = CpuBackend::default();
+    let mut rng = Rng::new(11);
+    let int8 = QuantFormat::Int8 { block: 32 };
+    let cases: [(&WgpuBackend, QuantFormat, usize, usize, usize); 4] = [
+        (&small, int8, 2, 96, 37),
+        (&small, QuantFormat::Int4 { block: 32 }, 2, 96, 70),
+        (&small, QuantFormat::Fp8E4M3, 1, 21, 150),
+        (&mid, int8, 2, 1120, 20),
+    ];
+    for (b, format, m, k, n) in cases {
+        let q = codec::quantize_rows(format, k, &rng.normal_vec(n * k, 0.3)).unwrap();
+        let upload =
+            |be: &WgpuBackend| QuantizedMatrix::upload(be, format, n, k, &q.codes, &q.scales).unwrap();
+        let w = upload(b);
+        let chunks = w.data().chunk_count();
+        assert!(chunks > 1, "{format} [{n}, {k}] should be split");
+        let wc = QuantizedMatrix::upload(&cpu, format, n, k, &q.codes, &q.scales).unwrap();
+        for dtype in [DType::F32, DType::BF16] {
+            for bias in [false, true] {
+                let (xv, bv) = (rng.normal_vec(m * k, 1.0), rng.normal_vec(n, 1.0));
+                let run = |be: &WgpuBackend, w: &QuantizedMatrix<WgpuBackend>| {
+                    t(be, &[m, k], &xv, dtype)
+                        .linear_quantized(w, bias.then(|| t(be, &[n], &bv, dtype)).as_ref())
+                        .unwrap()
+                        .to_f32_vec()
+                        .unwrap()
+                };
+                let got = run(b, &w);
+                let want = t(&cpu, &[m, k], &xv, dtype)
+                    .linear_quantized(&wc, bias.then(|| t(&cpu, &[n], &bv, dtype)).as_ref())
+                    .unwrap()
+                    .to_f32_vec()
+                    .unwrap();
+                let what = format!("{format} M={m} K={k} N={n} {dtype} bias={bias} in {chunks} chunks");
+                let tol = if dtype == DType::F32 { 1e-4 } else { 1e-2 };
+                assert_close(&what, &got, &want, tol);
+                assert_close(&format!("{what}: split vs unsplit"), &got, &run(&whole, &upload(&whole)), tol);
+                println!("ok: {what}");
+            }
+        }
+    }
+    // 200 rows of int8 K = 64: 3200 words split, and 1600 bytes of scales over the 1024-byte limit.
+    let q = codec::quantize_rows(int8, 64, &rng.normal_vec(200 * 64, 0.3)).unwrap();
+    let w = QuantizedMatrix::upload(&small, int8, 200, 64, &q.codes, &q.scales).unwrap();
+    let x = t(&small, &[1, 64], &[0.5; 64], DType::F32);
+    let Err(e) = x.linear_quantized(&w, None) else { panic!("split scales must be refused") };
+    let e = e.to_string();
+    assert!(
+        e.contains("linear_quantized scales") && e.contains("1600 bytes") && e.contains("1024 bytes"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1,13 +1,15 @@
 //! `linear` (`kernels/gemm.cu`) on the block-tile GEMM of `kernels/gemm.cuh`, whose tiling this
 //! file owns (conv uses it too): the tensor-core kernels for same-dtype 16-bit operands, the
-//! exact-f32 SIMT kernel otherwise.
+//! exact-f32 SIMT kernel otherwise. `linear_quantized` (`kernels/gemm_quantized.cuh`): the same
+//! two tilings with the weight decoded from its packed codes on the way into shared memory.
 
 use super::dtype_or;
 use crate::kernel::{Family, Kernel, KernelDesc, Spec};
 use crate::launch::{addr, i32_of, opt_addr, GemmPath, Grid};
 use crate::{CudaBackend, CudaBuffer};
 use joyrt_core::backend::{LinearParams, QuantLinearParams};
-use joyrt_core::{Backend, Error, QuantizedMatrix, Result, Tensor};
+use joyrt_core::kernel_abi::QuantCode;
+use joyrt_core::{QuantFormat, QuantizedMatrix, Result, Tensor};
 
 type T = Tensor<CudaBackend>;
 
@@ -59,6 +61,11 @@ joyrt_core::kernel_params! {
         pub k: i32,
         /// 1 where K % 8 == 0: rows of 8 elements are aligned 16-byte loads.
         pub vec: i32,
+        /// `linear_quantized` only (0 for `linear`): `u32` words per weight row, codes per scale
+        /// along K, scales per weight row.
+        pub row_words: i32,
+        pub block: i32,
+        pub scales_per_row: i32,
     }
 }
 
@@ -91,17 +98,36 @@ const LINEAR_WGMMA: Kernel<GemmArgs> =
 const LINEAR_WGMMA_PERSISTENT: Kernel<GemmArgs> =
     Kernel::new(gemm_kernel("linear_wgmma_persistent", Family::Gemm).wgmma().dynamic_smem(wgmma_smem_n256));
 
+/// `linear_quantized`, one kernel per code format: the weight dequantized exactly into f32 shared
+/// tiles (any activation dtype, any block)...
+const LINEAR_INT8_SIMT: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_int8_simt", Family::Gemm));
+const LINEAR_INT4_SIMT: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_int4_simt", Family::Gemm));
+const LINEAR_FP8_SIMT: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_fp8_simt", Family::Gemm));
+/// ... or the codes decoded into 16-bit shared tiles for `mma.sync` and the scales applied in f32
+/// per K tile (bf16/f16 activations, every K tile inside one scale block).
+const LINEAR_INT8_MMA: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_int8_mma", Family::Gemm).mma());
+const LINEAR_INT4_MMA: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_int4_mma", Family::Gemm).mma());
+const LINEAR_FP8_MMA: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_fp8_mma", Family::Gemm).mma());
+
 family! {
     "gemm", GemmArgs,
     defines: GEMM_DEFINES,
-    kernels: [LINEAR_SIMT, LINEAR_MMA, LINEAR_MMA_PIPELINED, LINEAR_WGMMA, LINEAR_WGMMA_PERSISTENT],
+    kernels: [
+        LINEAR_SIMT, LINEAR_MMA, LINEAR_MMA_PIPELINED, LINEAR_WGMMA, LINEAR_WGMMA_PERSISTENT,
+        LINEAR_INT8_SIMT, LINEAR_INT4_SIMT, LINEAR_FP8_SIMT, LINEAR_INT8_MMA, LINEAR_INT4_MMA, LINEAR_FP8_MMA,
+    ],
 }
 
 pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<CudaBuffer> {
     let spec = Spec { x: x.dtype(), w: w.dtype(), b: dtype_or(bias, x.dtype()), c: x.dtype() };
     let aligned = p.k.is_multiple_of(8);
-    let args =
-        GemmArgs { m: i32_of("M", p.m)?, n: i32_of("N", p.n)?, k: i32_of("K", p.k)?, vec: aligned as i32 };
+    let args = GemmArgs {
+        m: i32_of("M", p.m)?,
+        n: i32_of("N", p.n)?,
+        k: i32_of("K", p.k)?,
+        vec: aligned as i32,
+        ..GemmArgs::default()
+    };
     let grid = |tile: usize| Grid::Blocks(p.n.div_ceil(tile), p.m.div_ceil(tile));
     // The Hopper kernels number their tiles themselves (grouped rasterisation): a 1-D grid, of
     // at most one block per multiprocessor for the persistent one.
@@ -118,14 +144,92 @@ pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams
     be.launch_output(kernel, spec, grid, &[addr(x), addr(w), opt_addr(bias)], (x.dtype(), p.m * p.n), &args)
 }
 
-/// `linear_quantized`: no kernel in this backend yet, so an error naming the op and the backend
-/// (never a silent dequantization on the host).
+/// `linear_quantized`: the tensor-core kernel of the weight's format where the activations take
+/// tensor cores and each 32-wide K tile lies inside one scale block, else its SIMT kernel. The
+/// module is the one of `linear` for the same activation and bias dtypes (the weight operand is
+/// `u32` words, not `TW`). Hopper runs the `mma.sync` kernel too (no `wgmma` form).
 pub fn linear_quantized(
     be: &CudaBackend,
-    _x: &T,
-    _w: &QuantizedMatrix<CudaBackend>,
-    _bias: Option<&T>,
-    _p: &QuantLinearParams,
+    x: &T,
+    w: &QuantizedMatrix<CudaBackend>,
+    bias: Option<&T>,
+    p: &QuantLinearParams,
 ) -> Result<CudaBuffer> {
-    Err(Error::Unsupported { backend: be.name(), op: "linear_quantized" })
+    let spec = Spec { x: x.dtype(), w: x.dtype(), b: dtype_or(bias, x.dtype()), c: x.dtype() };
+    let args = GemmArgs {
+        m: i32_of("M", p.m)?,
+        n: i32_of("N", p.n)?,
+        k: i32_of("K", p.k)?,
+        vec: p.k.is_multiple_of(8) as i32,
+        row_words: i32_of("words per weight row", p.row_words)?,
+        block: i32_of("the scale block", p.block)?,
+        scales_per_row: i32_of("scales per weight row", p.scales_per_row)?,
+    };
+    let tiles_in_one_block = p.format == QuantFormat::Fp8E4M3 || p.block.is_multiple_of(MMA_BK as usize);
+    let (simt, mma) = match QuantCode::from(p.format) {
+        QuantCode::Int8 => (&LINEAR_INT8_SIMT, &LINEAR_INT8_MMA),
+        QuantCode::Int4 => (&LINEAR_INT4_SIMT, &LINEAR_INT4_MMA),
+        QuantCode::Fp8E4M3 => (&LINEAR_FP8_SIMT, &LINEAR_FP8_MMA),
+    };
+    let (kernel, tile) =
+        if be.tensor_cores(&spec) && tiles_in_one_block { (mma, MMA_TILE) } else { (simt, SIMT_TILE) };
+    let grid = Grid::Blocks(p.n.div_ceil(tile), p.m.div_ceil(tile));
+    let buffers = [addr(x), w.data().ptr, addr(w.scales()), opt_addr(bias)];
+    be.launch_output(kernel, spec, grid, &buffers, (x.dtype(), p.m * p.n), &args)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::CudaBackend;
+    use joyrt_core::quant::codec;
+    use joyrt_core::{DType, QuantFormat, QuantizedMatrix, Rng, Tensor};
+
+    /// Which `linear_quantized` kernel a call takes on the (sm_80) emulation: tensor cores for
+    /// 16-bit activations when each K tile lies in one scale block, SIMT otherwise; and it agrees
+    /// with the CPU reference.
+    #[test]
+    fn linear_quantized_takes_the_kernel_its_operands_allow() {
+        let b = match CudaBackend::emulated() {
+            Ok(b) => b,
+            Err(e) => return println!("SKIPPED: linear_quantized kernel choice: no CUDA emulation: {e}"),
+        };
+        let cpu = joyrt_cpu::CpuBackend::default();
+        let (m, n) = (5, 9);
+        let cases = [
+            (DType::BF16, QuantFormat::Int8 { block: 32 }, 64, "linear_int8_mma"),
+            (DType::F16, QuantFormat::Int4 { block: 64 }, 128, "linear_int4_mma"),
+            (DType::BF16, QuantFormat::Fp8E4M3, 45, "linear_fp8_mma"),
+            (DType::F32, QuantFormat::Int8 { block: 32 }, 64, "linear_int8_simt"),
+            (DType::F32, QuantFormat::Fp8E4M3, 45, "linear_fp8_simt"),
+            (DType::BF16, QuantFormat::Int4 { block: 16 }, 48, "linear_int4_simt"),
+        ];
+        let mut rng = Rng::new(5);
+        for (dtype, format, k, kernel) in cases {
+            let q = codec::quantize_rows(format, k, &rng.normal_vec(n * k, 0.5)).unwrap();
+            let xv = rng.normal_vec(m * k, 1.0);
+            let on_cuda = || {
+                let w = QuantizedMatrix::upload(&b, format, n, k, &q.codes, &q.scales).ok()?;
+                let x = Tensor::from_f32(&b, [m, k], &xv, dtype).ok()?;
+                b.profile_start().ok()?;
+                let y = x.linear_quantized(&w, None).ok()?.to_f32_vec().ok()?;
+                let launched: Vec<_> = b.profile_finish().ok()?.kernels.iter().map(|k| k.kernel).collect();
+                assert_eq!(launched, [kernel], "{dtype} {format} K={k}");
+                Some(y)
+            };
+            let on_cpu = || {
+                let w = QuantizedMatrix::upload(&cpu, format, n, k, &q.codes, &q.scales).ok()?;
+                Tensor::from_f32(&cpu, [m, k], &xv, dtype)
+                    .ok()?
+                    .linear_quantized(&w, None)
+                    .ok()?
+                    .to_f32_vec()
+                    .ok()
+            };
+            let (got, want) = (on_cuda().expect("the emulated call"), on_cpu().expect("the CPU call"));
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= tol * w.abs().max(1.0), "{dtype} {format} K={k}: {g} vs {w}");
+            }
+        }
+    }
 }

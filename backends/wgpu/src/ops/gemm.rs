@@ -1,10 +1,12 @@
-//! `linear` (shaders/gemm.wgsl): 64×64 output tiles per workgroup, one dispatch per (weight chunk,
-//! K chunk).
+//! `linear` and `linear_quantized` (shaders/gemm.wgsl): 64×64 output tiles per workgroup, one
+//! dispatch per (weight chunk, K chunk). A quantized weight's words may be chunked like a dense
+//! weight's elements; its scales (an eighth of the int8 words' bytes) must fit one binding.
 
 use crate::dispatch::Shader;
 use crate::{WgpuBackend, WgpuBuffer};
 use joyrt_core::backend::{LinearParams, QuantLinearParams};
-use joyrt_core::{Backend, Error, QuantizedMatrix, Result, Tensor};
+use joyrt_core::kernel_abi::{OpCode, QuantCode};
+use joyrt_core::{QuantizedMatrix, Result, Tensor};
 
 type T = Tensor<WgpuBackend>;
 
@@ -17,6 +19,10 @@ joyrt_core::kernel_params! {
         /// The K range `[k0, k1)` of this K chunk, the weight rows `[n_lo, n_hi)` this dispatch
         /// covers and the weight elements `[e0, e1)` the bound chunk holds.
         pub k0: u32, pub k1: u32, pub n_lo: u32, pub n_hi: u32, pub e0: u32, pub e1: u32,
+        /// A weight row's length in the bound buffer's elements: K, or the quantized row's words.
+        pub row_len: u32,
+        /// `linear_quantized` only: the `QUANT_*` code, codes per scale along K, scales per row.
+        pub format: u32, pub block: u32, pub scales_per_row: u32,
     }
 }
 
@@ -27,50 +33,81 @@ const TILE: usize = 64;
 /// K per dispatch: chunks of K keep each invocation within software adapters' loop limit.
 const K_CHUNK: usize = 1024;
 
+/// The weight of one GEMM: its buffer, the length of a row in the buffer's elements, and for a
+/// quantized weight its code format, block, scales per row and scales.
+struct GemmWeight<'a> {
+    buffer: &'a WgpuBuffer,
+    row_len: usize,
+    quant: Option<(&'a QuantLinearParams, &'a T)>,
+}
+
 pub fn linear(be: &WgpuBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<WgpuBuffer> {
-    let out = be.f32_buf(p.m * p.n)?;
-    let tm = p.m.div_ceil(TILE);
+    gemm(be, x, GemmWeight { buffer: w.buffer(), row_len: p.k, quant: None }, bias, (p.m, p.k, p.n))
+}
+
+pub fn linear_quantized(
+    be: &WgpuBackend,
+    x: &T,
+    w: &QuantizedMatrix<WgpuBackend>,
+    bias: Option<&T>,
+    p: &QuantLinearParams,
+) -> Result<WgpuBuffer> {
+    let weight = GemmWeight { buffer: w.data(), row_len: p.row_words, quant: Some((p, w.scales())) };
+    gemm(be, x, weight, bias, (p.m, p.k, p.n))
+}
+
+fn gemm(
+    be: &WgpuBackend,
+    x: &T,
+    w: GemmWeight,
+    bias: Option<&T>,
+    (m, k, n): (usize, usize, usize),
+) -> Result<WgpuBuffer> {
+    let out = be.f32_buf(m * n)?;
+    let tm = m.div_ceil(TILE);
     let xin = be.inp(x, "linear")?;
-    let bin = bias.map(|b| be.inp(b, "linear bias")).transpose()?;
-    let wb = w.buffer();
-    let kchunks = p.k.div_ceil(K_CHUNK).max(1);
+    let bin = match bias {
+        Some(b) => be.inp(b, "linear bias")?,
+        None => be.dummy(),
+    };
+    let (entry, scales) = match w.quant {
+        Some((_, s)) => ("linear_quantized", be.inp(s, "linear_quantized scales")?),
+        None => ("linear", be.dummy()),
+    };
+    let wb = w.buffer;
+    let rl = w.row_len.max(1);
+    let kchunks = k.div_ceil(K_CHUNK).max(1);
     // A weight past the binding limit comes in chunks of whole words, not rows: each chunk
     // runs over the rows it touches, and a row split between two chunks gets its two partial
     // sums accumulated in OUT (see gemm.wgsl).
     for j in 0..wb.chunk_count() {
         let (chunk, e0, e1) = wb.chunk(j);
-        let (n_lo, n_hi) = (e0 / p.k.max(1), e1.div_ceil(p.k.max(1)).min(p.n));
+        let (n_lo, n_hi) = (e0 / rl, e1.div_ceil(rl).min(n));
         let tn = (n_hi - n_lo).div_ceil(TILE);
-        let mut inputs = vec![xin, (chunk.bind(), wb.dtype)];
-        inputs.extend(bin);
+        let inputs = [xin, (chunk.bind(), wb.dtype), bin, scales];
         for c in 0..kchunks {
-            let args = GemmArgs {
-                m: p.m as u32,
-                k: p.k as u32,
-                n: p.n as u32,
+            let mut args = GemmArgs {
+                m: m as u32,
+                k: k as u32,
+                n: n as u32,
                 has_bias: bias.is_some() as u32,
                 groups_n: tn as u32,
                 k0: (c * K_CHUNK) as u32,
-                k1: ((c + 1) * K_CHUNK).min(p.k) as u32,
+                k1: ((c + 1) * K_CHUNK).min(k) as u32,
                 n_lo: n_lo as u32,
                 n_hi: n_hi as u32,
                 e0: e0 as u32,
                 e1: e1 as u32,
+                row_len: rl as u32,
+                ..GemmArgs::default()
             };
-            be.run(GEMM.entry("linear"), &args, &inputs, out.bind(), (tm * tn) as u64)?;
+            if let Some((q, _)) = w.quant {
+                args.format = QuantCode::from(q.format).code();
+                args.block = q.block as u32;
+                args.scales_per_row = q.scales_per_row as u32;
+            }
+            be.run(GEMM.entry(entry), &args, &inputs, out.bind(), (tm * tn) as u64)?;
         }
     }
-    be.finish(out, p.m * p.n, x.dtype())
-}
-
-/// `linear_quantized`: no kernel in this backend yet, so an error naming the op and the backend
-/// (never a silent dequantization on the host).
-pub fn linear_quantized(
-    be: &WgpuBackend,
-    _x: &T,
-    _w: &QuantizedMatrix<WgpuBackend>,
-    _bias: Option<&T>,
-    _p: &QuantLinearParams,
-) -> Result<WgpuBuffer> {
-    Err(Error::Unsupported { backend: be.name(), op: "linear_quantized" })
+    be.finish(out, m * n, x.dtype())
 }

@@ -1,0 +1,191 @@
+// `linear_quantized`: y = x·ŵᵀ + b for a quantized weight (joyrt-core's `quant` module has the
+// formats and the word layout): code k of row n is bits (k % P)·BITS of word n·W + k / P
+// (P = 32 / BITS codes per word, W = GemmArgs.row_words words per row), its scale
+// scales[n·S + k / B] (B = GemmArgs.block, S = GemmArgs.scales_per_row; fp8: B = K, S = 1).
+//
+// Two kernels per format (FMT = QUANT_INT8, QUANT_INT4, QUANT_FP8, chosen at compile time):
+//
+// - *_simt (f32 activations, mixed dtypes, JOYRT_CUDA_GEMM=simt, or a block that is not a
+//   multiple of the K tile): gemm_simt with the weight operand QuantRows, which dequantizes each
+//   element into the f32 shared tile as ŵ = decode(q)·scale, one f32 multiply, exactly as the CPU
+//   reference does; then exact f32 FMAs. The same result as the reference up to summation order.
+//
+// - *_mma (bf16/f16 activations, sm_80+): the 128×128×32 tiles, warp layout and fragments of
+//   gemm_mma (gemm.cuh), with B's K tile decoded from the codes into shared memory in the
+//   activation dtype. What goes into the MMA is the unscaled code value decode(q), which is exact
+//   in bf16 and f16 (int8 −127…127, int4 −8…7 and every E4M3 value: 3 mantissa bits, exponents
+//   2⁻⁹…2⁸), never decode(q)·scale rounded to 16 bits, which would not be. The scale is applied in
+//   f32 once per K tile: each 32-wide tile's products are summed by two chained m16n8k16 MMAs
+//   into a fresh f32 partial p, and acc = fma(scale[n, k0 / B], p, acc). A K tile must therefore
+//   lie inside one block (B % 32 == 0, or fp8's B = K): the host takes *_simt otherwise. Error
+//   against the reference's Σ x·f32(q·s): the products x·q are exact in f32 (≤ 8 + 11 significant
+//   bits), so the difference is a reassociation of f32 sums plus one rounding of s·p per tile,
+//   of the order of the f32 accumulation error any GEMM here has (|Δ| ≲ (K/32 + 32)·2⁻²⁴·Σ|x·ŵ|).
+#pragma once
+#include "gemm.cuh"
+
+template <unsigned FMT> struct QuantLayout {
+    static constexpr int BITS = FMT == QUANT_INT4 ? 4 : 8;
+    static constexpr int PER_WORD = 32 / BITS;
+    static constexpr u32 MASK = (1u << BITS) - 1u;
+};
+
+// The value of an FP8 E4M3 code (e4m3fn: bias 7, subnormals m·2⁻⁹, 0x7f/0xff NaN, no
+// infinities), exactly, by bit manipulation.
+__device__ __forceinline__ float e4m3_to_f32(u32 c) {
+    const u32 sign = (c & 0x80u) << 24, e = (c >> 3) & 0xfu, m = c & 7u;
+    if (e == 0) return __uint_as_float(__float_as_uint((float)m * 0.001953125f) | sign);
+    if (e == 15 && m == 7) return __uint_as_float(0x7fc00000u | sign);
+    return __uint_as_float(sign | ((e + 120u) << 23) | (m << 20));
+}
+
+// The unscaled value of code `c` (already shifted down and masked).
+template <unsigned FMT> __device__ __forceinline__ float quant_decode(u32 c) {
+    if (FMT == QUANT_INT8) return (float)((int)(c << 24) >> 24);
+    if (FMT == QUANT_INT4) return (float)((int)c - 8);
+    return e4m3_to_f32(c);
+}
+
+// The SIMT weight operand: element (r, kk) dequantized to f32, zero outside.
+template <unsigned FMT> struct QuantRows {
+    const u32* words;
+    const float* scales;
+    int rows, k, row_words, block, scales_per_row;
+    __device__ __forceinline__ float at(int r, int kk) const {
+        typedef QuantLayout<FMT> L;
+        if (r >= rows || kk >= k) return 0.0f;
+        const u32 w = words[(u64)r * row_words + kk / L::PER_WORD];
+        const u32 c = (w >> ((kk % L::PER_WORD) * L::BITS)) & L::MASK;
+        return quant_decode<FMT>(c) * scales[(u64)r * scales_per_row + kk / block];
+    }
+};
+
+template <unsigned FMT, typename TY, typename TBIAS>
+__device__ __forceinline__ void linear_quantized_simt(const TX* x, const u32* w, const float* scales,
+                                                      const TBIAS* bias, TY* y, const GemmArgs& p) {
+    gemm_simt(RowMajor<TX>{x, p.m, p.k, 0},
+              QuantRows<FMT>{w, scales, p.n, p.k, p.row_words, p.block, p.scales_per_row}, p.m, p.n, p.k, y,
+              bias, 0);
+}
+
+#if defined(MMA_OK)
+
+// One warp's share of a 128×128×32 block tile with per-column scales `ss` (this K tile's scale
+// of each of the block's 128 weight rows): acc[i][j] += s ⊙ (A·Bᵀ over the tile's 32 k), the
+// tile's sum formed in a fresh partial first (see the file header). Fragments as mma_block_tile.
+__device__ __forceinline__ void mma_block_tile_scaled(float (*acc)[4][4], const u16* as, const u16* bs,
+                                                      const float* ss, int wm, int wn, int lane) {
+    u32 af[2][4][4], bfr[2][4][2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int kk = 16 * h;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            ldsm_x4(af[h][i], &as[(wm * 64 + i * 16 + (lane & 15)) * MMA_LDS + kk + (lane >> 4) * 8]);
+#pragma unroll
+        for (int j = 0; j < 4; j += 2) {
+            u32 r[4];
+            ldsm_x4(r, &bs[(wn * 32 + j * 8 + (lane >> 4) * 8 + (lane & 7)) * MMA_LDS + kk + ((lane >> 3) & 1) * 8]);
+            bfr[h][j][0] = r[0];
+            bfr[h][j][1] = r[1];
+            bfr[h][j + 1][0] = r[2];
+            bfr[h][j + 1][1] = r[3];
+        }
+    }
+    const int t4 = lane & 3;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        // Accumulator fragment columns: 2·t4 (d0, d2) and 2·t4 + 1 (d1, d3).
+        const float s0 = ss[wn * 32 + j * 8 + 2 * t4], s1 = ss[wn * 32 + j * 8 + 2 * t4 + 1];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            mma16816(part, af[0][i], bfr[0][j], TX{});
+            mma16816(part, af[1][i], bfr[1][j], TX{});
+            acc[i][j][0] = fmaf(s0, part[0], acc[i][j][0]);
+            acc[i][j][1] = fmaf(s1, part[1], acc[i][j][1]);
+            acc[i][j][2] = fmaf(s0, part[2], acc[i][j][2]);
+            acc[i][j][3] = fmaf(s1, part[3], acc[i][j][3]);
+        }
+    }
+}
+
+// The code value decode(q) as a 16-bit element of the activation dtype (exact: see the header).
+template <unsigned FMT> __device__ __forceinline__ u32 quant_code_bits(u32 c) {
+    return from_f32<TX>(quant_decode<FMT>(c)).bits;
+}
+
+// Same double-buffered register staging as gemm_mma: the next K tile's A chunks, packed words and
+// scale are loaded into registers while the current tile is multiplied, then A is stored and the
+// words decoded into the other buffer. B: thread t holds 16 codes of weight row t / 2 (k offset
+// (t % 2)·16), i.e. 16 / P words; threads 0…127 hold the scale of row n0 + t.
+template <unsigned FMT, typename TY, typename TBIAS>
+__device__ __forceinline__ void linear_quantized_mma(const TX* x, const u32* w, const float* scales,
+                                                     const TBIAS* bias, TY* y, const GemmArgs& p) {
+    typedef QuantLayout<FMT> L;
+    constexpr int WORDS = 16 / L::PER_WORD;
+    __shared__ __align__(16) u16 As[2][MMA_BM][MMA_LDS];
+    __shared__ __align__(16) u16 Bs[2][MMA_BN][MMA_LDS];
+    __shared__ float Ss[2][MMA_BN];
+    const int M = p.m, N = p.n, K = p.k;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int wm = warp >> 2, wn = warp & 3;
+    const int m0 = blockIdx.y * MMA_BM, n0 = blockIdx.x * MMA_BN;
+    const RowMajor<TX> a{x, M, K, p.vec};
+
+    float acc[4][4][4];
+    mma_zero(acc);
+
+    uint4 ra[2];
+    u32 rw[WORDS];
+    float rs = 0.0f;
+    const int row0 = tid >> 2, kc = (tid & 3) * 8;
+    const int bn = n0 + (tid >> 1), bk = (tid & 1) * 16;
+    const u32* wrow = w + (u64)bn * p.row_words;
+    auto load = [&](int k0) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) ra[i] = a.load8(m0 + row0 + 64 * i, k0 + kc);
+#pragma unroll
+        for (int j = 0; j < WORDS; ++j) {
+            const int k = k0 + bk + j * L::PER_WORD;
+            rw[j] = bn < N && k < K ? wrow[k / L::PER_WORD] : 0u;
+        }
+        if (tid < MMA_BN && n0 + tid < N) rs = scales[(u64)(n0 + tid) * p.scales_per_row + k0 / p.block];
+    };
+    auto store = [&](int buf, int k0) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) *(uint4*)&As[buf][row0 + 64 * i][kc] = ra[i];
+        u32 packed[8];
+#pragma unroll
+        for (int e = 0; e < 16; e += 2) {
+            u32 pair = 0;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const u32 c = (rw[(e + h) / L::PER_WORD] >> (((e + h) % L::PER_WORD) * L::BITS)) & L::MASK;
+                // Codes past K (an fp8 row's last word) and rows past N contribute zero.
+                const u32 bits = bn < N && k0 + bk + e + h < K ? quant_code_bits<FMT>(c) : 0u;
+                pair |= bits << (16 * h);
+            }
+            packed[e / 2] = pair;
+        }
+        *(uint4*)&Bs[buf][tid >> 1][bk] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+        *(uint4*)&Bs[buf][tid >> 1][bk + 8] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+        if (tid < MMA_BN) Ss[buf][tid] = rs;
+    };
+
+    const int tiles = (K + MMA_BK - 1) / MMA_BK;
+    load(0);
+    store(0, 0);
+    __syncthreads();
+    for (int t = 0; t < tiles; ++t) {
+        const int cur = t & 1;
+        if (t + 1 < tiles) load((t + 1) * MMA_BK);
+        mma_block_tile_scaled(acc, &As[cur][0][0], &Bs[cur][0][0], Ss[cur], wm, wn, lane);
+        if (t + 1 < tiles) store(cur ^ 1, (t + 1) * MMA_BK);
+        __syncthreads();
+    }
+
+    mma_block_store(acc, y, bias, 0, m0, n0, M, N, wm, wn, lane);
+}
+
+#endif
