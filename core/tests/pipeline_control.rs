@@ -111,7 +111,8 @@ fn nan_weights_stop_the_loop_at_the_first_step() {
         .into_iter()
         .map(|n| {
             let (info, bytes) = ck.raw(n).unwrap();
-            let mut v = info.dtype.float().unwrap().decode_f32(&bytes);
+            let dt = info.dtype.float().unwrap();
+            let mut v = dt.decode_f32(&bytes);
             if n == "proj_out.bias" {
                 v[0] = f32::NAN;
             }
