@@ -7,6 +7,7 @@ use clap::Args;
 use joyrt_core::finite::non_finite_tensors;
 use joyrt_core::model_folder::FolderCheck;
 use joyrt_core::models::qwen::QwenConfig;
+use joyrt_core::quant::read_quantized;
 use joyrt_core::weights::{dit_key_to_diffusers, wan_vae_key_to_diffusers, Checkpoint, ParamSpec};
 use joyrt_core::{Error, MAX_LISTED_PROBLEMS};
 use std::collections::BTreeMap;
@@ -54,6 +55,11 @@ fn weights(dir: &Path, name: &str, want: Expected, scan: bool) -> Vec<String> {
         dtypes.join(", "),
         ck.total_bytes() as f64 / 1e9
     );
+    match quantized_summary(&ck) {
+        Ok(Some(q)) => println!("{:<13} quantized: {q}", ""),
+        Ok(None) => {}
+        Err(e) => println!("{:<13} quantized weights unreadable: {e}", ""),
+    }
     let mut problems = match ck.check_exact(name, &want.specs, want.ignore) {
         Ok(()) => Vec::new(),
         Err(Error::Weights { problems: p, .. }) => p.into_iter().map(|p| format!("{name}: {p}")).collect(),
@@ -69,7 +75,27 @@ fn weights(dir: &Path, name: &str, want: Expected, scan: bool) -> Vec<String> {
     problems
 }
 
-/// The configs' summaries and the weights of each component whose config reads.
+/// The formats of a checkpoint's quantized weights with how many of each, e.g.
+/// `int8 (block 32) × 24, 0.123 GB of codes and scales` (`None` when it holds none).
+fn quantized_summary(ck: &Checkpoint) -> joyrt_core::Result<Option<String>> {
+    let mut by_format: BTreeMap<String, usize> = BTreeMap::new();
+    let mut bytes = 0u64;
+    for n in ck.names() {
+        if let Some(q) = read_quantized(ck, n)? {
+            *by_format.entry(q.format.to_string()).or_default() += 1;
+            for t in [n.to_string(), format!("{n}_scale")] {
+                bytes += ck.info(&t).map_or(0, |i| (i.shape.numel() * i.dtype.size()) as u64);
+            }
+        }
+    }
+    if by_format.is_empty() {
+        return Ok(None);
+    }
+    let formats: Vec<String> = by_format.iter().map(|(f, n)| format!("{f} × {n}")).collect();
+    Ok(Some(format!("{}, {:.3} GB of codes and scales", formats.join(", "), bytes as f64 / 1e9)))
+}
+
+/// The configs' summaries/// The configs' summaries and the weights of each component whose config reads.
 fn components(check: &FolderCheck, scan: bool) -> Vec<String> {
     let dir = &check.root;
     let mut problems = Vec::new();

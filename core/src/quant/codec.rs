@@ -252,7 +252,7 @@ mod tests {
         w[1] = 0.7;
         let q = quantize_rows(QuantFormat::Int4 { block: 32 }, 32, &w).unwrap();
         assert_eq!(q.scales, [DType::F16.round_f32(0.1)]);
-        assert_eq!(q.codes[0], 0x0 | (15 << 4), "element 0 in the low nibble");
+        assert_eq!(q.codes[0], 15 << 4, "element 0 (nibble 0) in the low nibble");
         assert_eq!(q.codes[1], 0x88, "zeros are nibble 8");
     }
 

@@ -1,0 +1,167 @@
+//! `joyrt quantize` as a user runs it: each format from the tiny made model, read by `info` and
+//! edited with on the CPU; and every kind of bad input a clear error that leaves no output folder.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+mod support;
+use support::*;
+
+#[track_caller]
+fn assert_clean_error(o: &Output, expect: &str) {
+    let t = text(o);
+    assert!(!o.status.success(), "expected failure: {t}");
+    assert_ne!(o.status.code(), Some(101), "panicked: {t}");
+    assert!(!t.contains("panicked"), "panicked: {t}");
+    assert!(t.contains(expect), "expected {expect:?} in: {t}");
+}
+
+fn quantize(model: &Path, format: &str, out: &Path, extra: &[&str]) -> Output {
+    let mut args =
+        vec!["quantize", "--model", model.to_str().unwrap(), "--format", format, "-o", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    joyrt(&args)
+}
+
+fn edit(model: &Path, out: &Path, backend: &str) -> Output {
+    let image = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/pipeline/input.png");
+    joyrt(&[
+        "edit",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        image,
+        "--prompt",
+        "Make it blue",
+        "-o",
+        out.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--base-size",
+        "256",
+        "--backend",
+        backend,
+    ])
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn each_format_quantizes_the_made_model_and_edits_on_the_cpu() {
+    for (format, shown) in [
+        ("int8", "int8 (block 32) × 16"),
+        ("int4", "int4 (block 32) × 16"),
+        ("fp8", "fp8 e4m3 (per-row scale) × 16"),
+    ] {
+        let q = work().join(format!("tiny-{format}"));
+        let o = quantize(tiny_model(), format, &q, &[]);
+        assert!(o.status.success(), "{}", text(&o));
+        // The transformer's 16 block linears and the text encoder's 44 are quantized.
+        assert!(text(&o).contains("text_encoder: 44 weights quantized"), "{}", text(&o));
+        let o = joyrt(&["info", q.to_str().unwrap()]);
+        let t = text(&o);
+        assert!(o.status.success() && t.contains("no problems found"), "{t}");
+        assert!(t.contains(&format!("quantized: {shown}")), "{t}");
+        let config = std::fs::read_to_string(q.join("transformer/config.json")).unwrap();
+        assert!(
+            config.contains("\"quant_method\": \"joyrt\"")
+                && config.contains(&format!("\"format\": \"{format}\""))
+        );
+        // Everything besides the two quantized components is a copy.
+        for f in [
+            "vae/config.json",
+            "tokenizer/tokenizer.json",
+            "scheduler/scheduler_config.json",
+            "model_index.json",
+        ] {
+            assert_eq!(
+                std::fs::read(q.join(f)).unwrap(),
+                std::fs::read(tiny_model().join(f)).unwrap(),
+                "{f}"
+            );
+        }
+        let png = work().join(format!("edit-{format}.png"));
+        let o = edit(&q, &png, "cpu");
+        assert!(o.status.success(), "{}", text(&o));
+        let img = image::open(&png).unwrap();
+        assert_eq!((img.width(), img.height()), (288, 224));
+    }
+}
+
+#[test]
+fn one_component_can_be_quantized_alone() {
+    let q = work().join("tiny-int8-dit");
+    let o = quantize(tiny_model(), "int8", &q, &["--components", "transformer"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&joyrt(&["info", q.to_str().unwrap()]));
+    assert_eq!(t.matches("quantized: int8").count(), 1, "{t}");
+}
+
+#[test]
+fn a_backend_without_the_kernel_names_the_op() {
+    let q = work().join("tiny-int4-wgpu");
+    assert!(quantize(tiny_model(), "int4", &q, &["--components", "transformer"]).status.success());
+    let o = edit(&q, &work().join("wgpu.png"), "wgpu");
+    let t = text(&o);
+    // On a machine without any Vulkan/GL adapter the backend itself is unavailable instead.
+    if !t.contains("not available") {
+        assert_clean_error(&o, "linear_quantized has no kernel");
+    }
+    assert!(!work().join("wgpu.png").exists());
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_leaves_no_output() {
+    let model = tiny_model();
+    let out = work().join("bad-out");
+    let cases: Vec<(Vec<&str>, &str, PathBuf)> = vec![
+        (vec!["--format", "int3"], "unknown --format \"int3\"", model.clone()),
+        (vec!["--format", "int8", "--components", "vae"], "the vae has no linear layers", model.clone()),
+        (vec!["--format", "int8", "--components", "unet"], "unknown component \"unet\"", model.clone()),
+        (vec!["--format", "int8", "--max-shard-gb", "0"], "--max-shard-gb must be positive", model.clone()),
+        (vec!["--format", "int8"], "does not exist", work().join("no-such-model")),
+    ];
+    for (args, expect, m) in cases {
+        let mut all = vec!["quantize", "--model", m.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        all.extend(args);
+        assert_clean_error(&joyrt(&all), expect);
+        assert!(!out.exists(), "{expect}");
+    }
+    // An already quantized folder.
+    let q = work().join("tiny-int8-again");
+    assert!(quantize(model, "int8", &q, &[]).status.success());
+    assert_clean_error(&quantize(&q, "int4", &out, &[]), "already quantized");
+    assert!(!out.exists());
+    // A transformer shard that lost a tensor: refused before anything is written.
+    let broken = work().join("tiny-broken");
+    copy_dir(model, &broken);
+    let shard = broken.join("transformer/diffusion_pytorch_model-00003-of-00003.safetensors");
+    let last = joyrt_core::weights::Checkpoint::open(&shard).unwrap();
+    let kept: Vec<(String, joyrt_core::DType, joyrt_core::Shape, Vec<u8>)> = last
+        .names()
+        .into_iter()
+        .filter(|n| *n != "proj_out.weight")
+        .map(|n| {
+            let (i, b) = last.raw(n).unwrap();
+            (n.to_string(), i.dtype.float().unwrap(), i.shape, b.to_vec())
+        })
+        .collect();
+    drop(last);
+    joyrt_core::weights::write_safetensors(&shard, &kept).unwrap();
+    // (The index still lists it, so the checkpoint itself is refused.)
+    assert_clean_error(&quantize(&broken, "int8", &out, &[]), "tensor proj_out.weight is listed");
+    assert!(!out.exists());
+    // The output inside the model folder, and a non-empty output without --overwrite.
+    assert_clean_error(&quantize(model, "int8", &model.join("q"), &[]), "inside the model folder");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), b"x").unwrap();
+    assert_clean_error(&quantize(model, "int8", &out, &[]), "--overwrite");
+    assert_eq!(entries(&out), ["keep.txt"]);
+}
