@@ -1,5 +1,5 @@
 //! `joyrt quantize` as a user runs it: each format from the tiny made model, read by `info` and
-//! edited with on the CPU; and every kind of bad input a clear error that leaves no output folder.
+//! edited with on the CPU, wgpu and the emulated CUDA backend; and every kind of bad input a clear error that leaves no output folder.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -104,17 +104,35 @@ fn one_component_can_be_quantized_alone() {
     assert_eq!(t.matches("quantized: int8").count(), 1, "{t}");
 }
 
+/// A quantized folder edits on the GPU backends too (wgpu on this machine's adapter, the CUDA
+/// kernels through their CPU emulation), close to the CPU's result on the same quantized weights.
 #[test]
-fn a_backend_without_the_kernel_names_the_op() {
-    let q = work().join("tiny-int4-wgpu");
-    assert!(quantize(tiny_model(), "int4", &q, &["--components", "transformer"]).status.success());
-    let o = edit(&q, &work().join("wgpu.png"), "wgpu");
-    let t = text(&o);
-    // On a machine without any Vulkan/GL adapter the backend itself is unavailable instead.
-    if !t.contains("not available") {
-        assert_clean_error(&o, "linear_quantized has no kernel");
+fn quantized_folders_edit_on_wgpu_and_cuda_emulated_like_on_the_cpu() {
+    for (format, backend) in [("int4", "wgpu"), ("fp8", "wgpu"), ("int8", "cuda-emulated")] {
+        let q = work().join(format!("tiny-{format}-{backend}"));
+        if !q.exists() {
+            assert!(quantize(tiny_model(), format, &q, &[]).status.success());
+        }
+        let cpu = work().join(format!("{format}-{backend}-cpu.png"));
+        let o = edit(&q, &cpu, "cpu");
+        assert!(o.status.success(), "{}", text(&o));
+        let out = work().join(format!("{format}-{backend}.png"));
+        let o = edit(&q, &out, backend);
+        let t = text(&o);
+        if t.contains("not available") {
+            println!("SKIPPED {backend}: {t}");
+            continue;
+        }
+        assert!(o.status.success(), "{format} on {backend}: {t}");
+        let (a, b) = (image::open(&out).unwrap().to_rgb8(), image::open(&cpu).unwrap().to_rgb8());
+        assert_eq!(a.dimensions(), b.dimensions());
+        let mse =
+            a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>()
+                / a.as_raw().len() as f64;
+        let psnr = 10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10();
+        println!("{format} on {backend} vs cpu: {psnr:.1} dB");
+        assert!(psnr > 40.0, "{format} on {backend}: {psnr:.1} dB against the CPU");
     }
-    assert!(!work().join("wgpu.png").exists());
 }
 
 #[test]
