@@ -182,6 +182,7 @@ async fn tiled<B: Backend>(
 }
 
 impl<B: Backend> Vae<B> {
+    #[cfg(not(target_arch = "wasm32"))]
     /// [`Vae::decode`] tile by tile: pixels `[3, 8h, 8w]`, clamped to `[−1, 1]`, on the host.
     pub fn decode_tiled(&self, z: &Tensor<B>, t: VaeTiling) -> Result<Vec<f32>> {
         pollster::block_on(self.decode_tiled_async(z, t))
@@ -196,6 +197,7 @@ impl<B: Backend> Vae<B> {
         Ok(out.data.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect())
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// The posterior mean of [`Vae::encode`], tile by tile: `[z_dim, H/8, W/8]` in f32.
     pub fn encode_mean_tiled(&self, x: &Tensor<B>, t: VaeTiling) -> Result<Tensor<B>> {
         pollster::block_on(self.encode_mean_tiled_async(x, t))
