@@ -3,20 +3,9 @@
 
 use joyrt_core::weights::{write_safetensors, Checkpoint};
 use joyrt_core::Shape;
-use std::process::Output;
 
 mod support;
 use support::*;
-
-/// Fails on success, and on a panic (exit code 101 or a Rust panic message).
-#[track_caller]
-fn assert_clean_error(o: &Output, expect: &str) {
-    let t = text(o);
-    assert!(!o.status.success(), "expected failure: {t}");
-    assert_ne!(o.status.code(), Some(101), "panicked: {t}");
-    assert!(!t.contains("panicked"), "panicked: {t}");
-    assert!(t.contains(expect), "expected {expect:?} in: {t}");
-}
 
 fn input_png() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/pipeline/input.png").to_string()

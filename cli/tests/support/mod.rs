@@ -71,3 +71,22 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub fn link_tree(from: &Path, to: &Path) {
     tree(from, to, |f, t| std::fs::hard_link(f, t));
 }
+
+/// Fails on success, and on a panic (exit code 101 or a Rust panic message); the output must
+/// contain `expect`.
+#[track_caller]
+pub fn assert_clean_error(o: &Output, expect: &str) {
+    let t = text(o);
+    assert!(!o.status.success(), "expected failure: {t}");
+    assert_ne!(o.status.code(), Some(101), "panicked: {t}");
+    assert!(!t.contains("panicked"), "panicked: {t}");
+    assert!(t.contains(expect), "expected {expect:?} in: {t}");
+}
+
+/// PSNR in dB of two 8-bit RGB images of one size.
+pub fn psnr_rgb8(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let mse = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>()
+        / a.as_raw().len() as f64;
+    10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10()
+}

@@ -525,7 +525,7 @@ impl<B: Backend> Vae<B> {
     }
 
     /// The decoder's host output checked and clamped to `[−1, 1]`.
-    fn clamp_decoded(raw: Vec<f32>) -> Result<Vec<f32>> {
+    pub(super) fn clamp_decoded(raw: Vec<f32>) -> Result<Vec<f32>> {
         // Before the clamp, which would turn ±Inf into a flat ±1 image.
         crate::finite::check_finite(|| "the VAE decoder".into(), &raw)?;
         Ok(raw.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect())

@@ -193,8 +193,7 @@ impl<B: Backend> Vae<B> {
         let s = self.config().scale();
         t.check(s)?;
         let out = tiled(z, t.tile / s, t.stride / s, (s, 1), |tile| self.decode_unclamped(tile)).await?;
-        crate::finite::check_finite(|| "the VAE decoder".into(), &out.data)?;
-        Ok(out.data.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect())
+        Vae::<B>::clamp_decoded(out.data)
     }
 
     #[cfg(not(target_arch = "wasm32"))]
