@@ -6,9 +6,10 @@ use clap::{Args, ValueEnum};
 use joyrt_core::model_folder::ModelFolder;
 use joyrt_core::models::dit::{Dit, DitConfig};
 use joyrt_core::pipeline::Denoiser;
-use joyrt_core::quant::codec;
+use joyrt_core::quant::{self, codec};
 use joyrt_core::weights::Checkpoint;
 use joyrt_core::{Backend, DType, QuantFormat, QuantizedMatrix, Rng, Tensor};
+use joyrt_cpu::CpuBackend;
 use joyrt_cuda::profile::KernelProfile;
 use joyrt_cuda::CudaBackend;
 use serde_json::{json, Value};
@@ -61,6 +62,16 @@ pub struct BenchArgs {
     /// held in memory, instead of the model folder's transformer.
     #[arg(long)]
     pub full_dit: bool,
+    /// With --full-dit: the block linears of the synthetic weights in this quantized format
+    /// (int8, int4, fp8; everything else in --dtype), generated tensor by tensor as they load, so
+    /// the host holds only the quantized model.
+    #[arg(long, requires = "full_dit", value_parser = parse_quant_format)]
+    pub full_dit_format: Option<QuantFormat>,
+    /// After timing the DiT forward, run it once more with every quantized weight dequantized
+    /// whole and multiplied by the dense `linear` (the CPU reference's dense path), and check the
+    /// two outputs agree to the op tolerance of --dtype (`--backend cpu`, `--parts forward`).
+    #[arg(long)]
+    pub check_dequantized: bool,
     /// After timing the CFG step, run one more with every kernel launch timed (CUDA events; the
     /// host clock in the emulation) and print the time per kernel (`--backend cuda` or
     /// `cuda-emulated`, with `--parts cfg-step`).
@@ -70,6 +81,17 @@ pub struct BenchArgs {
     /// tests/gpu_check_report.py reads its keys.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_quant_format(s: &str) -> std::result::Result<QuantFormat, String> {
+    QuantFormat::parse(s).ok_or_else(|| format!("unknown quantized format {s:?} (int8, int4 or fp8)"))
+}
+
+/// Peak resident memory of this process (`VmHWM`), in bytes, where /proc tells it.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?;
+    kb.trim().parse::<u64>().ok().map(|k| k * 1024)
 }
 
 const FULL_DIT_CONFIG: &str = include_str!("configs/full/transformer.json");
@@ -179,6 +201,7 @@ fn bench_dit<B: Backend>(
     dtype: DType,
     model: &ModelFolder,
     profiler: Option<&CudaBackend>,
+    reference: Option<&CpuBackend>,
     out: &Lines,
 ) -> Result<Value> {
     let mut doc = json!({});
@@ -186,7 +209,22 @@ fn bench_dit<B: Backend>(
         let json: serde_json::Value = serde_json::from_str(FULL_DIT_CONFIG)?;
         let cfg = DitConfig::from_json(&json, std::path::Path::new("configs/full/transformer.json"))?;
         let t0 = Instant::now();
-        let ck = Checkpoint::synthetic("full-size DiT", &cfg.param_specs(), dtype, 7)?;
+        let ck = match a.full_dit_format {
+            // Made as the loader reads each tensor: the load time below includes making them.
+            Some(format) => {
+                let quantize = |name: &str| quant::policy::quantizable("transformer", name);
+                doc["format"] = json!(format.name());
+                Checkpoint::synthetic_quantized(
+                    "full-size DiT",
+                    &cfg.param_specs(),
+                    dtype,
+                    format,
+                    quantize,
+                    7,
+                )?
+            }
+            None => Checkpoint::synthetic("full-size DiT", &cfg.param_specs(), dtype, 7)?,
+        };
         let s = t0.elapsed().as_secs_f64();
         out.say(format!("synthetic full-size DiT weights: {} params in {s:.1} s", cfg.param_count()));
         // tests/gpu_check_report.py counts a step's FLOP only for this value.
@@ -203,6 +241,10 @@ fn bench_dit<B: Backend>(
     let load_s = t0.elapsed().as_secs_f64();
     out.say(format!("DiT loaded to {} in {load_s:.1} s", b.name()));
     drop(ck);
+    if let Some(rss) = peak_rss_bytes() {
+        out.say(format!("peak RSS after loading: {:.2} GiB", rss as f64 / (1u64 << 30) as f64));
+        doc["peak_rss_after_load_bytes"] = json!(rss);
+    }
     let (h, w) = (a.size / 8, a.size / 8);
     let image_tokens = 2 * (h / cfg.patch_size[1]) * (w / cfg.patch_size[2]);
     doc["params"] = json!(cfg.param_count());
@@ -222,6 +264,41 @@ fn bench_dit<B: Backend>(
         let s = time(b, a.iters, || dit.forward_with(&request, &items, &vec, &stream).map(|_| ()))?;
         out.say(format!("{:<44} {:>10.2}", format!("DiT forward {}² (×2 per CFG step)", a.size), s * 1e3));
         doc["forward_ms"] = json!(s * 1e3);
+        if let Some(cpu) = reference {
+            let forward = || dit.forward_with(&request, &items, &vec, &stream)?.to_f32_vec();
+            let quantized = forward()?;
+            cpu.set_dequantize_whole(true);
+            let t0 = Instant::now();
+            let dense = forward();
+            let dense_s = t0.elapsed().as_secs_f64();
+            cpu.set_dequantize_whole(false);
+            let dense = dense?;
+            let tol = joyrt_conformance::tolerance::op_preset(dtype);
+            let m = joyrt_conformance::Metrics::compare(&quantized, &dense, &tol);
+            let pass = m.passes(&tol);
+            out.say(format!(
+                "against the forward with whole dequantized weights ({dense_s:.1} s): rel L2 {:.2e}, max abs {:.2e}, \
+                 cosine {:.8}, {} of {} elements outside {}: {}",
+                m.rel_l2,
+                m.max_abs,
+                m.cosine,
+                m.violations,
+                m.len,
+                tol.name,
+                if pass { "agree" } else { "DISAGREE" }
+            ));
+            doc["dequantized_check"] = json!({
+                "tolerance": tol.name, "rel_l2": m.rel_l2, "max_abs": m.max_abs, "cosine": m.cosine,
+                "violations": m.violations, "elements": m.len, "dense_forward_s": dense_s, "agree": pass,
+            });
+            if !pass {
+                bail!("the quantized forward and the dequantized dense forward disagree beyond {}", tol.name);
+            }
+        }
+        if let Some(rss) = peak_rss_bytes() {
+            out.say(format!("peak RSS: {:.2} GiB", rss as f64 / (1u64 << 30) as f64));
+            doc["peak_rss_bytes"] = json!(rss);
+        }
     }
     if a.parts.contains(&Part::CfgStep) {
         // The pipeline's step: f32 latents, the reference slot restored in front of the target,
@@ -339,6 +416,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.profile && !(a.parts.contains(&Part::CfgStep) && matches!(backend, AnyBackend::Cuda(_))) {
         bail!("--profile times the kernels of a CFG step: it needs --parts cfg-step and --backend cuda or cuda-emulated");
     }
+    if a.check_dequantized && !(a.parts.contains(&Part::Forward) && matches!(backend, AnyBackend::Cpu(_))) {
+        bail!("--check-dequantized reruns the DiT forward on the CPU reference: it needs --parts forward and --backend cpu");
+    }
     out.say(format!("backend {} dtype {dtype}", backend.name()));
     let mut doc = json!({ "backend": backend.name(), "dtype": dtype.to_string(), "iters": a.iters });
     if let AnyBackend::Cuda(c) = &backend {
@@ -359,7 +439,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
             AnyBackend::Cuda(c) if a.profile => Some(c),
             _ => None,
         };
-        doc["dit"] = crate::with_backend!(&backend, b => bench_dit(b, &a, dtype, &model, profiler, &out))?;
+        let reference = match &backend {
+            AnyBackend::Cpu(c) if a.check_dequantized => Some(c),
+            _ => None,
+        };
+        doc["dit"] =
+            crate::with_backend!(&backend, b => bench_dit(b, &a, dtype, &model, profiler, reference, &out))?;
     }
     let (now, peak) = backend.memory();
     doc["memory"] = json!({ "current_bytes": now, "peak_bytes": peak });

@@ -95,6 +95,32 @@ fn one_component_can_be_quantized_alone() {
     assert_eq!(t.matches("quantized: int8").count(), 1, "{t}");
 }
 
+/// `bench --check-dequantized` (the check the full-size int8 forward reports in
+/// docs/benchmarks.md) runs the DiT once with the blocked quantized kernel and once with each
+/// weight dequantized whole; on the made model they agree. Its flags are refused where they
+/// cannot apply.
+#[test]
+fn bench_checks_a_quantized_forward_against_the_dequantized_one() {
+    let q = work().join("tiny-int4-dit-bench");
+    let o = quantize(tiny_model(), "int4", &q, &["--components", "transformer"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let args = ["bench", "--backend", "cpu", "--model", q.to_str().unwrap(), "--parts", "forward"];
+    let o = joyrt(&[&args[..], &["--size", "64", "--iters", "1", "--check-dequantized", "--json"]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let check = &doc["dit"]["dequantized_check"];
+    assert_eq!(check["agree"], true, "{check}");
+    assert!(check["elements"].as_u64().unwrap() > 0, "{check}");
+    assert!(doc["dit"]["peak_rss_bytes"].as_u64().unwrap() > 0, "{doc}");
+
+    let o = joyrt(&["bench", "--backend", "cuda-emulated", "--parts", "forward", "--check-dequantized"]);
+    assert_clean_error(&o, "needs --parts forward and --backend cpu");
+    let o = joyrt(&["bench", "--full-dit-format", "int8"]);
+    assert_clean_error(&o, "--full-dit");
+    let o = joyrt(&["bench", "--full-dit", "--full-dit-format", "int3"]);
+    assert_clean_error(&o, "unknown quantized format");
+}
+
 /// A quantized folder edits on the GPU backends too (wgpu on this machine's adapter, the CUDA
 /// kernels through their CPU emulation), close to the CPU's result on the same quantized weights.
 #[test]

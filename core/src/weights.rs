@@ -7,6 +7,7 @@
 //! joyrt does not load is an [`Error::Safetensors`] naming the file and tensor, never a panic.
 
 mod byte_source;
+mod synthetic_quantized;
 pub use byte_source::{checked_range, ByteSource, SourceFile};
 
 use crate::{Backend, DType, Error, Result, Shape, StoredDType, Tensor};

@@ -97,13 +97,26 @@ impl CpuBuffer {
     }
 }
 
-/// The CPU backend. Cloning shares the memory counters.
+/// The CPU backend. Cloning shares the memory counters and the quantized-linear mode.
 #[derive(Clone, Default)]
 pub struct CpuBackend {
     stats: Arc<MemStats>,
+    dequantize_whole: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CpuBackend {
+    /// Makes `linear_quantized` dequantize each whole weight with the host codec and run the dense
+    /// `linear` on it (`true`), instead of its blocked kernel (`false`, the default): the same
+    /// forward "with the dense weights dequantized layer by layer", a reference for a quantized
+    /// model too large to hold dense. Models loaded on any clone of this backend follow the switch.
+    pub fn set_dequantize_whole(&self, on: bool) {
+        self.dequantize_whole.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dequantizes_whole(&self) -> bool {
+        self.dequantize_whole.load(Ordering::Relaxed)
+    }
+
     fn buffer(&self, data: Data) -> CpuBuffer {
         let b = CpuBuffer { data, stats: self.stats.clone() };
         self.stats.add(b.bytes());

@@ -53,43 +53,47 @@ fn linear_quantized_matches_f64_in_every_format_and_dtype() {
     ];
     // (m, k, n): k = 96 makes three int8/int4 blocks; fp8 also gets k = 13 (a padded last word).
     let shapes = [(1, 32, 1), (7, 96, 5), (33, 64, 70), (3, 13, 9)];
-    for f in formats {
-        for &(m, k, n) in &shapes {
-            if f.check_cols(k).is_err() {
-                continue;
-            }
-            for dt in DType::ALL {
-                let (codes, scales) = random_stored(&mut rng, f, n, k);
-                let w = QuantizedMatrix::upload(&b, f, n, k, &codes, &scales).unwrap();
-                let xv: Vec<f32> =
-                    rng.uniform_vec(m * k, -1.0, 1.0).into_iter().map(|v| dt.round_f32(v)).collect();
-                let bv = rng.uniform_vec(n, -1.0, 1.0);
-                let x = Tensor::from_f32(&b, [m, k], &xv, dt).unwrap();
-                let bias = Tensor::from_f32(&b, [n], &bv, DType::F32).unwrap();
-                let got = x.linear_quantized(&w, Some(&bias)).unwrap();
-                assert_eq!((got.dims(), got.dtype()), (&[m, n][..], dt));
-                let got = got.to_f32_vec().unwrap();
-                let (rb, s, blk) = (f.row_bytes(k), f.scales_per_row(k), f.block(k));
-                for i in 0..m {
-                    for j in 0..n {
-                        let row = &codes[j * rb..(j + 1) * rb];
-                        let want: f64 = (0..k)
-                            .map(|l| {
-                                xv[i * k + l] as f64 * code64(f, row, l) * scales[j * s + l / blk] as f64
-                            })
-                            .sum::<f64>()
-                            + bv[j] as f64;
-                        let g = got[i * n + j] as f64;
-                        // Rounded once to the output dtype, plus f32 accumulation noise.
-                        let rel = match dt {
-                            DType::F32 => 2e-5,
-                            DType::BF16 => 4.0 / 512.0,
-                            DType::F16 => 1.0 / 1024.0,
-                        };
-                        assert!(
-                            (g - want).abs() <= 2e-5 + rel * want.abs(),
-                            "{f} {dt} {m}x{k}x{n} [{i}, {j}]: got {g}, want {want}"
-                        );
+    // Both ways the CPU runs it: the blocked kernel and the whole-weight dequantizing reference.
+    for whole in [false, true] {
+        b.set_dequantize_whole(whole);
+        for f in formats {
+            for &(m, k, n) in &shapes {
+                if f.check_cols(k).is_err() {
+                    continue;
+                }
+                for dt in DType::ALL {
+                    let (codes, scales) = random_stored(&mut rng, f, n, k);
+                    let w = QuantizedMatrix::upload(&b, f, n, k, &codes, &scales).unwrap();
+                    let xv: Vec<f32> =
+                        rng.uniform_vec(m * k, -1.0, 1.0).into_iter().map(|v| dt.round_f32(v)).collect();
+                    let bv = rng.uniform_vec(n, -1.0, 1.0);
+                    let x = Tensor::from_f32(&b, [m, k], &xv, dt).unwrap();
+                    let bias = Tensor::from_f32(&b, [n], &bv, DType::F32).unwrap();
+                    let got = x.linear_quantized(&w, Some(&bias)).unwrap();
+                    assert_eq!((got.dims(), got.dtype()), (&[m, n][..], dt));
+                    let got = got.to_f32_vec().unwrap();
+                    let (rb, s, blk) = (f.row_bytes(k), f.scales_per_row(k), f.block(k));
+                    for i in 0..m {
+                        for j in 0..n {
+                            let row = &codes[j * rb..(j + 1) * rb];
+                            let want: f64 = (0..k)
+                                .map(|l| {
+                                    xv[i * k + l] as f64 * code64(f, row, l) * scales[j * s + l / blk] as f64
+                                })
+                                .sum::<f64>()
+                                + bv[j] as f64;
+                            let g = got[i * n + j] as f64;
+                            // Rounded once to the output dtype, plus f32 accumulation noise.
+                            let rel = match dt {
+                                DType::F32 => 2e-5,
+                                DType::BF16 => 4.0 / 512.0,
+                                DType::F16 => 1.0 / 1024.0,
+                            };
+                            assert!(
+                                (g - want).abs() <= 2e-5 + rel * want.abs(),
+                                "{f} {dt} {m}x{k}x{n} [{i}, {j}] (whole {whole}): got {g}, want {want}"
+                            );
+                        }
                     }
                 }
             }

@@ -75,6 +75,10 @@ pub fn linear_quantized(
     let x = f32s(x);
     let scales = f32s(w.scales());
     let b = bias.map(f32s);
+    if be.dequantizes_whole() {
+        let dense = dequantize_whole(p, words, &scales);
+        return Ok(be.store(linear_f32(&x, &dense, b.as_deref(), m, k, n), dtype));
+    }
     let blocks: Vec<Vec<f32>> = (0..n.div_ceil(NB))
         .into_par_iter()
         .map(|blk| {
@@ -108,4 +112,16 @@ pub fn linear_quantized(
         }
     });
     Ok(be.store(out, dtype))
+}
+
+/// The whole `[n, k]` weight in f32 through the host codec (`codec::dequantize_rows`, from the
+/// stored bytes), a path independent of the blocked kernel's word decoder.
+fn dequantize_whole(p: &QuantLinearParams, words: &[u32], scales: &[f32]) -> Vec<f32> {
+    let (k, rw, rb) = (p.k, p.row_words, p.format.row_bytes(p.k));
+    let mut codes = Vec::with_capacity(p.n * rb);
+    for row in words.chunks_exact(rw) {
+        let bytes: Vec<u8> = row.iter().flat_map(|w| w.to_le_bytes()).collect();
+        codes.extend_from_slice(&bytes[..rb]);
+    }
+    codec::dequantize_rows(p.format, k, &codes, scales)
 }
