@@ -4,7 +4,7 @@
 // in Cache Storage), so only one tensor at a time ever sits in wasm memory.
 //
 // Messages in: {id, op, ...args}; out: {id, progress: [kind, stage, index, total, ms]},
-// {id, loaded: fraction, what}, then {id, ok: true, value} or {id, ok: false, error}.
+// {id, loaded: fraction or null (unknown), what}, then {id, ok: true, value} or {id, ok: false, error}.
 import init, { adapter, Model } from './pkg/joyrt_web.js';
 
 let model = null;
@@ -39,7 +39,8 @@ async function fetchFolder(id, base) {
   base = base.endsWith('/') ? base : base + '/';
   const cache = 'caches' in self ? await caches.open(CACHE) : null;
   let got = 0;
-  const onBytes = (n) => { got += n; post({ id, loaded: 0, what: `downloaded ${(got / 2 ** 20).toFixed(1)} MiB` }); };
+  // The total is not known before the index files are read: the bar runs indeterminate.
+  const onBytes = (n) => { got += n; post({ id, loaded: null, what: `downloaded ${(got / 2 ** 20).toFixed(1)} MiB` }); };
   const files = [];
   for (const p of [...SMALL, ...OPTIONAL]) {
     const blob = await cachedBlob(cache, base + p, onBytes, OPTIONAL.includes(p));

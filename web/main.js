@@ -60,7 +60,8 @@ function workerEngine() {
     if (!call) return;
     if (m.progress) return call.onProgress?.(...m.progress);
     if (m.loaded !== undefined) {
-      $('load-bar').value = m.loaded;
+      if (m.loaded === null) $('load-bar').removeAttribute('value');
+      else $('load-bar').value = m.loaded;
       $('load-text').textContent = m.what;
       return;
     }
