@@ -60,7 +60,8 @@ async function fetchFolder(id, base) {
 }
 
 // Loads a folder given as [{path, blob}]: wasm reads each range when it needs it; the load bar
-// follows the bytes read.
+// follows the bytes read against the files' size (a few ranges, the headers and a quantized
+// weight's scales, are read twice: the bar stops at full).
 function loadFiles(id, files, dtype, deviceMemory) {
   const total = files.reduce((s, f) => s + f.blob.size, 0) || 1;
   const reader = new FileReaderSync();
@@ -70,7 +71,7 @@ function loadFiles(id, files, dtype, deviceMemory) {
     done += len;
     if (done - shown > total / 200 || done === total) {
       shown = done;
-      post({ id, loaded: done / total, what: `${(done / 2 ** 20).toFixed(1)} of ${(total / 2 ** 20).toFixed(1)} MiB read` });
+      post({ id, loaded: Math.min(1, done / total), what: `${(Math.min(done, total) / 2 ** 20).toFixed(1)} of ${(total / 2 ** 20).toFixed(1)} MiB read` });
     }
     return bytes;
   };

@@ -56,7 +56,8 @@ function check(ok, what) {
 }
 
 // The static server: web/dist at /, the quantized folders at /models/NAME/; counts weight files.
-const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css' };
+const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css',
+  '.svg': 'image/svg+xml' };
 let weightRequests = 0;
 server = createServer((req, res) => {
   let path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
@@ -300,8 +301,16 @@ let code = 0;
 try {
   const browser = await chromium.connectOverCDP(ws);
   const page = await browser.contexts()[0].newPage();
-  page.on('console', (m) => ['error', 'warning'].includes(m.type()) && console.log(`[page ${m.type()}] ${m.text()}`));
-  page.on('pageerror', (e) => console.log(`[page error] ${e}`));
+  // Any console error (a missing file, a CSP refusal) or uncaught exception is a failure.
+  const consoleErrors = [];
+  page.on('console', (m) => {
+    if (['error', 'warning'].includes(m.type())) console.log(`[page ${m.type()}] ${m.text()}`);
+    if (m.type() === 'error') consoleErrors.push(m.text());
+  });
+  page.on('pageerror', (e) => {
+    console.log(`[page error] ${e}`);
+    consoleErrors.push(String(e));
+  });
   await page.setViewportSize({ width: 1100, height: 1000 });
   await page.goto(url);
   const first = await waitModel(page);
@@ -312,6 +321,7 @@ try {
     await cases[name](page);
     console.log(`case ${name}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   }
+  check(consoleErrors.length === 0, `no console errors (${consoleErrors.length})`);
   writeFileSync(join(plan.outDir, 'result.json'), JSON.stringify(results, null, 1) + '\n');
   await browser.close().catch(() => {});
 } catch (e) {

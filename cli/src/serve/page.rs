@@ -16,6 +16,7 @@ use std::sync::Arc;
 const INDEX_HTML: &str = include_str!("../../../web/index.html");
 const MAIN_JS: &str = include_str!("../../../web/main.js");
 const STYLE_CSS: &str = include_str!("../../../web/style.css");
+const FAVICON_SVG: &str = include_str!("../../../web/favicon.svg");
 
 /// The meta tag as `web/index.html` ships it (the page's own mode: it runs the model itself).
 const WASM_MODE: &str = r#"<meta name="joyrt-mode" content="wasm">"#;
@@ -30,6 +31,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/index.html", get(index))
         .route("/main.js", get(|| async { file("text/javascript; charset=utf-8", MAIN_JS) }))
         .route("/style.css", get(|| async { file("text/css; charset=utf-8", STYLE_CSS) }))
+        .route("/favicon.svg", get(|| async { file("image/svg+xml", FAVICON_SVG) }))
 }
 
 async fn index(State(app): State<Arc<App>>) -> Response {
