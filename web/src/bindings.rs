@@ -146,8 +146,8 @@ impl Model {
         for (i, (path, &size)) in paths.iter().zip(&sizes).enumerate() {
             let file = JsFile { index: i as u32, size: size as u64, read: read.clone() };
             if path == "joyrt.json" {
-                base_size = demo::folder_base_size(&file.read(0, file.size as usize).map_err(fail)?)
-                    .map_err(fail)?;
+                base_size =
+                    demo::folder_base_size(&file.read(0, file.size as usize).map_err(fail)?).map_err(fail)?;
             }
             folder.add(path, Box::new(file)).map_err(fail)?;
         }
