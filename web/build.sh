@@ -26,7 +26,7 @@ rm -rf dist
 mkdir -p dist/pkg
 "$TOOLS/bin/wasm-bindgen" --target web --no-typescript --out-dir dist/pkg "$WASM"
 node_modules/.bin/wasm-opt -Os dist/pkg/joyrt_web_bg.wasm -o dist/pkg/joyrt_web_bg.wasm
-cp index.html main.js dist/
+cp index.html main.js engine.js style.css favicon.svg dist/
 
 raw=$(stat -c %s dist/pkg/joyrt_web_bg.wasm)
 gz=$(gzip -9 -c dist/pkg/joyrt_web_bg.wasm | wc -c)

@@ -1,8 +1,14 @@
-// The demo page: opens WebGPU through the wasm module, loads a model, runs edits with progress.
-import init, { adapter, Model } from './pkg/joyrt_web.js';
+// The demo page. One page, two modes, decided by how it is served (the `joyrt-mode` meta tag):
+//  - "wasm" (web/dist from any static server): the model runs on the visitor's GPU, in a worker
+//    (engine.js) holding the wasm module and the WebGPU device;
+//  - "server" (`joyrt serve` answers GET / with the mode set): no wasm; each edit is posted to the
+//    server's /v1/images/edits with stream=true, and its server-sent events move the progress bar.
+// Both engines answer the same calls: start, edit(request, onProgress) → PNG bytes, cancel.
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, image: null, imageName: '', running: false };
+const meta = document.querySelector('meta[name="joyrt-mode"]');
+const MODE = meta?.content === 'server' ? 'server' : 'wasm';
+const state = { engine: null, modelReady: false, image: null, imageName: '', running: false };
 
 function say(text, kind = 'info') {
   $('message').textContent = text;
@@ -14,9 +20,9 @@ function gib(b) { return (b / 2 ** 30).toFixed(2) + ' GiB'; }
 
 function setBusy(busy) {
   state.running = busy;
-  $('run').disabled = busy || !state.model || !state.image;
+  $('run').disabled = busy || !state.modelReady || !state.image;
   $('cancel').disabled = !busy;
-  for (const id of ['load-builtin', 'folder', 'model-url', 'load-url']) $(id).disabled = busy;
+  for (const id of ['load-builtin', 'folder', 'model-url', 'load-url']) $(id).disabled = busy || MODE !== 'wasm';
 }
 
 // Stage rows: one per stage, its time when it ends.
@@ -24,7 +30,7 @@ function onProgress(kind, stage, index, total, ms) {
   if (kind === 'step') {
     $('step-bar').max = total;
     $('step-bar').value = index + 1;
-    $('step-text').textContent = `step ${index + 1}/${total}, ${ms.toFixed(0)} ms`;
+    $('step-text').textContent = `step ${index + 1}/${total}` + (ms > 0 ? `, ${ms.toFixed(0)} ms` : '');
     return;
   }
   let row = document.querySelector(`#stages tr[data-stage="${stage}"]`);
@@ -43,80 +49,169 @@ function resetProgress() {
   $('step-text').textContent = '';
 }
 
+// ---- wasm mode: the engine in a worker ----------------------------------------------------------
+
+function workerEngine() {
+  const worker = new Worker(new URL('engine.js', import.meta.url), { type: 'module' });
+  const calls = new Map();
+  let next = 0;
+  worker.onmessage = ({ data: m }) => {
+    const call = calls.get(m.id);
+    if (!call) return;
+    if (m.progress) return call.onProgress?.(...m.progress);
+    if (m.loaded !== undefined) {
+      if (m.loaded === null) $('load-bar').removeAttribute('value');
+      else $('load-bar').value = m.loaded;
+      $('load-text').textContent = m.what;
+      return;
+    }
+    calls.delete(m.id);
+    m.ok ? call.ok(m.value) : call.fail(new Error(m.error));
+  };
+  worker.onerror = (e) => say(`The engine stopped: ${e.message}`, 'error');
+  const call = (op, args = {}, onProgress = null) => new Promise((ok, fail) => {
+    const id = next++;
+    calls.set(id, { ok, fail, onProgress });
+    worker.postMessage({ id, op, ...args }, args.image ? [args.image] : []);
+  });
+  const deviceMemory = () => (navigator.deviceMemory ? navigator.deviceMemory * 2 ** 30 : 0);
+  return {
+    async start() {
+      if (!navigator.gpu) {
+        throw new Error('This browser has no WebGPU (navigator.gpu is missing). Use a recent Chrome or Edge, or a ' +
+          'browser with WebGPU turned on; the page runs everything on your GPU through it.');
+      }
+      const a = await call('adapter').catch((e) => { throw new Error(`WebGPU is here but no adapter could be opened: ${e.message}`); });
+      return `${a.name || '(unnamed)'} · ${a.device_type} · ${a.backend}${a.driver ? ' · ' + a.driver : ''}\n` +
+        `max_buffer_size ${gib(a.max_buffer_size)} · max_storage_buffer_binding_size ${gib(a.max_storage_buffer_binding_size)}\n` +
+        `workgroup storage ${a.max_compute_workgroup_storage_size} B · invocations/workgroup ${a.max_compute_invocations_per_workgroup}` +
+        ` · shader-f16 ${a.shader_f16} · memory reported ${navigator.deviceMemory ? navigator.deviceMemory + ' GB' : 'unknown'}`;
+    },
+    builtin: () => call('builtin', {}, onProgress),
+    // A picked folder: each file's path inside the folder and the File itself (a Blob; the worker
+    // reads ranges of it, never the whole file).
+    folder(fileList) {
+      const list = [...fileList];
+      const root = list[0]?.webkitRelativePath.split('/')[0] ?? '';
+      const files = list
+        .map((f) => ({ path: f.webkitRelativePath.slice(root.length + 1), blob: f }))
+        .filter((f) => /\.(json|safetensors)$/.test(f.path));
+      return call('files', { files, dtype: $('dtype').value, deviceMemory: deviceMemory() }, onProgress);
+    },
+    url: (url) => call('url', { url, dtype: $('dtype').value, deviceMemory: deviceMemory() }, onProgress),
+    edit: async (req, progress) => call('edit', req, progress),
+    cancel: () => worker.postMessage({ op: 'cancel' }),
+  };
+}
+
+// ---- server mode: the edits go to the joyrt serve API --------------------------------------------
+
+function serverEngine() {
+  let aborter = null;
+  const headers = () => {
+    const key = $('api-key').value.trim();
+    return key ? { authorization: `Bearer ${key}` } : {};
+  };
+  const apiError = async (r) => {
+    const body = await r.json().catch(() => null);
+    return new Error(body?.error?.message ?? `HTTP ${r.status}`);
+  };
+  return {
+    async start() {
+      if (meta.dataset.apiKey === 'required') $('api-key-row').hidden = false;
+      const r = await fetch('/health/ready');
+      const body = await r.json().catch(() => ({}));
+      return `joyrt serve at ${location.origin} · model ${body.status ?? r.status}` +
+        (meta.dataset.apiKey === 'required' ? ' · an API key is needed' : '');
+    },
+    async edit(req, progress) {
+      const form = new FormData();
+      form.append('image', new Blob([req.image]), req.name);
+      form.append('prompt', req.prompt);
+      form.append('negative_prompt', req.negative);
+      form.append('num_inference_steps', String(req.steps));
+      form.append('guidance_scale', String(req.guidance));
+      form.append('seed', String(req.seed));
+      form.append('response_format', 'b64_json');
+      form.append('stream', 'true');
+      aborter = new AbortController();
+      let r;
+      try {
+        r = await fetch('/v1/images/edits', { method: 'POST', body: form, headers: headers(), signal: aborter.signal });
+        if (!r.ok) throw await apiError(r);
+        progress('start', 'denoise', 0, 0, 0);
+        const t0 = performance.now();
+        let last = t0;
+        for await (const [event, data] of serverEvents(r.body)) {
+          const m = JSON.parse(data);
+          if (event === 'joyrt.progress') {
+            const now = performance.now();
+            progress('step', 'denoise', m.step - 1, m.total, now - last);
+            last = now;
+          } else if (event === 'image_edit.completed') {
+            progress('end', 'denoise', 0, 0, performance.now() - t0);
+            return Uint8Array.from(atob(m.b64_json), (c) => c.charCodeAt(0));
+          } else if (event === 'error') {
+            throw new Error(m.error?.message ?? 'the server reported an error');
+          }
+        }
+        throw new Error('the server closed the stream before the image');
+      } catch (e) {
+        if (e.name === 'AbortError') throw new Error('cancelled');
+        throw e;
+      } finally {
+        aborter = null;
+      }
+    },
+    // Closing the stream is the cancel: the server stops the edit at its next step.
+    cancel: () => aborter?.abort(),
+  };
+}
+
+// The events of a text/event-stream body as [event, data] pairs.
+async function* serverEvents(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value;
+    let end;
+    while ((end = buf.indexOf('\n\n')) >= 0) {
+      const block = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      let event = 'message', data = '';
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event:')) event = line.slice(6).trim();
+        else if (line.startsWith('data:')) data += line.slice(5).trim();
+      }
+      if (data) yield [event, data];
+    }
+  }
+}
+
+// ---- the page -----------------------------------------------------------------------------------
+
 async function loadWith(what, make) {
   setBusy(true);
   resetProgress();
   say(`Loading ${what}…`);
   const t0 = performance.now();
   try {
-    state.model?.free();
-    state.model = null;
-    state.model = await make();
-    const mb = (state.model.weight_bytes() / 2 ** 20).toFixed(1);
-    $('model-status').textContent = `${what} (${mb} MiB of weights on the GPU)`;
+    state.modelReady = false;
+    const { weightBytes } = await make();
+    state.modelReady = true;
+    $('model-status').textContent = `${what} (${(weightBytes / 2 ** 20).toFixed(1)} MiB of weights on the GPU)`;
     say(`${what} loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s. Pick an image and press Edit.`);
     document.body.dataset.model = 'ready';
   } catch (e) {
     $('model-status').textContent = 'none loaded';
-    say(`Cannot load ${what}: ${e}`, 'error');
+    say(`Cannot load ${what}: ${e.message}`, 'error');
   } finally {
     $('load-bar').value = 0;
+    $('load-text').textContent = '';
     setBusy(false);
   }
-}
-
-const deviceMemory = () => (navigator.deviceMemory ? navigator.deviceMemory * 2 ** 30 : 0);
-
-// A picked folder: every file with its path inside the folder; the weights stay in JS memory and
-// reach wasm one tensor at a time.
-async function loadFolder(files) {
-  const list = [...files];
-  const root = list[0]?.webkitRelativePath.split('/')[0] ?? '';
-  const paths = [], bytes = [];
-  let done = 0;
-  for (const f of list) {
-    const rel = f.webkitRelativePath.slice(root.length + 1);
-    if (!/\.(json|safetensors)$/.test(rel)) continue;
-    paths.push(rel);
-    bytes.push(new Uint8Array(await f.arrayBuffer()));
-    $('load-bar').value = ++done / list.length;
-  }
-  return Model.from_files(paths, bytes, $('dtype').value, deviceMemory(), onProgress);
-}
-
-// A model folder at a URL, in the diffusers layout; each file is kept in Cache Storage so a reload
-// does not download it again.
-async function fetchCached(url) {
-  const cache = 'caches' in self ? await caches.open('joyrt-models') : null;
-  let r = cache && (await cache.match(url));
-  if (!r) {
-    r = await fetch(url);
-    if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
-    if (cache) await cache.put(url, r.clone());
-  }
-  return new Uint8Array(await r.arrayBuffer());
-}
-
-async function loadUrl(base) {
-  base = base.endsWith('/') ? base : base + '/';
-  const small = ['model_index.json', 'transformer/config.json', 'vae/config.json', 'text_encoder/config.json',
-    'scheduler/scheduler_config.json', 'tokenizer/tokenizer.json', 'processor/preprocessor_config.json'];
-  const weights = { transformer: 'diffusion_pytorch_model', vae: 'diffusion_pytorch_model', text_encoder: 'model' };
-  const paths = [...small];
-  for (const [dir, stem] of Object.entries(weights)) {
-    try {
-      const index = JSON.parse(new TextDecoder().decode(await fetchCached(`${base}${dir}/${stem}.safetensors.index.json`)));
-      for (const shard of new Set(Object.values(index.weight_map))) paths.push(`${dir}/${shard}`);
-    } catch {
-      paths.push(`${dir}/${stem}.safetensors`);
-    }
-  }
-  const bytes = [];
-  for (const [i, p] of paths.entries()) {
-    bytes.push(await fetchCached(base + p));
-    $('load-bar').value = (i + 1) / paths.length;
-  }
-  return Model.from_files(paths, bytes, $('dtype').value, deviceMemory(), onProgress);
 }
 
 function pickImage(file) {
@@ -126,7 +221,7 @@ function pickImage(file) {
   setBusy(false);
   state.imageName = file.name;
   file.arrayBuffer().then((b) => {
-    state.image = new Uint8Array(b);
+    state.image = b;
     $('input-preview').src = URL.createObjectURL(file);
     setBusy(false);
   });
@@ -139,8 +234,11 @@ async function runEdit() {
   say('Editing…');
   const t0 = performance.now();
   try {
-    const png = await state.model.edit(state.image, state.imageName, $('prompt').value, $('negative').value,
-      Number($('steps').value), Number($('guidance').value), Number($('seed').value), onProgress);
+    const req = {
+      image: state.image.slice(0), name: state.imageName, prompt: $('prompt').value, negative: $('negative').value,
+      steps: Number($('steps').value), guidance: Number($('guidance').value), seed: Number($('seed').value),
+    };
+    const png = await state.engine.edit(req, onProgress);
     const url = URL.createObjectURL(new Blob([png], { type: 'image/png' }));
     $('output').src = url;
     $('download').href = url;
@@ -150,8 +248,8 @@ async function runEdit() {
     document.body.dataset.seconds = s;
     document.body.dataset.result = 'done';
   } catch (e) {
-    const cancelled = String(e) === 'cancelled';
-    say(cancelled ? 'Cancelled.' : `The edit failed: ${e}`, cancelled ? 'info' : 'error');
+    const cancelled = e.message === 'cancelled';
+    say(cancelled ? 'Cancelled.' : `The edit failed: ${e.message}`, cancelled ? 'info' : 'error');
     document.body.dataset.result = cancelled ? 'cancelled' : 'error';
   } finally {
     setBusy(false);
@@ -159,35 +257,36 @@ async function runEdit() {
 }
 
 async function main() {
-  if (!navigator.gpu) {
-    say('This browser has no WebGPU (navigator.gpu is missing). Use a recent Chrome or Edge, or a browser ' +
-      'with WebGPU turned on; the page runs everything on your GPU through it.', 'error');
-    return;
-  }
-  await init();
+  document.body.dataset.mode = MODE;
+  state.engine = MODE === 'server' ? serverEngine() : workerEngine();
+  for (const el of document.querySelectorAll(`[data-only]:not([data-only="${MODE}"])`)) el.hidden = true;
   try {
-    const a = JSON.parse(await adapter());
-    $('adapter').textContent = `${a.name || '(unnamed)'} · ${a.device_type} · ${a.backend}${a.driver ? ' · ' + a.driver : ''}\n` +
-      `max_buffer_size ${gib(a.max_buffer_size)} · max_storage_buffer_binding_size ${gib(a.max_storage_buffer_binding_size)}\n` +
-      `workgroup storage ${a.max_compute_workgroup_storage_size} B · invocations/workgroup ${a.max_compute_invocations_per_workgroup}` +
-      ` · shader-f16 ${a.shader_f16} · memory reported ${navigator.deviceMemory ? navigator.deviceMemory + ' GB' : 'unknown'}`;
+    $('adapter').textContent = await state.engine.start();
   } catch (e) {
-    say(`WebGPU is here but no adapter could be opened: ${e}`, 'error');
+    say(e.message, 'error');
     return;
   }
-  $('load-builtin').onclick = () => loadWith('the built-in tiny model', () => Model.builtin(onProgress));
-  $('folder').onchange = (ev) => loadWith('the picked folder', () => loadFolder(ev.target.files));
-  $('load-url').onclick = () => loadWith($('model-url').value, () => loadUrl($('model-url').value));
   $('image').onchange = (ev) => pickImage(ev.target.files[0]);
   const drop = $('drop');
   drop.ondragover = (ev) => { ev.preventDefault(); drop.classList.add('over'); };
   drop.ondragleave = () => drop.classList.remove('over');
   drop.ondrop = (ev) => { ev.preventDefault(); drop.classList.remove('over'); pickImage(ev.dataTransfer.files[0]); };
   $('run').onclick = runEdit;
-  $('cancel').onclick = () => state.model?.cancel();
+  $('cancel').onclick = () => state.engine.cancel();
+  if (MODE === 'server') {
+    state.modelReady = true;
+    setBusy(false);
+    say('The server holds the model. Pick an image and press Edit.');
+    document.body.dataset.model = 'ready';
+    return;
+  }
+  const e = state.engine;
+  $('load-builtin').onclick = () => loadWith('the built-in tiny model', () => e.builtin());
+  $('folder').onchange = (ev) => loadWith('the picked folder', () => e.folder(ev.target.files));
+  $('load-url').onclick = () => loadWith($('model-url').value, () => e.url($('model-url').value));
   setBusy(false);
   // The built-in model is generated in the page (a few MB), so it is ready without a download.
-  await loadWith('the built-in tiny model', () => Model.builtin(onProgress));
+  await loadWith('the built-in tiny model', () => e.builtin());
 }
 
 main();

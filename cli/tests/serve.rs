@@ -659,3 +659,35 @@ print("openai", openai.__version__, "created", r.created)
     let img = image::open(&out).unwrap();
     assert_eq!((img.width(), img.height()), (64, 64));
 }
+
+/// `GET /` is the browser page in server mode (web/test.sh drives it in Chromium): the page, the
+/// script and stylesheet it loads, with their content types and a same-origin-only CSP, outside
+/// the API key; and the API route the script posts to answers (a 400 for an empty form, not a 404).
+#[tokio::test]
+async fn get_root_serves_the_page_in_server_mode() {
+    let server = Server::start(&["--api-key", "sekret"]).await;
+    let get = |path: &'static str| {
+        let url = server.at(path);
+        async move {
+            let r = http().get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "GET {path}");
+            let h = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+            let (ty, csp) = (h("content-type"), h("content-security-policy"));
+            (ty, csp, r.text().await.unwrap())
+        }
+    };
+    let (ty, csp, html) = get("/").await;
+    assert!(ty.starts_with("text/html"), "{ty}");
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe") && !csp.contains("wasm"), "{csp}");
+    assert!(html.contains(r#"<meta name="joyrt-mode" content="server" data-api-key="required">"#), "{html}");
+    assert!(html.contains(r#"src="main.js""#) && html.contains(r#"href="style.css""#));
+    let (ty, _, js) = get("/main.js").await;
+    assert!(ty.starts_with("text/javascript"), "{ty}");
+    assert!(js.contains("'/v1/images/edits'") && js.contains("'stream', 'true'"));
+    let (ty, _, _) = get("/style.css").await;
+    assert!(ty.starts_with("text/css"), "{ty}");
+    assert_eq!(http().get(server.at("/pkg/joyrt_web_bg.wasm")).send().await.unwrap().status(), 404);
+    let (status, _, _) = error_of(post(&server, Some("sekret"), Form::new()).await).await;
+    assert_eq!(status, 400);
+}

@@ -51,18 +51,40 @@ pub async fn adapter() -> Result<String, JsValue> {
     ))
 }
 
-/// A file the page holds (fetched or picked): it stays in JavaScript memory, and a tensor's bytes
-/// are copied into wasm memory only while that tensor is uploaded.
-struct JsBytes(js_sys::Uint8Array);
+/// A file of a model folder the page holds (picked from disk, or fetched and kept in Cache
+/// Storage) as a `Blob`, read by range through the page's `read(file, offset, len)`, which
+/// answers a `Uint8Array` synchronously (a worker's `FileReaderSync`). Only the range asked for
+/// enters wasm memory: one tensor while it is uploaded, or one small file.
+struct JsFile {
+    index: u32,
+    size: u64,
+    read: js_sys::Function,
+}
 
-impl ByteSource for JsBytes {
+impl ByteSource for JsFile {
     fn size(&self) -> u64 {
-        self.0.length() as u64
+        self.size
     }
     fn read(&self, offset: u64, len: usize) -> joyrt_core::Result<Cow<'_, [u8]>> {
-        let r = checked_range(self.size(), offset, len)?;
-        Ok(Cow::Owned(self.0.subarray(r.start as u32, r.end as u32).to_vec()))
+        checked_range(self.size, offset, len)?;
+        let got = self
+            .read
+            .call3(&JsValue::NULL, &self.index.into(), &(offset as f64).into(), &(len as f64).into())
+            .map_err(|e| joyrt_core::Error::Input(format!("reading a model file failed: {}", js_text(&e))))?;
+        let bytes = js_sys::Uint8Array::new(&got).to_vec();
+        if bytes.len() != len {
+            return Err(joyrt_core::Error::Input(format!(
+                "reading {len} bytes of a model file gave {} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(Cow::Owned(bytes))
     }
+}
+
+/// A JavaScript exception as text.
+fn js_text(e: &JsValue) -> String {
+    e.as_string().unwrap_or_else(|| format!("{e:?}"))
 }
 
 /// Calls the page's progress callback: `(kind, stage, index, total, milliseconds)` with kind
@@ -102,24 +124,36 @@ impl Model {
     }
 
     /// A model folder from files the page holds: `paths[i]` (relative to the folder, e.g.
-    /// `vae/config.json`) holds `files[i]`. `dtype` is `f32`, `bf16` or `f16`; `device_memory` the
-    /// bytes the browser reports (0: unknown). Refused with the numbers when it cannot fit.
+    /// `vae/config.json`) is `sizes[i]` bytes, read by range with `read(i, offset, len)` (a
+    /// `Uint8Array`, synchronously). `dtype` is `f32`, `bf16` or `f16`; `device_memory` the bytes
+    /// the browser reports (0: unknown). Refused with the numbers when it cannot fit. A
+    /// `joyrt.json` in the folder gives the bucket base, as for `joyrt edit`.
     pub async fn from_files(
         paths: Vec<String>,
-        files: Vec<js_sys::Uint8Array>,
+        sizes: Vec<f64>,
+        read: js_sys::Function,
         dtype: String,
         device_memory: f64,
         progress: js_sys::Function,
     ) -> Result<Model, JsValue> {
         let dtype = DType::parse(&dtype)
             .ok_or_else(|| fail(format!("unknown dtype {dtype:?}: use f32, bf16 or f16")))?;
+        if paths.len() != sizes.len() {
+            return Err(fail("from_files needs one size per path"));
+        }
         let mut folder = MemoryFolder::new();
-        for (path, bytes) in paths.iter().zip(files) {
-            folder.add(path, Box::new(JsBytes(bytes))).map_err(fail)?;
+        let mut base_size = None;
+        for (i, (path, &size)) in paths.iter().zip(&sizes).enumerate() {
+            let file = JsFile { index: i as u32, size: size as u64, read: read.clone() };
+            if path == "joyrt.json" {
+                base_size =
+                    demo::folder_base_size(&file.read(0, file.size as usize).map_err(fail)?).map_err(fail)?;
+            }
+            folder.add(path, Box::new(file)).map_err(fail)?;
         }
         let model = ModelFolder::from_memory("<picked model folder>", folder).map_err(fail)?;
         let memory = (device_memory > 0.0).then_some(device_memory as u64);
-        Self::load(model, dtype, None, memory, &progress).await
+        Self::load(model, dtype, base_size, memory, &progress).await
     }
 
     async fn load(

@@ -7,7 +7,9 @@ use joyrt_core::models::dit::DitConfig;
 use joyrt_core::models::qwen::QwenConfig;
 use joyrt_core::models::vae::VaeConfig;
 use joyrt_core::pipeline::{EditParams, Progress, Session};
+use joyrt_core::quant::is_quantized_companion;
 use joyrt_core::random_weights::{network_seed, safetensors_in_memory};
+use joyrt_core::weights::Checkpoint;
 use joyrt_core::{Backend, DType, Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -74,19 +76,53 @@ pub struct Footprint {
     pub largest_tensor_bytes: u64,
 }
 
-/// The device memory the weights of `model` take in `dtype`.
+/// The device memory the weights of `model` take in `dtype`: float tensors in `dtype`, quantized
+/// weights as the backend holds them (the codes in whole `u32` words per row, the scales in f32).
 pub fn footprint(model: &ModelFolder, dtype: DType) -> Result<Footprint> {
     let mut f = Footprint { weight_bytes: 0, largest_tensor_bytes: 0 };
     for network in [Network::Transformer, Network::Vae, Network::TextEncoder] {
         let ck = model.checkpoint(network)?;
         for name in ck.names() {
-            let info = ck.info(name).expect("listed by names()");
-            let bytes = info.shape.numel() as u64 * dtype.size() as u64;
+            let bytes = device_bytes(&ck, name, dtype);
             f.weight_bytes += bytes;
             f.largest_tensor_bytes = f.largest_tensor_bytes.max(bytes);
         }
     }
     Ok(f)
+}
+
+/// The device bytes of the stored tensor `name` (docs/quantized-formats.md, "Device layout").
+fn device_bytes(ck: &Checkpoint, name: &str, dtype: DType) -> u64 {
+    let info = ck.info(name).expect("a name the checkpoint listed");
+    let numel = info.shape.numel() as u64;
+    if info.dtype.float().is_none() {
+        // Code tensors are one byte per stored element, a row padded to whole words.
+        let (rows, row_bytes) = match info.shape.dims() {
+            &[n, c] => (n as u64, c as u64),
+            _ => (1, numel),
+        };
+        return rows * row_bytes.div_ceil(4) * 4;
+    }
+    if is_quantized_companion(name, |n| ck.info(n)) {
+        // A weight's scales are widened to f32; an fp8 `input_scale` is not loaded.
+        return if name.ends_with(".weight_scale") { numel * 4 } else { 0 };
+    }
+    numel * dtype.size() as u64
+}
+
+/// The bucket base a model folder asks for in its `joyrt.json` (`{"default_base_size": N}`, as
+/// `joyrt make-model` writes it; the CLI's `base_size::folder_default` reads the same file with the
+/// same bounds), so a picked tiny folder edits at its own small base as `joyrt edit` does.
+pub fn folder_base_size(json: &[u8]) -> std::result::Result<Option<usize>, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| format!("joyrt.json is not valid JSON: {e}"))?;
+    let Some(base) = v.get("default_base_size") else { return Ok(None) };
+    match base.as_u64().map(|b| b as usize) {
+        Some(b) if (128..=4096).contains(&b) && b.is_multiple_of(64) => Ok(Some(b)),
+        _ => Err(format!(
+            "joyrt.json: `default_base_size` must be a multiple of 64 between 128 and 4096, got {base}"
+        )),
+    }
 }
 
 /// The share of the visitor's memory a page plans to use: WebGPU reports no device memory, and on

@@ -9,6 +9,7 @@ mod api_error;
 mod edit_form;
 mod image_store;
 mod metrics;
+mod page;
 mod routes;
 mod stream;
 mod worker;

@@ -64,6 +64,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route_layer(middleware::from_fn_with_state(app.clone(), require_key));
     Router::new()
         .merge(api)
+        .merge(super::page::routes())
         .route(IMAGE_FILES, get(image_file))
         .route("/health", get(ready))
         .route("/health/ready", get(ready))
@@ -86,6 +87,7 @@ async fn count(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         Some("/health/ready") => "/health/ready",
         Some("/health/live") => "/health/live",
         Some("/metrics") => "/metrics",
+        Some("/") => "/",
         _ => "other",
     };
     let t0 = Instant::now();

@@ -78,3 +78,41 @@ fn the_memory_check_refuses_with_the_numbers() {
     let e = check_fits(&small, 1 << 30, Some(1 << 20)).unwrap_err();
     assert!(e.contains("5.0 MiB") && e.contains("reports 1.0 MiB") && e.contains("(0.5 MiB)"), "{e}");
 }
+
+#[test]
+fn quantized_weights_count_as_the_device_holds_them() {
+    use joyrt_core::weights::safetensors_header;
+    use joyrt_core::{Shape, StoredDType};
+    let t = |n: &str, d: StoredDType, s: &[usize]| (n.to_string(), d, Shape::new(s.to_vec()));
+    let tensors = [
+        t("int8.weight", StoredDType::I8, &[4, 8]),
+        t("int8.weight_scale", StoredDType::Float(DType::F16), &[4, 1]),
+        t("int4.weight", StoredDType::U8, &[3, 5]),
+        t("int4.weight_scale", StoredDType::Float(DType::F16), &[3, 1]),
+        t("fp8.weight", StoredDType::F8E4M3, &[2, 5]),
+        t("fp8.weight_scale", StoredDType::Float(DType::F32), &[2]),
+        t("fp8.input_scale", StoredDType::Float(DType::F32), &[]),
+        t("norm.weight", StoredDType::Float(DType::BF16), &[6]),
+    ];
+    let mut file = safetensors_header(&tensors, &Default::default());
+    let data: usize = tensors.iter().map(|(_, d, s)| s.numel() * d.size()).sum();
+    file.resize(file.len() + data, 0);
+    let ck = Checkpoint::from_sources(Path::new("<mem>"), vec![(PathBuf::from("<mem>/a"), Box::new(file))])
+        .unwrap();
+    let bytes = |n: &str| device_bytes(&ck, n, DType::F32);
+    // Codes: rows of whole u32 words (5 bytes → 8); scales: f32; the unused input scale: nothing.
+    assert_eq!((bytes("int8.weight"), bytes("int8.weight_scale")), (32, 16));
+    assert_eq!((bytes("int4.weight"), bytes("int4.weight_scale")), (24, 12));
+    assert_eq!((bytes("fp8.weight"), bytes("fp8.weight_scale"), bytes("fp8.input_scale")), (16, 8, 0));
+    assert_eq!(bytes("norm.weight"), 24);
+    assert_eq!(device_bytes(&ck, "norm.weight", DType::BF16), 12);
+}
+
+#[test]
+fn a_folder_names_its_base_size_in_joyrt_json() {
+    assert_eq!(folder_base_size(br#"{"default_base_size": 256}"#), Ok(Some(256)));
+    assert_eq!(folder_base_size(b"{}"), Ok(None));
+    let e = folder_base_size(br#"{"default_base_size": 100}"#).unwrap_err();
+    assert!(e.contains("got 100"), "{e}");
+    assert!(folder_base_size(b"[").unwrap_err().contains("not valid JSON"));
+}
