@@ -22,6 +22,9 @@ joyrt_core::kernel_params! {
         pub bcast: u32, pub inner: u32,
         /// scaled_add's α.
         pub alpha: f32,
+        /// binary: the row of this dispatch's first element when split by rows (a column
+        /// broadcast reads `b[first_row + i / inner]`).
+        pub first_row: u32,
     }
 }
 
@@ -47,7 +50,7 @@ fn rows_of(
     split.run(
         be,
         ELEMENTWISE.entry(entry),
-        |r| ElementwiseArgs { n: (r.len() * cols) as u32, ..a },
+        |r| ElementwiseArgs { n: (r.len() * cols) as u32, first_row: r.start as u32, ..a },
         |r| element_groups(r * cols),
     )?;
     be.finish(out, rows * cols, dtype)
@@ -93,8 +96,8 @@ pub fn binary(be: &WgpuBackend, a: &T, b: &T, p: &BinaryParams) -> Result<WgpuBu
     let k =
         ElementwiseArgs { op: p.op.code(), bcast: mode.code(), inner: inner as u32, ..Default::default() };
     let (sa, sb) = (be.span(a, op)?, be.span(b, op)?);
-    // Split by rows of `inner` elements, so that b's index (i % inner, i / inner) restarts with
-    // each piece: a row broadcast binds b whole, a column broadcast one element of it per row.
+    // Split by rows of `inner` elements: a broadcast b (a row, or a value per row) is bound
+    // whole; row broadcasts restart with each piece, column broadcasts start at `first_row`.
     let (rows, cols) = match p.broadcast {
         Broadcast::None => (p.len, 1),
         Broadcast::Row { inner } | Broadcast::Col { inner } => (p.len.checked_div(inner).unwrap_or(0), inner),
@@ -102,8 +105,7 @@ pub fn binary(be: &WgpuBackend, a: &T, b: &T, p: &BinaryParams) -> Result<WgpuBu
     let split = Split::new(op, rows).split("a", sa, cols);
     let split = match p.broadcast {
         Broadcast::None => split.split("b", sb, 1),
-        Broadcast::Row { .. } => split.whole(be.whole(sb, "binary b (a broadcast row)")?),
-        Broadcast::Col { .. } => split.split("b", sb, 1),
+        Broadcast::Row { .. } | Broadcast::Col { .. } => split.whole(be.whole(sb, "binary b (broadcast)")?),
     };
     rows_of(be, "binary", split, be.f32_buf(p.len)?, (rows, cols), k, a.dtype())
 }
