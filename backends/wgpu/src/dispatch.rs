@@ -329,7 +329,7 @@ impl WgpuBackend {
                 self,
                 PACK.entry(entry),
                 |w| PackArgs { words: w.len() as u32, len: (n - 2 * w.start).min(2 * w.len()) as u32 },
-                |w| element_groups(w),
+                element_groups,
             )?;
         Ok(self.wrap(out, n, dtype))
     }

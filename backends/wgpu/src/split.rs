@@ -88,7 +88,7 @@ impl<'a> Split<'a> {
         let (limit, align) = (gpu.max_binding, gpu.offset_alignment);
         let unit_bytes = |span: Span, n: usize| (n * span.dtype.size()) as u64;
         if self.windowed().all(|(_, s, n)| unit_bytes(s, n) * self.units as u64 <= limit) {
-            return Ok(vec![0..self.units]);
+            return Ok(std::iter::once(0..self.units).collect());
         }
         // Units per piece: a multiple of `step` (alignment), at most `fit` (binding limit).
         let (mut step, mut fit) = (1u64, u64::MAX);

@@ -332,3 +332,51 @@ fn full_size_embedding_table_and_weight_on_the_real_limit() {
     assert_close("linear 3x4096x12288 f32", &got, &want, 1e-4);
     println!("pool after: {:?}", b.pool_stats());
 }
+
+/// The cost of splitting: a DiT-like layer (linear up, GELU, linear down, layer norm, attention)
+/// on shapes that fit the real limit, timed unsplit and with the binding limit capped at 1 MiB
+/// (every activation in 4 to 16 pieces). Timing only: `cargo test --release -p joyrt-wgpu --
+/// --ignored split_cost`.
+#[test]
+#[ignore]
+fn split_cost_on_a_dit_like_layer() {
+    let capped = WgpuOptions { binding_limit: Some(1 << 20), ..WgpuOptions::default() };
+    let (Some(whole), Some(split)) = (open("split cost", WgpuOptions::default()), open("split cost", capped))
+    else {
+        return;
+    };
+    let (m, d, h, heads) = (1024usize, 512usize, 2048usize, 8usize);
+    let mut rng = Rng::new(9);
+    let (xv, w1, w2, qv) = (
+        rng.normal_vec(m * d, 1.0),
+        rng.normal_vec(h * d, 0.05),
+        rng.normal_vec(d * h, 0.05),
+        rng.normal_vec(m * d, 0.5),
+    );
+    let layer = |b: &WgpuBackend| -> Vec<f32> {
+        let x = t(b, &[m, d], &xv, DType::F32);
+        let y = x.linear(&t(b, &[h, d], &w1, DType::F32), None).unwrap().gelu_tanh().unwrap();
+        let y =
+            y.linear(&t(b, &[d, h], &w2, DType::F32), None).unwrap().layer_norm(None, None, 1e-6).unwrap();
+        let q = t(b, &[m, heads, d / heads], &qv, DType::F32);
+        let a = q.attention(&q, &q, false, None).unwrap().reshape([m, d]).unwrap();
+        y.add(&a).unwrap().to_f32_vec().unwrap()
+    };
+    let time = |b: &WgpuBackend| {
+        let first = layer(b);
+        let t0 = std::time::Instant::now();
+        for _ in 0..3 {
+            assert_eq!(layer(b), first);
+        }
+        (t0.elapsed().as_secs_f64() / 3.0, first)
+    };
+    let (tw, ow) = time(&whole);
+    let (ts, os) = time(&split);
+    assert_eq!(os, ow, "split and unsplit results differ");
+    println!(
+        "DiT-like layer M={m} D={d} MLP={h}: unsplit {:.1} ms, split at 1 MiB {:.1} ms, ratio {:.3}",
+        tw * 1e3,
+        ts * 1e3,
+        ts / tw
+    );
+}
