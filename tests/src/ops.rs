@@ -261,7 +261,7 @@ pub const SPLIT_BINDING_LIMIT: u64 = 8192;
 /// backend capped at that limit runs every op that splits in several pieces: rows, tokens,
 /// queries, output rows and input channels. Row widths keep the pieces' windows aligned to 256
 /// bytes within the limit at every dtype. Ops that bind everything whole (permute, scatter,
-/// the channel-first norms) are not here.
+/// cfg_renorm) are not here.
 pub fn split_cases() -> Vec<Op> {
     use Op::*;
     vec![
@@ -270,6 +270,7 @@ pub fn split_cases() -> Vec<Op> {
         LayerNorm { rows: 200, cols: 72, affine: true },
         LayerNormModulate { rows: 150, cols: 64 },
         RmsNorm { rows: 200, cols: 48 },
+        ChannelRmsNorm { c: 24, h: 8, w: 16 },
         Rope { l: 100, h: 3, d: 16, pairing: RopePairing::Interleaved },
         RmsNormRope { l: 120, h: 2, d: 32, pairing: RopePairing::HalfSplit },
         Act { len: 5001, act: Activation::Silu },

@@ -1,6 +1,7 @@
 //! Norms (shaders/norm.wgsl): the row norms, one workgroup per row with the row reduction the
-//! device supports (see `Spec::RowReduce`) and split by rows past the binding limit, and the per-position channel norms, one invocation per
-//! position.
+//! device supports (see `Spec::RowReduce`), split by rows past the binding limit; the per-position
+//! channel norms, one invocation per position: channel_rms_norm in two passes over channel ranges
+//! (split past the limit), cfg_renorm (on latents) bound whole.
 
 use crate::buffer::{Input, Span};
 use crate::dispatch::{element_groups, Kernel, Shader, Spec};
@@ -21,6 +22,9 @@ joyrt_core::kernel_params! {
         pub weight_offset: f32, pub has_weight: u32, pub has_bias: u32,
         /// Per-position norms over channel-first `[channels, positions]`; cfg_renorm's guidance.
         pub channels: u32, pub positions: u32, pub guidance: f32,
+        /// channel_rms_norm's passes: the channels `[c_lo, c_hi)` of this dispatch, and whether
+        /// the sums resume from OUT.
+        pub c_lo: u32, pub c_hi: u32, pub resume: u32,
     }
 }
 
@@ -63,9 +67,34 @@ pub fn rms_norm(be: &WgpuBackend, x: &T, w: &T, p: &NormParams) -> Result<WgpuBu
 }
 
 pub fn channel_rms_norm(be: &WgpuBackend, x: &T, gamma: &T, p: &ChannelParams) -> Result<WgpuBuffer> {
-    let inputs = [be.inp(x, "channel_rms_norm x")?, be.inp(gamma, "channel_rms_norm gamma")?];
-    let args = NormArgs { channels: p.channels as u32, positions: p.positions as u32, ..Default::default() };
-    per_position(be, "channel_rms_norm", x, &inputs, args)
+    let op = "channel_rms_norm";
+    let (n, np) = (x.numel(), p.positions);
+    let (out, sums) = (be.f32_buf(n)?, be.f32_buf(np)?);
+    let sums_whole = be.whole(Span::f32(&sums, np), "channel_rms_norm sums")?;
+    // By channel ranges: every position reads all the channels, a range at a time, the sums of
+    // squares accumulated in order across the ranges (the same f32 additions as one range).
+    let channels = Split::new(op, p.channels)
+        .out(Span::f32(&out, n), np)
+        .split("x", be.span(x, op)?, np)
+        .whole(be.inp(gamma, "channel_rms_norm gamma")?)
+        .whole(sums_whole);
+    let pieces = channels.pieces(be)?;
+    let args = |c: &std::ops::Range<usize>| NormArgs {
+        channels: p.channels as u32,
+        positions: np as u32,
+        c_lo: c.start as u32,
+        c_hi: c.end as u32,
+        resume: (c.start > 0) as u32,
+        ..Default::default()
+    };
+    let groups = element_groups(np);
+    for c in &pieces {
+        be.run(kernel(be, "channel_sum_squares"), &args(&c.units), &c.inputs[..1], sums_whole.0, groups)?;
+    }
+    for c in &pieces {
+        be.run(kernel(be, "channel_rms_scale"), &args(&c.units), &c.inputs, c.out, groups)?;
+    }
+    be.finish(out, n, x.dtype())
 }
 
 pub fn cfg_renorm(be: &WgpuBackend, cond: &T, uncond: &T, p: &CfgParams) -> Result<WgpuBuffer> {
@@ -106,9 +135,8 @@ fn row_norm(
     be.finish(out, x.numel(), x.dtype())
 }
 
-/// Per-position norm `entry` of channel-first `x`, one invocation per position. Every position
-/// reads all the channels, so the tensors are bound whole (these ops run on latents and on the
-/// VAE's tiles, within the limit).
+/// Per-position norm `entry` of channel-first `x`, one invocation per position, the tensors bound
+/// whole (cfg_renorm runs on latents, far within the limit).
 fn per_position(
     be: &WgpuBackend,
     entry: &'static str,
