@@ -253,22 +253,30 @@ fn splits_run_and_impossible_splits_are_clear_errors() {
     else {
         return;
     };
-    let cpu = CpuBackend::default();
+    let whole = WgpuBackend::with_options(WgpuOptions::default()).unwrap();
     let v: Vec<f32> = (0..300).map(|i| i as f32 / 50.0 - 3.0).collect();
     let x = t(&b, &[300], &v, DType::F32);
     assert_eq!(x.buffer().chunk_count(), 2);
     assert_eq!(x.buffer().buffer_count(), 1, "one buffer, bound in windows");
-    assert_eq!(
-        x.silu().unwrap().to_f32_vec().unwrap(),
-        t(&cpu, &[300], &v, DType::F32).silu().unwrap().to_f32_vec().unwrap()
-    );
-    // A row norm cannot split a row: one row of 300 f32 is over the limit.
-    let Err(e) = t(&b, &[1, 300], &v, DType::F32).rms_norm(&t(&b, &[300], &[1.0; 300], DType::F32), 1e-6)
-    else {
+    let unsplit = t(&whole, &[300], &v, DType::F32).silu().unwrap().to_f32_vec().unwrap();
+    assert_eq!(x.silu().unwrap().to_f32_vec().unwrap(), unsplit, "the same kernel on windows");
+    // A row norm cannot split a row: one row of 300 f32 is over the limit (its bf16 gain fits).
+    let row = t(&b, &[1, 300], &v, DType::F32);
+    let Err(e) = row.rms_norm(&t(&b, &[300], &[1.0; 300], DType::BF16), 1e-6) else {
         panic!("a row past the limit must be refused")
     };
     let e = e.to_string();
     assert!(e.contains("rms_norm: x (1200 bytes) cannot be split") && e.contains("1024 bytes"), "{e}");
+    // An operand bound whole (here the f32 gain) is named with its size.
+    let Err(e) = row.rms_norm(&t(&b, &[300], &[1.0; 300], DType::F32), 1e-6) else {
+        panic!("a gain past the limit must be refused")
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("rms_norm weight")
+            && e.contains("1200 bytes exceed the max_storage_buffer_binding_size of 1024 bytes"),
+        "{e}"
+    );
     // Attention binds the keys whole.
     let q = t(&b, &[4, 1, 32], &[0.1; 128], DType::F32);
     let kv = t(&b, &[40, 1, 32], &[0.1; 1280], DType::F32);
