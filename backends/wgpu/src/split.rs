@@ -80,32 +80,19 @@ impl<'a> Split<'a> {
         }))
     }
 
-    /// The unit ranges of the pieces: one piece when every window of all the units fits a binding;
-    /// else pieces of a common number of units, a multiple of the count that keeps every window's
-    /// start aligned, as many as fit the tightest operand.
+    /// The unit ranges of the pieces ([`plan`] on this device's limits), or the error naming the
+    /// operand whose smallest aligned piece is past the limit.
     fn ranges(&self, be: &WgpuBackend) -> Result<Vec<Range<usize>>> {
         let gpu = be.gpu();
         let (limit, align) = (gpu.max_binding, gpu.offset_alignment);
         let unit_bytes = |span: Span, n: usize| (n * span.dtype.size()) as u64;
-        if self.windowed().all(|(_, s, n)| unit_bytes(s, n) * self.units as u64 <= limit) {
-            return Ok(std::iter::once(0..self.units).collect());
-        }
-        // Units per piece: a multiple of `step` (alignment), at most `fit` (binding limit).
-        let (mut step, mut fit) = (1u64, u64::MAX);
-        for (_, s, n) in self.windowed() {
-            let b = unit_bytes(s, n);
-            if b > 0 {
-                step = lcm(step, align / gcd(align, b));
-                fit = fit.min(limit / b);
-            }
-        }
-        let per_piece = fit / step * step;
-        if per_piece == 0 {
+        let bytes: Vec<u64> = self.windowed().map(|(_, s, n)| unit_bytes(s, n)).collect();
+        plan(self.units, &bytes, limit, align).map_err(|step| {
             let (what, s, n) = self
                 .windowed()
-                .max_by_key(|&(_, s, n)| unit_bytes(s, n) * step)
+                .max_by_key(|&(_, s, n)| unit_bytes(s, n))
                 .expect("a windowed operand past the limit");
-            return Err(Error::backend(
+            Error::backend(
                 be.name(),
                 format!(
                     "{}: {what} ({} bytes) cannot be split within the max_storage_buffer_binding_size of \
@@ -116,10 +103,8 @@ impl<'a> Split<'a> {
                     gpu.lowered(),
                     unit_bytes(s, n)
                 ),
-            ));
-        }
-        let per_piece = per_piece as usize;
-        Ok((0..self.units).step_by(per_piece).map(|u| u..(u + per_piece).min(self.units)).collect())
+            )
+        })
     }
 
     /// The pieces, each with its windows bound.
@@ -160,6 +145,31 @@ impl<'a> Split<'a> {
     }
 }
 
+/// Pieces of `units` units, where one unit covers `unit_bytes[j]` bytes of windowed operand `j`:
+/// one piece when every operand fits `limit`; else pieces of a common number of units, a multiple
+/// of the smallest count that keeps every window's start a multiple of `align`, as many as fit the
+/// tightest operand. `Err(step)` when even `step` units (that smallest count) are past the limit.
+fn plan(
+    units: usize,
+    unit_bytes: &[u64],
+    limit: u64,
+    align: u64,
+) -> std::result::Result<Vec<Range<usize>>, u64> {
+    if unit_bytes.iter().all(|&b| b * units as u64 <= limit) {
+        return Ok(std::iter::once(0..units).collect());
+    }
+    let (mut step, mut fit) = (1u64, u64::MAX);
+    for &b in unit_bytes.iter().filter(|&&b| b > 0) {
+        step = lcm(step, align / gcd(align, b));
+        fit = fit.min(limit / b);
+    }
+    let per_piece = (fit / step * step) as usize;
+    if per_piece == 0 {
+        return Err(step);
+    }
+    Ok((0..units).step_by(per_piece).map(|u| u..(u + per_piece).min(units)).collect())
+}
+
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {
         a
@@ -170,4 +180,43 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 fn lcm(a: u64, b: u64) -> u64 {
     a / gcd(a, b) * b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan;
+
+    #[test]
+    fn one_piece_when_everything_fits() {
+        assert_eq!(plan(100, &[40, 20], 4000, 256), Ok(vec![0..100]));
+        assert_eq!(plan(0, &[40], 16, 256), Ok(vec![0..0]));
+    }
+
+    #[test]
+    fn pieces_fit_the_limit_and_start_aligned() {
+        // Rows of 72 f32 (288 bytes) in, 72 bf16 (144 bytes) out, under 8 KiB and 256-byte alignment.
+        let (bytes, limit, align) = ([288u64, 144], 8192u64, 256u64);
+        let pieces = plan(200, &bytes, limit, align).unwrap();
+        assert!(pieces.len() > 1);
+        assert_eq!(pieces.first().unwrap().start, 0);
+        assert_eq!(pieces.last().unwrap().end, 200);
+        for w in pieces.windows(2) {
+            assert_eq!(w[0].end, w[1].start, "contiguous");
+        }
+        for p in &pieces {
+            for b in bytes {
+                assert_eq!(p.start as u64 * b % align, 0, "{p:?} starts aligned");
+                assert!(p.len() as u64 * b <= limit, "{p:?} fits");
+            }
+        }
+    }
+
+    #[test]
+    fn a_unit_past_the_limit_is_refused_with_the_smallest_step() {
+        // One row of 300 f32 is over 1 KiB (and aligned starts need 16 rows: 1200 = 16 · 75).
+        assert_eq!(plan(2, &[1200], 1024, 256), Err(16));
+        // Aligned steps of 64 single f32 elements fit; of 128 packed 16-bit too; mixed need 128.
+        assert_eq!(plan(1000, &[4, 2], 256, 256), Err(128));
+        assert!(plan(1000, &[4, 2], 512, 256).is_ok());
+    }
 }
