@@ -40,8 +40,10 @@ fn ops_split_past_a_small_binding_limit() {
 /// layer) at a 1024² image's token count (one 128×128 latent frame: 4096 image tokens, plus
 /// `JOYRT_SPLIT_TEXT_TOKENS` text tokens, default 64), synthetic bf16 weights, on the adapter's
 /// real binding limit (128 MiB on lavapipe: the MLP activation alone is 285 MB in f32), against
-/// the CPU reference with the bf16 network preset. Minutes on a software adapter and ~5 GB of
-/// host memory: `cargo test -p joyrt-conformance --test wgpu -- --ignored full_size_dit_block`.
+/// the CPU reference with the bf16 network preset. About 2 TFLOP: lavapipe's GEMM runs near
+/// 1 GFLOP/s on one core, so this takes over 40 CPU-minutes there (a hardware adapter: seconds),
+/// with ~3.5 GB of host memory:
+/// `cargo test --release -p joyrt-conformance --test wgpu -- --ignored full_size_dit_block --nocapture`.
 #[test]
 #[ignore]
 fn full_size_dit_block_at_1024_on_the_real_binding_limit() {
