@@ -1,7 +1,8 @@
 // Elementwise ops, one invocation per output element (P.n of them), f32 arithmetic on widened
 // inputs. ElementwiseArgs: op = ACT_* (activation) or BIN_* (binary); bcast = BCAST_* and
 // inner = its extent (binary's B), or the gate's length, the columns (gated_residual);
-// alpha = scaled_add's scalar.
+// alpha = scaled_add's scalar; first_row = the row of a split dispatch's first element (a column
+// broadcast's B is bound whole).
 
 fn erf_(x: f32) -> f32 {
     // Chebyshev fit of erfc (relative error < 1.2e-7), the same as the CPU reference's.
@@ -44,7 +45,7 @@ fn binary(g: Grid) {
     let i = element_index(g);
     if (i >= P.n) { return; }
     var j = i;
-    if (P.bcast == BCAST_ROW) { j = i % P.inner; } else if (P.bcast == BCAST_COL) { j = i / P.inner; }
+    if (P.bcast == BCAST_ROW) { j = i % P.inner; } else if (P.bcast == BCAST_COL) { j = P.first_row + i / P.inner; }
     let a = ld_a(i);
     let b = ld_b(j);
     var r = 0.0;

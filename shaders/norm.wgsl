@@ -68,17 +68,29 @@ fn rms_norm(g: Grid, lane: Lane) {
     }
 }
 
-// x·√C/max(‖x‖, 1e-12)·gamma over the C channels at each position, B = gamma.
+// channel_rms_norm: x·√C/max(‖x‖, 1e-12)·gamma over the C channels at each position, in two
+// passes over channel ranges [P.c_lo, P.c_hi) so that a tensor past the binding limit is bound a
+// range of channels at a time (A holds x from channel c_lo on; one range when it fits):
+// channel_sum_squares accumulates Σx² per position into OUT [positions] (P.resume: add to it),
+// channel_rms_scale writes the range's channels, with B = gamma and C = the sums.
 @compute @workgroup_size(ELEMENT_GROUP)
-fn channel_rms_norm(g: Grid) {
+fn channel_sum_squares(g: Grid) {
     let i = element_index(g);
     if (i >= P.positions) { return; }
     var s = 0.0;
-    for (var c = 0u; c < P.channels; c++) { let x = ld_a(c * P.positions + i); s += x * x; }
-    let k = sqrt(f32(P.channels)) / max(sqrt(s), 1e-12);
-    for (var c = 0u; c < P.channels; c++) {
+    if (P.resume != 0u) { s = OUT[i]; }
+    for (var c = 0u; c < P.c_hi - P.c_lo; c++) { let x = ld_a(c * P.positions + i); s += x * x; }
+    OUT[i] = s;
+}
+
+@compute @workgroup_size(ELEMENT_GROUP)
+fn channel_rms_scale(g: Grid) {
+    let i = element_index(g);
+    if (i >= P.positions) { return; }
+    let k = sqrt(f32(P.channels)) / max(sqrt(ld_c(i)), 1e-12);
+    for (var c = 0u; c < P.c_hi - P.c_lo; c++) {
         let j = c * P.positions + i;
-        OUT[j] = ld_a(j) * k * ld_b(c);
+        OUT[j] = ld_a(j) * k * ld_b(P.c_lo + c);
     }
 }
 

@@ -253,6 +253,49 @@ pub fn cases() -> Vec<Op> {
     ]
 }
 
+/// The storage binding limit (bytes) that [`split_cases`] are sized for.
+pub const SPLIT_BINDING_LIMIT: u64 = 8192;
+
+/// Cases whose output (as f32) and split inputs are larger than [`SPLIT_BINDING_LIMIT`] while the
+/// operands an op binds whole (weights, gains, keys and values, broadcast rows) fit it, so a
+/// backend capped at that limit runs every op that splits in several pieces: rows, tokens,
+/// queries, output rows and input channels. Row widths keep the pieces' windows aligned to 256
+/// bytes within the limit at every dtype. Ops that bind everything whole (permute, scatter,
+/// cfg_renorm) are not here.
+pub fn split_cases() -> Vec<Op> {
+    use Op::*;
+    vec![
+        Linear { m: 300, k: 24, n: 40, bias: true },
+        LinearQuantized { m: 300, k: 32, n: 24, bias: true, format: QuantFormat::Int8 { block: 32 } },
+        LayerNorm { rows: 200, cols: 72, affine: true },
+        LayerNormModulate { rows: 150, cols: 64 },
+        RmsNorm { rows: 200, cols: 48 },
+        ChannelRmsNorm { c: 24, h: 8, w: 16 },
+        Rope { l: 100, h: 3, d: 16, pairing: RopePairing::Interleaved },
+        RmsNormRope { l: 120, h: 2, d: 32, pairing: RopePairing::HalfSplit },
+        Act { len: 5001, act: Activation::Silu },
+        Act { len: 5001, act: Activation::GeluTanh },
+        Swiglu { len: 4099 },
+        ScaledAdd { len: 3001 },
+        Binary { a: vec![40, 9, 16], b: vec![40, 9, 16], op: BinaryOp::Add },
+        Binary { a: vec![40, 9, 16], b: vec![16], op: BinaryOp::Mul },
+        Binary { a: vec![40, 9, 16], b: vec![40, 1, 1], op: BinaryOp::Sub },
+        GatedResidual { rows: 100, cols: 40 },
+        Attention { lq: 60, lk: 60, hq: 4, hkv: 1, d: 32, causal: true },
+        Attention { lq: 40, lk: 60, hq: 4, hkv: 1, d: 32, causal: true },
+        Attention { lq: 100, lk: 50, hq: 2, hkv: 2, d: 16, causal: false },
+        Conv2d { c: 6, o: 5, h: 20, w: 24, k: 3, stride: 1, pad: (1, 1, 1, 1) },
+        Conv2d { c: 4, o: 12, h: 22, w: 32, k: 3, stride: 2, pad: (0, 1, 0, 1) },
+        Upsample { c: 6, h: 8, w: 32 },
+        Slice { dims: vec![40, 9, 16], axis: 1, start: 2, len: 5 },
+        Concat { dims: vec![vec![40, 4, 16], vec![40, 2, 16]], axis: 1 },
+        Gather { v: 50, c: 24, n: 200, taps: 2 },
+        Cast { len: 5000, to: DType::BF16 },
+        Cast { len: 5000, to: DType::F16 },
+        Cast { len: 5000, to: DType::F32 },
+    ]
+}
+
 fn rope_table<B: Backend>(b: &B, l: usize, d: usize, pairing: RopePairing, rng: &mut Rng) -> Result<Rope<B>> {
     let angles: Vec<f32> = rng.uniform_vec(l * d / 2, -6.0, 6.0);
     let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
@@ -381,8 +424,14 @@ pub fn run_ops<B: Backend>(dut: &B, report: &mut Report) {
 /// [`run_ops`] restricted to the checks whose label `keep` accepts (a subset for slow tools such
 /// as compute-sanitizer); each check keeps the inputs it has in the full run.
 pub fn run_ops_where<B: Backend>(dut: &B, report: &mut Report, keep: impl Fn(&str) -> bool) {
+    run_cases(dut, report, &cases(), keep);
+}
+
+/// `cases` at every storage dtype on `dut` against the CPU reference, those whose label `keep`
+/// accepts; case `i` draws its inputs from seed `1000 + i`.
+pub fn run_cases<B: Backend>(dut: &B, report: &mut Report, cases: &[Op], keep: impl Fn(&str) -> bool) {
     let reference = CpuBackend::default();
-    for (i, op) in cases().iter().enumerate() {
+    for (i, op) in cases.iter().enumerate() {
         for dtype in DType::ALL {
             let seed = 1000 + i as u64;
             let label = op.label(dtype);
@@ -424,6 +473,18 @@ mod tests {
                 crate::Outcome::Compared { metrics, .. } => assert_eq!(metrics.max_abs, 0.0, "{}", row.check),
                 other => panic!("{}: {other:?}", row.check),
             }
+        }
+    }
+
+    /// Every split case is past the limit it is sized for: its f32 output (the work buffer a
+    /// GPU backend computes into) is larger than one binding.
+    #[test]
+    fn split_cases_are_past_their_binding_limit() {
+        let cpu = CpuBackend::default();
+        for (i, op) in split_cases().iter().enumerate() {
+            let out = op.run(&cpu, DType::F32, 1000 + i as u64).unwrap();
+            let bytes = 4 * out.numel() as u64;
+            assert!(bytes > SPLIT_BINDING_LIMIT, "{}: output of {bytes} bytes", op.label(DType::F32));
         }
     }
 }

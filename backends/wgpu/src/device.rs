@@ -71,8 +71,11 @@ pub(crate) struct Gpu {
     /// `Features::SHADER_F16` requested. No kernel needs it: 16-bit storage is packed in u32 and
     /// widened by bit operations, which every adapter runs; this records that native f16 is there.
     pub(crate) shader_f16: bool,
-    /// The storage binding limit in force (the adapter's, or lower by [`WgpuOptions::binding_limit`]).
+    /// The storage binding limit in force (the adapter's, or lower by [`WgpuOptions::binding_limit`]),
+    /// rounded down to a multiple of `offset_alignment` so binding-sized windows stay aligned.
     pub(crate) max_binding: u64,
+    /// `min_storage_buffer_offset_alignment`: where a window of a buffer may start.
+    pub(crate) offset_alignment: u64,
     /// The adapter's own `max_storage_buffer_binding_size`, for messages.
     adapter_binding: u64,
     pub(crate) max_buffer: u64,
@@ -126,6 +129,9 @@ impl Gpu {
         }));
         let adapter_binding = limits.max_storage_buffer_binding_size as u64;
         let max_buffer = limits.max_buffer_size;
+        let offset_alignment = (limits.min_storage_buffer_offset_alignment as u64).max(4);
+        let max_binding = opts.binding_limit.unwrap_or(u64::MAX).min(adapter_binding).min(max_buffer);
+        let max_binding = (max_binding / offset_alignment * offset_alignment).max(offset_alignment);
         let report = AdapterReport {
             name: info.name.clone(),
             vendor: info.vendor,
@@ -147,7 +153,8 @@ impl Gpu {
             software: info.device_type == wgpu::DeviceType::Cpu,
             subgroups: wanted.contains(wgpu::Features::SUBGROUP),
             shader_f16: wanted.contains(wgpu::Features::SHADER_F16),
-            max_binding: opts.binding_limit.unwrap_or(u64::MAX).min(adapter_binding).min(max_buffer).max(16),
+            max_binding,
+            offset_alignment,
             adapter_binding,
             max_buffer,
             max_groups: limits.max_compute_workgroups_per_dimension,
@@ -171,27 +178,36 @@ impl Gpu {
         }
     }
 
-    /// Refuses, before wgpu sees it, a buffer the device cannot bind or create.
-    pub(crate) fn check_size(&self, size: u64, what: &str) -> Result<()> {
+    /// Refuses, before wgpu sees it, a buffer the device cannot create.
+    pub(crate) fn check_buffer(&self, size: u64, what: &str) -> Result<()> {
         if size > self.max_buffer {
             return Err(self.fail(format!(
                 "{what}: {size} bytes exceed this adapter's max_buffer_size of {} bytes",
                 self.max_buffer
             )));
         }
+        Ok(())
+    }
+
+    /// Refuses, before wgpu sees it, a binding of `size` bytes past the binding limit.
+    pub(crate) fn check_binding(&self, size: u64, what: &str) -> Result<()> {
         if size > self.max_binding {
-            let lowered = if self.max_binding < self.adapter_binding {
-                format!(" (lowered by options from the adapter's {} bytes)", self.adapter_binding)
-            } else {
-                String::new()
-            };
             return Err(self.fail(format!(
-                "{what}: {size} bytes exceed the max_storage_buffer_binding_size of {} bytes{lowered} \
-                 (max_buffer_size {} bytes); only linear weights and gather_rows tables are split",
-                self.max_binding, self.max_buffer
+                "{what}: {size} bytes exceed the max_storage_buffer_binding_size of {} bytes{}",
+                self.max_binding,
+                self.lowered()
             )));
         }
         Ok(())
+    }
+
+    /// Says so when the binding limit in force is below the adapter's.
+    pub(crate) fn lowered(&self) -> String {
+        if self.max_binding < self.adapter_binding {
+            format!(" (lowered by options from the adapter's {} bytes)", self.adapter_binding)
+        } else {
+            String::new()
+        }
     }
 
     /// The `(x, y)` grid of `groups` workgroups: past the per-dimension limit, a second dimension

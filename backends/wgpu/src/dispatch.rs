@@ -12,8 +12,9 @@
 //! 5. the specialisation's text ([`Spec`]);
 //! 6. the family's shaders/<family>.wgsl.
 
-use crate::buffer::{Bind, Input};
+use crate::buffer::{Bind, Input, Span};
 use crate::pool::Block;
+use crate::split::Split;
 use crate::{WgpuBackend, WgpuBuffer};
 use joyrt_core::kernel_abi::{self, KernelParams};
 use joyrt_core::{DType, Result};
@@ -230,7 +231,7 @@ joyrt_core::kernel_params! {
 impl WgpuBackend {
     /// An unused input's binding.
     pub(crate) fn dummy(&self) -> Input<'_> {
-        (Bind { buf: &self.inner.pipelines.dummy, size: 16 }, DType::F32)
+        (Bind { buf: &self.inner.pipelines.dummy, offset: 0, size: 16 }, DType::F32)
     }
 
     /// Runs kernel `k` over `groups` workgroups with parameters `args`, writing `out`.
@@ -260,6 +261,11 @@ impl WgpuBackend {
         for (b, i) in bufs[2..].iter_mut().zip(inputs) {
             *b = i.0;
         }
+        // The ops split their work so that no binding is past the limit (split.rs); this is the
+        // last line of defence, before wgpu would raise a validation error.
+        for b in &bufs {
+            gpu.check_binding(b.size, &format!("{} {}: a binding", k.shader.name, k.entry))?;
+        }
         let entries: Vec<wgpu::BindGroupEntry> = bufs
             .iter()
             .enumerate()
@@ -267,7 +273,7 @@ impl WgpuBackend {
                 binding: i as u32,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: b.buf,
-                    offset: 0,
+                    offset: b.offset,
                     size: NonZeroU64::new(b.size),
                 }),
             })
@@ -289,33 +295,43 @@ impl WgpuBackend {
         gpu.check("dispatch")
     }
 
-    /// One invocation per element of an `n`-element f32 result, then stored as `dtype`.
+    /// One invocation per element of an `n`-element f32 result, then stored as `dtype`: for ops
+    /// whose inputs are all bound whole (so is the output).
     pub(crate) fn per_element<A: KernelParams>(
         &self,
         k: Kernel<A>,
+        op: &'static str,
         args: &A,
         inputs: &[Input],
         n: usize,
         dtype: DType,
     ) -> Result<WgpuBuffer> {
         let out = self.f32_buf(n)?;
-        self.run(k, args, inputs, out.bind(), element_groups(n))?;
+        let split = inputs.iter().fold(Split::new(op, 1).out(Span::f32(&out, n), n), |s, &i| s.whole(i));
+        split.run(self, k, |_| *args, |_| element_groups(n))?;
         self.finish(out, n, dtype)
     }
 
     /// Stores an f32 work buffer of `n` elements as `dtype`: as it is for f32, else through the
-    /// pack pass (two 16-bit values per word).
+    /// pack pass (two 16-bit values per word), split by words past the binding limit.
     pub(crate) fn finish(&self, f: Block, n: usize, dtype: DType) -> Result<WgpuBuffer> {
         let entry = match dtype {
-            DType::F32 => return Ok(WgpuBuffer::whole(f, n, dtype)),
+            DType::F32 => return Ok(self.wrap(f, n, dtype)),
             DType::BF16 => "pack_bf16",
             DType::F16 => "pack_f16",
         };
         let words = n.div_ceil(2);
         let out = self.storage(4 * words as u64, "packed output")?;
-        let args = PackArgs { words: words as u32, len: n as u32 };
-        self.run(PACK.entry(entry), &args, &[(f.bind(), DType::F32)], out.bind(), element_groups(words))?;
-        Ok(WgpuBuffer::whole(out, n, dtype))
+        Split::new("pack", words)
+            .out(Span::f32(&out, words), 1)
+            .split("f32 values", Span::f32(&f, n), 2)
+            .run(
+                self,
+                PACK.entry(entry),
+                |w| PackArgs { words: w.len() as u32, len: (n - 2 * w.start).min(2 * w.len()) as u32 },
+                element_groups,
+            )?;
+        Ok(self.wrap(out, n, dtype))
     }
 }
 

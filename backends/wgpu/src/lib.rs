@@ -25,10 +25,11 @@
 //! released. [`WgpuBackend::memory_stats`] and [`WgpuBackend::pool_stats`] count them.
 //!
 //! Limits: sizes are checked against `max_buffer_size` and `max_storage_buffer_binding_size` before
-//! wgpu sees them, with an error that gives the numbers. A tensor larger than the binding limit is
-//! held in chunks ([`WgpuBuffer`]); `linear` (weight) and `gather_rows` (table) run over the chunks,
-//! so a 1.2 GB embedding table or a large weight works on a 128 MiB-binding adapter; other ops
-//! refuse chunked inputs with an error.
+//! wgpu sees them, with an error that gives the numbers. A tensor is one buffer up to
+//! `max_buffer_size`; ops bind windows of it within the binding limit, splitting their work by
+//! rows, tokens, queries or channels (`split.rs`), so the 1024² activations run on a
+//! 128 MiB-binding adapter. Past `max_buffer_size` a tensor is held in binding-sized chunks
+//! ([`WgpuBuffer`]), which only `linear` (weight) and `gather_rows` (table) accept.
 //!
 //! Optional features are requested only when the adapter offers them ([`WgpuOptions::fast_paths`]):
 //! `SUBGROUP` switches the row norms' reductions to `subgroupAdd`; `SHADER_F16` is requested and
@@ -50,6 +51,7 @@ mod device;
 mod dispatch;
 mod ops;
 mod pool;
+mod split;
 
 pub use buffer::WgpuBuffer;
 pub use device::{AdapterReport, WgpuOptions};
@@ -143,7 +145,7 @@ impl WgpuBackend {
         &self.inner.gpu
     }
 
-    /// Reads `x` back one chunk at a time (so the staging buffer stays within max_buffer_size).
+    /// Reads `x` back one binding chunk at a time (so staging buffers stay within the binding limit).
     /// Natively `Gpu::wait` runs the map callback before `rx` is awaited, so the future is ready
     /// at its first poll; in a browser the callback comes from the page's event loop meanwhile.
     async fn read_back(&self, x: &T) -> Result<Vec<u8>> {
@@ -152,13 +154,14 @@ impl WgpuBackend {
         let b = x.buffer();
         let n = b.len * b.dtype.size();
         let mut out = Vec::with_capacity(n + 4);
-        for c in &b.chunks {
-            gpu.check_size(c.size(), "download staging")?;
-            let staging = self.inner.pool.take(Kind::Readback, c.size());
+        for j in 0..b.chunk_count() {
+            let (c, _, _) = b.chunk(j);
+            gpu.check_buffer(c.size, "download staging")?;
+            let staging = self.inner.pool.take(Kind::Readback, c.size);
             let mut enc = gpu.device.create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(c.buffer(), 0, staging.buffer(), 0, c.size());
+            enc.copy_buffer_to_buffer(c.buf, c.offset, staging.buffer(), 0, c.size);
             gpu.queue.submit([enc.finish()]);
-            let slice = staging.buffer().slice(..c.size());
+            let slice = staging.buffer().slice(..c.size);
             let (tx, rx) = futures_channel::oneshot::channel();
             slice.map_async(wgpu::MapMode::Read, move |r| {
                 let _ = tx.send(r);
@@ -188,7 +191,7 @@ impl Backend for WgpuBackend {
         let gpu = self.gpu();
         let t = self.tensor(dtype, len, "zeros")?;
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        for c in &t.chunks {
+        for c in &t.blocks {
             enc.clear_buffer(c.buffer(), 0, Some(c.size()));
         }
         gpu.queue.submit([enc.finish()]);
@@ -205,8 +208,8 @@ impl Backend for WgpuBackend {
         }
         let gpu = self.gpu();
         let t = self.tensor(dtype, bytes.len() / dtype.size(), "upload")?;
-        let cb = t.chunk_elems * dtype.size();
-        for (j, c) in t.chunks.iter().enumerate() {
+        let cb = t.block_elems * dtype.size();
+        for (j, c) in t.blocks.iter().enumerate() {
             let part = &bytes[j * cb..((j + 1) * cb).min(bytes.len())];
             if part.len().is_multiple_of(4) {
                 gpu.queue.write_buffer(c.buffer(), 0, part);

@@ -1,7 +1,9 @@
 //! Row gathers and scatters (shaders/gather.wgsl): one invocation per element of the rows moved.
 
+use crate::buffer::Span;
 use crate::dispatch::{element_groups, Shader};
 use crate::ops::elementwise::widen_into;
+use crate::split::Split;
 use crate::{WgpuBackend, WgpuBuffer};
 use joyrt_core::backend::{GatherParams, ScatterParams};
 use joyrt_core::kernel_abi::OpCode;
@@ -51,25 +53,38 @@ pub fn gather_rows(
     if !touched.contains(&true) {
         touched[0] = true;
     }
-    let mut first = true;
-    for j in (0..tb.chunk_count()).filter(|&j| touched[j]) {
-        let (chunk, e0, e1) = tb.chunk(j);
-        let args = GatherArgs {
-            n: n as u32,
-            cols: p.cols as u32,
-            taps: p.taps as u32,
-            has_weights: weights.is_some() as u32,
-            e0: e0 as u32,
-            e1: e1 as u32,
-            first: first as u32,
-            ..Default::default()
-        };
-        // Indices and weights are read as raw words, so their dtype (loader) does not matter.
-        let inputs = [(chunk.bind(), tb.dtype), (idx.bind(), DType::F32), (wb.bind(), DType::F32)];
-        be.run(GATHER.entry("gather_rows"), &args, &inputs, out.bind(), element_groups(n))?;
-        first = false;
+    // Output rows past the binding limit: by rows, with their indices and weights.
+    let split = Split::new("gather_rows", p.rows).out(Span::f32(&out, n), p.cols).split(
+        "indices",
+        Span::f32(&idx, index.len()),
+        p.taps,
+    );
+    let split = match weights {
+        Some(_) => split.split("weights", Span::f32(&wb, w.len()), p.taps),
+        None => split.whole((wb.bind(), DType::F32)),
+    };
+    for piece in split.pieces(be)? {
+        let n = piece.len() * p.cols;
+        let mut first = true;
+        for j in (0..tb.chunk_count()).filter(|&j| touched[j]) {
+            let (chunk, e0, e1) = tb.chunk(j);
+            let args = GatherArgs {
+                n: n as u32,
+                cols: p.cols as u32,
+                taps: p.taps as u32,
+                has_weights: weights.is_some() as u32,
+                e0: e0 as u32,
+                e1: e1 as u32,
+                first: first as u32,
+                ..Default::default()
+            };
+            // Indices and weights are read as raw words, so their dtype (loader) does not matter.
+            let inputs = [(chunk, tb.dtype), piece.inputs[0], piece.inputs[1]];
+            be.run(GATHER.entry("gather_rows"), &args, &inputs, piece.out, element_groups(n))?;
+            first = false;
+        }
     }
-    be.finish(out, n, table.dtype())
+    be.finish(out, p.rows * p.cols, table.dtype())
 }
 
 pub fn scatter_rows(
@@ -81,13 +96,15 @@ pub fn scatter_rows(
 ) -> Result<WgpuBuffer> {
     let total = p.dst_rows * p.cols;
     let out = be.f32_buf(total)?;
-    widen_into(be, be.inp(dst, "scatter_rows")?, out.bind(), total)?;
+    widen_into(be, be.span(dst, "scatter_rows")?, Span::f32(&out, total))?;
     let rb = be.u32_buf(rows)?;
     let n = p.src_rows * p.cols;
     if n > 0 {
         let args = GatherArgs { n: n as u32, cols: p.cols as u32, mode: p.mode.code(), ..Default::default() };
-        let inputs = [be.inp(src, "scatter_rows")?, (rb.bind(), DType::F32)];
-        be.run(GATHER.entry("scatter_rows"), &args, &inputs, out.bind(), element_groups(n))?;
+        // A source row may go anywhere in the output: both are bound whole.
+        let inputs = [be.inp(src, "scatter_rows src")?, (rb.bind(), DType::F32)];
+        let dst = be.whole(Span::f32(&out, total), "scatter_rows output")?.0;
+        be.run(GATHER.entry("scatter_rows"), &args, &inputs, dst, element_groups(n))?;
     }
     be.finish(out, total, dst.dtype())
 }

@@ -1,8 +1,11 @@
 //! `linear` and `linear_quantized` (shaders/gemm.wgsl): 64×64 output tiles per workgroup, one
-//! dispatch per (weight chunk, K chunk). A quantized weight's words may be chunked like a dense
+//! dispatch per (row piece, weight chunk, K chunk): x and the output split by rows past the binding
+//! limit. A quantized weight's words may be chunked like a dense
 //! weight's elements; its scales (an eighth of the int8 words' bytes) must fit one binding.
 
+use crate::buffer::Span;
 use crate::dispatch::Shader;
+use crate::split::Split;
 use crate::{WgpuBackend, WgpuBuffer};
 use joyrt_core::backend::{LinearParams, QuantLinearParams};
 use joyrt_core::kernel_abi::{OpCode, QuantCode};
@@ -64,8 +67,6 @@ fn gemm(
     (m, k, n): (usize, usize, usize),
 ) -> Result<WgpuBuffer> {
     let out = be.f32_buf(m * n)?;
-    let tm = m.div_ceil(TILE);
-    let xin = be.inp(x, "linear")?;
     let bin = match bias {
         Some(b) => be.inp(b, "linear bias")?,
         None => be.dummy(),
@@ -77,36 +78,42 @@ fn gemm(
     let wb = w.buffer;
     let rl = w.row_len.max(1);
     let kchunks = k.div_ceil(K_CHUNK).max(1);
-    // A weight past the binding limit comes in chunks of whole words, not rows: each chunk
-    // runs over the rows it touches, and a row split between two chunks gets its two partial
-    // sums accumulated in OUT (see gemm.wgsl).
-    for j in 0..wb.chunk_count() {
-        let (chunk, e0, e1) = wb.chunk(j);
-        let (n_lo, n_hi) = (e0 / rl, e1.div_ceil(rl).min(n));
-        let tn = (n_hi - n_lo).div_ceil(TILE);
-        let inputs = [xin, (chunk.bind(), wb.dtype), bin, scales];
-        for c in 0..kchunks {
-            let mut args = GemmArgs {
-                m: m as u32,
-                k: k as u32,
-                n: n as u32,
-                has_bias: bias.is_some() as u32,
-                groups_n: tn as u32,
-                k0: (c * K_CHUNK) as u32,
-                k1: ((c + 1) * K_CHUNK).min(k) as u32,
-                n_lo: n_lo as u32,
-                n_hi: n_hi as u32,
-                e0: e0 as u32,
-                e1: e1 as u32,
-                row_len: rl as u32,
-                ..GemmArgs::default()
-            };
-            if let Some((q, _)) = w.quant {
-                args.format = QuantCode::from(q.format).code();
-                args.block = q.block as u32;
-                args.scales_per_row = q.scales_per_row as u32;
+    // Activations and output past the binding limit: by rows of x and of the output.
+    let rows = Split::new("linear", m).out(Span::f32(&out, m * n), n).split("x", be.span(x, "linear")?, k);
+    for piece in rows.pieces(be)? {
+        let (m, xin) = (piece.len(), piece.inputs[0]);
+        let tm = m.div_ceil(TILE);
+        // A weight past the binding limit comes in chunks of whole words, not rows: each chunk
+        // runs over the rows it touches, and a row split between two chunks gets its two partial
+        // sums accumulated in OUT (see gemm.wgsl).
+        for j in 0..wb.chunk_count() {
+            let (chunk, e0, e1) = wb.chunk(j);
+            let (n_lo, n_hi) = (e0 / rl, e1.div_ceil(rl).min(n));
+            let tn = (n_hi - n_lo).div_ceil(TILE);
+            let inputs = [xin, (chunk, wb.dtype), bin, scales];
+            for c in 0..kchunks {
+                let mut args = GemmArgs {
+                    m: m as u32,
+                    k: k as u32,
+                    n: n as u32,
+                    has_bias: bias.is_some() as u32,
+                    groups_n: tn as u32,
+                    k0: (c * K_CHUNK) as u32,
+                    k1: ((c + 1) * K_CHUNK).min(k) as u32,
+                    n_lo: n_lo as u32,
+                    n_hi: n_hi as u32,
+                    e0: e0 as u32,
+                    e1: e1 as u32,
+                    row_len: rl as u32,
+                    ..GemmArgs::default()
+                };
+                if let Some((q, _)) = w.quant {
+                    args.format = QuantCode::from(q.format).code();
+                    args.block = q.block as u32;
+                    args.scales_per_row = q.scales_per_row as u32;
+                }
+                be.run(GEMM.entry(entry), &args, &inputs, piece.out, (tm * tn) as u64)?;
             }
-            be.run(GEMM.entry(entry), &args, &inputs, out.bind(), (tm * tn) as u64)?;
         }
     }
     be.finish(out, m * n, x.dtype())

@@ -1,7 +1,9 @@
-//! Layout copies (shaders/layout.wgsl): one invocation per output element.
+//! Layout copies (shaders/layout.wgsl): one invocation per output element; row copies and
+//! upsampling split by rows and channels past the binding limit, permute binds whole.
 
-use crate::buffer::{Bind, Input};
+use crate::buffer::Span;
 use crate::dispatch::{element_groups, Shader};
+use crate::split::Split;
 use crate::{WgpuBackend, WgpuBuffer};
 use joyrt_core::backend::{ConcatParams, ImageParams, PermuteParams, SliceParams};
 use joyrt_core::{Backend, Error, Result, Shape, Tensor};
@@ -39,14 +41,15 @@ pub fn permute(be: &WgpuBackend, x: &T, p: &PermuteParams) -> Result<WgpuBuffer>
         a.dims[ax] = p.dims[src] as u32;
         a.strides[ax] = strides[src] as u32;
     }
-    be.per_element(LAYOUT.entry("permute"), &a, &[be.inp(x, "permute")?], n, x.dtype())
+    // An output element may come from anywhere in x: both are bound whole.
+    be.per_element(LAYOUT.entry("permute"), "permute", &a, &[be.inp(x, "permute x")?], n, x.dtype())
 }
 
 pub fn slice(be: &WgpuBackend, x: &T, p: &SliceParams) -> Result<WgpuBuffer> {
     let n = p.outer * p.len;
     let out = be.f32_buf(n)?;
     let rows = Rows { count: p.outer, len: p.len, src: (p.x_inner, p.start), dst: (p.len, 0) };
-    copy_rows(be, be.inp(x, "slice")?, out.bind(), rows)?;
+    copy_rows(be, be.span(x, "slice")?, Span::f32(&out, n), rows)?;
     be.finish(out, n, x.dtype())
 }
 
@@ -54,6 +57,7 @@ pub fn concat(be: &WgpuBackend, xs: &[&T], p: &ConcatParams) -> Result<WgpuBuffe
     let dtype = xs[0].dtype();
     let total: usize = p.inners.iter().sum();
     let out = be.f32_buf(p.outer * total)?;
+    let dst = Span::f32(&out, p.outer * total);
     let mut off = 0;
     for (x, &inner) in xs.iter().zip(&p.inners) {
         if x.dtype() != dtype {
@@ -61,7 +65,7 @@ pub fn concat(be: &WgpuBackend, xs: &[&T], p: &ConcatParams) -> Result<WgpuBuffe
         }
         if p.outer * inner > 0 {
             let rows = Rows { count: p.outer, len: inner, src: (inner, 0), dst: (total, off) };
-            copy_rows(be, be.inp(x, "concat")?, out.bind(), rows)?;
+            copy_rows(be, be.span(x, "concat")?, dst, rows)?;
         }
         off += inner;
     }
@@ -69,15 +73,21 @@ pub fn concat(be: &WgpuBackend, xs: &[&T], p: &ConcatParams) -> Result<WgpuBuffe
 }
 
 pub fn upsample_nearest2x(be: &WgpuBackend, x: &T, p: &ImageParams) -> Result<WgpuBuffer> {
-    let n = 4 * x.numel();
-    let a = LayoutArgs {
-        n: n as u32,
-        channels: p.channels as u32,
+    let op = "upsample_nearest2x";
+    let (plane, n) = (p.height * p.width, 4 * x.numel());
+    let out = be.f32_buf(n)?;
+    // By channels: a channel's plane and its four times larger image.
+    let split =
+        Split::new(op, p.channels).out(Span::f32(&out, n), 4 * plane).split("x", be.span(x, op)?, plane);
+    let args = |r: std::ops::Range<usize>| LayoutArgs {
+        n: (4 * plane * r.len()) as u32,
+        channels: r.len() as u32,
         height: p.height as u32,
         width: p.width as u32,
         ..Default::default()
     };
-    be.per_element(LAYOUT.entry("upsample_nearest2x"), &a, &[be.inp(x, "upsample_nearest2x")?], n, x.dtype())
+    split.run(be, LAYOUT.entry(op), args, |c| element_groups(4 * plane * c))?;
+    be.finish(out, n, x.dtype())
 }
 
 /// `count` rows of `len` elements, copied from columns `src.1..` of a matrix `src.0` wide to
@@ -89,11 +99,11 @@ pub(crate) struct Rows {
     pub dst: (usize, usize),
 }
 
-/// Copies `rows` of `x` into `out` (f32).
-pub(crate) fn copy_rows(be: &WgpuBackend, x: Input, out: Bind, rows: Rows) -> Result<()> {
-    let n = rows.count * rows.len;
-    let a = LayoutArgs {
-        n: n as u32,
+/// Copies `rows` of `x` into `out` (f32), split by rows past the binding limit.
+pub(crate) fn copy_rows(be: &WgpuBackend, x: Span, out: Span, rows: Rows) -> Result<()> {
+    let split = Split::new("copy_rows", rows.count).out(out, rows.dst.0).split("source", x, rows.src.0);
+    let args = |r: std::ops::Range<usize>| LayoutArgs {
+        n: (r.len() * rows.len) as u32,
         len: rows.len as u32,
         src_width: rows.src.0 as u32,
         src_start: rows.src.1 as u32,
@@ -101,5 +111,5 @@ pub(crate) fn copy_rows(be: &WgpuBackend, x: Input, out: Bind, rows: Rows) -> Re
         dst_start: rows.dst.1 as u32,
         ..Default::default()
     };
-    be.run(LAYOUT.entry("copy_rows"), &a, &[x], out, element_groups(n))
+    split.run(be, LAYOUT.entry("copy_rows"), args, |r| element_groups(r * rows.len))
 }

@@ -1,7 +1,9 @@
 //! Rotary embeddings (shaders/rope.wgsl), alone or after a per-head RMS norm: one invocation per
-//! head vector.
+//! head vector, split by tokens past the binding limit.
 
+use crate::buffer::Span;
 use crate::dispatch::{element_groups, Shader};
+use crate::split::Split;
 use crate::{WgpuBackend, WgpuBuffer};
 use joyrt_core::backend::{HeadParams, Rope};
 use joyrt_core::kernel_abi::OpCode;
@@ -46,17 +48,23 @@ fn rotate(
     rope: &Rope<WgpuBackend>,
     p: &HeadParams,
 ) -> Result<WgpuBuffer> {
-    let n = p.tokens * p.heads;
     let out = be.f32_buf(x.numel())?;
-    let wi = w.map(|w| be.inp(w, entry)).transpose()?.unwrap_or(be.dummy());
-    let inputs = [be.inp(x, entry)?, be.inp(&rope.cos, entry)?, be.inp(&rope.sin, entry)?, wi];
-    let args = RopeArgs {
-        n: n as u32,
+    let wi = w.map(|w| be.inp(w, "rms_norm_rope weight")).transpose()?.unwrap_or(be.dummy());
+    // By tokens: a token's head vectors and its row of each table.
+    let (row, half) = (p.heads * p.head_dim, p.head_dim / 2);
+    let split = Split::new(entry, p.tokens)
+        .out(Span::f32(&out, x.numel()), row)
+        .split("x", be.span(x, entry)?, row)
+        .split("cos table", be.span(&rope.cos, entry)?, half)
+        .split("sin table", be.span(&rope.sin, entry)?, half)
+        .whole(wi);
+    let args = |r: std::ops::Range<usize>| RopeArgs {
+        n: (r.len() * p.heads) as u32,
         heads: p.heads as u32,
         head_dim: p.head_dim as u32,
         pairing: rope.pairing.code(),
         eps: p.eps,
     };
-    be.run(ROPE.entry(entry), &args, &inputs, out.bind(), element_groups(n))?;
+    split.run(be, ROPE.entry(entry), args, |tokens| element_groups(tokens * p.heads))?;
     be.finish(out, x.numel(), x.dtype())
 }
