@@ -111,10 +111,5 @@ pub fn check_memory(
 }
 
 /// `1.23 GB` / `4.5 MB`.
-pub fn human_bytes(b: u64) -> String {
-    if b >= 1_000_000_000 {
-        format!("{:.2} GB", b as f64 / 1e9)
-    } else {
-        format!("{:.1} MB", b as f64 / 1e6)
-    }
+pub use joyrt_core::plan::bytes_label as human_bytes;
 }

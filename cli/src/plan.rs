@@ -70,11 +70,17 @@ pub fn run(a: PlanArgs) -> Result<()> {
         }
     };
     let pixels = bucket(&a, default_base)?;
-    let device_bytes = match a.max_memory_gb {
-        Some(gb) => Some((gb * 1e9) as u64),
-        None => memory_budget(&AnyBackend::open(a.backend)?, None),
+    // The device is opened only to ask its memory.
+    let backend = a.max_memory_gb.is_none().then(|| AnyBackend::open(a.backend)).transpose()?;
+    let device_bytes = match (&backend, a.max_memory_gb) {
+        (Some(b), _) => memory_budget(b, None),
+        (None, gb) => gb.map(|gb| (gb * 1e9) as u64),
     };
-    let request = PlanRequest { pixels, format, device_bytes, tiling: VaeTiling::default() };
+    let streaming = match &backend {
+        Some(b) => !matches!(b, AnyBackend::Cpu(_)),
+        None => a.backend != BackendChoice::Cpu,
+    };
+    let request = PlanRequest { pixels, format, device_bytes, tiling: VaeTiling::default(), streaming };
     let p = plan(&configs, &request)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&p)?);

@@ -34,6 +34,9 @@ pub struct PlanRequest {
     pub device_bytes: Option<u64>,
     /// The VAE tiles to use when the plan tiles it.
     pub tiling: VaeTiling,
+    /// Whether streaming DiT blocks saves device memory: not where the device's memory is the
+    /// host's (the CPU backend), where the plan keeps them resident.
+    pub streaming: bool,
 }
 
 /// Where the DiT's double blocks live during the denoising loop.
@@ -41,9 +44,26 @@ pub struct PlanRequest {
 #[serde(rename_all = "snake_case")]
 pub enum DitPlacement {
     Resident,
-    /// Kept in host memory, copied to the device a block at a time into two slots (the next
-    /// block's copy runs beside the current block's compute).
-    Streamed,
+    /// The first `resident_blocks` on the device, the others kept in host memory and copied to
+    /// the device a block at a time (the next block's copy runs beside the current block's
+    /// compute), so at most two of them are on the device at once.
+    Streamed { resident_blocks: usize },
+}
+
+impl DitPlacement {
+    /// Blocks kept on the device when the DiT has `blocks`.
+    pub fn resident_blocks(self, blocks: usize) -> usize {
+        match self {
+            DitPlacement::Resident => blocks,
+            DitPlacement::Streamed { resident_blocks } => resident_blocks.min(blocks),
+        }
+    }
+
+    /// Blocks on the device at once: the resident ones and up to two streamed ones.
+    fn device_blocks(self, blocks: usize) -> usize {
+        let r = self.resident_blocks(blocks);
+        r + (blocks - r).min(2)
+    }
 }
 
 /// Whether the three networks can stay loaded together (a server's session) or are loaded in turn
@@ -90,6 +110,15 @@ pub struct Plan {
     pub dit_blocks: usize,
 }
 
+/// `1.23 GB` from 1 GB up, `4.5 MB` below.
+pub fn bytes_label(b: u64) -> String {
+    if b >= 1_000_000_000 {
+        format!("{:.2} GB", b as f64 / 1e9)
+    } else {
+        format!("{:.1} MB", b as f64 / 1e6)
+    }
+}
+
 fn tiling_json<S: serde::Serializer>(t: &Option<VaeTiling>, s: S) -> std::result::Result<S::Ok, S::Error> {
     match t {
         Some(t) => s.serialize_str(&format!("{}/{}", t.tile, t.stride)),
@@ -105,18 +134,18 @@ impl Plan {
 
     /// One line: what was decided.
     pub fn summary(&self) -> String {
-        let gb = |b: u64| format!("{:.2} GB", b as f64 / 1e9);
         format!(
             "memory plan: peak {} of {}; components {}, DiT blocks {}, VAE {}",
-            gb(self.peak()),
-            self.device_bytes.map_or("an unknown size".into(), gb),
+            bytes_label(self.peak()),
+            self.device_bytes.map_or("an unknown size".into(), bytes_label),
             match self.components {
                 Components::Resident => "resident",
                 Components::InTurn => "loaded in turn",
             },
             match self.dit {
-                DitPlacement::Resident => "resident",
-                DitPlacement::Streamed => "streamed",
+                DitPlacement::Resident => "resident".to_string(),
+                DitPlacement::Streamed { resident_blocks } =>
+                    format!("streamed ({resident_blocks} of {} resident)", self.dit_blocks),
             },
             match self.vae_tiling {
                 Some(t) => format!("tiled {}/{}", t.tile, t.stride),
@@ -168,7 +197,8 @@ impl Sizes {
             encoder: DROP_TOKENS + image_tokens + PROMPT_TOKENS,
             dit_text: image_tokens + PROMPT_TOKENS,
         };
-        let tile = (r.tiling.tile, r.tiling.tile);
+        // A tiled VAE holds one tile's activations (a side shorter than a tile is not cut).
+        let tile = (r.tiling.tile.min(r.pixels.0), r.tiling.tile.min(r.pixels.1));
         let vae = &configs.vae;
         let dt = f.dtype;
         Sizes {
@@ -185,30 +215,43 @@ impl Sizes {
     }
 }
 
-/// The plan for `configs` under `r`: the fastest placement whose every stage fits (resident DiT
-/// before streamed, untiled VAE before tiled). Nothing fitting is [`Error::OutOfMemory`]-like
-/// [`Error::Input`] with the smallest placement's numbers.
+/// The plan for `configs` under `r`: the fastest placement whose every stage fits — a resident DiT
+/// before a streamed one, and a streamed one with as many resident blocks as fit; an untiled VAE
+/// before a tiled one. Where nothing fits, an [`Error::Input`] with the smallest placement's
+/// numbers.
 pub fn plan(configs: &Configs, r: &PlanRequest) -> Result<Plan> {
     let z = Sizes::new(configs, r);
     let layers = configs.transformer.num_layers;
     let fits = |p: &Plan| r.device_bytes.is_none_or(|m| p.peak() <= m);
     let mut smallest = None;
-    for dit in [DitPlacement::Resident, DitPlacement::Streamed] {
+    for tiled in [false, true] {
+        let p = make(&z, r, layers, DitPlacement::Resident, tiled);
+        if fits(&p) {
+            return Ok(p);
+        }
+        smallest = Some(p);
+    }
+    if r.streaming {
         for tiled in [false, true] {
-            let p = make(&z, r, layers, dit, tiled);
+            let p = make(&z, r, layers, DitPlacement::Streamed { resident_blocks: 0 }, tiled);
             if fits(&p) {
-                return Ok(p);
+                // Each resident block adds one block's bytes to the DiT stage only.
+                let room = r.device_bytes.map_or(0, |m| m - dit_stage(&p).peak());
+                let extra = if z.dit_block == 0 { 0 } else { room / z.dit_block } as usize;
+                let keep = extra.min(layers.saturating_sub(2));
+                return Ok(make(&z, r, layers, DitPlacement::Streamed { resident_blocks: keep }, tiled));
             }
             smallest = Some(p);
         }
     }
-    let p = smallest.expect("four placements were tried");
-    let gb = |b: u64| format!("{:.2} GB", b as f64 / 1e9);
+    let p = smallest.expect("placements were tried");
+    let gb = bytes_label;
     let worst = p.stages.iter().max_by_key(|s| s.peak()).expect("a plan has stages");
     Err(Error::Input(format!(
-        "nothing fits in {}: even with DiT blocks streamed and the VAE tiled, {} needs {} \
-         ({} weights, {} activations, {} carried); use a smaller --size or --base-size, a quantized model, or more memory\n{}",
+        "nothing fits in {}: even with {}the VAE tiled, {} needs {} ({} weights, {} activations, \
+         {} carried); use a smaller --base-size, a quantized model, or more memory\n{}",
         gb(r.device_bytes.unwrap_or(0)),
+        if r.streaming { "the DiT blocks streamed and " } else { "" },
         worst.stage,
         gb(worst.peak()),
         gb(worst.weight_bytes),
@@ -218,12 +261,16 @@ pub fn plan(configs: &Configs, r: &PlanRequest) -> Result<Plan> {
     )))
 }
 
+const DIT_STAGE: &str = "dit step";
+
+fn dit_stage(p: &Plan) -> &StagePlan {
+    p.stages.iter().find(|s| s.stage == DIT_STAGE).expect("a plan has a DiT stage")
+}
+
 fn make(z: &Sizes, r: &PlanRequest, layers: usize, dit: DitPlacement, tiled: bool) -> Plan {
     let pick = |(full, tile): (u64, u64)| if tiled { tile } else { full };
-    let dit_weights = match dit {
-        DitPlacement::Resident => z.dit_weights,
-        DitPlacement::Streamed => z.dit_weights - layers as u64 * z.dit_block + 2 * z.dit_block,
-    };
+    let blocks = layers as u64 * z.dit_block;
+    let dit_weights = z.dit_weights - blocks + dit.device_blocks(layers) as u64 * z.dit_block;
     let stages = vec![
         StagePlan {
             stage: "text encoder",
@@ -238,7 +285,7 @@ fn make(z: &Sizes, r: &PlanRequest, layers: usize, dit: DitPlacement, tiled: boo
             carried_bytes: z.prompt_states,
         },
         StagePlan {
-            stage: "dit step",
+            stage: DIT_STAGE,
             weight_bytes: dit_weights,
             activation_bytes: z.dit_act,
             carried_bytes: z.prompt_states + z.vae_weights,
@@ -250,7 +297,8 @@ fn make(z: &Sizes, r: &PlanRequest, layers: usize, dit: DitPlacement, tiled: boo
             carried_bytes: 0,
         },
     ];
-    let resident_peak = z.text_weights + z.vae_weights + dit_weights + stages.iter().map(|s| s.activation_bytes).max().unwrap_or(0);
+    let largest_act = stages.iter().map(|s| s.activation_bytes).max().unwrap_or(0);
+    let resident_peak = z.text_weights + z.vae_weights + dit_weights + largest_act;
     let components = if r.device_bytes.is_none_or(|m| resident_peak <= m) {
         Components::Resident
     } else {
@@ -268,3 +316,6 @@ fn make(z: &Sizes, r: &PlanRequest, layers: usize, dit: DitPlacement, tiled: boo
         dit_blocks: layers,
     }
 }
+
+#[cfg(test)]
+mod tests;
