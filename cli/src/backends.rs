@@ -112,4 +112,3 @@ pub fn check_memory(
 
 /// `1.23 GB` / `4.5 MB`.
 pub use joyrt_core::plan::bytes_label as human_bytes;
-}
