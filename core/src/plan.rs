@@ -8,7 +8,7 @@
 //! once), its activations, and what the pipeline carries across it (the prompt states, the VAE
 //! while the DiT runs: `pipeline::edit` keeps it loaded for the decode).
 
-mod activations;
+pub mod activations;
 mod weights;
 
 pub use activations::Tokens;
