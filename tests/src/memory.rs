@@ -54,7 +54,7 @@ impl Model {
 
     /// A mid-size model with random weights (the tiny model's layouts, widened: a 6-block DiT of
     /// width 256, a VAE of base width 32 with two residual blocks per stage, a 6-layer text
-    /// encoder of width 256) at 512².
+    /// encoder of width 256) at 256².
     pub fn mid(fx: &Path) -> Result<Model, String> {
         let tiny = Model::tiny(fx)?;
         let mut c = tiny.configs.clone();
@@ -75,7 +75,7 @@ impl Model {
             text: synth("mid text encoder", &c.text_encoder.param_specs(), 3)?,
             configs: c,
             tokenizer: tiny.tokenizer,
-            pixels: (512, 512),
+            pixels: (256, 256),
         })
     }
 }
