@@ -91,7 +91,10 @@ impl ConfigSet {
     pub fn network_configs(&self) -> Result<Configs> {
         let p = |s: &str| Path::new("make-model").join(s);
         Ok(Configs {
-            transformer: DitConfig::from_json(&serde_json::from_str(&self.transformer)?, &p("transformer/config.json"))?,
+            transformer: DitConfig::from_json(
+                &serde_json::from_str(&self.transformer)?,
+                &p("transformer/config.json"),
+            )?,
             vae: VaeConfig::from_json(&serde_json::from_str(&self.vae)?, &p("vae/config.json"))?,
             text_encoder: QwenConfig::from_json(
                 &serde_json::from_str(&self.text_encoder)?,

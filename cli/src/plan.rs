@@ -64,7 +64,9 @@ pub fn run(a: PlanArgs) -> Result<()> {
             let quant = a
                 .quant
                 .as_deref()
-                .map(|q| QuantFormat::parse(q).with_context(|| format!("--quant {q:?}: use int8, int4 or fp8")))
+                .map(|q| {
+                    QuantFormat::parse(q).with_context(|| format!("--quant {q:?}: use int8, int4 or fp8"))
+                })
                 .transpose()?;
             (set.network_configs()?, WeightFormat::new(dtype, quant), set.default_base_size)
         }
@@ -99,14 +101,16 @@ fn model_label(a: &PlanArgs) -> String {
 }
 
 fn describe(f: &WeightFormat) -> String {
-    let q = |n: &str, f: Option<QuantFormat>| f.map(|f| format!(", {n} blocks {}", f.name())).unwrap_or_default();
+    let q =
+        |n: &str, f: Option<QuantFormat>| f.map(|f| format!(", {n} blocks {}", f.name())).unwrap_or_default();
     format!("{}{}{}", f.dtype.name(), q("DiT", f.transformer_quant), q("text encoder", f.text_encoder_quant))
 }
 
 /// `(h, w)` of the bucket: `--size`, or the bucket `joyrt edit` picks for `--image`.
 fn bucket(a: &PlanArgs, default_base: Option<usize>) -> Result<(usize, usize)> {
     if let Some(s) = &a.size {
-        return parse_size(s).with_context(|| format!("--size {s:?} is not N or WxH in pixels, multiples of 16"));
+        return parse_size(s)
+            .with_context(|| format!("--size {s:?} is not N or WxH in pixels, multiples of 16"));
     }
     let Some(path) = &a.image else { bail!("give --size N|WxH or --image PATH") };
     let image = crate::output::read_image(path)?;

@@ -47,7 +47,9 @@ pub enum DitPlacement {
     /// The first `resident_blocks` on the device, the others kept in host memory and copied to
     /// the device a block at a time (the next block's copy runs beside the current block's
     /// compute), so at most two of them are on the device at once.
-    Streamed { resident_blocks: usize },
+    Streamed {
+        resident_blocks: usize,
+    },
 }
 
 impl DitPlacement {
@@ -157,7 +159,10 @@ impl Plan {
     /// The table `joyrt plan` prints.
     pub fn table(&self) -> String {
         let mb = |b: u64| format!("{:.1}", b as f64 / 1e6);
-        let mut s = format!("{:<12} {:>12} {:>14} {:>12} {:>12}\n", "stage", "weights MB", "activations MB", "carried MB", "peak MB");
+        let mut s = format!(
+            "{:<12} {:>12} {:>14} {:>12} {:>12}\n",
+            "stage", "weights MB", "activations MB", "carried MB", "peak MB"
+        );
         for st in &self.stages {
             s += &format!(
                 "{:<12} {:>12} {:>14} {:>12} {:>12}\n",

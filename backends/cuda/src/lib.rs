@@ -29,8 +29,8 @@ pub mod profile;
 mod streaming;
 
 pub use device::{availability, CudaBuffer};
-pub use streaming::CudaHostBuffer;
 pub use launch::{AttentionPath, GemmPath};
+pub use streaming::CudaHostBuffer;
 
 use joyrt_core::backend::*;
 use joyrt_core::{Backend, DType, QuantizedMatrix, Result, Tensor};

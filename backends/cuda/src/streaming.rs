@@ -48,7 +48,9 @@ impl CudaBackend {
                 // plain page-locked memory (not write-combined: the copy reads it back).
                 let mut host = unsafe { ctx.alloc_pinned_with_flags::<u8>(n, 0) }
                     .map_err(|e| self.driver_err("cuMemHostAlloc", e))?;
-                stream.memcpy_dtoh(&byte_view(d, n), &mut host).map_err(|e| self.driver_err("cuMemcpyDtoH", e))?;
+                stream
+                    .memcpy_dtoh(&byte_view(d, n), &mut host)
+                    .map_err(|e| self.driver_err("cuMemcpyDtoH", e))?;
                 stream.synchronize().map_err(|e| self.driver_err("synchronize", e))?;
                 HostMem::Pinned(host)
             }
@@ -66,7 +68,9 @@ impl CudaBackend {
                 let err = |what, e| self.driver_err(what, e);
                 let issued = stream.record_event(None).map_err(|e| err("cuEventRecord", e))?;
                 copy.stream.wait(&issued).map_err(|e| err("cuStreamWaitEvent", e))?;
-                copy.stream.memcpy_htod(src, &mut d.slice_mut(..n)).map_err(|e| err("cuMemcpyHtoDAsync", e))?;
+                copy.stream
+                    .memcpy_htod(src, &mut d.slice_mut(..n))
+                    .map_err(|e| err("cuMemcpyHtoDAsync", e))?;
                 let done = copy.stream.record_event(None).map_err(|e| err("cuEventRecord", e))?;
                 copy.pending.lock().expect("the pending uploads' lock is never poisoned").push(done);
             }
@@ -80,7 +84,9 @@ impl CudaBackend {
 
     pub(crate) fn await_host_uploads(&self) -> Result<()> {
         if let Device::Gpu { stream, copy, .. } = &self.inner.dev {
-            let done = std::mem::take(&mut *copy.pending.lock().expect("the pending uploads' lock is never poisoned"));
+            let done = std::mem::take(
+                &mut *copy.pending.lock().expect("the pending uploads' lock is never poisoned"),
+            );
             for e in &done {
                 stream.wait(e).map_err(|e| self.driver_err("cuStreamWaitEvent", e))?;
             }

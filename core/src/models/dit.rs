@@ -5,7 +5,6 @@
 mod blocks;
 
 use super::loader::{DTypePolicy, Loader};
-use blocks::Blocks;
 use super::Linear;
 use crate::limits::MAX_CHANNELS;
 use crate::limits::{
@@ -15,6 +14,7 @@ use crate::limits::{
 use crate::model_folder::{parse_config, read_json, sets};
 use crate::weights::{dit_key_to_diffusers, param_count, Checkpoint, ParamSpec};
 use crate::{Backend, DType, Error, Result, Rope, RopePairing, Tensor};
+use blocks::Blocks;
 use serde::Deserialize;
 use std::path::Path;
 

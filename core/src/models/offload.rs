@@ -24,7 +24,11 @@ pub(crate) struct HostTensor<B: Backend> {
 impl<B: Backend> Offload<B> for Tensor<B> {
     type Host = HostTensor<B>;
     fn to_host(&self) -> Result<HostTensor<B>> {
-        Ok(HostTensor { shape: self.shape().clone(), dtype: self.dtype(), buf: self.backend().to_host(self.buffer())? })
+        Ok(HostTensor {
+            shape: self.shape().clone(),
+            dtype: self.dtype(),
+            buf: self.backend().to_host(self.buffer())?,
+        })
     }
     fn from_host(h: &HostTensor<B>, backend: &B) -> Result<Self> {
         Ok(Tensor::from_buffer(backend, backend.upload_from_host(&h.buf)?, h.shape.clone(), h.dtype))
@@ -52,7 +56,13 @@ impl<B: Backend> Offload<B> for QuantizedMatrix<B> {
     }
     fn from_host(h: &HostQuantized<B>, backend: &B) -> Result<Self> {
         let data = backend.upload_from_host(&h.data)?;
-        Ok(QuantizedMatrix::from_parts(h.format, h.rows, h.cols, data, Tensor::from_host(&h.scales, backend)?))
+        Ok(QuantizedMatrix::from_parts(
+            h.format,
+            h.rows,
+            h.cols,
+            data,
+            Tensor::from_host(&h.scales, backend)?,
+        ))
     }
 }
 

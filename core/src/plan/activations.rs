@@ -121,10 +121,8 @@ pub fn text_encoder(cfg: &QwenConfig, dtype: DType, t: Tokens) -> u64 {
     let vision = n * (10 * vh + 2 * vi + patch_len) + 4 * n * (vh / v.num_heads as u64);
     let tok = t.encoder as u64;
     let (h, i) = (cfg.hidden_size as u64, cfg.intermediate_size as u64);
-    let (q, kv) = (
-        (cfg.num_attention_heads * cfg.head_dim) as u64,
-        (cfg.num_key_value_heads * cfg.head_dim) as u64,
-    );
+    let (q, kv) =
+        ((cfg.num_attention_heads * cfg.head_dim) as u64, (cfg.num_key_value_heads * cfg.head_dim) as u64);
     let layer = tok * (3 * h + 2 * q + 2 * kv + 3 * i);
     let cache = cfg.num_hidden_layers as u64 * tok * 2 * kv;
     let text = layer + cache + tok * h + tok * 2 * kv + 4 * tok * cfg.head_dim as u64;

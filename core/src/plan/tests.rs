@@ -31,7 +31,13 @@ fn full_size_placements_by_device() {
     let DitPlacement::Streamed { resident_blocks } = p.dit else { panic!("{:?}", p.dit) };
     assert!(resident_blocks > 0 && resident_blocks < 38, "{resident_blocks}");
     assert!(p.peak() <= r.device_bytes.unwrap());
-    let more = make(&Sizes::new(&c, &r), &r, 40, DitPlacement::Streamed { resident_blocks: resident_blocks + 1 }, false);
+    let more = make(
+        &Sizes::new(&c, &r),
+        &r,
+        40,
+        DitPlacement::Streamed { resident_blocks: resident_blocks + 1 },
+        false,
+    );
     assert!(dit_stage(&more).peak() > r.device_bytes.unwrap());
     // 16 GB in bf16: the text encoder alone does not fit; the refusal gives the numbers.
     let e = plan(&c, &request(16.0, DType::BF16, None)).unwrap_err().to_string();

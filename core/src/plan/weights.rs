@@ -81,8 +81,11 @@ impl WeightFormat {
         let mut total = 0;
         let mut block0 = 0;
         for spec in cfg.param_specs() {
-            let dtype =
-                if spec.name.starts_with("condition_embedder.time_embedder") { DType::F32 } else { self.dtype };
+            let dtype = if spec.name.starts_with("condition_embedder.time_embedder") {
+                DType::F32
+            } else {
+                self.dtype
+            };
             let b = Self::bytes(&spec, "transformer", dtype, self.transformer_quant);
             total += b;
             if spec.name.starts_with("double_blocks.0.") {
@@ -110,7 +113,10 @@ impl WeightFormat {
 
     /// The text encoder's weights.
     pub fn text_encoder(&self, cfg: &QwenConfig) -> u64 {
-        cfg.param_specs().iter().map(|s| Self::bytes(s, "text_encoder", self.dtype, self.text_encoder_quant)).sum()
+        cfg.param_specs()
+            .iter()
+            .map(|s| Self::bytes(s, "text_encoder", self.dtype, self.text_encoder_quant))
+            .sum()
     }
 }
 

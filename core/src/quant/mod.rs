@@ -223,7 +223,13 @@ impl<B: Backend> QuantizedMatrix<B> {
     }
 
     /// A matrix from the parts another one gave (its codes' buffer brought back from host memory).
-    pub(crate) fn from_parts(format: QuantFormat, rows: usize, cols: usize, data: B::Buffer, scales: Tensor<B>) -> Self {
+    pub(crate) fn from_parts(
+        format: QuantFormat,
+        rows: usize,
+        cols: usize,
+        data: B::Buffer,
+        scales: Tensor<B>,
+    ) -> Self {
         QuantizedMatrix { format, rows, cols, data: Arc::new(data), scales }
     }
 }

@@ -65,10 +65,7 @@ type HostLinear<B> = <Linear<B> as Offload<B>>::Host;
 type HostTensor<B> = <Tensor<B> as Offload<B>>::Host;
 
 impl<B: Backend> Offload<B> for Stream<B> {
-    type Host = (
-        [HostTensor<B>; 3],
-        [HostLinear<B>; 4],
-    );
+    type Host = ([HostTensor<B>; 3], [HostLinear<B>; 4]);
 
     fn to_host(&self) -> Result<Self::Host> {
         Ok((
