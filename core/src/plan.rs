@@ -242,7 +242,7 @@ pub fn plan(configs: &Configs, r: &PlanRequest) -> Result<Plan> {
             if fits(&p) {
                 // Each resident block adds one block's bytes to the DiT stage only.
                 let room = r.device_bytes.map_or(0, |m| m - dit_stage(&p).peak());
-                let extra = if z.dit_block == 0 { 0 } else { room / z.dit_block } as usize;
+                let extra = room.checked_div(z.dit_block).unwrap_or(0) as usize;
                 let keep = extra.min(layers.saturating_sub(2));
                 return Ok(make(&z, r, layers, DitPlacement::Streamed { resident_blocks: keep }, tiled));
             }
