@@ -253,7 +253,7 @@ pub fn plan(configs: &Configs, r: &PlanRequest) -> Result<Plan> {
     let gb = bytes_label;
     let worst = p.stages.iter().max_by_key(|s| s.peak()).expect("a plan has stages");
     Err(Error::Input(format!(
-        "nothing fits in {}: even with {}the VAE tiled, {} needs {} ({} weights, {} activations, \
+        "out of memory: nothing fits in {}: even with {}the VAE tiled, {} needs {} ({} weights, {} activations, \
          {} carried); use a smaller --base-size, a quantized model, or more memory\n{}",
         gb(r.device_bytes.unwrap_or(0)),
         if r.streaming { "the DiT blocks streamed and " } else { "" },
