@@ -73,9 +73,19 @@ fn host_available() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
-/// Refuses a run whose weights cannot fit. A single edit holds the text encoder alone, then the
-/// VAE and the transformer together, so its peak is the larger of the two in `dtype`; a
-/// `resident` session (a server) holds all three at once.
+/// The bytes a run may use on `backend`: `--max-memory-gb` when given (it pretends a smaller
+/// device), else what the system reports available (CPU: the host's available memory; CUDA: the
+/// device's free memory), `None` where the backend cannot tell (wgpu has no memory query).
+pub fn memory_budget(backend: &AnyBackend, max_gb: Option<f64>) -> Option<u64> {
+    match (max_gb, backend) {
+        (Some(gb), _) => Some((gb * 1e9) as u64),
+        (None, AnyBackend::Cpu(_)) => host_available(),
+        (None, AnyBackend::Wgpu(_)) => None,
+        (None, AnyBackend::Cuda(b)) => b.device_memory().ok().map(|(free, _)| free),
+    }
+}
+
+/// Refuses a resident session (a server: all three networks at once) whose weights cannot fit.
 pub fn check_memory(
     backend: &AnyBackend,
     model: &ModelFolder,
@@ -83,13 +93,7 @@ pub fn check_memory(
     max_gb: Option<f64>,
     resident: bool,
 ) -> Result<()> {
-    let limit = match (max_gb, backend) {
-        (Some(gb), _) => Some((gb * 1e9) as u64),
-        (None, AnyBackend::Cpu(_)) => host_available(),
-        (None, AnyBackend::Wgpu(_)) => None,
-        (None, AnyBackend::Cuda(b)) => b.device_memory().ok().map(|(free, _)| free),
-    };
-    let Some(limit) = limit else { return Ok(()) };
+    let Some(limit) = memory_budget(backend, max_gb) else { return Ok(()) };
     let c = &model.configs;
     let (dit, vae, qwen) = (c.transformer.param_count(), c.vae.param_count(), c.text_encoder.param_count());
     let params = if resident { qwen + dit + vae } else { qwen.max(dit + vae) };
@@ -107,10 +111,4 @@ pub fn check_memory(
 }
 
 /// `1.23 GB` / `4.5 MB`.
-pub fn human_bytes(b: u64) -> String {
-    if b >= 1_000_000_000 {
-        format!("{:.2} GB", b as f64 / 1e9)
-    } else {
-        format!("{:.1} MB", b as f64 / 1e6)
-    }
-}
+pub use joyrt_core::plan::bytes_label as human_bytes;

@@ -72,6 +72,10 @@ pub struct BenchArgs {
     /// two outputs agree to the op tolerance of --dtype (`--backend cpu`, `--parts forward`).
     #[arg(long)]
     pub check_dequantized: bool,
+    /// Keep only the first N DiT double blocks on the device and stream the others from host
+    /// memory at every forward (the memory plan's streamed placement; 0 streams them all).
+    #[arg(long)]
+    pub dit_resident_blocks: Option<usize>,
     /// After timing the CFG step, run one more with every kernel launch timed (CUDA events; the
     /// host clock in the emulation) and print the time per kernel (`--backend cuda` or
     /// `cuda-emulated`, with `--parts cfg-step`).
@@ -236,10 +240,16 @@ fn bench_dit<B: Backend>(
         (model.configs.transformer.clone(), Checkpoint::open(&model.transformer)?)
     };
     let t0 = Instant::now();
-    let dit = Dit::load(b, &ck, &cfg, dtype)?;
+    let dit = Dit::load_streamed(b, &ck, &cfg, dtype, a.dit_resident_blocks.unwrap_or(usize::MAX))?;
     b.synchronize()?;
+    let (resident, streamed) = dit.block_placement();
+    doc["dit_blocks_resident"] = json!(resident);
+    doc["dit_blocks_streamed"] = json!(streamed);
     let load_s = t0.elapsed().as_secs_f64();
-    out.say(format!("DiT loaded to {} in {load_s:.1} s", b.name()));
+    out.say(format!(
+        "DiT loaded to {} in {load_s:.1} s ({resident} blocks resident, {streamed} streamed)",
+        b.name()
+    ));
     drop(ck);
     if let Some(rss) = peak_rss_bytes() {
         out.say(format!("peak RSS after loading: {:.2} GiB", rss as f64 / (1u64 << 30) as f64));

@@ -1,14 +1,16 @@
 //! `joyrt edit`.
 
-use crate::backends::{AnyBackend, BackendChoice};
+use crate::backends::{memory_budget, AnyBackend, BackendChoice};
 use crate::output::{check_output_png, read_image, write_png_atomic};
 use crate::progress::StageReporter;
 use crate::prompt_input::PromptArgs;
 use anyhow::{Context, Result};
 use clap::Args;
+use joyrt_core::image::Buckets;
 use joyrt_core::model_folder::ModelFolder;
 use joyrt_core::models::vae_tiling::VaeTiling;
 use joyrt_core::pipeline::{edit, EditParams, Progress, Stage};
+use joyrt_core::plan::{plan, PlanRequest, WeightFormat};
 use joyrt_core::scheduler::SigmaSchedule;
 use joyrt_core::DType;
 use std::path::PathBuf;
@@ -58,14 +60,17 @@ pub struct EditArgs {
     /// Weight and activation dtype: bf16, f16 or f32 (latents and the scheduler stay f32).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// Memory the run may use, in GB (default: what the system reports available). joyrt refuses
-    /// to start a run whose weights alone would not fit, instead of failing part-way.
+    /// Device memory the run may use, in GB (default: what the device reports free; the host's
+    /// available memory on the CPU). The memory plan (`joyrt plan`) streams DiT blocks and tiles
+    /// the VAE to fit it, and refuses with the numbers a run that cannot fit, instead of failing
+    /// part-way.
     #[arg(long)]
     pub max_memory_gb: Option<f64>,
-    /// Run the VAE in overlapping tiles (diffusers' `vae.enable_tiling()`): `off`, `on` (256-pixel
-    /// tiles every 192 pixels, diffusers' defaults) or `TILE[/STRIDE]` in pixels. Less device
-    /// memory for large images; the result differs slightly from the untiled VAE.
-    #[arg(long, default_value = "off", value_name = "off|on|TILE[/STRIDE]")]
+    /// Run the VAE in overlapping tiles (diffusers' `vae.enable_tiling()`): `auto` (when the
+    /// memory plan needs it), `off`, `on` (256-pixel tiles every 192 pixels, diffusers' defaults)
+    /// or `TILE[/STRIDE]` in pixels. Less device memory for large images; the result differs
+    /// slightly from the untiled VAE.
+    #[arg(long, default_value = "auto", value_name = "auto|off|on|TILE[/STRIDE]")]
     pub vae_tiling: String,
     /// No progress output.
     #[arg(short, long)]
@@ -78,7 +83,7 @@ pub struct EditArgs {
 pub fn run(a: EditArgs) -> Result<()> {
     let dtype = DType::parse(&a.dtype)
         .with_context(|| format!("unknown dtype {:?}: use bf16, f16 or f32", a.dtype))?;
-    let vae_tiling = parse_vae_tiling(&a.vae_tiling)?;
+    let tiling_choice = parse_vae_tiling(&a.vae_tiling)?;
     check_output_png(&a.output, &a.image, a.overwrite)?;
     let (prompt, negative_prompt) = a.prompts.resolve()?;
     let image = read_image(&a.image)?;
@@ -91,7 +96,28 @@ pub fn run(a: EditArgs) -> Result<()> {
         None => crate::base_size::folder_default(&folder.root)?,
     };
     let backend = AnyBackend::open(a.backend)?;
-    crate::backends::check_memory(&backend, &folder, dtype, a.max_memory_gb, false)?;
+    let buckets = base_size.map(crate::base_size::buckets_for).transpose()?;
+    let bucket = buckets.clone().unwrap_or_else(|| Buckets::generate(1024)).best(image.height, image.width);
+    let plan = plan(
+        &folder.configs,
+        &PlanRequest {
+            pixels: bucket,
+            format: WeightFormat::of_folder(&folder, dtype)?,
+            device_bytes: memory_budget(&backend, a.max_memory_gb),
+            tiling: match tiling_choice {
+                Tiling::Forced(Some(t)) => t,
+                _ => VaeTiling::default(),
+            },
+            streaming: !matches!(backend, AnyBackend::Cpu(_)),
+        },
+    )?;
+    let vae_tiling = match tiling_choice {
+        Tiling::Auto => plan.vae_tiling,
+        Tiling::Forced(t) => t,
+    };
+    if !a.quiet && !a.json {
+        eprintln!("{}", plan.summary());
+    }
     if builtin && !a.quiet {
         eprintln!("note: no --model given: using the built-in tiny random-weight model (it proves the pipeline; it does not edit well)");
     }
@@ -104,8 +130,9 @@ pub fn run(a: EditArgs) -> Result<()> {
         shift: a.shift,
         schedule: if a.original_schedule { SigmaSchedule::Original } else { SigmaSchedule::Diffusers },
         dtype,
-        buckets: base_size.map(crate::base_size::buckets_for).transpose()?,
+        buckets,
         vae_tiling,
+        dit: plan.dit,
         ..Default::default()
     };
 
@@ -146,6 +173,7 @@ pub fn run(a: EditArgs) -> Result<()> {
             "builtin_model": builtin,
             "base_size": base_size,
             "peak_memory_bytes": backend.memory().1,
+            "plan": plan,
             "timings_s": timings,
             "total_s": total.as_secs_f64(),
         });
@@ -170,13 +198,21 @@ pub fn run(a: EditArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--vae-tiling`: `off`, `on` or `TILE[/STRIDE]` (checked against the VAE's scale by the pipeline).
-fn parse_vae_tiling(s: &str) -> Result<Option<VaeTiling>> {
+/// `--vae-tiling`: as the memory plan says, or as asked.
+enum Tiling {
+    Auto,
+    Forced(Option<VaeTiling>),
+}
+
+/// `--vae-tiling`: `auto`, `off`, `on` or `TILE[/STRIDE]` (checked against the VAE's scale by the
+/// pipeline).
+fn parse_vae_tiling(s: &str) -> Result<Tiling> {
     match s {
-        "off" => Ok(None),
-        "on" => Ok(Some(VaeTiling::default())),
-        other => VaeTiling::parse(other).map(Some).with_context(|| {
-            format!("--vae-tiling {other:?} is not off, on, or TILE[/STRIDE] in pixels (e.g. 256/192)")
+        "auto" => Ok(Tiling::Auto),
+        "off" => Ok(Tiling::Forced(None)),
+        "on" => Ok(Tiling::Forced(Some(VaeTiling::default()))),
+        other => VaeTiling::parse(other).map(|t| Tiling::Forced(Some(t))).with_context(|| {
+            format!("--vae-tiling {other:?} is not auto, off, on, or TILE[/STRIDE] in pixels (e.g. 256/192)")
         }),
     }
 }

@@ -11,6 +11,7 @@ mod hf_download;
 mod info;
 mod make_model;
 mod output;
+mod plan;
 mod progress;
 mod prompt_input;
 mod quantize;
@@ -45,6 +46,9 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Run the conformance layers against a backend and print the error table.
     Conformance(conformance::ConformanceArgs),
+    /// The memory plan of an edit: weight and activation bytes per stage and the placement that
+    /// fits a device (components in turn or resident, DiT blocks streamed, VAE tiled).
+    Plan(plan::PlanArgs),
     /// Time the DiT's ops and one DiT forward on a backend.
     Bench(bench::BenchArgs),
     /// Serve the model over an OpenAI-compatible Images API (`POST /v1/images/edits`), loaded
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::MakeModel(a) => make_model::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Conformance(a) => conformance::run(a),
+        Command::Plan(a) => plan::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),
     };

@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use joyrt_core::model_folder::Network;
+use joyrt_core::model_folder::{Configs, Network};
 use joyrt_core::models::dit::DitConfig;
 use joyrt_core::models::qwen::QwenConfig;
 use joyrt_core::models::vae::VaeConfig;
@@ -87,6 +87,22 @@ impl ConfigSet {
         })
     }
 
+    /// The three networks' configs, parsed and validated.
+    pub fn network_configs(&self) -> Result<Configs> {
+        let p = |s: &str| Path::new("make-model").join(s);
+        Ok(Configs {
+            transformer: DitConfig::from_json(
+                &serde_json::from_str(&self.transformer)?,
+                &p("transformer/config.json"),
+            )?,
+            vae: VaeConfig::from_json(&serde_json::from_str(&self.vae)?, &p("vae/config.json"))?,
+            text_encoder: QwenConfig::from_json(
+                &serde_json::from_str(&self.text_encoder)?,
+                &p("text_encoder/config.json"),
+            )?,
+        })
+    }
+
     /// Component configs from a folder; the rest (tokenizer, scheduler, processor) from `full`.
     fn from_dir(dir: &Path) -> Result<ConfigSet> {
         let mut c = Self::full()?;
@@ -163,11 +179,7 @@ pub fn write_model(
     max_shard_bytes: u64,
     mut log: impl FnMut(&str),
 ) -> Result<u64> {
-    let p = |s: &str| Path::new("make-model").join(s);
-    let dit = DitConfig::from_json(&serde_json::from_str(&c.transformer)?, &p("transformer/config.json"))?;
-    let vae = VaeConfig::from_json(&serde_json::from_str(&c.vae)?, &p("vae/config.json"))?;
-    let qwen =
-        QwenConfig::from_json(&serde_json::from_str(&c.text_encoder)?, &p("text_encoder/config.json"))?;
+    let Configs { transformer: dit, vae, text_encoder: qwen } = c.network_configs()?;
     let mut total = 0;
     for (dir, files) in [
         ("", vec![("model_index.json", c.model_index.as_bytes())]),

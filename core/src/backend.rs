@@ -51,6 +51,9 @@ impl<T: ?Sized> MaybeSync for T {}
 pub trait Backend: Clone + MaybeSend + MaybeSync + Sized + 'static {
     /// Device memory holding one tensor's elements.
     type Buffer: MaybeSend + MaybeSync + 'static;
+    /// Host memory a streamed weight waits in between its uses (page-locked on CUDA, so that its
+    /// copy to the device runs beside the kernels).
+    type HostBuffer: MaybeSend + MaybeSync + 'static;
 
     /// A short name for messages and tables (`cpu`, `wgpu:<adapter>`, `cuda:<gpu>`).
     fn name(&self) -> String;
@@ -81,6 +84,19 @@ pub trait Backend: Clone + MaybeSend + MaybeSync + Sized + 'static {
     /// resident session takes it before each edit, so one edit's error never fails the next.
     fn take_late_error(&self) -> Option<Error> {
         None
+    }
+    /// A host copy of `x` (waits for pending work on `x`), which [`Backend::upload_from_host`]
+    /// turns back into a buffer with the same bytes, dtype and length.
+    fn to_host(&self, x: &Self::Buffer) -> Result<Self::HostBuffer>;
+    /// A new buffer holding `src`'s bytes. The copy starts after the work queued so far and may
+    /// still run when this returns (beside the kernels queued next); work queued after the next
+    /// [`Backend::await_uploads`] sees the bytes.
+    fn upload_from_host(&self, src: &Self::HostBuffer) -> Result<Self::Buffer>;
+    /// Makes the work queued from now on wait for every [`Backend::upload_from_host`] started
+    /// before (without blocking the host). A backend whose uploads are ordered with its kernels
+    /// (one queue) has nothing to do.
+    fn await_uploads(&self) -> Result<()> {
+        Ok(())
     }
     /// Bytes of device memory held by live buffers now, and the most held at once since the
     /// backend was made (each backend counts what it allocates).

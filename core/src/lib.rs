@@ -18,6 +18,7 @@ pub mod limits;
 pub mod model_folder;
 pub mod models;
 pub mod pipeline;
+pub mod plan;
 pub mod prompt;
 pub mod quant;
 pub mod random_weights;

@@ -16,6 +16,7 @@ use crate::models::dit::{Dit, DitRequest, TextStream};
 use crate::models::qwen::Qwen;
 use crate::models::vae::Vae;
 use crate::models::vae_tiling::VaeTiling;
+use crate::plan::DitPlacement;
 use crate::prompt::DROP_TOKENS;
 use crate::scheduler::{Schedule, SigmaSchedule};
 use crate::{Backend, DType, Error, Result, Rng, Tensor};
@@ -48,6 +49,9 @@ pub struct EditParams {
     /// Run the VAE tile by tile when the image is larger than a tile (less device memory; a
     /// slightly different result: `models/vae_tiling.rs`).
     pub vae_tiling: Option<VaeTiling>,
+    /// Where an edit that loads its own DiT keeps the double blocks (a memory plan's choice:
+    /// [`crate::plan`]); streamed blocks give the same result. A [`Session`]'s DiT is resident.
+    pub dit: DitPlacement,
 }
 
 impl Default for EditParams {
@@ -65,6 +69,7 @@ impl Default for EditParams {
             noise: None,
             trace: false,
             vae_tiling: None,
+            dit: DitPlacement::Resident,
         }
     }
 }
@@ -203,7 +208,7 @@ pub async fn edit_async<B: Backend>(
     params: &EditParams,
     on_progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<EditOutput> {
-    let networks = LoadEach { backend, model, dtype: params.dtype };
+    let networks = LoadEach { backend, model, dtype: params.dtype, dit: params.dit };
     run(backend, model, image, params, on_progress, &networks).await
 }
 
@@ -236,6 +241,7 @@ struct LoadEach<'a, B: Backend> {
     backend: &'a B,
     model: &'a ModelFolder,
     dtype: DType,
+    dit: DitPlacement,
 }
 
 impl<B: Backend> Networks<B> for LoadEach<'_, B> {
@@ -249,7 +255,12 @@ impl<B: Backend> Networks<B> for LoadEach<'_, B> {
     }
     fn transformer(&self, clock: &mut Clock<'_>) -> Result<Held<'_, Dit<B>>> {
         clock
-            .run(Stage::LoadTransformer, |_| load_transformer(self.backend, self.model, self.dtype))
+            .run(Stage::LoadTransformer, |_| {
+                let ck = self.model.checkpoint(Network::Transformer)?;
+                let cfg = &self.model.configs.transformer;
+                let resident = self.dit.resident_blocks(cfg.num_layers);
+                Dit::load_streamed(self.backend, &ck, cfg, self.dtype, resident)
+            })
             .map(Held::Owned)
     }
 }

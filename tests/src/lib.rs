@@ -11,6 +11,7 @@
 //! `SKIPPED` line instead of passing silently.
 
 pub mod fixtures;
+pub mod memory;
 pub mod networks;
 pub mod ops;
 pub mod pipeline;
@@ -84,6 +85,33 @@ macro_rules! conformance_suite {
                     $crate::networks::dit(&b, &fx, dtype, &mut report);
                     $crate::networks::vae(&b, &fx, dtype, &mut report);
                     $crate::networks::qwen(&b, &fx, dtype, &mut report);
+                }
+                $crate::finish(&report);
+            }
+
+            #[test]
+            fn memory_plan_vs_measured_peaks() {
+                let Some(b) = backend_or_skip("memory") else { return };
+                let mut report = $crate::Report::new(joyrt_core::Backend::name(&b));
+                let fx = $crate::fixtures_dir();
+                let make = || backend_or_skip("memory");
+                for model in [$crate::memory::Model::tiny(&fx), $crate::memory::Model::mid(&fx)] {
+                    let Some(model) = report.attempt("memory", "model", model) else { continue };
+                    $crate::memory::plan_vs_measured(&make, &model, joyrt_core::DType::F32, &mut report);
+                }
+                $crate::finish(&report);
+            }
+
+            #[test]
+            fn dit_streamed_is_bit_identical() {
+                let Some(b) = backend_or_skip("streaming") else { return };
+                let mut report = $crate::Report::new(joyrt_core::Backend::name(&b));
+                let fx = $crate::fixtures_dir();
+                for model in [$crate::memory::Model::tiny(&fx), $crate::memory::Model::mid(&fx)] {
+                    let Some(model) = report.attempt("memory", "model", model) else { continue };
+                    for dtype in [joyrt_core::DType::F32, joyrt_core::DType::BF16] {
+                        $crate::memory::streamed_dit(&b, &model, dtype, &mut report);
+                    }
                 }
                 $crate::finish(&report);
             }

@@ -27,6 +27,7 @@ pub struct CpuBuffer {
     stats: Arc<MemStats>,
 }
 
+#[derive(Clone)]
 enum Data {
     F32(Vec<f32>),
     BF16(Vec<bf16>),
@@ -139,6 +140,7 @@ pub(crate) fn f32s(t: &Tensor<CpuBackend>) -> Cow<'_, [f32]> {
 
 impl Backend for CpuBackend {
     type Buffer = CpuBuffer;
+    type HostBuffer = CpuBuffer;
 
     fn name(&self) -> String {
         "cpu".into()
@@ -184,6 +186,16 @@ impl Backend for CpuBackend {
 
     fn synchronize(&self) -> Result<()> {
         Ok(())
+    }
+
+    // The host is the device: a streamed weight's host copy is a buffer like any other (counted),
+    // and its upload a copy of it, so the streaming path runs here as everywhere.
+    fn to_host(&self, x: &CpuBuffer) -> Result<CpuBuffer> {
+        Ok(self.buffer(x.data.clone()))
+    }
+
+    fn upload_from_host(&self, src: &CpuBuffer) -> Result<CpuBuffer> {
+        Ok(self.buffer(src.data.clone()))
     }
 
     fn memory_stats(&self) -> (u64, u64) {

@@ -13,13 +13,15 @@ pub(crate) enum Device {
     Gpu {
         ctx: Arc<CudaContext>,
         stream: Arc<CudaStream>,
+        /// Where streamed weights are uploaded (`streaming.rs`).
+        copy: crate::streaming::CopyStream,
     },
     /// The CPU emulation ([`CudaBackend::emulated`]).
     Emu(emu::Emulator),
 }
 
 /// Where a buffer's bytes live.
-enum Mem {
+pub(crate) enum Mem {
     Device(CudaSlice<u8>),
     /// Host memory of the CPU emulation (u128 words: 16-byte aligned like cudaMalloc's).
     Host(Vec<u128>),
@@ -36,7 +38,7 @@ impl Mem {
 
 /// Device memory of one tensor.
 pub struct CudaBuffer {
-    data: Mem,
+    pub(crate) data: Mem,
     /// The device address kernels get (a host address in the emulation).
     pub(crate) ptr: u64,
     len: usize,
@@ -159,6 +161,9 @@ impl CudaBackend {
         // SAFETY: no buffer exists yet and all work goes to one stream.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
+        let copy = crate::streaming::CopyStream::new(
+            ctx.new_stream().map_err(|e| unavailable(format!("creating the copy stream: {e:?}")))?,
+        );
         keep_freed_memory_pooled(&ctx);
         let arch = nvrtc::arch_for(major, minor);
         let name = format!("cuda:{gpu} ({arch})");
@@ -176,7 +181,7 @@ impl CudaBackend {
             poison: std::env::var("JOYRT_CUDA_POISON").is_ok_and(|v| v == "1"),
             max_blocks: (sms.max(1) as u32) * 16,
             persistent_blocks: sms.max(1) as u32,
-            dev: Device::Gpu { ctx, stream },
+            dev: Device::Gpu { ctx, stream, copy },
             kernels: KernelCache::default(),
             profiler: Default::default(),
             stats: Arc::default(),

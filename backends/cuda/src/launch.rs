@@ -206,7 +206,7 @@ impl CudaBackend {
             )
         };
         match (&function, &self.inner.dev) {
-            (Function::Gpu(g), Device::Gpu { ctx, stream }) => {
+            (Function::Gpu(g), Device::Gpu { ctx, stream, .. }) => {
                 // The driver's checks, made first so a refusal names the limit.
                 self.inner
                     .limits

@@ -26,9 +26,11 @@ pub mod limits;
 pub mod nvrtc;
 mod ops;
 pub mod profile;
+mod streaming;
 
 pub use device::{availability, CudaBuffer};
 pub use launch::{AttentionPath, GemmPath};
+pub use streaming::CudaHostBuffer;
 
 use joyrt_core::backend::*;
 use joyrt_core::{Backend, DType, QuantizedMatrix, Result, Tensor};
@@ -83,6 +85,7 @@ impl CudaBackend {
 
 impl Backend for CudaBackend {
     type Buffer = CudaBuffer;
+    type HostBuffer = CudaHostBuffer;
 
     fn name(&self) -> String {
         self.inner.name.clone()
@@ -106,6 +109,18 @@ impl Backend for CudaBackend {
 
     fn synchronize(&self) -> Result<()> {
         self.sync()
+    }
+
+    fn to_host(&self, x: &CudaBuffer) -> Result<CudaHostBuffer> {
+        self.buffer_to_host(x)
+    }
+
+    fn upload_from_host(&self, src: &CudaHostBuffer) -> Result<CudaBuffer> {
+        self.upload_host(src)
+    }
+
+    fn await_uploads(&self) -> Result<()> {
+        self.await_host_uploads()
     }
 
     fn memory_stats(&self) -> (u64, u64) {

@@ -52,10 +52,12 @@ mod dispatch;
 mod ops;
 mod pool;
 mod split;
+mod streaming;
 
 pub use buffer::WgpuBuffer;
 pub use device::{AdapterReport, WgpuOptions};
 pub use pool::{PoolStats, DEFAULT_POOL_BUDGET};
+pub use streaming::WgpuHostBuffer;
 
 use device::Gpu;
 use dispatch::Pipelines;
@@ -148,10 +150,9 @@ impl WgpuBackend {
     /// Reads `x` back one binding chunk at a time (so staging buffers stay within the binding limit).
     /// Natively `Gpu::wait` runs the map callback before `rx` is awaited, so the future is ready
     /// at its first poll; in a browser the callback comes from the page's event loop meanwhile.
-    async fn read_back(&self, x: &T) -> Result<Vec<u8>> {
+    async fn read_back(&self, b: &WgpuBuffer) -> Result<Vec<u8>> {
         let gpu = self.gpu();
         let fail = |e: &dyn std::fmt::Display| Error::backend(self.name(), format!("download: {e}"));
-        let b = x.buffer();
         let n = b.len * b.dtype.size();
         let mut out = Vec::with_capacity(n + 4);
         for j in 0..b.chunk_count() {
@@ -181,6 +182,7 @@ impl WgpuBackend {
 
 impl Backend for WgpuBackend {
     type Buffer = WgpuBuffer;
+    type HostBuffer = WgpuHostBuffer;
 
     fn name(&self) -> String {
         self.inner.gpu.name.clone()
@@ -230,7 +232,7 @@ impl Backend for WgpuBackend {
 
     #[cfg(not(target_arch = "wasm32"))]
     fn download(&self, x: &T) -> Result<Vec<u8>> {
-        pollster::block_on(self.read_back(x))
+        pollster::block_on(self.read_back(x.buffer()))
     }
 
     #[cfg(target_arch = "wasm32")]
@@ -242,7 +244,15 @@ impl Backend for WgpuBackend {
     }
 
     fn download_async(&self, x: &T) -> impl std::future::Future<Output = Result<Vec<u8>>> {
-        self.read_back(x)
+        self.read_back(x.buffer())
+    }
+
+    fn to_host(&self, x: &WgpuBuffer) -> Result<WgpuHostBuffer> {
+        self.buffer_to_host(x)
+    }
+
+    fn upload_from_host(&self, src: &WgpuHostBuffer) -> Result<WgpuBuffer> {
+        self.upload_host(src)
     }
 
     fn synchronize(&self) -> Result<()> {

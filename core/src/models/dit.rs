@@ -2,6 +2,8 @@
 //! (model-spec §2). Image and text streams have their own weights and share one joint attention;
 //! the image tokens carry 3-D RoPE (adjacent pairs), the text tokens none.
 
+mod blocks;
+
 use super::loader::{DTypePolicy, Loader};
 use super::Linear;
 use crate::limits::MAX_CHANNELS;
@@ -12,6 +14,7 @@ use crate::limits::{
 use crate::model_folder::{parse_config, read_json, sets};
 use crate::weights::{dit_key_to_diffusers, param_count, Checkpoint, ParamSpec};
 use crate::{Backend, DType, Error, Result, Rope, RopePairing, Tensor};
+use blocks::Blocks;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -253,7 +256,7 @@ pub struct Dit<B: Backend> {
     time_proj: Linear<B>,
     text_1: Linear<B>,
     text_2: Linear<B>,
-    blocks: Vec<(Stream<B>, Stream<B>)>,
+    blocks: Blocks<B>,
     proj_out: Linear<B>,
 }
 
@@ -307,6 +310,19 @@ pub struct TextStream<B: Backend>(Tensor<B>);
 impl<B: Backend> Dit<B> {
     /// Loads the transformer, checking the exact tensor set first (both key spellings accepted).
     pub fn load(backend: &B, ck: &Checkpoint, cfg: &DitConfig, dtype: DType) -> Result<Self> {
+        Self::load_streamed(backend, ck, cfg, dtype, usize::MAX)
+    }
+
+    /// [`Dit::load`] with only the first `resident_blocks` double blocks kept on the device; the
+    /// others wait in host memory and are streamed to the device block by block at every forward
+    /// (with the same results). Each block passes through the device once while loading.
+    pub fn load_streamed(
+        backend: &B,
+        ck: &Checkpoint,
+        cfg: &DitConfig,
+        dtype: DType,
+        resident_blocks: usize,
+    ) -> Result<Self> {
         let ck = ck.clone().with_renames(dit_key_to_diffusers)?;
         ck.check_exact("transformer", &cfg.param_specs(), &[])?;
         // diffusers keeps the time embedder in fp32 (`_keep_in_fp32_modules`).
@@ -314,12 +330,11 @@ impl<B: Backend> Dit<B> {
         let vb = Loader::new(&ck, backend, &policy);
         let cond = |name: &str| Linear::load(&vb.pp("condition_embedder").pp(name));
         let img_in = Linear::load_patch_embed(&vb.pp("img_in"))?;
-        let blocks = (0..cfg.num_layers)
-            .map(|l| {
-                let block = vb.pp(format!("double_blocks.{l}"));
-                Ok((Stream::load(&block, "img")?, Stream::load(&block, "txt")?))
-            })
-            .collect::<Result<_>>()?;
+        let mut blocks = Blocks::new(backend);
+        for l in 0..cfg.num_layers {
+            let block = vb.pp(format!("double_blocks.{l}"));
+            blocks.push((Stream::load(&block, "img")?, Stream::load(&block, "txt")?), resident_blocks)?;
+        }
         Ok(Dit {
             cfg: cfg.clone(),
             backend: backend.clone(),
@@ -337,6 +352,11 @@ impl<B: Backend> Dit<B> {
 
     pub fn config(&self) -> &DitConfig {
         &self.cfg
+    }
+
+    /// Double blocks kept on the device, and blocks streamed from host memory.
+    pub fn block_placement(&self) -> (usize, usize) {
+        self.blocks.counts()
     }
 
     /// The shared modulation vector `vec = time_proj(SiLU(temb))` as `[6, D]`: once per step.
@@ -424,7 +444,7 @@ impl<B: Backend> Dit<B> {
         let mut txt = text.0.clone();
 
         let l_txt = txt.dims()[0];
-        for (si, st) in &self.blocks {
+        self.blocks.for_each(|(si, st)| {
             let (mi, mt) = (si.modulation(vec)?, st.modulation(vec)?);
             let (qi, ki, vi) = si.qkv(&img, &mi, heads, Some(&req.rope))?;
             let (qt, kt, vt) = st.qkv(&txt, &mt, heads, None)?;
@@ -434,7 +454,8 @@ impl<B: Backend> Dit<B> {
             let a = q.attention(&k, &v, false, None)?.reshape([n_img + l_txt, d])?;
             img = si.finish(&img, &a.slice(0, 0, n_img)?, &mi)?;
             txt = st.finish(&txt, &a.slice(0, n_img, l_txt)?, &mt)?;
-        }
+            Ok(())
+        })?;
 
         let y = self.proj_out.fwd(&img.layer_norm(None, None, EPS)?)?;
         // Features are channel-fastest: (ph·2 + pw)·C + c.

@@ -3,6 +3,7 @@
 
 pub mod dit;
 mod loader;
+mod offload;
 pub mod qwen;
 pub mod vae;
 pub mod vae_tiling;

@@ -43,11 +43,11 @@ pub const LATENTS_STD: [f32; 16] = [
 ];
 
 /// A decoder up block: its residual blocks and its upsampler (none in the last).
-type UpBlock = (Vec<Block>, Option<Block>);
+pub(crate) type UpBlock = (Vec<Block>, Option<Block>);
 
 /// One stage of the encoder's or decoder's flat block list.
 #[derive(Clone, Debug, PartialEq)]
-enum Block {
+pub(crate) enum Block {
     Res {
         cin: usize,
         cout: usize,
@@ -136,7 +136,7 @@ impl VaeConfig {
         1 << (self.dim_mult.len() - 1)
     }
 
-    fn encoder_blocks(&self) -> (Vec<Block>, usize) {
+    pub(crate) fn encoder_blocks(&self) -> (Vec<Block>, usize) {
         let dims: Vec<usize> =
             std::iter::once(1).chain(self.dim_mult.iter().copied()).map(|m| m * self.base_dim).collect();
         let mut out = Vec::new();
@@ -154,7 +154,7 @@ impl VaeConfig {
     }
 
     /// Decoder up blocks: `(resnets, upsampler)` per block, and the first/last widths.
-    fn decoder_blocks(&self) -> (Vec<UpBlock>, usize, usize) {
+    pub(crate) fn decoder_blocks(&self) -> (Vec<UpBlock>, usize, usize) {
         let m = &self.dim_mult;
         let dims: Vec<usize> = std::iter::once(*m.last().unwrap())
             .chain(m.iter().rev().copied())

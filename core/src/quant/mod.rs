@@ -221,6 +221,17 @@ impl<B: Backend> QuantizedMatrix<B> {
     pub fn scales(&self) -> &Tensor<B> {
         &self.scales
     }
+
+    /// A matrix from the parts another one gave (its codes' buffer brought back from host memory).
+    pub(crate) fn from_parts(
+        format: QuantFormat,
+        rows: usize,
+        cols: usize,
+        data: B::Buffer,
+        scales: Tensor<B>,
+    ) -> Self {
+        QuantizedMatrix { format, rows, cols, data: Arc::new(data), scales }
+    }
 }
 
 #[cfg(test)]
