@@ -285,10 +285,14 @@ fn bench_dit<B: Backend>(
             let dense = dense?;
             let tol = joyrt_conformance::tolerance::op_preset(dtype);
             let m = joyrt_conformance::Metrics::compare(&quantized, &dense, &tol);
-            let pass = m.passes(&tol);
+            // An all-zero or constant output would agree trivially: its size is reported too.
+            let rms = (quantized.iter().map(|v| (*v as f64).powi(2)).sum::<f64>()
+                / quantized.len().max(1) as f64)
+                .sqrt();
+            let pass = m.passes(&tol) && rms > 0.0 && rms.is_finite();
             out.say(format!(
-                "against the forward with whole dequantized weights ({dense_s:.1} s): rel L2 {:.2e}, max abs {:.2e}, \
-                 cosine {:.8}, {} of {} elements outside {}: {}",
+                "against the forward with whole dequantized weights ({dense_s:.1} s): output rms {rms:.4e}, rel L2 {:.2e}, \
+                 max abs {:.2e}, cosine {:.8}, {} of {} elements outside {}: {}",
                 m.rel_l2,
                 m.max_abs,
                 m.cosine,
@@ -298,11 +302,15 @@ fn bench_dit<B: Backend>(
                 if pass { "agree" } else { "DISAGREE" }
             ));
             doc["dequantized_check"] = json!({
-                "tolerance": tol.name, "rel_l2": m.rel_l2, "max_abs": m.max_abs, "cosine": m.cosine,
+                "tolerance": tol.name, "output_rms": rms, "rel_l2": m.rel_l2, "max_abs": m.max_abs, "cosine": m.cosine,
                 "violations": m.violations, "elements": m.len, "dense_forward_s": dense_s, "agree": pass,
             });
             if !pass {
-                bail!("the quantized forward and the dequantized dense forward disagree beyond {}", tol.name);
+                bail!(
+                    "the quantized forward (output rms {rms:e}) and the dequantized dense forward disagree beyond {}, \
+                     or the output is zero or not finite",
+                    tol.name
+                );
             }
         }
         if let Some(rss) = peak_rss_bytes() {

@@ -98,7 +98,7 @@ fn prompt_flags_name_the_prompt_and_exclude_each_other() {
 }
 
 /// One edit with special tokens in an inline prompt, one with the same prompt from a file: both
-/// run (the tokens are text), give the same image, print only the stage lines on stderr (no
+/// run (the tokens are text), give the same image, print only the plan and stage lines on stderr (no
 /// driver noise, even with no XDG_RUNTIME_DIR and no display), and use the tiny model's own
 /// default base size (no `--base-size`).
 #[test]
@@ -121,7 +121,10 @@ fn special_token_prompts_run_quietly_and_prompt_files_equal_inline_prompts() {
         let stderr = String::from_utf8_lossy(&o.stderr).to_string();
         let stages = ["preprocess", "load text encoder", "encode prompt", "load vae", "vae encode"];
         let stages = [&stages[..], &["load transformer", "denoise", "vae decode"]].concat();
-        let lines: Vec<&str> = stderr.lines().collect();
+        // The memory plan's one line of decisions, then one line per stage.
+        let (plan, rest) = stderr.split_once('\n').unwrap_or_default();
+        assert!(plan.starts_with("memory plan: peak ") && plan.contains("DiT blocks resident"), "{stderr}");
+        let lines: Vec<&str> = rest.lines().collect();
         assert_eq!(lines.len(), stages.len() + 1, "{stderr}");
         for (line, stage) in lines.iter().zip(&stages) {
             let rest = line.strip_prefix(&format!("  {stage:<18} ")).unwrap_or_else(|| panic!("{stderr}"));

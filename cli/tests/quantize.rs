@@ -111,6 +111,7 @@ fn bench_checks_a_quantized_forward_against_the_dequantized_one() {
     let check = &doc["dit"]["dequantized_check"];
     assert_eq!(check["agree"], true, "{check}");
     assert!(check["elements"].as_u64().unwrap() > 0, "{check}");
+    assert!(check["output_rms"].as_f64().unwrap() > 0.0, "{check}");
     assert!(doc["dit"]["peak_rss_bytes"].as_u64().unwrap() > 0, "{doc}");
 
     let o = joyrt(&["bench", "--backend", "cuda-emulated", "--parts", "forward", "--check-dequantized"]);

@@ -95,7 +95,7 @@ macro_rules! conformance_suite {
                 let mut report = $crate::Report::new(joyrt_core::Backend::name(&b));
                 let fx = $crate::fixtures_dir();
                 let make = || backend_or_skip("memory");
-                for model in [$crate::memory::Model::tiny(&fx), $crate::memory::Model::mid(&fx)] {
+                for model in $crate::memory::models(&fx) {
                     let Some(model) = report.attempt("memory", "model", model) else { continue };
                     $crate::memory::plan_vs_measured(&make, &model, joyrt_core::DType::F32, &mut report);
                 }
@@ -107,7 +107,7 @@ macro_rules! conformance_suite {
                 let Some(b) = backend_or_skip("streaming") else { return };
                 let mut report = $crate::Report::new(joyrt_core::Backend::name(&b));
                 let fx = $crate::fixtures_dir();
-                for model in [$crate::memory::Model::tiny(&fx), $crate::memory::Model::mid(&fx)] {
+                for model in $crate::memory::models(&fx) {
                     let Some(model) = report.attempt("memory", "model", model) else { continue };
                     for dtype in [joyrt_core::DType::F32, joyrt_core::DType::BF16] {
                         $crate::memory::streamed_dit(&b, &model, dtype, &mut report);

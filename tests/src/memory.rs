@@ -80,6 +80,18 @@ impl Model {
     }
 }
 
+/// The models the memory and streaming tests run: the tiny model always; the mid-size one too
+/// when `JOYRT_TEST_MID_MODEL=1` (minutes per backend on a 2-core CPU, tens of minutes through
+/// lavapipe or the CUDA emulation, so CI runs the tiny model only; docs/benchmarks.md has the
+/// mid-size figures).
+pub fn models(fx: &Path) -> Vec<Result<Model, String>> {
+    let mut v = vec![Model::tiny(fx)];
+    if std::env::var("JOYRT_TEST_MID_MODEL").is_ok_and(|v| v == "1") {
+        v.push(Model::mid(fx));
+    }
+    v
+}
+
 /// `(weights, peak)` bytes of one stage on a fresh backend.
 type Measured = (u64, u64);
 
