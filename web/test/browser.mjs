@@ -269,7 +269,9 @@ const cases = {
       });
       joyrt.on('exit', (c) => fail(new Error(`joyrt serve exited (${c}):\n${err}`)));
     });
-    for (let t = 0; (await fetch(`${base}/health/ready`)).status !== 200; t++) {
+    // A refused or reset connection while the server starts counts as not ready yet.
+    const ready = () => fetch(`${base}/health/ready`).then((r) => r.status === 200, () => false);
+    for (let t = 0; !(await ready()); t++) {
       check(t < 600, 'joyrt serve got ready');
       await new Promise((ok) => setTimeout(ok, 100));
     }
@@ -325,7 +327,8 @@ try {
   writeFileSync(join(plan.outDir, 'result.json'), JSON.stringify(results, null, 1) + '\n');
   await browser.close().catch(() => {});
 } catch (e) {
-  console.error(`FAIL: ${e.message}`);
+  // undici's "fetch failed" says why only in its cause.
+  console.error(`FAIL: ${e.message}${e.cause ? ` (${e.cause.code ?? ''} ${e.cause.message ?? e.cause})` : ''}`);
   code = 1;
 } finally {
   clearTimeout(watchdog);
