@@ -93,6 +93,11 @@ macro_rules! conformance_suite {
             fn memory_plan_vs_measured_peaks() {
                 let Some(b) = backend_or_skip("memory") else { return };
                 let mut report = $crate::Report::new(joyrt_core::Backend::name(&b));
+                if !$crate::memory::runs_on(stringify!($name)) {
+                    report.skip("memory", "plan vs measured", $crate::memory::EMULATED_ON_DEMAND);
+                    $crate::finish(&report);
+                    return;
+                }
                 let fx = $crate::fixtures_dir();
                 let make = || backend_or_skip("memory");
                 for model in $crate::memory::models(&fx) {
@@ -106,6 +111,11 @@ macro_rules! conformance_suite {
             fn dit_streamed_is_bit_identical() {
                 let Some(b) = backend_or_skip("streaming") else { return };
                 let mut report = $crate::Report::new(joyrt_core::Backend::name(&b));
+                if !$crate::memory::runs_on(stringify!($name)) {
+                    report.skip("memory", "streamed DiT", $crate::memory::EMULATED_ON_DEMAND);
+                    $crate::finish(&report);
+                    return;
+                }
                 let fx = $crate::fixtures_dir();
                 for model in $crate::memory::models(&fx) {
                     let Some(model) = report.attempt("memory", "model", model) else { continue };

@@ -92,6 +92,16 @@ pub fn models(fx: &Path) -> Vec<Result<Model, String>> {
     v
 }
 
+/// Why the memory and streaming tests skip the CUDA emulation unless asked.
+pub const EMULATED_ON_DEMAND: &str = "on the CUDA emulation these run with JOYRT_TEST_EMULATED_MEMORY=1 \
+     (each stage builds a fresh emulator, which compiles every kernel family again: tens of minutes)";
+
+/// Whether the memory and streaming tests run for the suite instance `suite` (`cpu`, `wgpu`,
+/// `cuda_emulated`, …): everywhere but the CUDA emulation, which runs them on demand.
+pub fn runs_on(suite: &str) -> bool {
+    suite != "cuda_emulated" || std::env::var("JOYRT_TEST_EMULATED_MEMORY").is_ok_and(|v| v == "1")
+}
+
 /// `(weights, peak)` bytes of one stage on a fresh backend.
 type Measured = (u64, u64);
 
