@@ -94,7 +94,9 @@ impl ByteSource for FloatTensor {
         let range = super::checked_range(self.size, offset, len)?;
         let mut bytes = vec![0u8; self.size as usize];
         fill_uniform(&mut bytes, self.dtype, self.seed);
-        Ok(Cow::Owned(bytes[range].to_vec()))
+        bytes.truncate(range.end);
+        bytes.drain(..range.start);
+        Ok(Cow::Owned(bytes))
     }
 }
 
@@ -139,12 +141,11 @@ impl Weight {
                 .map(|r0| {
                     scope.spawn(move || {
                         let n = per.min(rows - r0);
-                        let mut dense = vec![0u8; n * k * 4];
-                        for (r, row) in dense.chunks_exact_mut(k * 4).enumerate() {
+                        let mut values = vec![0f32; n * k];
+                        for (r, row) in values.chunks_exact_mut(k).enumerate() {
                             let row_seed = self.seed.wrapping_mul(0x9e37_79b9).wrapping_add((r0 + r) as u64);
-                            fill_uniform(row, DType::F32, row_seed);
+                            fill_uniform(bytemuck::cast_slice_mut(row), DType::F32, row_seed);
                         }
-                        let values: Vec<f32> = bytemuck::pod_collect_to_vec(&dense);
                         codec::quantize_rows(format, k, &values)
                     })
                 })
