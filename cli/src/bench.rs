@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod vae;
+
 /// A timed part of the benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Part {
@@ -29,6 +31,10 @@ pub enum Part {
     /// `linear_quantized` (int8, int4, fp8 weights) against the dense `linear` at the DiT block's
     /// K×N shapes (M = --tokens), as time ratios measured in one run.
     Quantized,
+    /// The VAE's encode and decode at --size, untiled and tiled (--vae-tiling), each on a fresh
+    /// backend: time, peak memory against the memory plan, and the tiled outputs' PSNR against the
+    /// untiled ones.
+    Vae,
 }
 
 #[derive(Args)]
@@ -76,6 +82,13 @@ pub struct BenchArgs {
     /// memory at every forward (the memory plan's streamed placement; 0 streams them all).
     #[arg(long)]
     pub dit_resident_blocks: Option<usize>,
+    /// With --parts vae: the published VAE configuration on random weights drawn as
+    /// `joyrt make-model` draws them, instead of the model folder's VAE.
+    #[arg(long, conflicts_with = "model")]
+    pub full_vae: bool,
+    /// With --parts vae: the tiles of the tiled runs, `TILE` or `TILE/STRIDE` in pixels.
+    #[arg(long, default_value = "256/192")]
+    pub vae_tiling: String,
     /// After timing the CFG step, run one more with every kernel launch timed (CUDA events; the
     /// host clock in the emulation) and print the time per kernel (`--backend cuda` or
     /// `cuda-emulated`, with `--parts cfg-step`).
@@ -463,6 +476,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         };
         doc["dit"] =
             crate::with_backend!(&backend, b => bench_dit(b, &a, dtype, &model, profiler, reference, &out))?;
+    }
+    if a.parts.contains(&Part::Vae) {
+        // Each VAE run opens its own backend, so that its peak is its own.
+        doc["vae"] = vae::bench_vae(&a, dtype, &model, &out)?;
     }
     let (now, peak) = backend.memory();
     doc["memory"] = json!({ "current_bytes": now, "peak_bytes": peak });
