@@ -93,8 +93,7 @@ macro_rules! conformance_suite {
             fn memory_plan_vs_measured_peaks() {
                 let Some(b) = backend_or_skip("memory") else { return };
                 let mut report = $crate::Report::new(joyrt_core::Backend::name(&b));
-                if !$crate::memory::runs_on(stringify!($name)) {
-                    report.skip("memory", "plan vs measured", $crate::memory::EMULATED_ON_DEMAND);
+                if !$crate::memory::runs_on(stringify!($name), &mut report, "plan vs measured") {
                     $crate::finish(&report);
                     return;
                 }
@@ -111,8 +110,7 @@ macro_rules! conformance_suite {
             fn dit_streamed_is_bit_identical() {
                 let Some(b) = backend_or_skip("streaming") else { return };
                 let mut report = $crate::Report::new(joyrt_core::Backend::name(&b));
-                if !$crate::memory::runs_on(stringify!($name)) {
-                    report.skip("memory", "streamed DiT", $crate::memory::EMULATED_ON_DEMAND);
+                if !$crate::memory::runs_on(stringify!($name), &mut report, "streamed DiT") {
                     $crate::finish(&report);
                     return;
                 }

@@ -93,13 +93,19 @@ pub fn models(fx: &Path) -> Vec<Result<Model, String>> {
 }
 
 /// Why the memory and streaming tests skip the CUDA emulation unless asked.
-pub const EMULATED_ON_DEMAND: &str = "on the CUDA emulation these run with JOYRT_TEST_EMULATED_MEMORY=1 \
-     (each stage builds a fresh emulator, which compiles every kernel family again: tens of minutes)";
+const EMULATED_ON_DEMAND: &str = "on the CUDA emulation these run with JOYRT_TEST_EMULATED_MEMORY=1 \
+     (the emulated kernels are slow: 11 minutes for the tiny model on a loaded 2-core machine)";
 
 /// Whether the memory and streaming tests run for the suite instance `suite` (`cpu`, `wgpu`,
-/// `cuda_emulated`, …): everywhere but the CUDA emulation, which runs them on demand.
-pub fn runs_on(suite: &str) -> bool {
-    suite != "cuda_emulated" || std::env::var("JOYRT_TEST_EMULATED_MEMORY").is_ok_and(|v| v == "1")
+/// `cuda_emulated`, …): everywhere but the CUDA emulation, which runs them on demand. Where they
+/// do not, `report` records the skip of `what`.
+pub fn runs_on(suite: &str, report: &mut Report, what: &str) -> bool {
+    let runs =
+        suite != "cuda_emulated" || std::env::var("JOYRT_TEST_EMULATED_MEMORY").is_ok_and(|v| v == "1");
+    if !runs {
+        report.skip("memory", what, EMULATED_ON_DEMAND);
+    }
+    runs
 }
 
 /// `(weights, peak)` bytes of one stage on a fresh backend.

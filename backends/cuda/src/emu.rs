@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 const HEADER: &str = include_str!("../emu/cuda_emu.hpp");
 
@@ -114,6 +114,12 @@ pub struct Emulator {
 
 static LAUNCH_LOCK: Mutex<()> = Mutex::new(());
 
+/// A built library, or why it could not be built: once per source in the process.
+type BuiltSlot = Arc<OnceLock<Result<Arc<libloading::Library>, String>>>;
+
+/// Every library built in this process, by compiler and translation unit.
+static BUILT: LazyLock<Mutex<HashMap<(String, String), BuiltSlot>>> = LazyLock::new(Default::default);
+
 /// Serialises emulated launches in the process: each library keeps its scheduler (and
 /// `__shared__` memory) in globals, so two launches of one kernel must not overlap.
 fn global_launch_lock() -> std::sync::MutexGuard<'static, ()> {
@@ -164,8 +170,6 @@ impl Emulator {
         kernels: &[&str],
         resources: HashMap<String, KernelResources>,
     ) -> Result<EmuModule, String> {
-        let src_path = self.dir.join(format!("{stem}.cpp"));
-        let lib_path = self.dir.join(format!("{stem}.so"));
         let mut src = String::from("#define JOYRT_CUDA_EMU 1\n");
         src += HEADER;
         src += "\n";
@@ -173,6 +177,21 @@ impl Emulator {
         for k in kernels {
             src += &format!("EMU_EXPORT({k})\n");
         }
+        // A library is a pure function of its source and compiler, and holds no state between
+        // launches, so every emulator in the process shares it: a fresh emulator (one per backend)
+        // then costs no compilation for what another already built.
+        let slot = {
+            let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+            built.entry((self.compiler.clone(), src.clone())).or_default().clone()
+        };
+        let lib = slot.get_or_init(|| self.compile(stem, file, &src)).clone()?;
+        Ok(EmuModule { file: file.into(), lib, device: self.device.clone(), resources: Arc::new(resources) })
+    }
+
+    /// Compiles the emulation translation unit `src` into a shared library and loads it.
+    fn compile(&self, stem: &str, file: &str, src: &str) -> Result<Arc<libloading::Library>, String> {
+        let src_path = self.dir.join(format!("{stem}.cpp"));
+        let lib_path = self.dir.join(format!("{stem}.so"));
         std::fs::write(&src_path, src).map_err(|e| format!("{}: {e}", src_path.display()))?;
         let out = Command::new(&self.compiler)
             .args(["-std=c++17", "-O2", "-shared", "-fPIC", "-w", "-o"])
@@ -191,12 +210,7 @@ impl Emulator {
         // SAFETY: a library we just built; its initialisers only set up statics.
         let lib = unsafe { libloading::Library::new(&lib_path) }
             .map_err(|e| format!("{}: {e}", lib_path.display()))?;
-        Ok(EmuModule {
-            file: file.into(),
-            lib: Arc::new(lib),
-            device: self.device.clone(),
-            resources: Arc::new(resources),
-        })
+        Ok(Arc::new(lib))
     }
 
     /// The limits of the emulated architecture.
