@@ -115,6 +115,33 @@ template <unsigned FMT> __device__ __forceinline__ u32 quant_code_bits(u32 c) {
     return from_f32<TX>(quant_decode<FMT>(c)).bits;
 }
 
+// A pair of f16 values (low half first) as a pair of the activation dtype's elements, exactly for
+// values that bf16 holds.
+__device__ __forceinline__ u32 f16_pair_as(u32 h2, f16_t) { return h2; }
+__device__ __forceinline__ u32 f16_pair_as(u32 h2, bf16_t) {
+    const f16_t lo{(u16)(h2 & 0xffffu)}, hi{(u16)(h2 >> 16)};
+    return from_f32<bf16_t>(to_f32(lo)).bits | ((u32)from_f32<bf16_t>(to_f32(hi)).bits << 16);
+}
+
+// Two E4M3 codes (code 0 in the low byte) as two 16-bit elements of the activation dtype (element 0
+// in the low half), exactly: every E4M3 value is an f16 and a bf16. Where the GPU converts FP8 in
+// hardware (sm_89 and later: FP8_CVT_OK) one cvt.rn.f16x2.e4m3x2 decodes the pair (the high byte
+// goes to the high half, as for every packed cvt); the emulation gives that instruction a twin
+// built from e4m3_to_f32, so the packing around it runs there. sm_80 decodes each code by bits.
+__device__ __forceinline__ u32 fp8_pair_bits(u32 codes) {
+#if defined(FP8_CVT_OK)
+    u32 h2;
+#ifdef JOYRT_CUDA_EMU
+    h2 = (u32)emu_f32_to_f16(e4m3_to_f32(codes & 0xffu)) | ((u32)emu_f32_to_f16(e4m3_to_f32((codes >> 8) & 0xffu)) << 16);
+#else
+    asm("{\n .reg .b16 c;\n cvt.u16.u32 c, %1;\n cvt.rn.f16x2.e4m3x2 %0, c;\n}" : "=r"(h2) : "r"(codes));
+#endif
+    return f16_pair_as(h2, TX{});
+#else
+    return quant_code_bits<QUANT_FP8>(codes & 0xffu) | (quant_code_bits<QUANT_FP8>((codes >> 8) & 0xffu) << 16);
+#endif
+}
+
 // Same double-buffered register staging as gemm_mma: the next K tile's A chunks, packed words and
 // scale are loaded into registers while the current tile is multiplied, then A is stored and the
 // words decoded into the other buffer. B: thread t holds 16 codes of weight row t / 2 (k offset
@@ -159,13 +186,21 @@ __device__ __forceinline__ void linear_quantized_mma(const TX* x, const u32* w, 
 #pragma unroll
         for (int e = 0; e < 16; e += 2) {
             u32 pair = 0;
+            if (FMT == QUANT_FP8) {
+                // Both codes of the pair are one byte pair of one word (4 codes per word).
+                const u32 codes = (rw[e / 4] >> ((e % 4) * 8)) & 0xffffu;
+                pair = fp8_pair_bits(codes);
+            } else {
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const u32 c = (rw[(e + h) / L::PER_WORD] >> (((e + h) % L::PER_WORD) * L::BITS)) & L::MASK;
-                // Codes past K (an fp8 row's last word) and rows past N contribute zero.
-                const u32 bits = bn < N && k0 + bk + e + h < K ? quant_code_bits<FMT>(c) : 0u;
-                pair |= bits << (16 * h);
+                for (int h = 0; h < 2; ++h) {
+                    const u32 c = (rw[(e + h) / L::PER_WORD] >> (((e + h) % L::PER_WORD) * L::BITS)) & L::MASK;
+                    pair |= quant_code_bits<FMT>(c) << (16 * h);
+                }
             }
+            // Codes past K (an fp8 row's last word) and rows past N contribute zero.
+            const int k = k0 + bk + e;
+            if (!(bn < N && k < K)) pair = 0u;
+            else if (k + 1 >= K) pair &= 0xffffu;
             packed[e / 2] = pair;
         }
         *(uint4*)&Bs[buf][tid >> 1][bk] = make_uint4(packed[0], packed[1], packed[2], packed[3]);

@@ -94,6 +94,12 @@ pub fn has_wgmma(arch: &str) -> bool {
     arch == "sm_90a"
 }
 
+/// Whether `arch` converts FP8 in hardware (`cvt.rn.f16x2.e4m3x2`: sm_89 and later).
+pub fn has_fp8_convert(arch: &str) -> bool {
+    let number = arch.strip_prefix("sm_").map(|n| n.trim_end_matches(|c: char| c.is_ascii_alphabetic()));
+    number.and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n >= 89)
+}
+
 /// One kernel: everything the host needs to compile, find and launch it.
 #[derive(Debug)]
 pub struct KernelDesc {
@@ -194,6 +200,16 @@ impl Spec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fp8_is_converted_in_hardware_from_sm_89() {
+        for (arch, hw) in
+            [("sm_80", false), ("sm_86", false), ("sm_89", true), ("sm_90a", true), ("sm_120", true)]
+        {
+            assert_eq!(has_fp8_convert(arch), hw, "{arch}");
+        }
+        assert!(!has_fp8_convert("compute_x"));
+    }
 
     /// The C parameter list of kernel `name` in `source`.
     fn c_params<'a>(source: &'a str, name: &str) -> Option<Vec<&'a str>> {

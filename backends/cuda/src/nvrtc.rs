@@ -13,7 +13,7 @@
 //! newer ISA would be refused by the driver's JIT.
 
 use crate::cubin_cache::{CacheKey, CubinCache, Lookup};
-use crate::kernel::{has_wgmma, Family, Spec};
+use crate::kernel::{has_fp8_convert, has_wgmma, Family, Spec};
 use crate::limits::KernelResources;
 use cudarc::nvrtc::sys;
 use joyrt_core::{kernel_abi, DType};
@@ -53,6 +53,9 @@ pub fn source(family: Family, spec: &Spec, arch: &str) -> String {
         s += "#define MMA_OK 1\n";
         if has_wgmma(arch) {
             s += "#define WGMMA_OK 1\n";
+        }
+        if has_fp8_convert(arch) {
+            s += "#define FP8_CVT_OK 1\n";
         }
     }
     s += &kernel_abi::c_constants();
