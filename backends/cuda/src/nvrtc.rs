@@ -402,6 +402,13 @@ mod tests {
                     };
                     assert!(compiled.cubin.len() > 100, "{at}: empty cubin");
                     let reports = entry_reports(&compiled.log);
+                    for r in &reports {
+                        // The resource report docs/benchmarks.md quotes (`-- --nocapture`).
+                        println!(
+                            "{at}: {} {} registers, {} B static smem, {} B spilled",
+                            r.name, r.resources.registers, r.resources.static_smem, r.spill_bytes
+                        );
+                    }
                     let mut entries: Vec<&str> = reports.iter().map(|r| r.name.as_str()).collect();
                     let mut described: Vec<&str> = f.kernels(&spec, arch).map(|k| k.name).collect();
                     entries.sort();
