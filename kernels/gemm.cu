@@ -43,7 +43,8 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 // those rows, down the rows first): consecutive blocks share their weight tile, and the blocks
 // resident at once read a few row panels of x and of W from L2 rather than streaming W from
 // memory once per block row.
-static_assert(PIPE_BM == 128 && PIPE_BN == 128 && PIPE_THREADS == 128, "4 warps x 64x64 = a 128x128 tile");
+static_assert(PIPE_BM == 128 && PIPE_BN == 128 && PIPE_THREADS == 128,
+              "4 warps x 64x64 = a 128x128 tile; each thread copies 8 rows of each operand");
 static_assert(PIPE_BK == 64, "a K tile row is one 128-byte swizzled row of 8 chunks");
 static_assert(PIPE_STAGES >= 3, "the K tile refilled at slice 0 is two tiles behind the one waited for");
 
@@ -62,19 +63,39 @@ __device__ __forceinline__ void pipe_tile_origin(int tile, int M, int N, int& m0
     n0 = in_group / group_rows * PIPE_BN;
 }
 
-// cp.async of K tile k0 of rows r0 … r0 + ROWS − 1 of `src` [rows, K] into the swizzled tile
-// `dst`, zero past the operand (K % 8 == 0: a chunk is wholly in or out). Thread t copies chunk
-// t % 8 of rows t / 8 + 16·i, so 8 consecutive threads read one 128-byte row segment.
-template <int ROWS>
-__device__ __forceinline__ void pipe_copy(u16* dst, const u16* src, int r0, int rows, int K, int k0, int tid) {
-    const int c = tid & 7, k = k0 + c * 8;
+// One thread's share of the copies of one operand's K tiles: chunk t % 8 of rows t / 8 + 16·i
+// (i < 8) of the block's 128 rows, so 8 consecutive threads read one 128-byte row segment.
+// Rows past the operand and chunks past K (K % 8 == 0: a chunk is wholly in or out) are zero
+// filled. The row pointer, stride and in-range mask are set once per block.
+struct PipeCopier {
+    const u16* base;  // the operand (a valid address for zero fills)
+    const u16* row;   // this thread's first row, at its chunk's k
+    u64 stride;       // 16 rows
+    u32 rows_in;      // bit i: row i in range
+    int k_first;      // this thread's chunk's k in K tile 0
+
+    __device__ __forceinline__ PipeCopier(const u16* src, int r0, int rows, int K, int tid) {
+        const int r = r0 + (tid >> 3);
+        base = src;
+        k_first = (tid & 7) * 8;
+        row = src + (u64)r * K + k_first;
+        stride = (u64)16 * K;
+        rows_in = 0;
 #pragma unroll
-    for (int i = 0; i < ROWS * 8 / PIPE_THREADS; ++i) {
-        const int r = (tid >> 3) + i * (PIPE_THREADS / 8);
-        const bool in = r0 + r < rows && k < K;
-        cp_async16(&dst[pipe_swz(r, c)], in ? src + (u64)(r0 + r) * K + k : src, in ? 16 : 0);
+        for (int i = 0; i < 8; ++i) rows_in |= (u32)(r + 16 * i < rows) << i;
     }
-}
+
+    // K tile t into the swizzled tile `dst` (this thread's chunk of row t / 8 at `dst_off`).
+    __device__ __forceinline__ void copy(u16* dst, int dst_off, int t, int K) const {
+        const int k0 = t * PIPE_BK;
+        const bool k_in = k_first + k0 < K;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const bool in = k_in && (rows_in >> i & 1u);
+            cp_async16(dst + dst_off + i * 16 * PIPE_BK, in ? row + i * stride + k0 : base, in ? 16 : 0);
+        }
+    }
+};
 
 // One warp's fragments of one k16 slice: A of its 4 m16 blocks, B of its 8 n8 blocks.
 struct PipeFrags {
@@ -118,10 +139,12 @@ __device__ __forceinline__ void gemm_mma_pipelined(const u16* a, const u16* b, i
 #pragma unroll
             for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
 
+    const PipeCopier copy_a(a, m0, M, K, tid), copy_b(b, n0, N, K, tid);
+    const int copy_off = pipe_swz(tid >> 3, tid & 7);  // rows 16·i further keep its swizzle
     auto copy = [&](int stage, int t) {
         u16* as = smem + stage * PIPE_STAGE_ELEMS;
-        pipe_copy<PIPE_BM>(as, a, m0, M, K, t * PIPE_BK, tid);
-        pipe_copy<PIPE_BN>(as + PIPE_BM * PIPE_BK, b, n0, N, K, t * PIPE_BK, tid);
+        copy_a.copy(as, copy_off, t, K);
+        copy_b.copy(as + PIPE_BM * PIPE_BK, copy_off, t, K);
     };
 
     const int tiles = (K + PIPE_BK - 1) / PIPE_BK;
@@ -133,30 +156,32 @@ __device__ __forceinline__ void gemm_mma_pipelined(const u16* a, const u16* b, i
     cp_async_wait<PIPE_STAGES - 2>();
     __syncthreads();
 
+    // `as`: the stage slices are read from; it moves to the next K tile's at the barrier, so
+    // the last slice's loads already read the next tile. After the last K tile they read a stage
+    // no copy is pending on, into fragments nobody uses: unconditional, because the branch
+    // around them costs ptxas the registers to stay spill-free (255, docs/benchmarks.md).
+    int stage = 0;
+    const u16* as = smem;
     PipeFrags f[2];
-    pipe_load_frags(f[0], smem, smem + PIPE_BM * PIPE_BK, 0, wm, wn, lane);
+    pipe_load_frags(f[0], as, as + PIPE_BM * PIPE_BK, 0, wm, wn, lane);
     for (int t = 0; t < tiles; ++t) {
-        const u16* as = smem + (t % PIPE_STAGES) * PIPE_STAGE_ELEMS;
 #pragma unroll
         for (int ks = 0; ks < PIPE_KS; ++ks) {
-            if (ks + 1 < PIPE_KS) {
-                pipe_load_frags(f[(ks + 1) & 1], as, as + PIPE_BM * PIPE_BK, ks + 1, wm, wn, lane);
-            } else if (t + 1 < tiles) {
-                const u16* next = smem + ((t + 1) % PIPE_STAGES) * PIPE_STAGE_ELEMS;
-                pipe_load_frags(f[0], next, next + PIPE_BM * PIPE_BK, 0, wm, wn, lane);
-            }
-            if (ks == 0) {
-                const int ahead = t + PIPE_STAGES - 1;
-                if (ahead < tiles) copy(ahead % PIPE_STAGES, ahead);
-                cp_async_commit();
-            }
+            pipe_load_frags(f[(ks + 1) & 1], as, as + PIPE_BM * PIPE_BK, (ks + 1) % PIPE_KS, wm, wn, lane);
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
                 for (int j = 0; j < 8; ++j) mma16816(acc[i][j], f[ks & 1].a[i], f[ks & 1].b[j], TX{});
+            if (ks == 0) {  // into the stage of K tile t − 1 (the one before `stage`)
+                const int ahead = t + PIPE_STAGES - 1;
+                if (ahead < tiles) copy(stage == 0 ? PIPE_STAGES - 1 : stage - 1, ahead);
+                cp_async_commit();
+            }
             if (ks == PIPE_KS - 2) {
                 cp_async_wait<PIPE_STAGES - 2>();
                 __syncthreads();
+                stage = stage + 1 == PIPE_STAGES ? 0 : stage + 1;
+                as = smem + stage * PIPE_STAGE_ELEMS;
             }
         }
     }
@@ -165,8 +190,9 @@ __device__ __forceinline__ void gemm_mma_pipelined(const u16* a, const u16* b, i
     mma_warp_store<4, 8>(acc, y, bias, 0, m0 + wm * 64, n0 + wn * 64, M, N, lane);
 }
 
-// Needs K % 8 == 0, a 1-D grid of one block per 128×128 output tile, and PIPE_STAGES · PIPE_STAGE_ELEMS · 2
-// = 98304 bytes of dynamic shared memory (≤ 99 KiB: it launches on sm_86 and sm_89).
+// Needs K % 8 == 0, a 1-D grid of one block per 128×128 output tile, and
+// PIPE_STAGES · PIPE_STAGE_ELEMS · 2 = 98304 bytes of dynamic shared memory (≤ 99 KiB: it
+// launches on sm_86 and sm_89).
 extern "C" __global__ void __launch_bounds__(PIPE_THREADS)
     linear_mma_pipelined(const TX* x, const TW* w, const TB* bias, TX* y, GemmArgs p) {
     gemm_mma_pipelined((const u16*)x, (const u16*)w, p.m, p.n, p.k, y, bias);

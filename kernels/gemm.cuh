@@ -88,7 +88,8 @@ __device__ __forceinline__ void epilogue_pair(TY* y, int m, int n, int M, int N,
 }
 
 // The bias of column pair (n, n + 1), 0 past N or without a bias: loaded once per pair.
-template <typename TBIAS> __device__ __forceinline__ void bias_pair(const TBIAS* bias, int n, int N, float& b0, float& b1) {
+template <typename TBIAS>
+__device__ __forceinline__ void bias_pair(const TBIAS* bias, int n, int N, float& b0, float& b1) {
     b0 = bias && n < N ? ld(bias, n) : 0.0f;
     b1 = bias && n + 1 < N ? ld(bias, n + 1) : 0.0f;
 }
