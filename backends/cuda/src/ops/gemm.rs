@@ -200,7 +200,7 @@ pub fn linear_quantized(
 
 #[cfg(test)]
 mod tests {
-    use crate::CudaBackend;
+    use crate::{AttentionPath, CudaBackend, GemmPath};
     use joyrt_core::quant::codec;
     use joyrt_core::{DType, QuantFormat, QuantizedMatrix, Rng, Tensor};
 
@@ -249,6 +249,46 @@ mod tests {
             let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() <= tol * w.abs().max(1.0), "{dtype} {format} K={k}: {g} vs {w}");
+            }
+        }
+    }
+
+    /// Which `linear` kernel a bf16 call takes on the sm_90 emulation: with `JOYRT_CUDA_GEMM=mma`
+    /// (the path of every GPU before Hopper) the cp.async kernel for K % 8 == 0 and the
+    /// register-staged one otherwise; by default the `wgmma` kernel. Each agrees with the CPU.
+    #[test]
+    fn linear_takes_the_kernel_its_path_and_k_allow() {
+        let cpu = joyrt_cpu::CpuBackend::default();
+        let (m, n) = (130, 36);
+        let cases = [
+            (GemmPath::Mma, &[(72, "linear_mma_pipelined"), (36, "linear_mma")][..]),
+            (GemmPath::Wgmma, &[(72, "linear_wgmma")][..]),
+        ];
+        let mut rng = Rng::new(17);
+        for (path, by_k) in cases {
+            let b = match CudaBackend::emulated_hopper(path, AttentionPath::Mma) {
+                Ok(b) => b,
+                Err(e) => return println!("SKIPPED: linear kernel choice: no CUDA emulation: {e}"),
+            };
+            for &(k, kernel) in by_k {
+                let (xv, wv) = (rng.normal_vec(m * k, 1.0), rng.normal_vec(n * k, 0.5));
+                let on_cuda = || {
+                    let x = Tensor::from_f32(&b, [m, k], &xv, DType::BF16).ok()?;
+                    let w = Tensor::from_f32(&b, [n, k], &wv, DType::BF16).ok()?;
+                    b.profile_start().ok()?;
+                    let y = x.linear(&w, None).ok()?.to_f32_vec().ok()?;
+                    let launched: Vec<_> = b.profile_finish().ok()?.kernels.iter().map(|k| k.kernel).collect();
+                    assert_eq!(launched, [kernel], "{path:?} K={k}");
+                    Some(y)
+                };
+                let on_cpu = || {
+                    let x = Tensor::from_f32(&cpu, [m, k], &xv, DType::BF16).ok()?;
+                    x.linear(&Tensor::from_f32(&cpu, [n, k], &wv, DType::BF16).ok()?, None).ok()?.to_f32_vec().ok()
+                };
+                let (got, want) = (on_cuda().expect("the emulated call"), on_cpu().expect("the CPU call"));
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-2 * w.abs().max(1.0), "{path:?} K={k}: {g} vs {w}");
+                }
             }
         }
     }
