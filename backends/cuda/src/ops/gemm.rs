@@ -86,7 +86,8 @@ joyrt_core::kernel_params! {
 /// The pipelined kernel's ring: PIPE_STAGES × (A, B) tiles of PIPE_TILE rows × PIPE_BK 16-bit
 /// elements (no padding: the rows are swizzled).
 const PIPELINED_SMEM: u32 = PIPE_STAGES * 2 * PIPE_TILE as u32 * PIPE_BK * 2;
-const _: () = assert!(PIPELINED_SMEM <= SM89_MAX_DYNAMIC_SMEM, "the pipelined GEMM must launch on sm_86/sm_89");
+const _: () =
+    assert!(PIPELINED_SMEM <= SM89_MAX_DYNAMIC_SMEM, "the pipelined GEMM must launch on sm_86/sm_89");
 fn pipelined_smem(_: &Spec) -> u32 {
     PIPELINED_SMEM
 }
@@ -157,7 +158,9 @@ pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams
         (true, true, GemmPath::WgmmaPersistent) => {
             (&LINEAR_WGMMA_PERSISTENT, Grid::Blocks(wgmma_tiles.min(be.persistent_blocks() as usize), 1))
         }
-        (true, true, _) => (&LINEAR_MMA_PIPELINED, Grid::Blocks(p.m.div_ceil(PIPE_TILE) * p.n.div_ceil(PIPE_TILE), 1)),
+        (true, true, _) => {
+            (&LINEAR_MMA_PIPELINED, Grid::Blocks(p.m.div_ceil(PIPE_TILE) * p.n.div_ceil(PIPE_TILE), 1))
+        }
         (true, false, _) => (&LINEAR_MMA, grid(MMA_TILE)),
         (false, _, _) => (&LINEAR_SIMT, grid(SIMT_TILE)),
     };
@@ -277,13 +280,17 @@ mod tests {
                     let w = Tensor::from_f32(&b, [n, k], &wv, DType::BF16).ok()?;
                     b.profile_start().ok()?;
                     let y = x.linear(&w, None).ok()?.to_f32_vec().ok()?;
-                    let launched: Vec<_> = b.profile_finish().ok()?.kernels.iter().map(|k| k.kernel).collect();
+                    let launched: Vec<_> =
+                        b.profile_finish().ok()?.kernels.iter().map(|k| k.kernel).collect();
                     assert_eq!(launched, [kernel], "{path:?} K={k}");
                     Some(y)
                 };
                 let on_cpu = || {
                     let x = Tensor::from_f32(&cpu, [m, k], &xv, DType::BF16).ok()?;
-                    x.linear(&Tensor::from_f32(&cpu, [n, k], &wv, DType::BF16).ok()?, None).ok()?.to_f32_vec().ok()
+                    x.linear(&Tensor::from_f32(&cpu, [n, k], &wv, DType::BF16).ok()?, None)
+                        .ok()?
+                        .to_f32_vec()
+                        .ok()
                 };
                 let (got, want) = (on_cuda().expect("the emulated call"), on_cpu().expect("the CPU call"));
                 for (g, w) in got.iter().zip(&want) {
