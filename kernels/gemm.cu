@@ -17,65 +17,183 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 
 // ---- the pipelined tensor-core GEMM (linear with K % 8 == 0: every DiT and Qwen shape) -------
 //
-// Same 128×128×32 tiles, warp layout and ldmatrix fragments as gemm_mma, but the global → shared
-// copies are cp.async (no register staging) into a ring of MMA_STAGES shared buffers in dynamic
-// shared memory, so up to MMA_STAGES − 1 K tiles are in flight while one is multiplied. Group
-// accounting: the prologue commits MMA_STAGES − 1 groups and each iteration exactly one (empty
-// past the last tile), so waiting until MMA_STAGES − 2 remain means tile t has landed; the
-// barrier after the wait makes every thread's copies visible and guarantees that the buffer
-// refilled next (the one of tile t − 1) is no longer being read.
-#define MMA_STAGE_ELEMS (2 * MMA_BM * MMA_LDS)  // A then B tile, 16-bit elements
+// 128×128 block tiles, K tiles of PIPE_BK = 64, PIPE_THREADS = 128: 4 warps as 2 (M) × 2 (N),
+// 64×64 per warp = 4×8 tiles of mma.m16n8k16 (128 f32 accumulators per thread). Against the
+// 64×32 warp tiles of gemm_mma, each k16 slice reads 128 bytes of fragments per MMA from shared
+// memory instead of 192 (docs/benchmarks.md counts it).
+//
+// Shared memory: a ring of PIPE_STAGES stages (A tile, then B tile) in dynamic shared memory,
+// filled by cp.async PIPE_STAGES − 1 K tiles ahead. A tile row is one K tile of 64 16-bit
+// elements = 128 bytes = 8 chunks of 16 bytes, stored without padding and XOR-swizzled (chunk c
+// of row r at c ^ (r % 8)), so the 8 rows of each 8×8 matrix an ldmatrix reads, and the 8
+// chunks of a row segment a cp.async writes, fall in distinct banks.
+//
+// Fragments are double-buffered: the next k16 slice's A and B fragments are loaded by ldmatrix
+// while the current slice's 32 MMAs issue; the last slice's MMAs overlap the loads of the next K
+// tile's first slice. One barrier per K tile, after the third of its four slices:
+//   slice 0: load slice 1; copy K tile t + PIPE_STAGES − 1 into the stage of tile t − 1; commit
+//   slice 2: load slice 3; MMAs; wait until tile t + 1 has landed (PIPE_STAGES − 2 groups left
+//            pending); barrier
+//   slice 3: load slice 0 of tile t + 1; MMAs.
+// The stage refilled at slice 0 of tile t was last read (slice 3 of tile t − 1, loaded at its
+// slice 2) before the previous barrier. Group accounting: the prologue commits PIPE_STAGES − 1
+// groups and each K tile exactly one (empty past the last), so group g holds K tile g.
+//
+// Blocks are numbered along a 1-D grid in groups of PIPE_GROUP_M block rows (all column tiles of
+// those rows, down the rows first): consecutive blocks share their weight tile, and the blocks
+// resident at once read a few row panels of x and of W from L2 rather than streaming W from
+// memory once per block row.
+static_assert(PIPE_BM == 128 && PIPE_BN == 128 && PIPE_THREADS == 128,
+              "4 warps x 64x64 = a 128x128 tile; each thread copies 8 rows of each operand");
+static_assert(PIPE_BK == 64, "a K tile row is one 128-byte swizzled row of 8 chunks");
+static_assert(PIPE_STAGES >= 3, "the K tile refilled at slice 0 is two tiles behind the one waited for");
+
+#define PIPE_KS (PIPE_BK / 16)                               // k16 slices per K tile
+#define PIPE_STAGE_ELEMS ((PIPE_BM + PIPE_BN) * PIPE_BK)    // A then B tile, 16-bit elements
+
+// Element offset of 16-byte chunk c (0..7) of row r in a swizzled tile.
+__device__ __forceinline__ int pipe_swz(int r, int c) { return r * PIPE_BK + ((c ^ (r & 7)) << 3); }
+
+// The origin of output tile `tile` in grouped order.
+__device__ __forceinline__ void pipe_tile_origin(int tile, int M, int N, int& m0, int& n0) {
+    const int tiles_m = (M + PIPE_BM - 1) / PIPE_BM, tiles_n = (N + PIPE_BN - 1) / PIPE_BN;
+    const int per_group = PIPE_GROUP_M * tiles_n, in_group = tile % per_group;
+    const int first_m = tile / per_group * PIPE_GROUP_M, group_rows = min(tiles_m - first_m, PIPE_GROUP_M);
+    m0 = (first_m + in_group % group_rows) * PIPE_BM;
+    n0 = in_group / group_rows * PIPE_BN;
+}
+
+// One thread's share of the copies of one operand's K tiles: chunk t % 8 of rows t / 8 + 16·i
+// (i < 8) of the block's 128 rows, so 8 consecutive threads read one 128-byte row segment.
+// Rows past the operand and chunks past K (K % 8 == 0: a chunk is wholly in or out) are zero
+// filled. The row pointer, stride and in-range mask are set once per block.
+struct PipeCopier {
+    const u16* base;  // the operand (a valid address for zero fills)
+    const u16* row;   // this thread's first row, at its chunk's k
+    u64 stride;       // 16 rows
+    u32 rows_in;      // bit i: row i in range
+    int k_first;      // this thread's chunk's k in K tile 0
+
+    __device__ __forceinline__ PipeCopier(const u16* src, int r0, int rows, int K, int tid) {
+        const int r = r0 + (tid >> 3);
+        base = src;
+        k_first = (tid & 7) * 8;
+        row = src + (u64)r * K + k_first;
+        stride = (u64)16 * K;
+        rows_in = 0;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) rows_in |= (u32)(r + 16 * i < rows) << i;
+    }
+
+    // K tile t into the swizzled tile `dst` (this thread's chunk of row t / 8 at `dst_off`).
+    __device__ __forceinline__ void copy(u16* dst, int dst_off, int t, int K) const {
+        const int k0 = t * PIPE_BK;
+        const bool k_in = k_first + k0 < K;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const bool in = k_in && (rows_in >> i & 1u);
+            cp_async16(dst + dst_off + i * 16 * PIPE_BK, in ? row + i * stride + k0 : base, in ? 16 : 0);
+        }
+    }
+};
+
+// One warp's fragments of one k16 slice: A of its 4 m16 blocks, B of its 8 n8 blocks.
+struct PipeFrags {
+    u32 a[4][4], b[8][2];
+};
+
+// ldmatrix.x4 of slice `ks` from the stage tiles `as`, `bs` for the warp at (wm·64, wn·64): A as
+// (rows 0-7 | 8-15) × (k 0-7 | 8-15) = a0…a3 per m16 block; B two n8 blocks per instruction,
+// each (k 0-7, k 8-15) = b0, b1.
+__device__ __forceinline__ void pipe_load_frags(PipeFrags& f, const u16* as, const u16* bs, int ks, int wm, int wn,
+                                                int lane) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) ldsm_x4(f.a[i], &as[pipe_swz(wm * 64 + i * 16 + (lane & 15), 2 * ks + (lane >> 4))]);
+#pragma unroll
+    for (int j = 0; j < 8; j += 2) {
+        u32 r[4];
+        ldsm_x4(r, &bs[pipe_swz(wn * 64 + j * 8 + (lane >> 4) * 8 + (lane & 7), 2 * ks + ((lane >> 3) & 1))]);
+        f.b[j][0] = r[0];
+        f.b[j][1] = r[1];
+        f.b[j + 1][0] = r[2];
+        f.b[j + 1][1] = r[3];
+    }
+}
 
 template <typename TY, typename TBIAS>
 __device__ __forceinline__ void gemm_mma_pipelined(const u16* a, const u16* b, int M, int N, int K, TY* y,
                                                    const TBIAS* bias) {
     DYNAMIC_SMEM(smem_raw);
-    REQUIRE_DYNAMIC_SMEM(MMA_STAGES * MMA_STAGE_ELEMS * 2);
+    REQUIRE_DYNAMIC_SMEM(PIPE_STAGES * PIPE_STAGE_ELEMS * 2);
     u16* smem = (u16*)smem_raw;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int wm = warp >> 2, wn = warp & 3;
-    const int m0 = blockIdx.y * MMA_BM, n0 = blockIdx.x * MMA_BN;
-    const int row0 = tid >> 2, kc = (tid & 3) * 8;
+    const int wm = warp >> 1, wn = warp & 1;
+    int m0, n0;
+    pipe_tile_origin(blockIdx.x, M, N, m0, n0);
 
-    float acc[4][4][4];
-    mma_zero(acc);
-
-    auto load = [&](int stage, int k0) {
-        u16* as = smem + stage * MMA_STAGE_ELEMS;
-        u16* bs = as + MMA_BM * MMA_LDS;
-        const bool k_in = k0 + kc < K;  // K % 8 == 0: a chunk is wholly in or out
+    float acc[4][8][4];
 #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            const int r = row0 + 64 * i;
-            const bool ar = k_in && m0 + r < M, br = k_in && n0 + r < N;
-            cp_async16(&as[r * MMA_LDS + kc], ar ? a + (u64)(m0 + r) * K + k0 + kc : a, ar ? 16 : 0);
-            cp_async16(&bs[r * MMA_LDS + kc], br ? b + (u64)(n0 + r) * K + k0 + kc : b, br ? 16 : 0);
-        }
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+
+    const PipeCopier copy_a(a, m0, M, K, tid), copy_b(b, n0, N, K, tid);
+    const int copy_off = pipe_swz(tid >> 3, tid & 7);  // rows 16·i further keep its swizzle
+    auto copy = [&](int stage, int t) {
+        u16* as = smem + stage * PIPE_STAGE_ELEMS;
+        copy_a.copy(as, copy_off, t, K);
+        copy_b.copy(as + PIPE_BM * PIPE_BK, copy_off, t, K);
     };
 
-    const int tiles = (K + MMA_BK - 1) / MMA_BK;
+    const int tiles = (K + PIPE_BK - 1) / PIPE_BK;
 #pragma unroll
-    for (int s = 0; s < MMA_STAGES - 1; ++s) {
-        if (s < tiles) load(s, s * MMA_BK);
+    for (int s = 0; s < PIPE_STAGES - 1; ++s) {
+        if (s < tiles) copy(s, s);
         cp_async_commit();
     }
-    for (int t = 0; t < tiles; ++t) {
-        cp_async_wait<MMA_STAGES - 2>();
-        __syncthreads();
-        const int next = t + MMA_STAGES - 1;
-        if (next < tiles) load(next % MMA_STAGES, next * MMA_BK);
-        cp_async_commit();
+    cp_async_wait<PIPE_STAGES - 2>();
+    __syncthreads();
 
-        const u16* as = smem + (t % MMA_STAGES) * MMA_STAGE_ELEMS;
-        mma_block_tile(acc, as, as + MMA_BM * MMA_LDS, wm, wn, lane);
+    // `as`: the stage slices are read from; it moves to the next K tile's at the barrier, so
+    // the last slice's loads already read the next tile. After the last K tile they read a stage
+    // no copy is pending on, into fragments nobody uses: unconditional, because the branch
+    // around them costs ptxas the registers to stay spill-free (255, docs/benchmarks.md).
+    int stage = 0;
+    const u16* as = smem;
+    PipeFrags f[2];
+    pipe_load_frags(f[0], as, as + PIPE_BM * PIPE_BK, 0, wm, wn, lane);
+    for (int t = 0; t < tiles; ++t) {
+#pragma unroll
+        for (int ks = 0; ks < PIPE_KS; ++ks) {
+            pipe_load_frags(f[(ks + 1) & 1], as, as + PIPE_BM * PIPE_BK, (ks + 1) % PIPE_KS, wm, wn, lane);
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j) mma16816(acc[i][j], f[ks & 1].a[i], f[ks & 1].b[j], TX{});
+            if (ks == 0) {  // into the stage of K tile t − 1 (the one before `stage`)
+                const int ahead = t + PIPE_STAGES - 1;
+                if (ahead < tiles) copy(stage == 0 ? PIPE_STAGES - 1 : stage - 1, ahead);
+                cp_async_commit();
+            }
+            if (ks == PIPE_KS - 2) {
+                cp_async_wait<PIPE_STAGES - 2>();
+                __syncthreads();
+                stage = stage + 1 == PIPE_STAGES ? 0 : stage + 1;
+                as = smem + stage * PIPE_STAGE_ELEMS;
+            }
+        }
     }
     cp_async_wait<0>();
 
-    mma_block_store(acc, y, bias, 0, m0, n0, M, N, wm, wn, lane);
+    mma_warp_store<4, 8>(acc, y, bias, 0, m0 + wm * 64, n0 + wn * 64, M, N, lane);
 }
 
-// Needs K % 8 == 0 and MMA_STAGES · MMA_STAGE_ELEMS · 2 = 61440 bytes of dynamic shared memory.
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+// Needs K % 8 == 0, a 1-D grid of one block per 128×128 output tile, and
+// PIPE_STAGES · PIPE_STAGE_ELEMS · 2 = 98304 bytes of dynamic shared memory (≤ 99 KiB: it
+// launches on sm_86 and sm_89).
+extern "C" __global__ void __launch_bounds__(PIPE_THREADS)
     linear_mma_pipelined(const TX* x, const TW* w, const TB* bias, TX* y, GemmArgs p) {
     gemm_mma_pipelined((const u16*)x, (const u16*)w, p.m, p.n, p.k, y, bias);
 }

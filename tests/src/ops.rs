@@ -153,6 +153,12 @@ pub fn cases() -> Vec<Op> {
         Linear { m: 1100, k: 64, n: 520, bias: true },
         // An odd N on the K % 8 == 0 kernels (no paired stores).
         Linear { m: 20, k: 128, n: 37, bias: true },
+        // The CUDA pipelined GEMM's 128 × 128 × 64 tiles: M and N each one row or column past
+        // a whole number of tiles, K a multiple of 8 but not of 64 (a last K tile of 8, shorter
+        // than a stage) over more K tiles than its ring has stages; then a single K tile of 72
+        // with N past two tiles and no bias.
+        Linear { m: 257, k: 200, n: 129, bias: true },
+        Linear { m: 40, k: 72, n: 260, bias: false },
         // Every format; one block, several blocks, ragged M and N, K across the wgpu GEMM's K
         // chunks, fp8 rows with a padded last word (K % 4 ≠ 0).
         LinearQuantized { m: 7, k: 32, n: 5, bias: true, format: QuantFormat::Int8 { block: 32 } },

@@ -21,8 +21,17 @@ pub(crate) const SIMT_TILE: usize = 64;
 pub(crate) const MMA_TILE: usize = 128;
 const MMA_BK: u32 = 32;
 const MMA_LDS: u32 = 40;
-/// K tiles in flight in the pipelined kernel's shared-memory ring.
-const MMA_STAGES: u32 = 3;
+/// The pipelined tensor-core kernel (`linear_mma_pipelined`, `kernels/gemm.cu`): its square output
+/// tile, K step (one 128-byte swizzled shared row), ring stages, threads (4 warps of 64 × 64),
+/// and block rows per raster group.
+const PIPE_TILE: usize = 128;
+const PIPE_BK: u32 = 64;
+const PIPE_STAGES: u32 = 3;
+const PIPE_THREADS: u32 = 128;
+const PIPE_GROUP_M: u32 = 8;
+/// The most dynamic shared memory a block may opt into on sm_86 and sm_89 (99 KiB), the smallest
+/// limit of the GPUs the pipelined kernel is for.
+const SM89_MAX_DYNAMIC_SMEM: u32 = 99 * 1024;
 /// The Hopper kernels (`kernels/gemm_wgmma.cuh`): block rows, K step (one 128-byte swizzled row),
 /// ring stages, how many K tiles ahead copies run, and block rows per raster group.
 const WG_BM: u32 = 128;
@@ -40,7 +49,12 @@ pub(crate) const GEMM_DEFINES: &[(&str, u32)] = &[
     ("MMA_BN", MMA_TILE as u32),
     ("MMA_BK", MMA_BK),
     ("MMA_LDS", MMA_LDS),
-    ("MMA_STAGES", MMA_STAGES),
+    ("PIPE_BM", PIPE_TILE as u32),
+    ("PIPE_BN", PIPE_TILE as u32),
+    ("PIPE_BK", PIPE_BK),
+    ("PIPE_STAGES", PIPE_STAGES),
+    ("PIPE_THREADS", PIPE_THREADS),
+    ("PIPE_GROUP_M", PIPE_GROUP_M),
     ("WG_BM", WG_BM),
     ("WG_BK", WG_BK),
     ("WG_STAGES", WG_STAGES),
@@ -69,9 +83,13 @@ joyrt_core::kernel_params! {
     }
 }
 
-/// The pipelined kernel's ring: MMA_STAGES × (A, B) tiles of MMA_TILE rows × MMA_LDS 16-bit elements.
+/// The pipelined kernel's ring: PIPE_STAGES × (A, B) tiles of PIPE_TILE rows × PIPE_BK 16-bit
+/// elements (no padding: the rows are swizzled).
+const PIPELINED_SMEM: u32 = PIPE_STAGES * 2 * PIPE_TILE as u32 * PIPE_BK * 2;
+const _: () =
+    assert!(PIPELINED_SMEM <= SM89_MAX_DYNAMIC_SMEM, "the pipelined GEMM must launch on sm_86/sm_89");
 fn pipelined_smem(_: &Spec) -> u32 {
-    MMA_STAGES * 2 * MMA_TILE as u32 * MMA_LDS * 2
+    PIPELINED_SMEM
 }
 
 /// A Hopper kernel's ring for `bn`-column tiles, plus the 1024 bytes it may skip to align the
@@ -86,9 +104,12 @@ fn wgmma_smem_n256(_: &Spec) -> u32 {
 const LINEAR_SIMT: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_simt", Family::Gemm));
 /// Register-staged tensor cores, for K % 8 ≠ 0.
 const LINEAR_MMA: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_mma", Family::Gemm).mma());
-/// cp.async into a ring of shared tiles, for K % 8 == 0 (every DiT and Qwen GEMM).
-const LINEAR_MMA_PIPELINED: Kernel<GemmArgs> =
-    Kernel::new(gemm_kernel("linear_mma_pipelined", Family::Gemm).mma().dynamic_smem(pipelined_smem));
+/// cp.async into a ring of swizzled shared tiles, 64 × 64 warp tiles, for K % 8 == 0 (every DiT
+/// and Qwen GEMM; sm_80 … sm_89, and sm_90 with `JOYRT_CUDA_GEMM=mma`). A 1-D grid: the kernel
+/// numbers its tiles in raster groups.
+const LINEAR_MMA_PIPELINED: Kernel<GemmArgs> = Kernel::new(
+    KernelDesc::new("linear_mma_pipelined", Family::Gemm, PIPE_THREADS).mma().dynamic_smem(pipelined_smem),
+);
 
 /// Warpgroup MMA from swizzled shared tiles (sm_90a), for K % 8 == 0: 128 × 256 tiles, a block
 /// per tile.
@@ -137,7 +158,9 @@ pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams
         (true, true, GemmPath::WgmmaPersistent) => {
             (&LINEAR_WGMMA_PERSISTENT, Grid::Blocks(wgmma_tiles.min(be.persistent_blocks() as usize), 1))
         }
-        (true, true, _) => (&LINEAR_MMA_PIPELINED, grid(MMA_TILE)),
+        (true, true, _) => {
+            (&LINEAR_MMA_PIPELINED, Grid::Blocks(p.m.div_ceil(PIPE_TILE) * p.n.div_ceil(PIPE_TILE), 1))
+        }
         (true, false, _) => (&LINEAR_MMA, grid(MMA_TILE)),
         (false, _, _) => (&LINEAR_SIMT, grid(SIMT_TILE)),
     };
@@ -180,7 +203,7 @@ pub fn linear_quantized(
 
 #[cfg(test)]
 mod tests {
-    use crate::CudaBackend;
+    use crate::{AttentionPath, CudaBackend, GemmPath};
     use joyrt_core::quant::codec;
     use joyrt_core::{DType, QuantFormat, QuantizedMatrix, Rng, Tensor};
 
@@ -229,6 +252,50 @@ mod tests {
             let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() <= tol * w.abs().max(1.0), "{dtype} {format} K={k}: {g} vs {w}");
+            }
+        }
+    }
+
+    /// Which `linear` kernel a bf16 call takes on the sm_90 emulation: with `JOYRT_CUDA_GEMM=mma`
+    /// (the path of every GPU before Hopper) the cp.async kernel for K % 8 == 0 and the
+    /// register-staged one otherwise; by default the `wgmma` kernel. Each agrees with the CPU.
+    #[test]
+    fn linear_takes_the_kernel_its_path_and_k_allow() {
+        let cpu = joyrt_cpu::CpuBackend::default();
+        let (m, n) = (130, 36);
+        let cases = [
+            (GemmPath::Mma, &[(72, "linear_mma_pipelined"), (36, "linear_mma")][..]),
+            (GemmPath::Wgmma, &[(72, "linear_wgmma")][..]),
+        ];
+        let mut rng = Rng::new(17);
+        for (path, by_k) in cases {
+            let b = match CudaBackend::emulated_hopper(path, AttentionPath::Mma) {
+                Ok(b) => b,
+                Err(e) => return println!("SKIPPED: linear kernel choice: no CUDA emulation: {e}"),
+            };
+            for &(k, kernel) in by_k {
+                let (xv, wv) = (rng.normal_vec(m * k, 1.0), rng.normal_vec(n * k, 0.5));
+                let on_cuda = || {
+                    let x = Tensor::from_f32(&b, [m, k], &xv, DType::BF16).ok()?;
+                    let w = Tensor::from_f32(&b, [n, k], &wv, DType::BF16).ok()?;
+                    b.profile_start().ok()?;
+                    let y = x.linear(&w, None).ok()?.to_f32_vec().ok()?;
+                    let launched: Vec<_> =
+                        b.profile_finish().ok()?.kernels.iter().map(|k| k.kernel).collect();
+                    assert_eq!(launched, [kernel], "{path:?} K={k}");
+                    Some(y)
+                };
+                let on_cpu = || {
+                    let x = Tensor::from_f32(&cpu, [m, k], &xv, DType::BF16).ok()?;
+                    x.linear(&Tensor::from_f32(&cpu, [n, k], &wv, DType::BF16).ok()?, None)
+                        .ok()?
+                        .to_f32_vec()
+                        .ok()
+                };
+                let (got, want) = (on_cuda().expect("the emulated call"), on_cpu().expect("the CPU call"));
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-2 * w.abs().max(1.0), "{path:?} K={k}: {g} vs {w}");
+                }
             }
         }
     }
