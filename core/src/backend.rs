@@ -227,6 +227,16 @@ pub trait Backend: Clone + MaybeSend + MaybeSync + Sized + 'static {
         p: &HeadParams,
     ) -> Result<Self::Buffer>;
 
+    /// Joint attention's `Q`, `K`, `V` (each `[L₀ + L₁, H, D]`) straight from two streams'
+    /// fused projections `streams[s].qkv [L_s, 3·H·D]` (columns `q ++ k ++ v`, each head-major):
+    /// with `o₀ = 0`, `o₁ = L₀` and `x_s[l, j, h] = qkv_s[l, j·H·D + h·D .. + D]`,
+    /// `Q[o_s + l, h] = rot_s(l, rms_norm(x_s[l, 0, h], q_norm_s, eps))`,
+    /// `K[o_s + l, h] = rot_s(l, rms_norm(x_s[l, 1, h], k_norm_s, eps))`, `V[o_s + l, h] = x_s[l, 2, h]`,
+    /// where `rot_s` is [`Backend::rope`]'s rotation by the stream's table and the identity for a
+    /// stream without one. Exactly `rms_norm_rope` (`rms_norm` without a table) of the slices,
+    /// concatenated: the normalised value stays f32 until the one rounding of each output.
+    fn joint_qkv(&self, streams: [&QkvStream<'_, Self>; 2], p: &JointQkvParams) -> Result<[Self::Buffer; 3]>;
+
     // ---- attention (`attention`) ----------------------------------------------------------------
 
     /// Scaled dot-product attention, `q [Lq, Hq, D]`, `k, v [Lk, Hkv, D]`, `Hq = G·Hkv` (query head
@@ -333,6 +343,27 @@ pub struct HeadParams {
     pub head_dim: usize,
     /// RMSNorm epsilon (used by `rms_norm_rope` only).
     pub eps: f32,
+}
+
+/// Sizes of a `joint_qkv` call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JointQkvParams {
+    /// Tokens of each stream `[L₀, L₁]`.
+    pub tokens: [usize; 2],
+    pub heads: usize,
+    pub head_dim: usize,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+}
+
+/// One stream of [`Backend::joint_qkv`]: its fused projection `qkv [L, 3·H·D]`, its q and k
+/// RMSNorm gains (`[D]`, the four gains of a call share one dtype) and its rotary table (f32
+/// `[L, D/2]`), `None` for a stream that is not rotated (the DiT's text tokens).
+pub struct QkvStream<'a, B: Backend> {
+    pub qkv: &'a Tensor<B>,
+    pub q_norm: &'a Tensor<B>,
+    pub k_norm: &'a Tensor<B>,
+    pub rope: Option<&'a Rope<B>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

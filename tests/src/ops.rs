@@ -4,6 +4,7 @@
 
 use crate::report::Report;
 use crate::tolerance::op_preset;
+use joyrt_core::backend::QkvStream;
 use joyrt_core::quant::codec;
 use joyrt_core::{
     Activation, Backend, BinaryOp, DType, QuantFormat, QuantizedMatrix, Result, Rng, Rope, RopePairing,
@@ -59,6 +60,16 @@ pub enum Op {
         h: usize,
         d: usize,
         pairing: RopePairing,
+    },
+    /// `joint_qkv` of an image stream of `l[0]` tokens (rotated with `pairing`) and a text
+    /// stream of `l[1]` tokens (rotated by its own table with `pairing` when `text_rope`); the
+    /// output is Q, K, V concatenated along the tokens.
+    JointQkv {
+        l: [usize; 2],
+        h: usize,
+        d: usize,
+        pairing: RopePairing,
+        text_rope: bool,
     },
     Act {
         len: usize,
@@ -250,6 +261,12 @@ pub fn cases() -> Vec<Op> {
         RmsNormRope { l: 5, h: 3, d: 128, pairing: RopePairing::Interleaved },
         RmsNormRope { l: 5, h: 3, d: 128, pairing: RopePairing::HalfSplit },
         Rope { l: 5, h: 3, d: 128, pairing: RopePairing::Interleaved },
+        // The DiT's joint Q/K/V: odd head dims past one warp, and the DiT's 128 (the CUDA
+        // warp-per-row kernel), with and without the text stream's table.
+        JointQkv { l: [9, 5], h: 3, d: 16, pairing: RopePairing::Interleaved, text_rope: false },
+        JointQkv { l: [7, 4], h: 2, d: 72, pairing: RopePairing::HalfSplit, text_rope: true },
+        JointQkv { l: [5, 3], h: 3, d: 128, pairing: RopePairing::Interleaved, text_rope: false },
+        JointQkv { l: [6, 2], h: 2, d: 128, pairing: RopePairing::HalfSplit, text_rope: true },
     ]
 }
 
@@ -273,6 +290,8 @@ pub fn split_cases() -> Vec<Op> {
         ChannelRmsNorm { c: 24, h: 8, w: 16 },
         Rope { l: 100, h: 3, d: 16, pairing: RopePairing::Interleaved },
         RmsNormRope { l: 120, h: 2, d: 32, pairing: RopePairing::HalfSplit },
+        // The text stream's rows start in the middle of an aligned window of the output.
+        JointQkv { l: [101, 70], h: 2, d: 16, pairing: RopePairing::Interleaved, text_rope: true },
         Act { len: 5001, act: Activation::Silu },
         Act { len: 5001, act: Activation::GeluTanh },
         Swiglu { len: 4099 },
@@ -357,6 +376,24 @@ impl Op {
             Op::RmsNormRope { l, h, d, pairing } => {
                 let (x, w) = (t(&[*l, *h, *d], -2.0, 2.0)?, t(&[*d], 0.5, 1.5)?);
                 x.rms_norm_rope(&w, &rope_table(b, *l, *d, *pairing, &mut Rng::new(seed ^ 0xabc))?, 1e-6)
+            }
+            Op::JointQkv { l, h, d, pairing, text_rope } => {
+                let mut tables = Rng::new(seed ^ 0xabc);
+                let mut streams = Vec::new();
+                for (s, &len) in l.iter().enumerate() {
+                    let qkv = t(&[len, 3 * h * d], -2.0, 2.0)?;
+                    let gains = [t(&[*d], 0.5, 1.5)?, t(&[*d], 0.5, 1.5)?];
+                    let rope = (s == 0 || *text_rope)
+                        .then(|| rope_table(b, len, *d, *pairing, &mut tables))
+                        .transpose()?;
+                    streams.push((qkv, gains, rope));
+                }
+                let ops = std::array::from_fn(|s| {
+                    let (qkv, [q_norm, k_norm], rope) = &streams[s];
+                    QkvStream { qkv, q_norm, k_norm, rope: rope.as_ref() }
+                });
+                let [q, k, v] = Tensor::joint_qkv(ops, *h, 1e-6)?;
+                Tensor::concat(&[&q, &k, &v], 0)
             }
             Op::Act { len, act } => t(&[*len], -6.0, 6.0)?.activation(*act),
             Op::Swiglu { len } => t(&[*len], -6.0, 6.0)?.swiglu(&t(&[*len], -2.0, 2.0)?),

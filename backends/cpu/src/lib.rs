@@ -277,6 +277,9 @@ impl Backend for CpuBackend {
     fn rms_norm_rope(&self, x: &T, w: &T, rope: &Rope<Self>, p: &HeadParams) -> Result<CpuBuffer> {
         ops::rope::rope(self, x, Some(w), rope, p)
     }
+    fn joint_qkv(&self, streams: [&QkvStream<'_, Self>; 2], p: &JointQkvParams) -> Result<[CpuBuffer; 3]> {
+        ops::rope::joint_qkv(self, streams, p)
+    }
 
     // ---- attention ----
     fn attention(&self, q: &T, k: &T, v: &T, p: &AttentionParams) -> Result<CpuBuffer> {

@@ -202,6 +202,9 @@ impl Backend for CudaBackend {
     fn rms_norm_rope(&self, x: &T, w: &T, rope: &Rope<Self>, p: &HeadParams) -> Result<CudaBuffer> {
         ops::rope::rms_norm_rope(self, x, w, rope, p)
     }
+    fn joint_qkv(&self, streams: [&QkvStream<'_, Self>; 2], p: &JointQkvParams) -> Result<[CudaBuffer; 3]> {
+        ops::rope::joint_qkv(self, streams, p)
+    }
 
     // ---- attention ----
     fn attention(&self, q: &T, k: &T, v: &T, p: &AttentionParams) -> Result<CudaBuffer> {

@@ -343,6 +343,9 @@ impl Backend for WgpuBackend {
     fn rms_norm_rope(&self, x: &T, w: &T, rope: &Rope<Self>, p: &HeadParams) -> Result<WgpuBuffer> {
         ops::rope::rms_norm_rope(self, x, w, rope, p)
     }
+    fn joint_qkv(&self, streams: [&QkvStream<'_, Self>; 2], p: &JointQkvParams) -> Result<[WgpuBuffer; 3]> {
+        ops::rope::joint_qkv(self, streams, p)
+    }
 
     // ---- attention ----
     fn attention(&self, q: &T, k: &T, v: &T, p: &AttentionParams) -> Result<WgpuBuffer> {

@@ -13,6 +13,7 @@ use crate::limits::{
 };
 use crate::model_folder::{parse_config, read_json, sets};
 use crate::weights::{dit_key_to_diffusers, param_count, Checkpoint, ParamSpec};
+use crate::backend::QkvStream;
 use crate::{Backend, DType, Error, Result, Rope, RopePairing, Tensor};
 use blocks::Blocks;
 use serde::Deserialize;
@@ -218,23 +219,15 @@ impl<B: Backend> Stream<B> {
         Ok(Modulation { rows: (0..6).map(|k| m.slice(0, k, 1)?.reshape([d])).collect::<Result<_>>()? })
     }
 
-    /// LN-modulate, QKV, per-head q/k RMSNorm (+ RoPE on the image stream).
-    fn qkv(
-        &self,
-        x: &Tensor<B>,
-        m: &Modulation<B>,
-        heads: usize,
-        rope: Option<&Rope<B>>,
-    ) -> Result<(Tensor<B>, Tensor<B>, Tensor<B>)> {
-        let (l, d) = (x.dims()[0], x.dims()[1]);
-        let qkv = self.qkv.fwd(&x.layer_norm_modulate(&m.rows[0], &m.rows[1], EPS)?)?;
-        let part = |i: usize| qkv.slice(1, i * d, d)?.reshape([l, heads, d / heads]);
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let (q, k) = match rope {
-            Some(r) => (q.rms_norm_rope(&self.q_norm, r, EPS)?, k.rms_norm_rope(&self.k_norm, r, EPS)?),
-            None => (q.rms_norm(&self.q_norm, EPS)?, k.rms_norm(&self.k_norm, EPS)?),
-        };
-        Ok((q, k, v))
+    /// The fused QKV projection of the LN-modulated stream, `[L, 3·D]`.
+    fn project_qkv(&self, x: &Tensor<B>, m: &Modulation<B>) -> Result<Tensor<B>> {
+        self.qkv.fwd(&x.layer_norm_modulate(&m.rows[0], &m.rows[1], EPS)?)
+    }
+
+    /// This stream's part of the joint Q, K, V: its projection `qkv`, its q/k norms, and RoPE
+    /// (the image stream) or none (the text stream).
+    fn qkv_stream<'a>(&'a self, qkv: &'a Tensor<B>, rope: Option<&'a Rope<B>>) -> QkvStream<'a, B> {
+        QkvStream { qkv, q_norm: &self.q_norm, k_norm: &self.k_norm, rope }
     }
 
     /// Gated attention output, then the gated MLP.
@@ -446,11 +439,9 @@ impl<B: Backend> Dit<B> {
         let l_txt = txt.dims()[0];
         self.blocks.for_each(|(si, st)| {
             let (mi, mt) = (si.modulation(vec)?, st.modulation(vec)?);
-            let (qi, ki, vi) = si.qkv(&img, &mi, heads, Some(&req.rope))?;
-            let (qt, kt, vt) = st.qkv(&txt, &mt, heads, None)?;
-            let q = Tensor::concat(&[&qi, &qt], 0)?;
-            let k = Tensor::concat(&[&ki, &kt], 0)?;
-            let v = Tensor::concat(&[&vi, &vt], 0)?;
+            let (xi, xt) = (si.project_qkv(&img, &mi)?, st.project_qkv(&txt, &mt)?);
+            let streams = [si.qkv_stream(&xi, Some(&req.rope)), st.qkv_stream(&xt, None)];
+            let [q, k, v] = Tensor::joint_qkv(streams, heads, EPS)?;
             let a = q.attention(&k, &v, false, None)?.reshape([n_img + l_txt, d])?;
             img = si.finish(&img, &a.slice(0, 0, n_img)?, &mi)?;
             txt = st.finish(&txt, &a.slice(0, n_img, l_txt)?, &mt)?;
