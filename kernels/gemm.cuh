@@ -2,8 +2,8 @@
 // C[m, n] = Σ_k A[m, k]·B[n, k] over two "K-contiguous" operands ([rows, K]), which is what
 // mma.sync's row.col form wants (A row-major, B column-major). An operand is any type with
 // `at(r, k)` (an f32 element, zero outside) and `load8(r, k0)` (8 16-bit elements as one uint4):
-// RowMajor below, Im2col in conv.cu. The epilogue adds a bias per column (linear) or per row
-// (conv) and stores C row-major.
+// RowMajor below, Im2col in conv.cu. The store is epilogue.cuh's `GemmOut`: a bias per column
+// (linear) or per row (conv), linear's epilogue op, C row-major.
 //
 // gemm_simt (f32, or operands of different dtypes): SIMT_TILE² (64×64) × 16 tile, GEMM_THREADS
 // (256) threads × 4×4 outputs, f32 FMA. It is the exact-f32 path (no TF32), matching the
@@ -21,6 +21,7 @@
 // them; the thread-to-element maps below are written for these values.
 #pragma once
 #include "common.cuh"
+#include "epilogue.cuh"
 
 static_assert(GEMM_THREADS == 256 && SIMT_TILE == 64, "gemm_simt: 256 threads x 4x4 outputs = a 64x64 tile");
 static_assert(MMA_BM == 128 && MMA_BN == 128 && MMA_BK == 32, "gemm_mma: 8 warps x 64x32 = 128x128, K tiles of 32");
@@ -48,18 +49,8 @@ template <typename T> struct RowMajor {
     }
 };
 
-// Stores one output element with its bias (per column for linear, per row for conv).
-template <typename TY, typename TBIAS>
-__device__ __forceinline__ void epilogue(TY* y, const TBIAS* bias, int bias_rows, int m, int n, int M, int N,
-                                         float v) {
-    if (m >= M || n >= N) return;
-    if (bias) v += ld(bias, bias_rows ? m : n);
-    st(y, (u64)m * N + n, v);
-}
-
 template <class LA, class LB, typename TY, typename TBIAS>
-__device__ __forceinline__ void gemm_simt(LA a, LB b, int M, int N, int K, TY* y, const TBIAS* bias,
-                                          int bias_rows) {
+__device__ __forceinline__ void gemm_simt(LA a, LB b, int M, int N, int K, const GemmOut<TY, TBIAS>& out) {
     __shared__ float As[16][SIMT_TILE + 4];
     __shared__ float Bs[16][SIMT_TILE + 4];
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -98,7 +89,7 @@ __device__ __forceinline__ void gemm_simt(LA a, LB b, int M, int N, int K, TY* y
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) epilogue(y, bias, bias_rows, m0 + ty + 16 * i, n0 + tx + 16 * j, M, N, acc[i][j]);
+        for (int j = 0; j < 4; ++j) out.template store<1>(m0 + ty + 16 * i, n0 + tx + 16 * j, &acc[i][j]);
 }
 
 #if defined(MMA_OK)
@@ -134,18 +125,16 @@ __device__ __forceinline__ void mma_block_tile(float (*acc)[4][4], const u16* as
 // Stores one warp's accumulators of the block tile at (m0, n0). Accumulator fragment: d0, d1 at
 // (g, 2·t4 + {0, 1}), d2, d3 at (g + 8, 2·t4 + {0, 1}).
 template <typename TY, typename TBIAS>
-__device__ __forceinline__ void mma_block_store(float (*acc)[4][4], TY* y, const TBIAS* bias, int bias_rows, int m0,
-                                                int n0, int M, int N, int wm, int wn, int lane) {
+__device__ __forceinline__ void mma_block_store(float (*acc)[4][4], const GemmOut<TY, TBIAS>& out, int m0, int n0,
+                                                int wm, int wn, int lane) {
     const int g = lane >> 2, t4 = lane & 3;
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
             const int r = m0 + wm * 64 + i * 16 + g, c = n0 + wn * 32 + j * 8 + 2 * t4;
-            epilogue(y, bias, bias_rows, r, c, M, N, acc[i][j][0]);
-            epilogue(y, bias, bias_rows, r, c + 1, M, N, acc[i][j][1]);
-            epilogue(y, bias, bias_rows, r + 8, c, M, N, acc[i][j][2]);
-            epilogue(y, bias, bias_rows, r + 8, c + 1, M, N, acc[i][j][3]);
+            out.template store<2>(r, c, acc[i][j]);
+            out.template store<2>(r + 8, c, acc[i][j] + 2);
         }
 }
 
@@ -159,7 +148,7 @@ __device__ __forceinline__ void mma_zero(float (*acc)[4][4]) {
 }
 
 template <class LA, class LB, typename TY, typename TBIAS>
-__device__ __forceinline__ void gemm_mma(LA a, LB b, int M, int N, int K, TY* y, const TBIAS* bias, int bias_rows) {
+__device__ __forceinline__ void gemm_mma(LA a, LB b, int M, int N, int K, const GemmOut<TY, TBIAS>& out) {
     __shared__ __align__(16) u16 As[2][MMA_BM][MMA_LDS];
     __shared__ __align__(16) u16 Bs[2][MMA_BN][MMA_LDS];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -199,7 +188,7 @@ __device__ __forceinline__ void gemm_mma(LA a, LB b, int M, int N, int K, TY* y,
         __syncthreads();
     }
 
-    mma_block_store(acc, y, bias, bias_rows, m0, n0, M, N, wm, wn, lane);
+    mma_block_store(acc, out, m0, n0, wm, wn, lane);
 }
 
 #endif

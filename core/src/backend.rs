@@ -139,13 +139,15 @@ pub trait Backend: Clone + MaybeSend + MaybeSync + Sized + 'static {
 
     // ---- GEMM (`gemm`) --------------------------------------------------------------------------
 
-    /// `y[m, n] = Σ_k x[m, k]·w[n, k] + bias[n]`: `x [M, K]`, `w [N, K]` (PyTorch layout),
-    /// `bias [N]` optional → `[M, N]`.
+    /// `y[m, n] = e(Σ_k x[m, k]·w[n, k] + bias[n])`: `x [M, K]`, `w [N, K]` (PyTorch layout),
+    /// `bias [N]` optional → `[M, N]`, with `e` the [`Epilogue`] applied to the f32 sum before
+    /// its one rounding.
     fn linear(
         &self,
         x: &Tensor<Self>,
         w: &Tensor<Self>,
         bias: Option<&Tensor<Self>>,
+        epilogue: Epilogue<'_, Self>,
         p: &LinearParams,
     ) -> Result<Self::Buffer>;
 
@@ -155,11 +157,13 @@ pub trait Backend: Clone + MaybeSend + MaybeSync + Sized + 'static {
     /// → `[M, N]` in `x`'s dtype. Code `k` of row `n` is bits `(k % P)·bits ..` of word
     /// `n·W + k/P` of `w.data()` (`P = 32/bits` codes per word, `W = p.row_words`); the layout is
     /// documented in `crate::quant`. `p.block` is `B` (`K` for fp8), `p.scales_per_row` is `S`.
+    /// The [`Epilogue`] applies to the f32 sum as in [`Backend::linear`].
     fn linear_quantized(
         &self,
         x: &Tensor<Self>,
         w: &QuantizedMatrix<Self>,
         bias: Option<&Tensor<Self>>,
+        epilogue: Epilogue<'_, Self>,
         p: &QuantLinearParams,
     ) -> Result<Self::Buffer>;
 
@@ -306,6 +310,48 @@ pub struct LinearParams {
     pub m: usize,
     pub k: usize,
     pub n: usize,
+}
+
+/// What `linear` and `linear_quantized` do with each f32 result `a[m, n] = Σ_k x·w + bias[n]`
+/// before rounding it once to the output dtype. The unfused sequences (`linear` then
+/// `activation` or `gated_residual`) round `a` first: the fused result is one rounding fewer
+/// (bit-identical for f32 outputs of the same sum).
+pub enum Epilogue<'a, B: Backend> {
+    /// `y = a`.
+    None,
+    /// `y = ½a(1 + tanh(√(2/π)(a + 0.044715a³)))`, [`Activation::GeluTanh`] (fc1, the text
+    /// embedder).
+    GeluTanh,
+    /// `y[m, n] = residual[m, n] + gate[n]·a[m, n]`: `residual [M, N]` and `gate [N]` in the
+    /// output's dtype (the DiT block's gated residuals after proj and fc2).
+    GatedResidual { residual: &'a Tensor<B>, gate: &'a Tensor<B> },
+}
+
+// Not derived: a derive would ask `B: Copy`, and only references are held.
+impl<B: Backend> Clone for Epilogue<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Backend> Copy for Epilogue<'_, B> {}
+
+impl<B: Backend> Epilogue<'_, B> {
+    /// The kind, as kernels take it (an `EPI_*` code).
+    pub fn kind(&self) -> EpilogueKind {
+        match self {
+            Epilogue::None => EpilogueKind::None,
+            Epilogue::GeluTanh => EpilogueKind::GeluTanh,
+            Epilogue::GatedResidual { .. } => EpilogueKind::GatedResidual,
+        }
+    }
+}
+
+/// An [`Epilogue`] without its operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpilogueKind {
+    None,
+    GeluTanh,
+    GatedResidual,
 }
 
 /// Sizes of a `linear_quantized` call (see [`Backend::linear_quantized`] and `crate::quant`).

@@ -6,6 +6,8 @@ use crate::backend::*;
 use crate::{DType, Error, Result, Shape};
 use std::sync::Arc;
 
+mod fused;
+
 /// A contiguous row-major tensor living on backend `B`. Cloning is cheap (the buffer is shared);
 /// tensors are immutable values, so every op returns a new tensor.
 pub struct Tensor<B: Backend> {
@@ -208,6 +210,11 @@ impl<B: Backend> Tensor<B> {
 
     /// `x [.., K] · wᵀ + bias` with `w [N, K]` → `[.., N]`.
     pub fn linear(&self, w: &Self, bias: Option<&Self>) -> Result<Self> {
+        self.linear_with(w, bias, Epilogue::None)
+    }
+
+    /// [`Tensor::linear`] with `epilogue` applied to each f32 result before its rounding.
+    pub fn linear_with(&self, w: &Self, bias: Option<&Self>, epilogue: Epilogue<'_, B>) -> Result<Self> {
         let k = self.shape.last();
         check(w.shape.rank() == 2 && w.shape.dim(1) == k && self.shape.rank() >= 1, "linear", || {
             format!("x {} does not fit weight {} (expected [N, {k}])", self.shape, w.shape)
@@ -219,12 +226,23 @@ impl<B: Backend> Tensor<B> {
         let m = self.numel() / k.max(1);
         let mut out = self.dims().to_vec();
         *out.last_mut().unwrap() = n;
+        self.check_epilogue("linear", &epilogue, &out)?;
         let p = LinearParams { m, k, n };
-        Ok(self.wrap(self.backend.linear(self, w, bias, &p)?, out, self.dtype))
+        Ok(self.wrap(self.backend.linear(self, w, bias, epilogue, &p)?, out, self.dtype))
     }
 
     /// `x·dequant(w)ᵀ + bias` for a quantized weight `w [N, K]` (see `Backend::linear_quantized`).
     pub fn linear_quantized(&self, w: &crate::QuantizedMatrix<B>, bias: Option<&Self>) -> Result<Self> {
+        self.linear_quantized_with(w, bias, Epilogue::None)
+    }
+
+    /// [`Tensor::linear_quantized`] with `epilogue` applied to each f32 result before its rounding.
+    pub fn linear_quantized_with(
+        &self,
+        w: &crate::QuantizedMatrix<B>,
+        bias: Option<&Self>,
+        epilogue: Epilogue<'_, B>,
+    ) -> Result<Self> {
         let (k, n) = (w.cols(), w.rows());
         check(self.shape.rank() >= 1 && self.shape.last() == k, "linear_quantized", || {
             format!("x {} does not fit the {} weight [{n}, {k}]", self.shape, w.format())
@@ -244,7 +262,8 @@ impl<B: Backend> Tensor<B> {
         };
         let mut out = self.dims().to_vec();
         *out.last_mut().unwrap() = n;
-        Ok(self.wrap(self.backend.linear_quantized(self, w, bias, &p)?, out, self.dtype))
+        self.check_epilogue("linear_quantized", &epilogue, &out)?;
+        Ok(self.wrap(self.backend.linear_quantized(self, w, bias, epilogue, &p)?, out, self.dtype))
     }
 
     // ---- normalisation -----------------------------------------------------------------------
@@ -321,51 +340,6 @@ impl<B: Backend> Tensor<B> {
             format!("weight {} does not match head dim {}", w.shape, p.head_dim)
         })?;
         Ok(self.wrap(self.backend.rms_norm_rope(self, w, rope, &p)?, self.shape.clone(), self.dtype))
-    }
-
-    /// Joint attention's `[Q, K, V]`, each `[L₀ + L₁, heads, D]`, from two streams' fused QKV
-    /// projections `[L_s, 3·heads·D]` (see [`Backend::joint_qkv`]); `D` is the gains' length.
-    pub fn joint_qkv(streams: [QkvStream<'_, B>; 2], heads: usize, eps: f32) -> Result<[Self; 3]> {
-        const OP: &str = "joint_qkv";
-        let first = &streams[0];
-        let d = first.q_norm.numel();
-        let cols = 3 * heads * d;
-        check(heads > 0 && d > 0, OP, || format!("{heads} heads of {d} elements"))?;
-        let mut tokens = [0; 2];
-        for (s, st) in streams.iter().enumerate() {
-            let (x, gains) = (st.qkv, [st.q_norm, st.k_norm]);
-            check(x.shape.rank() == 2 && x.shape.dim(1) == cols, OP, || {
-                format!("stream {s}: qkv {} is not [L, {cols}] (3 × {heads} heads × {d})", x.shape)
-            })?;
-            check(x.dtype == first.qkv.dtype, OP, || {
-                format!("stream {s}: qkv is {}, stream 0's {}", x.dtype, first.qkv.dtype)
-            })?;
-            for g in gains {
-                check(g.numel() == d && g.dtype == first.q_norm.dtype, OP, || {
-                    format!("stream {s}: gain {} {} is not {} [{d}]", g.dtype, g.shape, first.q_norm.dtype)
-                })?;
-            }
-            tokens[s] = x.shape.dim(0);
-            if let Some(r) = st.rope {
-                check(d.is_multiple_of(2), OP, || format!("head dim {d} is odd"))?;
-                for t in [&r.cos, &r.sin] {
-                    check(t.dims() == [tokens[s], d / 2] && t.dtype == DType::F32, OP, || {
-                        format!(
-                            "stream {s}: rope table {} {} does not match f32 [{}, {}]",
-                            t.dtype,
-                            t.shape,
-                            tokens[s],
-                            d / 2
-                        )
-                    })?;
-                }
-            }
-        }
-        let p = JointQkvParams { tokens, heads, head_dim: d, eps };
-        let be = &first.qkv.backend;
-        let bufs = be.joint_qkv([&streams[0], &streams[1]], &p)?;
-        let shape = [tokens[0] + tokens[1], heads, d];
-        Ok(bufs.map(|b| first.qkv.wrap(b, shape, first.qkv.dtype)))
     }
 
     // ---- elementwise -------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 
 use crate::report::Report;
 use crate::tolerance::op_preset;
-use joyrt_core::backend::QkvStream;
+use joyrt_core::backend::{Epilogue, QkvStream};
 use joyrt_core::quant::codec;
 use joyrt_core::{
     Activation, Backend, BinaryOp, DType, QuantFormat, QuantizedMatrix, Result, Rng, Rope, RopePairing,
@@ -30,6 +30,15 @@ pub enum Op {
         n: usize,
         bias: bool,
         format: QuantFormat,
+    },
+    /// `linear` (`linear_quantized` with a `format`) with an epilogue: the gated residual where
+    /// `gated`, else GELU-tanh.
+    LinearFused {
+        m: usize,
+        k: usize,
+        n: usize,
+        format: Option<QuantFormat>,
+        gated: bool,
     },
     LayerNorm {
         rows: usize,
@@ -267,6 +276,16 @@ pub fn cases() -> Vec<Op> {
         JointQkv { l: [7, 4], h: 2, d: 72, pairing: RopePairing::HalfSplit, text_rope: true },
         JointQkv { l: [5, 3], h: 3, d: 128, pairing: RopePairing::Interleaved, text_rope: false },
         JointQkv { l: [6, 2], h: 2, d: 128, pairing: RopePairing::HalfSplit, text_rope: true },
+        // The GEMM epilogues on every linear kernel: SIMT (K % 8 ≠ 0 or f32), register-staged
+        // mma (K % 8 ≠ 0), pipelined mma and wgmma (K % 8 == 0) with ragged tiles and odd N (the
+        // wgmma store's unpaired path), the quantized SIMT and mma kernels.
+        LinearFused { m: 7, k: 13, n: 5, format: None, gated: false },
+        LinearFused { m: 130, k: 96, n: 72, format: None, gated: true },
+        LinearFused { m: 150, k: 136, n: 130, format: None, gated: false },
+        LinearFused { m: 33, k: 70, n: 37, format: None, gated: true },
+        LinearFused { m: 20, k: 128, n: 37, format: None, gated: true },
+        LinearFused { m: 33, k: 96, n: 70, format: Some(QuantFormat::Int8 { block: 32 }), gated: true },
+        LinearFused { m: 20, k: 48, n: 9, format: Some(QuantFormat::Int4 { block: 16 }), gated: false },
     ]
 }
 
@@ -284,6 +303,8 @@ pub fn split_cases() -> Vec<Op> {
     vec![
         Linear { m: 300, k: 24, n: 40, bias: true },
         LinearQuantized { m: 300, k: 32, n: 24, bias: true, format: QuantFormat::Int8 { block: 32 } },
+        LinearFused { m: 300, k: 24, n: 40, format: None, gated: true },
+        LinearFused { m: 300, k: 32, n: 24, format: Some(QuantFormat::Int8 { block: 32 }), gated: false },
         LayerNorm { rows: 200, cols: 72, affine: true },
         LayerNormModulate { rows: 150, cols: 64 },
         RmsNorm { rows: 200, cols: 48 },
@@ -348,6 +369,21 @@ impl Op {
                 let q = codec::quantize_rows(*format, *k, &dense)?;
                 let w = QuantizedMatrix::upload(b, *format, *n, *k, &q.codes, &q.scales)?;
                 x.linear_quantized(&w, bias.as_ref())
+            }
+            Op::LinearFused { m, k, n, format, gated } => {
+                let (x, bias) = (t(&[*m, *k], -1.0, 1.0)?, t(&[*n], -1.0, 1.0)?);
+                let (residual, gate) = (t(&[*m, *n], -2.0, 2.0)?, t(&[*n], -1.0, 1.0)?);
+                let epilogue =
+                    if *gated { Epilogue::GatedResidual { residual: &residual, gate: &gate } } else { Epilogue::GeluTanh };
+                match format {
+                    None => x.linear_with(&t(&[*n, *k], -0.5, 0.5)?, Some(&bias), epilogue),
+                    Some(f) => {
+                        let dense = Rng::new(seed ^ 0x9a47).uniform_vec(n * k, -0.5, 0.5);
+                        let q = codec::quantize_rows(*f, *k, &dense)?;
+                        let w = QuantizedMatrix::upload(b, *f, *n, *k, &q.codes, &q.scales)?;
+                        x.linear_quantized_with(&w, Some(&bias), epilogue)
+                    }
+                }
             }
             Op::LayerNorm { rows, cols, affine } => {
                 let x = t(&[*rows, *cols], -3.0, 5.0)?;

@@ -1,8 +1,9 @@
 //! The CPU's fused ops: against plainly written f64 implementations, and to the bit against the
 //! unfused sequences of ops they replace in the DiT block.
 
-use joyrt_core::backend::{QkvStream, RopePairing};
-use joyrt_core::{DType, Rng, Rope, Tensor};
+use joyrt_core::backend::{Epilogue, QkvStream, RopePairing};
+use joyrt_core::quant::codec;
+use joyrt_core::{DType, QuantFormat, QuantizedMatrix, Rng, Rope, Tensor};
 use joyrt_cpu::CpuBackend;
 
 type T = Tensor<CpuBackend>;
@@ -162,4 +163,99 @@ fn joint_qkv_refuses_mismatched_streams() {
     let wrong = QkvStream { rope: short.op().rope, ..img.op() };
     let e = Tensor::joint_qkv([wrong, img.op()], 2, 1e-6).unwrap_err().to_string();
     assert!(e.contains("rope table"), "{e}");
+}
+
+fn gelu64(a: f64) -> f64 {
+    0.5 * a * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (a + 0.044715 * a.powi(3))).tanh())
+}
+
+fn bits(t: &T) -> Vec<u32> {
+    t.to_f32_vec().unwrap().iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn linear_epilogues_against_f64() {
+    let b = CpuBackend::default();
+    let (m, k, n) = (9, 37, 11);
+    for (i, dt) in DType::ALL.into_iter().enumerate() {
+        let mut rng = Rng::new(30 + i as u64);
+        let (x, xv) = rand(&b, &mut rng, &[m, k], -1.0, 1.0, dt);
+        let (w, wv) = rand(&b, &mut rng, &[n, k], -0.5, 0.5, dt);
+        let (bias, bv) = rand(&b, &mut rng, &[n], -1.0, 1.0, dt);
+        let (res, rv) = rand(&b, &mut rng, &[m, n], -2.0, 2.0, dt);
+        let (gate, gv) = rand(&b, &mut rng, &[n], -1.0, 1.0, dt);
+        let a = |r: usize, c: usize| (0..k).map(|j| xv[r * k + j] * wv[c * k + j]).sum::<f64>() + bv[c];
+        let rel = match dt {
+            DType::F32 => 2e-5,
+            DType::BF16 => 4.0 / 512.0,
+            DType::F16 => 1.0 / 1024.0,
+        };
+        let cases = [
+            ("gelu", Epilogue::GeluTanh, (0..m * n).map(|e| gelu64(a(e / n, e % n))).collect::<Vec<_>>()),
+            (
+                "gated residual",
+                Epilogue::GatedResidual { residual: &res, gate: &gate },
+                (0..m * n).map(|e| rv[e] + gv[e % n] * a(e / n, e % n)).collect(),
+            ),
+        ];
+        for (what, epilogue, want) in cases {
+            let got = x.linear_with(&w, Some(&bias), epilogue).unwrap().to_f32_vec().unwrap();
+            for (e, (g, w)) in got.iter().zip(&want).enumerate() {
+                let err = (*g as f64 - w).abs();
+                assert!(err <= 2e-5 + rel * w.abs(), "{dt} {what} element {e}: {g} vs {w}");
+            }
+        }
+    }
+}
+
+/// In f32 the unfused sequence's extra rounding changes nothing, so the fused GEMMs equal
+/// `linear` then `gelu_tanh` / `gated_residual` to the bit, dense and quantized.
+#[test]
+fn linear_epilogues_are_the_unfused_sequence_in_f32() {
+    let b = CpuBackend::default();
+    let mut rng = Rng::new(5);
+    let (m, k, n) = (13, 64, 24);
+    let f = DType::F32;
+    let (x, _) = rand(&b, &mut rng, &[m, k], -1.0, 1.0, f);
+    let (w, wv) = rand(&b, &mut rng, &[n, k], -0.5, 0.5, f);
+    let (bias, _) = rand(&b, &mut rng, &[n], -1.0, 1.0, f);
+    let (res, _) = rand(&b, &mut rng, &[m, n], -2.0, 2.0, f);
+    let (gate, _) = rand(&b, &mut rng, &[n], -1.0, 1.0, f);
+    let dense: Vec<f32> = wv.iter().map(|&v| v as f32).collect();
+    let format = QuantFormat::Int8 { block: 32 };
+    let q = codec::quantize_rows(format, k, &dense).unwrap();
+    let wq = QuantizedMatrix::upload(&b, format, n, k, &q.codes, &q.scales).unwrap();
+    let gated = Epilogue::GatedResidual { residual: &res, gate: &gate };
+    let plain = x.linear(&w, Some(&bias)).unwrap();
+    assert_eq!(bits(&x.linear_with(&w, Some(&bias), Epilogue::GeluTanh).unwrap()), bits(&plain.gelu_tanh().unwrap()));
+    assert_eq!(
+        bits(&x.linear_with(&w, Some(&bias), gated).unwrap()),
+        bits(&res.gated_residual(&plain, &gate).unwrap())
+    );
+    let plain = x.linear_quantized(&wq, Some(&bias)).unwrap();
+    assert_eq!(
+        bits(&x.linear_quantized_with(&wq, Some(&bias), Epilogue::GeluTanh).unwrap()),
+        bits(&plain.gelu_tanh().unwrap())
+    );
+    assert_eq!(
+        bits(&x.linear_quantized_with(&wq, Some(&bias), gated).unwrap()),
+        bits(&res.gated_residual(&plain, &gate).unwrap())
+    );
+}
+
+#[test]
+fn a_gated_epilogue_must_fit_the_output() {
+    let b = CpuBackend::default();
+    let mut rng = Rng::new(2);
+    let f = DType::F32;
+    let (x, _) = rand(&b, &mut rng, &[4, 8], -1.0, 1.0, f);
+    let (w, _) = rand(&b, &mut rng, &[6, 8], -1.0, 1.0, f);
+    let (short, _) = rand(&b, &mut rng, &[4, 5], -1.0, 1.0, f);
+    let (gate, _) = rand(&b, &mut rng, &[6], -1.0, 1.0, f);
+    let e = x.linear_with(&w, None, Epilogue::GatedResidual { residual: &short, gate: &gate }).unwrap_err();
+    assert!(e.to_string().contains("gated residual"), "{e}");
+    let bf = gate.cast(DType::BF16).unwrap();
+    let (res, _) = rand(&b, &mut rng, &[4, 6], -1.0, 1.0, f);
+    let e = x.linear_with(&w, None, Epilogue::GatedResidual { residual: &res, gate: &bf }).unwrap_err();
+    assert!(e.to_string().contains("gate"), "{e}");
 }

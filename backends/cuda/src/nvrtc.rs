@@ -23,6 +23,7 @@ use std::ffi::{c_char, CString};
 const HEADERS: [(&str, &str); 7] = [
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
     ("gemm.cuh", include_str!("../../../kernels/gemm.cuh")),
+    ("epilogue.cuh", include_str!("../../../kernels/epilogue.cuh")),
     ("hopper.cuh", include_str!("../../../kernels/hopper.cuh")),
     ("gemm_wgmma.cuh", include_str!("../../../kernels/gemm_wgmma.cuh")),
     ("gemm_quantized.cuh", include_str!("../../../kernels/gemm_quantized.cuh")),

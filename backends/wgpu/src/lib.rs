@@ -303,17 +303,18 @@ impl Backend for WgpuBackend {
     }
 
     // ---- gemm, conv ----
-    fn linear(&self, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<WgpuBuffer> {
-        ops::gemm::linear(self, x, w, bias, p)
+    fn linear(&self, x: &T, w: &T, bias: Option<&T>, e: Epilogue<'_, Self>, p: &LinearParams) -> Result<WgpuBuffer> {
+        ops::gemm::linear(self, x, w, bias, e, p)
     }
     fn linear_quantized(
         &self,
         x: &T,
         w: &QuantizedMatrix<Self>,
         bias: Option<&T>,
+        e: Epilogue<'_, Self>,
         p: &QuantLinearParams,
     ) -> Result<WgpuBuffer> {
-        ops::gemm::linear_quantized(self, x, w, bias, p)
+        ops::gemm::linear_quantized(self, x, w, bias, e, p)
     }
     fn conv2d(&self, x: &T, w: &T, bias: Option<&T>, p: &Conv2dParams) -> Result<WgpuBuffer> {
         ops::conv::conv2d(self, x, w, bias, p)

@@ -13,7 +13,7 @@ use crate::limits::{
 };
 use crate::model_folder::{parse_config, read_json, sets};
 use crate::weights::{dit_key_to_diffusers, param_count, Checkpoint, ParamSpec};
-use crate::backend::QkvStream;
+use crate::backend::{Epilogue, QkvStream};
 use crate::{Backend, DType, Error, Result, Rope, RopePairing, Tensor};
 use blocks::Blocks;
 use serde::Deserialize;
@@ -231,10 +231,11 @@ impl<B: Backend> Stream<B> {
     }
 
     /// Gated attention output, then the gated MLP.
+    /// The GELU and both gated residuals are the GEMMs' epilogues.
     fn finish(&self, x: &Tensor<B>, attn: &Tensor<B>, m: &Modulation<B>) -> Result<Tensor<B>> {
-        let x = x.gated_residual(&self.proj.fwd(attn)?, &m.rows[2])?;
-        let h = self.fc1.fwd(&x.layer_norm_modulate(&m.rows[3], &m.rows[4], EPS)?)?.gelu_tanh()?;
-        x.gated_residual(&self.fc2.fwd(&h)?, &m.rows[5])
+        let x = self.proj.fwd_with(attn, Epilogue::GatedResidual { residual: x, gate: &m.rows[2] })?;
+        let h = self.fc1.fwd_with(&x.layer_norm_modulate(&m.rows[3], &m.rows[4], EPS)?, Epilogue::GeluTanh)?;
+        self.fc2.fwd_with(&h, Epilogue::GatedResidual { residual: &x, gate: &m.rows[5] })
     }
 }
 
@@ -368,7 +369,7 @@ impl<B: Backend> Dit<B> {
                 format!("text states {} are not [L, {}]", text.shape(), self.cfg.text_dim),
             ));
         }
-        Ok(TextStream(self.text_2.fwd(&self.text_1.fwd(&text.cast(self.dtype)?)?.gelu_tanh()?)?))
+        Ok(TextStream(self.text_2.fwd(&self.text_1.fwd_with(&text.cast(self.dtype)?, Epilogue::GeluTanh)?)?))
     }
 
     /// The per-request state for latents of shape `latent_dims` (`[items, C, h, w]`).
