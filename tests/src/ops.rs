@@ -373,8 +373,11 @@ impl Op {
             Op::LinearFused { m, k, n, format, gated } => {
                 let (x, bias) = (t(&[*m, *k], -1.0, 1.0)?, t(&[*n], -1.0, 1.0)?);
                 let (residual, gate) = (t(&[*m, *n], -2.0, 2.0)?, t(&[*n], -1.0, 1.0)?);
-                let epilogue =
-                    if *gated { Epilogue::GatedResidual { residual: &residual, gate: &gate } } else { Epilogue::GeluTanh };
+                let epilogue = if *gated {
+                    Epilogue::GatedResidual { residual: &residual, gate: &gate }
+                } else {
+                    Epilogue::GeluTanh
+                };
                 match format {
                     None => x.linear_with(&t(&[*n, *k], -0.5, 0.5)?, Some(&bias), epilogue),
                     Some(f) => {

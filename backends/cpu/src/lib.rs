@@ -237,7 +237,14 @@ impl Backend for CpuBackend {
     }
 
     // ---- gemm, conv ----
-    fn linear(&self, x: &T, w: &T, bias: Option<&T>, e: Epilogue<'_, Self>, p: &LinearParams) -> Result<CpuBuffer> {
+    fn linear(
+        &self,
+        x: &T,
+        w: &T,
+        bias: Option<&T>,
+        e: Epilogue<'_, Self>,
+        p: &LinearParams,
+    ) -> Result<CpuBuffer> {
         ops::gemm::linear(self, x, w, bias, e, p)
     }
     fn linear_quantized(

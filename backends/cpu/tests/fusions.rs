@@ -16,7 +16,13 @@ fn rand(b: &CpuBackend, rng: &mut Rng, shape: &[usize], lo: f32, hi: f32, dt: DT
 }
 
 /// A rope table of `l` tokens and head dim `d`, and the exact angles whose f32 cos/sin it holds.
-fn table(b: &CpuBackend, rng: &mut Rng, l: usize, d: usize, pairing: RopePairing) -> (Rope<CpuBackend>, Vec<f64>) {
+fn table(
+    b: &CpuBackend,
+    rng: &mut Rng,
+    l: usize,
+    d: usize,
+    pairing: RopePairing,
+) -> (Rope<CpuBackend>, Vec<f64>) {
     let angles = rng.uniform_vec(l * d / 2, -6.0, 6.0);
     let (cos, sin): (Vec<f32>, Vec<f32>) = angles.iter().map(|a| (a.cos(), a.sin())).unzip();
     let exact = cos.iter().zip(&sin).map(|(c, s)| (*s as f64).atan2(*c as f64)).collect();
@@ -32,7 +38,15 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(b: &CpuBackend, rng: &mut Rng, l: usize, h: usize, d: usize, rope: Option<RopePairing>, dt: DType) -> Self {
+    fn new(
+        b: &CpuBackend,
+        rng: &mut Rng,
+        l: usize,
+        h: usize,
+        d: usize,
+        rope: Option<RopePairing>,
+        dt: DType,
+    ) -> Self {
         Stream {
             qkv: rand(b, rng, &[l, 3 * h * d], -2.0, 2.0, dt),
             gains: [rand(b, rng, &[d], 0.5, 1.5, dt), rand(b, rng, &[d], 0.5, 1.5, dt)],
@@ -121,7 +135,10 @@ fn joint_qkv_against_f64() {
                 let want: Vec<f64> = img.part64(j, h, d).into_iter().chain(txt.part64(j, h, d)).collect();
                 for (e, (g, w)) in got.to_f32_vec().unwrap().iter().zip(&want).enumerate() {
                     let err = (*g as f64 - w).abs();
-                    assert!(err <= 1e-5 + rel * w.abs(), "{dt} {l0}+{l1}×{h}×{d} part {j} element {e}: {g} vs {w}");
+                    assert!(
+                        err <= 1e-5 + rel * w.abs(),
+                        "{dt} {l0}+{l1}×{h}×{d} part {j} element {e}: {g} vs {w}"
+                    );
                 }
             }
         }
@@ -227,7 +244,10 @@ fn linear_epilogues_are_the_unfused_sequence_in_f32() {
     let wq = QuantizedMatrix::upload(&b, format, n, k, &q.codes, &q.scales).unwrap();
     let gated = Epilogue::GatedResidual { residual: &res, gate: &gate };
     let plain = x.linear(&w, Some(&bias)).unwrap();
-    assert_eq!(bits(&x.linear_with(&w, Some(&bias), Epilogue::GeluTanh).unwrap()), bits(&plain.gelu_tanh().unwrap()));
+    assert_eq!(
+        bits(&x.linear_with(&w, Some(&bias), Epilogue::GeluTanh).unwrap()),
+        bits(&plain.gelu_tanh().unwrap())
+    );
     assert_eq!(
         bits(&x.linear_with(&w, Some(&bias), gated).unwrap()),
         bits(&res.gated_residual(&plain, &gate).unwrap())

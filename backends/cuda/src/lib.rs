@@ -162,7 +162,14 @@ impl Backend for CudaBackend {
     }
 
     // ---- gemm, conv ----
-    fn linear(&self, x: &T, w: &T, bias: Option<&T>, e: Epilogue<'_, Self>, p: &LinearParams) -> Result<CudaBuffer> {
+    fn linear(
+        &self,
+        x: &T,
+        w: &T,
+        bias: Option<&T>,
+        e: Epilogue<'_, Self>,
+        p: &LinearParams,
+    ) -> Result<CudaBuffer> {
         ops::gemm::linear(self, x, w, bias, e, p)
     }
     fn linear_quantized(

@@ -303,7 +303,14 @@ impl Backend for WgpuBackend {
     }
 
     // ---- gemm, conv ----
-    fn linear(&self, x: &T, w: &T, bias: Option<&T>, e: Epilogue<'_, Self>, p: &LinearParams) -> Result<WgpuBuffer> {
+    fn linear(
+        &self,
+        x: &T,
+        w: &T,
+        bias: Option<&T>,
+        e: Epilogue<'_, Self>,
+        p: &LinearParams,
+    ) -> Result<WgpuBuffer> {
         ops::gemm::linear(self, x, w, bias, e, p)
     }
     fn linear_quantized(

@@ -6,6 +6,7 @@ mod blocks;
 
 use super::loader::{DTypePolicy, Loader};
 use super::Linear;
+use crate::backend::{Epilogue, QkvStream};
 use crate::limits::MAX_CHANNELS;
 use crate::limits::{
     all_in_range, in_range, positive, MAX_HEADS, MAX_HEAD_DIM, MAX_LAYERS, MAX_WIDTH, MLP_WIDTH_RATIO,
@@ -13,7 +14,6 @@ use crate::limits::{
 };
 use crate::model_folder::{parse_config, read_json, sets};
 use crate::weights::{dit_key_to_diffusers, param_count, Checkpoint, ParamSpec};
-use crate::backend::{Epilogue, QkvStream};
 use crate::{Backend, DType, Error, Result, Rope, RopePairing, Tensor};
 use blocks::Blocks;
 use serde::Deserialize;
@@ -234,7 +234,8 @@ impl<B: Backend> Stream<B> {
     /// The GELU and both gated residuals are the GEMMs' epilogues.
     fn finish(&self, x: &Tensor<B>, attn: &Tensor<B>, m: &Modulation<B>) -> Result<Tensor<B>> {
         let x = self.proj.fwd_with(attn, Epilogue::GatedResidual { residual: x, gate: &m.rows[2] })?;
-        let h = self.fc1.fwd_with(&x.layer_norm_modulate(&m.rows[3], &m.rows[4], EPS)?, Epilogue::GeluTanh)?;
+        let h =
+            self.fc1.fwd_with(&x.layer_norm_modulate(&m.rows[3], &m.rows[4], EPS)?, Epilogue::GeluTanh)?;
         self.fc2.fwd_with(&h, Epilogue::GatedResidual { residual: &x, gate: &m.rows[5] })
     }
 }

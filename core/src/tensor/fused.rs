@@ -56,7 +56,10 @@ impl<B: Backend> Tensor<B> {
         let Epilogue::GatedResidual { residual, gate } = e else { return Ok(()) };
         let n = out.last().copied().unwrap_or(0);
         check(residual.dims() == out && residual.dtype == self.dtype, op, || {
-            format!("gated residual {} {} is not the output's {} {out:?}", residual.dtype, residual.shape, self.dtype)
+            format!(
+                "gated residual {} {} is not the output's {} {out:?}",
+                residual.dtype, residual.shape, self.dtype
+            )
         })?;
         check(gate.numel() == n && gate.dtype == self.dtype, op, || {
             format!("gate {} {} is not {} [{n}]", gate.dtype, gate.shape, self.dtype)

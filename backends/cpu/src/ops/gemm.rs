@@ -2,8 +2,8 @@
 //! once for the 8 dot products. `linear_quantized`: see its doc. Both apply their epilogue to the
 //! f32 results before the one rounding to the output dtype.
 
-use crate::{f32s, CpuBackend, CpuBuffer};
 use super::elementwise::gelu_tanh;
+use crate::{f32s, CpuBackend, CpuBuffer};
 use joyrt_core::backend::{Epilogue, LinearParams, QuantLinearParams};
 use joyrt_core::quant::codec;
 use joyrt_core::{Error, QuantizedMatrix, Result, Tensor};

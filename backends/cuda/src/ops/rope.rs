@@ -135,7 +135,8 @@ pub fn joint_qkv(
     let dtype = s0.qkv.dtype();
     let spec = Spec { w: s0.q_norm.dtype(), ..Spec::uniform(dtype) };
     let (rows, cols) = ((p.tokens[0] + p.tokens[1]) * p.heads, p.head_dim);
-    let outs = [be.output(dtype, rows * cols)?, be.output(dtype, rows * cols)?, be.output(dtype, rows * cols)?];
+    let outs =
+        [be.output(dtype, rows * cols)?, be.output(dtype, rows * cols)?, be.output(dtype, rows * cols)?];
     // Absent tables are null; the kernels read a stream's tables only where it rotates.
     let table = |s: &QkvStream<'_, CudaBackend>| s.rope.map_or([0, 0], |r| [addr(&r.cos), addr(&r.sin)]);
     let ([c0, n0], [c1, n1]) = (table(s0), table(s1));

@@ -97,12 +97,15 @@ pub fn joint_qkv(
             let mut split =
                 Split::new(OP, tokens).out_at(Span::f32(out, n), hd, first * hd).split("qkv", qkv, 3 * hd);
             split = match rope {
-                Some(r) => split
-                    .split("cos table", be.span(&r.cos, OP)?, p.head_dim / 2)
-                    .split("sin table", be.span(&r.sin, OP)?, p.head_dim / 2),
+                Some(r) => split.split("cos table", be.span(&r.cos, OP)?, p.head_dim / 2).split(
+                    "sin table",
+                    be.span(&r.sin, OP)?,
+                    p.head_dim / 2,
+                ),
                 None => split.whole(be.dummy()).whole(be.dummy()),
             };
-            let split = split.whole(gain.map(|g| be.inp(g, "joint_qkv gain")).transpose()?.unwrap_or(be.dummy()));
+            let split =
+                split.whole(gain.map(|g| be.inp(g, "joint_qkv gain")).transpose()?.unwrap_or(be.dummy()));
             let shift = split.out_shift(be) as u32;
             let args = |r: std::ops::Range<usize>| RopeArgs {
                 n: (r.len() * p.heads) as u32,
