@@ -72,7 +72,7 @@ pub enum Op {
     },
     /// `joint_qkv` of an image stream of `l[0]` tokens (rotated with `pairing`) and a text
     /// stream of `l[1]` tokens (rotated by its own table with `pairing` when `text_rope`); the
-    /// output is Q, K, V concatenated along the tokens.
+    /// output is Q, K, V concatenated along the head dim.
     JointQkv {
         l: [usize; 2],
         h: usize,
@@ -432,7 +432,9 @@ impl Op {
                     QkvStream { qkv, q_norm, k_norm, rope: rope.as_ref() }
                 });
                 let [q, k, v] = Tensor::joint_qkv(ops, *h, 1e-6)?;
-                Tensor::concat(&[&q, &k, &v], 0)
+                // Along the head dim: rows a split backend can cut (along the tokens, the
+                // concatenation would be one row).
+                Tensor::concat(&[&q, &k, &v], 2)
             }
             Op::Act { len, act } => t(&[*len], -6.0, 6.0)?.activation(*act),
             Op::Swiglu { len } => t(&[*len], -6.0, 6.0)?.swiglu(&t(&[*len], -2.0, 2.0)?),
