@@ -72,13 +72,15 @@ pub enum Op {
     },
     /// `joint_qkv` of an image stream of `l[0]` tokens (rotated with `pairing`) and a text
     /// stream of `l[1]` tokens (rotated by its own table with `pairing` when `text_rope`); the
-    /// output is Q, K, V concatenated along the head dim.
+    /// output is Q, K, V concatenated along the head dim. Not `fused`: the same from the slices,
+    /// norms and concatenations it replaces (`crate::fusions`).
     JointQkv {
         l: [usize; 2],
         h: usize,
         d: usize,
         pairing: RopePairing,
         text_rope: bool,
+        fused: bool,
     },
     Act {
         len: usize,
@@ -272,10 +274,17 @@ pub fn cases() -> Vec<Op> {
         Rope { l: 5, h: 3, d: 128, pairing: RopePairing::Interleaved },
         // The DiT's joint Q/K/V: odd head dims past one warp, and the DiT's 128 (the CUDA
         // warp-per-row kernel), with and without the text stream's table.
-        JointQkv { l: [9, 5], h: 3, d: 16, pairing: RopePairing::Interleaved, text_rope: false },
-        JointQkv { l: [7, 4], h: 2, d: 72, pairing: RopePairing::HalfSplit, text_rope: true },
-        JointQkv { l: [5, 3], h: 3, d: 128, pairing: RopePairing::Interleaved, text_rope: false },
-        JointQkv { l: [6, 2], h: 2, d: 128, pairing: RopePairing::HalfSplit, text_rope: true },
+        JointQkv { l: [9, 5], h: 3, d: 16, pairing: RopePairing::Interleaved, text_rope: false, fused: true },
+        JointQkv { l: [7, 4], h: 2, d: 72, pairing: RopePairing::HalfSplit, text_rope: true, fused: true },
+        JointQkv {
+            l: [5, 3],
+            h: 3,
+            d: 128,
+            pairing: RopePairing::Interleaved,
+            text_rope: false,
+            fused: true,
+        },
+        JointQkv { l: [6, 2], h: 2, d: 128, pairing: RopePairing::HalfSplit, text_rope: true, fused: true },
         // The GEMM epilogues on every linear kernel: SIMT (K % 8 ≠ 0 or f32), register-staged
         // mma (K % 8 ≠ 0), pipelined mma and wgmma (K % 8 == 0) with ragged tiles and odd N (the
         // wgmma store's unpaired path), the quantized SIMT and mma kernels.
@@ -312,7 +321,14 @@ pub fn split_cases() -> Vec<Op> {
         Rope { l: 100, h: 3, d: 16, pairing: RopePairing::Interleaved },
         RmsNormRope { l: 120, h: 2, d: 32, pairing: RopePairing::HalfSplit },
         // The text stream's rows start in the middle of an aligned window of the output.
-        JointQkv { l: [101, 70], h: 2, d: 16, pairing: RopePairing::Interleaved, text_rope: true },
+        JointQkv {
+            l: [101, 70],
+            h: 2,
+            d: 16,
+            pairing: RopePairing::Interleaved,
+            text_rope: true,
+            fused: true,
+        },
         Act { len: 5001, act: Activation::Silu },
         Act { len: 5001, act: Activation::GeluTanh },
         Swiglu { len: 4099 },
@@ -334,6 +350,13 @@ pub fn split_cases() -> Vec<Op> {
         Cast { len: 5000, to: DType::F16 },
         Cast { len: 5000, to: DType::F32 },
     ]
+}
+
+/// One stream's inputs of a `JointQkv` case.
+pub(crate) struct QkvInputs<B: Backend> {
+    pub(crate) qkv: Tensor<B>,
+    pub(crate) gains: [Tensor<B>; 2],
+    pub(crate) rope: Option<Rope<B>>,
 }
 
 fn rope_table<B: Backend>(b: &B, l: usize, d: usize, pairing: RopePairing, rng: &mut Rng) -> Result<Rope<B>> {
@@ -416,7 +439,7 @@ impl Op {
                 let (x, w) = (t(&[*l, *h, *d], -2.0, 2.0)?, t(&[*d], 0.5, 1.5)?);
                 x.rms_norm_rope(&w, &rope_table(b, *l, *d, *pairing, &mut Rng::new(seed ^ 0xabc))?, 1e-6)
             }
-            Op::JointQkv { l, h, d, pairing, text_rope } => {
+            Op::JointQkv { l, h, d, pairing, text_rope, fused } => {
                 let mut tables = Rng::new(seed ^ 0xabc);
                 let mut streams = Vec::new();
                 for (s, &len) in l.iter().enumerate() {
@@ -425,13 +448,17 @@ impl Op {
                     let rope = (s == 0 || *text_rope)
                         .then(|| rope_table(b, len, *d, *pairing, &mut tables))
                         .transpose()?;
-                    streams.push((qkv, gains, rope));
+                    streams.push(QkvInputs { qkv, gains, rope });
                 }
-                let ops = std::array::from_fn(|s| {
-                    let (qkv, [q_norm, k_norm], rope) = &streams[s];
-                    QkvStream { qkv, q_norm, k_norm, rope: rope.as_ref() }
-                });
-                let [q, k, v] = Tensor::joint_qkv(ops, *h, 1e-6)?;
+                let [q, k, v] = if *fused {
+                    let ops = std::array::from_fn(|s| {
+                        let QkvInputs { qkv, gains: [q_norm, k_norm], rope } = &streams[s];
+                        QkvStream { qkv, q_norm, k_norm, rope: rope.as_ref() }
+                    });
+                    Tensor::joint_qkv(ops, *h, 1e-6)?
+                } else {
+                    crate::fusions::unfused_qkv(&streams, *h, *d)?
+                };
                 // Along the head dim: rows a split backend can cut (along the tokens, the
                 // concatenation would be one row).
                 Tensor::concat(&[&q, &k, &v], 2)
