@@ -50,7 +50,8 @@ template <typename T> struct Im2col {
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     conv2d_simt(const TX* x, const TW* w, const TB* bias, TX* y, ConvArgs s) {
     const int K = s.channels * s.kernel_h * s.kernel_w, P = s.out_height * s.out_width;
-    gemm_simt(RowMajor<TW>{w, s.out_channels, K, 0}, Im2col<TX>{x, s}, s.out_channels, P, K, y, bias, 1);
+    gemm_simt(RowMajor<TW>{w, s.out_channels, K, 0}, Im2col<TX>{x, s}, s.out_channels, P, K,
+              gemm_out(y, bias, 1, s.out_channels, P));
 }
 
 #if defined(MMA_OK)
@@ -58,7 +59,8 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     conv2d_mma(const TX* x, const TW* w, const TB* bias, TX* y, ConvArgs s) {
     const int K = s.channels * s.kernel_h * s.kernel_w, P = s.out_height * s.out_width;
-    gemm_mma(RowMajor<TW>{w, s.out_channels, K, s.vec}, Im2col<TX>{x, s}, s.out_channels, P, K, y, bias, 1);
+    gemm_mma(RowMajor<TW>{w, s.out_channels, K, s.vec}, Im2col<TX>{x, s}, s.out_channels, P, K,
+             gemm_out(y, bias, 1, s.out_channels, P));
 }
 
 #endif

@@ -1,18 +1,27 @@
-// `linear`: y = x·Wᵀ + b, W in PyTorch's [N, K] layout, on the block-tile GEMM of gemm.cuh
-// (A = x [M, K], B = W [N, K], bias per column). Scalars: GemmArgs (ops/gemm.rs). At the end, the
-// quantized linear (gemm_quantized.cuh).
+// `linear`: y = e(x·Wᵀ + b), W in PyTorch's [N, K] layout, on the block-tile GEMM of gemm.cuh
+// (A = x [M, K], B = W [N, K], bias per column), e the epilogue op p.epilogue (epilogue.cuh; a
+// gated residual reads `residual` [M, N] and `gate` [N], null otherwise). Scalars: GemmArgs
+// (ops/gemm.rs). At the end, the quantized linear (gemm_quantized.cuh).
 #include "gemm.cuh"
 
+// Every linear kernel's store: its bias per column, then its epilogue op.
+__device__ __forceinline__ GemmOut<TX, TB> linear_out(TX* y, const TB* bias, const TX* residual, const TX* gate,
+                                                      const GemmArgs& p) {
+    return GemmOut<TX, TB>{y, bias, 0, (u32)p.epilogue, residual, gate, p.m, p.n};
+}
+
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    linear_simt(const TX* x, const TW* w, const TB* bias, TX* y, GemmArgs p) {
-    gemm_simt(RowMajor<TX>{x, p.m, p.k, 0}, RowMajor<TW>{w, p.n, p.k, 0}, p.m, p.n, p.k, y, bias, 0);
+    linear_simt(const TX* x, const TW* w, const TB* bias, const TX* residual, const TX* gate, TX* y, GemmArgs p) {
+    gemm_simt(RowMajor<TX>{x, p.m, p.k, 0}, RowMajor<TW>{w, p.n, p.k, 0}, p.m, p.n, p.k,
+              linear_out(y, bias, residual, gate, p));
 }
 
 #if defined(MMA_OK)
 
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    linear_mma(const TX* x, const TW* w, const TB* bias, TX* y, GemmArgs p) {
-    gemm_mma(RowMajor<TX>{x, p.m, p.k, p.vec}, RowMajor<TW>{w, p.n, p.k, p.vec}, p.m, p.n, p.k, y, bias, 0);
+    linear_mma(const TX* x, const TW* w, const TB* bias, const TX* residual, const TX* gate, TX* y, GemmArgs p) {
+    gemm_mma(RowMajor<TX>{x, p.m, p.k, p.vec}, RowMajor<TW>{w, p.n, p.k, p.vec}, p.m, p.n, p.k,
+             linear_out(y, bias, residual, gate, p));
 }
 
 // ---- the pipelined tensor-core GEMM (linear with K % 8 == 0: every DiT and Qwen shape) -------
@@ -121,8 +130,8 @@ __device__ __forceinline__ void pipe_load_frags(PipeFrags& f, const u16* as, con
 }
 
 template <typename TY, typename TBIAS>
-__device__ __forceinline__ void gemm_mma_pipelined(const u16* a, const u16* b, int M, int N, int K, TY* y,
-                                                   const TBIAS* bias) {
+__device__ __forceinline__ void gemm_mma_pipelined(const u16* a, const u16* b, int M, int N, int K,
+                                                   const GemmOut<TY, TBIAS>& out) {
     DYNAMIC_SMEM(smem_raw);
     REQUIRE_DYNAMIC_SMEM(PIPE_STAGES * PIPE_STAGE_ELEMS * 2);
     u16* smem = (u16*)smem_raw;
@@ -187,15 +196,16 @@ __device__ __forceinline__ void gemm_mma_pipelined(const u16* a, const u16* b, i
     }
     cp_async_wait<0>();
 
-    mma_warp_store<4, 8>(acc, y, bias, 0, m0 + wm * 64, n0 + wn * 64, M, N, lane);
+    mma_warp_store<4, 8>(acc, out, m0 + wm * 64, n0 + wn * 64, lane);
 }
 
 // Needs K % 8 == 0, a 1-D grid of one block per 128×128 output tile, and
 // PIPE_STAGES · PIPE_STAGE_ELEMS · 2 = 98304 bytes of dynamic shared memory (≤ 99 KiB: it
 // launches on sm_86 and sm_89).
 extern "C" __global__ void __launch_bounds__(PIPE_THREADS)
-    linear_mma_pipelined(const TX* x, const TW* w, const TB* bias, TX* y, GemmArgs p) {
-    gemm_mma_pipelined((const u16*)x, (const u16*)w, p.m, p.n, p.k, y, bias);
+    linear_mma_pipelined(const TX* x, const TW* w, const TB* bias, const TX* residual, const TX* gate, TX* y,
+                         GemmArgs p) {
+    gemm_mma_pipelined((const u16*)x, (const u16*)w, p.m, p.n, p.k, linear_out(y, bias, residual, gate, p));
 }
 
 #endif
@@ -207,14 +217,15 @@ extern "C" __global__ void __launch_bounds__(PIPE_THREADS)
 // 128 × 256 tiles, one block per tile (grid: the tile count); needs K % 8 == 0 and the dynamic
 // shared memory ops/gemm.rs gives it.
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
-    linear_wgmma(const TX* x, const TW* w, const TB* bias, TX* y, GemmArgs p) {
-    gemm_wgmma_tiles<256>((const u16*)x, (const u16*)w, p.m, p.n, p.k, y, bias);
+    linear_wgmma(const TX* x, const TW* w, const TB* bias, const TX* residual, const TX* gate, TX* y, GemmArgs p) {
+    gemm_wgmma_tiles<256>((const u16*)x, (const u16*)w, p.m, p.n, p.k, linear_out(y, bias, residual, gate, p));
 }
 
 // The same tiles, persistent: a grid of at most as many blocks as tiles, each walking its share.
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
-    linear_wgmma_persistent(const TX* x, const TW* w, const TB* bias, TX* y, GemmArgs p) {
-    gemm_wgmma_persistent<256>((const u16*)x, (const u16*)w, p.m, p.n, p.k, y, bias);
+    linear_wgmma_persistent(const TX* x, const TW* w, const TB* bias, const TX* residual, const TX* gate, TX* y,
+                            GemmArgs p) {
+    gemm_wgmma_persistent<256>((const u16*)x, (const u16*)w, p.m, p.n, p.k, linear_out(y, bias, residual, gate, p));
 }
 
 #endif
@@ -223,32 +234,38 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
 #include "gemm_quantized.cuh"
 
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    linear_int8_simt(const TX* x, const u32* w, const float* scales, const TB* bias, TX* y, GemmArgs p) {
-    linear_quantized_simt<QUANT_INT8>(x, w, scales, bias, y, p);
+    linear_int8_simt(const TX* x, const u32* w, const float* scales, const TB* bias, const TX* residual,
+                       const TX* gate, TX* y, GemmArgs p) {
+    linear_quantized_simt<QUANT_INT8>(x, w, scales, linear_out(y, bias, residual, gate, p), p);
 }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    linear_int4_simt(const TX* x, const u32* w, const float* scales, const TB* bias, TX* y, GemmArgs p) {
-    linear_quantized_simt<QUANT_INT4>(x, w, scales, bias, y, p);
+    linear_int4_simt(const TX* x, const u32* w, const float* scales, const TB* bias, const TX* residual,
+                       const TX* gate, TX* y, GemmArgs p) {
+    linear_quantized_simt<QUANT_INT4>(x, w, scales, linear_out(y, bias, residual, gate, p), p);
 }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    linear_fp8_simt(const TX* x, const u32* w, const float* scales, const TB* bias, TX* y, GemmArgs p) {
-    linear_quantized_simt<QUANT_FP8>(x, w, scales, bias, y, p);
+    linear_fp8_simt(const TX* x, const u32* w, const float* scales, const TB* bias, const TX* residual,
+                       const TX* gate, TX* y, GemmArgs p) {
+    linear_quantized_simt<QUANT_FP8>(x, w, scales, linear_out(y, bias, residual, gate, p), p);
 }
 
 #if defined(MMA_OK)
 
 // Need every 32-wide K tile inside one scale block (B % 32 == 0, or fp8).
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    linear_int8_mma(const TX* x, const u32* w, const float* scales, const TB* bias, TX* y, GemmArgs p) {
-    linear_quantized_mma<QUANT_INT8>(x, w, scales, bias, y, p);
+    linear_int8_mma(const TX* x, const u32* w, const float* scales, const TB* bias, const TX* residual,
+                       const TX* gate, TX* y, GemmArgs p) {
+    linear_quantized_mma<QUANT_INT8>(x, w, scales, linear_out(y, bias, residual, gate, p), p);
 }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    linear_int4_mma(const TX* x, const u32* w, const float* scales, const TB* bias, TX* y, GemmArgs p) {
-    linear_quantized_mma<QUANT_INT4>(x, w, scales, bias, y, p);
+    linear_int4_mma(const TX* x, const u32* w, const float* scales, const TB* bias, const TX* residual,
+                       const TX* gate, TX* y, GemmArgs p) {
+    linear_quantized_mma<QUANT_INT4>(x, w, scales, linear_out(y, bias, residual, gate, p), p);
 }
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    linear_fp8_mma(const TX* x, const u32* w, const float* scales, const TB* bias, TX* y, GemmArgs p) {
-    linear_quantized_mma<QUANT_FP8>(x, w, scales, bias, y, p);
+    linear_fp8_mma(const TX* x, const u32* w, const float* scales, const TB* bias, const TX* residual,
+                       const TX* gate, TX* y, GemmArgs p) {
+    linear_quantized_mma<QUANT_FP8>(x, w, scales, linear_out(y, bias, residual, gate, p), p);
 }
 
 #endif

@@ -2,8 +2,9 @@
 // C[m, n] = Σ_k A[m, k]·B[n, k] over two "K-contiguous" operands ([rows, K]), which is what
 // mma.sync's row.col form wants (A row-major, B column-major). An operand is any type with
 // `at(r, k)` (an f32 element, zero outside) and `load8(r, k0)` (8 16-bit elements as one uint4):
-// RowMajor below, Im2col in conv.cu. The epilogue adds a bias per column (linear) or per row
-// (conv) and stores C row-major; the tensor-core kernels store column pairs (epilogue_pair).
+// RowMajor below, Im2col in conv.cu. The store is epilogue.cuh's `GemmOut`: a bias per column
+// (linear) or per row (conv), linear's epilogue op, C row-major; the tensor-core kernels store
+// column pairs (one 4-byte store where N is even).
 //
 // gemm_simt (f32, or operands of different dtypes): SIMT_TILE² (64×64) × 16 tile, GEMM_THREADS
 // (256) threads × 4×4 outputs, f32 FMA. It is the exact-f32 path (no TF32), matching the
@@ -25,6 +26,7 @@
 // them; the thread-to-element maps below are written for these values.
 #pragma once
 #include "common.cuh"
+#include "epilogue.cuh"
 
 static_assert(GEMM_THREADS == 256 && SIMT_TILE == 64, "gemm_simt: 256 threads x 4x4 outputs = a 64x64 tile");
 static_assert(MMA_BM == 128 && MMA_BN == 128 && MMA_BK == 32, "gemm_mma: 8 warps x 64x32 = 128x128, K tiles of 32");
@@ -52,74 +54,24 @@ template <typename T> struct RowMajor {
     }
 };
 
-// Stores one output element with its bias (per column for linear, per row for conv).
-template <typename TY, typename TBIAS>
-__device__ __forceinline__ void epilogue(TY* y, const TBIAS* bias, int bias_rows, int m, int n, int M, int N,
-                                         float v) {
-    if (m >= M || n >= N) return;
-    if (bias) v += ld(bias, bias_rows ? m : n);
-    st(y, (u64)m * N + n, v);
-}
-
-// Two adjacent elements p[i], p[i + 1] (i even, p + i 4-byte aligned) as one store.
-template <typename T> __device__ __forceinline__ void st_pair(T* p, u64 i, float v0, float v1) {
-    *(u32*)(p + i) = (u32)from_f32<T>(v0).bits | ((u32)from_f32<T>(v1).bits << 16);
-}
-__device__ __forceinline__ void st_pair(float* p, u64 i, float v0, float v1) {
-    p[i] = v0;
-    p[i + 1] = v1;
-}
-
-// The tensor-core epilogue: one row's column pair (m, n), (m, n + 1) (n even) of the output,
-// v + b rounded and stored, as one 4-byte store where N is even (the pair is aligned and either
-// wholly inside or wholly outside), else element by element. Whatever else an epilogue fuses
-// goes here, on the pair.
-template <typename TY>
-__device__ __forceinline__ void epilogue_pair(TY* y, int m, int n, int M, int N, float v0, float v1, float b0,
-                                              float b1) {
-    if (m >= M || n >= N) return;
-    const u64 i = (u64)m * N + n;
-    if ((N & 1) == 0) {
-        st_pair(y, i, v0 + b0, v1 + b1);
-    } else {
-        st(y, i, v0 + b0);
-        if (n + 1 < N) st(y, i + 1, v1 + b1);
-    }
-}
-
-// The bias of column pair (n, n + 1), 0 past N or without a bias: loaded once per pair.
-template <typename TBIAS>
-__device__ __forceinline__ void bias_pair(const TBIAS* bias, int n, int N, float& b0, float& b1) {
-    b0 = bias && n < N ? ld(bias, n) : 0.0f;
-    b1 = bias && n + 1 < N ? ld(bias, n + 1) : 0.0f;
-}
-
-// Stores a warp's MI × NJ tiles of m16n8 accumulators whose top-left output is (r0, c0), with the
-// bias per column (bias_rows = 0: linear) or per row (conv). Accumulator fragment: d0, d1 at
-// (g, 2·t4 + {0, 1}), d2, d3 at (g + 8, 2·t4 + {0, 1}); each thread stores column pairs.
+// Stores a warp's MI × NJ tiles of m16n8 accumulators whose top-left output is (r0, c0) through
+// `out`. Accumulator fragment: d0, d1 at (g, 2·t4 + {0, 1}), d2, d3 at (g + 8, 2·t4 + {0, 1}); each
+// thread stores column pairs.
 template <int MI, int NJ, typename TY, typename TBIAS>
-__device__ __forceinline__ void mma_warp_store(float (*acc)[NJ][4], TY* y, const TBIAS* bias, int bias_rows, int r0,
-                                               int c0, int M, int N, int lane) {
+__device__ __forceinline__ void mma_warp_store(float (*acc)[NJ][4], const GemmOut<TY, TBIAS>& out, int r0, int c0,
+                                               int lane) {
     const int g = lane >> 2, t4 = lane & 3;
 #pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-        const int c = c0 + j * 8 + 2 * t4;
-        float b0, b1;
-        bias_pair(bias_rows ? (const TBIAS*)nullptr : bias, c, N, b0, b1);
+    for (int j = 0; j < NJ; ++j)
 #pragma unroll
         for (int i = 0; i < MI; ++i)
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int r = r0 + i * 16 + g + 8 * h;
-                if (bias_rows && bias && r < M) b0 = b1 = ld(bias, r);
-                epilogue_pair(y, r, c, M, N, acc[i][j][2 * h], acc[i][j][2 * h + 1], b0, b1);
-            }
-    }
+            for (int h = 0; h < 2; ++h)
+                out.template store<2>(r0 + i * 16 + g + 8 * h, c0 + j * 8 + 2 * t4, acc[i][j] + 2 * h);
 }
 
 template <class LA, class LB, typename TY, typename TBIAS>
-__device__ __forceinline__ void gemm_simt(LA a, LB b, int M, int N, int K, TY* y, const TBIAS* bias,
-                                          int bias_rows) {
+__device__ __forceinline__ void gemm_simt(LA a, LB b, int M, int N, int K, const GemmOut<TY, TBIAS>& out) {
     __shared__ float As[16][SIMT_TILE + 4];
     __shared__ float Bs[16][SIMT_TILE + 4];
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -158,7 +110,7 @@ __device__ __forceinline__ void gemm_simt(LA a, LB b, int M, int N, int K, TY* y
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) epilogue(y, bias, bias_rows, m0 + ty + 16 * i, n0 + tx + 16 * j, M, N, acc[i][j]);
+        for (int j = 0; j < 4; ++j) out.template store<1>(m0 + ty + 16 * i, n0 + tx + 16 * j, &acc[i][j]);
 }
 
 #if defined(MMA_OK)
@@ -193,9 +145,9 @@ __device__ __forceinline__ void mma_block_tile(float (*acc)[4][4], const u16* as
 
 // Stores one warp's accumulators of the 128×128 block tile at (m0, n0).
 template <typename TY, typename TBIAS>
-__device__ __forceinline__ void mma_block_store(float (*acc)[4][4], TY* y, const TBIAS* bias, int bias_rows, int m0,
-                                                int n0, int M, int N, int wm, int wn, int lane) {
-    mma_warp_store<4, 4>(acc, y, bias, bias_rows, m0 + wm * 64, n0 + wn * 32, M, N, lane);
+__device__ __forceinline__ void mma_block_store(float (*acc)[4][4], const GemmOut<TY, TBIAS>& out, int m0, int n0,
+                                                int wm, int wn, int lane) {
+    mma_warp_store<4, 4>(acc, out, m0 + wm * 64, n0 + wn * 32, lane);
 }
 
 __device__ __forceinline__ void mma_zero(float (*acc)[4][4]) {
@@ -208,7 +160,7 @@ __device__ __forceinline__ void mma_zero(float (*acc)[4][4]) {
 }
 
 template <class LA, class LB, typename TY, typename TBIAS>
-__device__ __forceinline__ void gemm_mma(LA a, LB b, int M, int N, int K, TY* y, const TBIAS* bias, int bias_rows) {
+__device__ __forceinline__ void gemm_mma(LA a, LB b, int M, int N, int K, const GemmOut<TY, TBIAS>& out) {
     __shared__ __align__(16) u16 As[2][MMA_BM][MMA_LDS];
     __shared__ __align__(16) u16 Bs[2][MMA_BN][MMA_LDS];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -248,7 +200,7 @@ __device__ __forceinline__ void gemm_mma(LA a, LB b, int M, int N, int K, TY* y,
         __syncthreads();
     }
 
-    mma_block_store(acc, y, bias, bias_rows, m0, n0, M, N, wm, wn, lane);
+    mma_block_store(acc, out, m0, n0, wm, wn, lane);
 }
 
 #endif

@@ -62,10 +62,9 @@ template <unsigned FMT> struct QuantRows {
 
 template <unsigned FMT, typename TY, typename TBIAS>
 __device__ __forceinline__ void linear_quantized_simt(const TX* x, const u32* w, const float* scales,
-                                                      const TBIAS* bias, TY* y, const GemmArgs& p) {
+                                                      const GemmOut<TY, TBIAS>& out, const GemmArgs& p) {
     gemm_simt(RowMajor<TX>{x, p.m, p.k, 0},
-              QuantRows<FMT>{w, scales, p.n, p.k, p.row_words, p.block, p.scales_per_row}, p.m, p.n, p.k, y,
-              bias, 0);
+              QuantRows<FMT>{w, scales, p.n, p.k, p.row_words, p.block, p.scales_per_row}, p.m, p.n, p.k, out);
 }
 
 #if defined(MMA_OK)
@@ -148,7 +147,7 @@ __device__ __forceinline__ u32 fp8_pair_bits(u32 codes) {
 // (t % 2)·16), i.e. 16 / P words; threads 0…127 hold the scale of row n0 + t.
 template <unsigned FMT, typename TY, typename TBIAS>
 __device__ __forceinline__ void linear_quantized_mma(const TX* x, const u32* w, const float* scales,
-                                                     const TBIAS* bias, TY* y, const GemmArgs& p) {
+                                                     const GemmOut<TY, TBIAS>& out, const GemmArgs& p) {
     typedef QuantLayout<FMT> L;
     constexpr int WORDS = 16 / L::PER_WORD;
     __shared__ __align__(16) u16 As[2][MMA_BM][MMA_LDS];
@@ -220,7 +219,7 @@ __device__ __forceinline__ void linear_quantized_mma(const TX* x, const u32* w, 
         __syncthreads();
     }
 
-    mma_block_store(acc, y, bias, 0, m0, n0, M, N, wm, wn, lane);
+    mma_block_store(acc, out, m0, n0, wm, wn, lane);
 }
 
 #endif

@@ -57,18 +57,19 @@ __device__ __forceinline__ void wgmma_copy_rows(unsigned char* dst, const u16* s
 // Stores rows r and r + 8 of one thread's accumulators for the tile at (m0, n0), with the bias:
 // two adjacent columns per 4-byte store where N is even.
 template <int BN, typename TY, typename TBIAS>
-__device__ __forceinline__ void wgmma_store(const float* acc, TY* y, const TBIAS* bias, int r, int n0, int M,
-                                            int N, int t4) {
+__device__ __forceinline__ void wgmma_store(const float* acc, const GemmOut<TY, TBIAS>& out, int r, int n0, int t4) {
+    const int M = out.M, N = out.N;
+    TY* y = out.y;
 #pragma unroll
     for (int j = 0; j < BN / 8; ++j) {
         const int c = n0 + j * 8 + 2 * t4;
         if (c >= N) continue;
-        const float b0 = bias ? ld(bias, c) : 0.0f, b1 = bias && c + 1 < N ? ld(bias, c + 1) : 0.0f;
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const int row = r + 8 * h;
             if (row >= M) continue;
-            const float v0 = acc[4 * j + 2 * h] + b0, v1 = acc[4 * j + 2 * h + 1] + b1;
+            const float v0 = out.apply(row, c, acc[4 * j + 2 * h]);
+            const float v1 = c + 1 < N ? out.apply(row, c + 1, acc[4 * j + 2 * h + 1]) : 0.0f;
             if ((N & 1) == 0) {  // c even, so c + 1 < N and the pair is 4-byte aligned
                 const u32 pair = (u32)from_f32<TY>(v0).bits | ((u32)from_f32<TY>(v1).bits << 16);
                 *(u32*)(y + (u64)row * N + c) = pair;
@@ -84,8 +85,8 @@ __device__ __forceinline__ void wgmma_store(const float* acc, TY* y, const TBIAS
 // the barrier before each wgmma issue, one element per store. Measured on an H200 (run 2 in
 // docs/gpu-runs): 0.64–0.79× cuBLAS at the DiT shapes.
 template <int BN, typename TY, typename TBIAS>
-__device__ __forceinline__ void gemm_wgmma_tiles(const u16* a, const u16* b, int M, int N, int K, TY* y,
-                                           const TBIAS* bias) {
+__device__ __forceinline__ void gemm_wgmma_tiles(const u16* a, const u16* b, int M, int N, int K,
+                                                 const GemmOut<TY, TBIAS>& out) {
     constexpr u32 A_BYTES = WG_BM * WG_BK * 2, B_BYTES = BN * WG_BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
     // Copies run two K tiles ahead and the barrier comes before the wgmma issue, so the stage
     // refilled at t (tile t + 2) last held tile t − 2, retired before the barrier.
@@ -147,17 +148,15 @@ __device__ __forceinline__ void gemm_wgmma_tiles(const u16* a, const u16* b, int
 #pragma unroll
     for (int j = 0; j < BN / 8; ++j) {
         const int c = n0 + j * 8 + 2 * t4;
-        epilogue(y, bias, 0, r, c, M, N, acc[4 * j]);
-        epilogue(y, bias, 0, r, c + 1, M, N, acc[4 * j + 1]);
-        epilogue(y, bias, 0, r + 8, c, M, N, acc[4 * j + 2]);
-        epilogue(y, bias, 0, r + 8, c + 1, M, N, acc[4 * j + 3]);
+        out.template store<2>(r, c, acc + 4 * j);
+        out.template store<2>(r + 8, c, acc + 4 * j + 2);
     }
 }
 
 // gemm_wgmma_persistent: the persistent form described at the top of this file.
 template <int BN, typename TY, typename TBIAS>
-__device__ __forceinline__ void gemm_wgmma_persistent(const u16* a, const u16* b, int M, int N, int K, TY* y,
-                                           const TBIAS* bias) {
+__device__ __forceinline__ void gemm_wgmma_persistent(const u16* a, const u16* b, int M, int N, int K,
+                                                      const GemmOut<TY, TBIAS>& out) {
     constexpr u32 A_BYTES = WG_BM * WG_BK * 2, B_BYTES = BN * WG_BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
     DYNAMIC_SMEM(smem_raw);
     // 1024 bytes of slack: the swizzle pattern is anchored to 1024-byte boundaries of the
@@ -221,7 +220,7 @@ __device__ __forceinline__ void gemm_wgmma_persistent(const u16* a, const u16* b
             wgmma_tile_origin(tile, M, N, BN, m0, n0);
             tile += gridDim.x;
             k = 0;
-            wgmma_store<BN>(acc, y, bias, m0 + row_in_tile, n0, M, N, lane & 3);
+            wgmma_store<BN>(acc, out, m0 + row_in_tile, n0, lane & 3);
 #pragma unroll
             for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
         } else {

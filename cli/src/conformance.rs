@@ -78,6 +78,7 @@ pub fn run(a: ConformanceArgs) -> Result<()> {
                 r.skip("ops", "all ops", "cpu is the reference; joyrt-cpu's unit tests hold it to f64");
             } else {
                 ops::run_ops_where(b, &mut r, keep);
+                joyrt_conformance::fusions::run_fusion_identities_where(b, &mut r, keep);
             }
         }
         if a.layers.contains(&Layer::Networks) {

@@ -163,10 +163,14 @@ fn bench_profile_times_every_kernel_of_an_emulated_cfg_step() {
     assert!(totals.windows(2).all(|w| w[0] >= w[1]), "sorted by total: {totals:?}");
     let launches: u64 = kernels.iter().map(|k| k["launches"].as_u64().unwrap()).sum();
     assert_eq!(p["launches"].as_u64(), Some(launches));
-    // Glue kernels of the DiT's blocks and the CFG combine.
-    for name in ["layer_norm", "copy_cols", "gated_residual", "cfg_renorm"] {
+    // Glue kernels of the DiT's blocks and the CFG combine; the gated residuals are the GEMMs'
+    // epilogues, Q/K/V come from one `joint_qkv` launch (`_warp` at heads of 128).
+    for name in ["layer_norm", "copy_cols", "cfg_renorm"] {
         assert!(kernels.iter().any(|k| k["kernel"] == name), "{name} missing: {p}");
     }
+    let named =
+        |prefix: &str| kernels.iter().any(|k| k["kernel"].as_str().is_some_and(|n| n.starts_with(prefix)));
+    assert!(named("joint_qkv") && !named("gated_residual") && !named("rms_norm_rope"), "{p}");
     // The host clock times each launch inside the step it belongs to.
     let (kernel_ms, step_ms) = (p["kernel_ms"].as_f64().unwrap(), p["step_ms"].as_f64().unwrap());
     assert!(kernel_ms > 0.0 && kernel_ms <= step_ms, "{p}");

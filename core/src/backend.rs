@@ -139,13 +139,15 @@ pub trait Backend: Clone + MaybeSend + MaybeSync + Sized + 'static {
 
     // ---- GEMM (`gemm`) --------------------------------------------------------------------------
 
-    /// `y[m, n] = Σ_k x[m, k]·w[n, k] + bias[n]`: `x [M, K]`, `w [N, K]` (PyTorch layout),
-    /// `bias [N]` optional → `[M, N]`.
+    /// `y[m, n] = e(Σ_k x[m, k]·w[n, k] + bias[n])`: `x [M, K]`, `w [N, K]` (PyTorch layout),
+    /// `bias [N]` optional → `[M, N]`, with `e` the [`Epilogue`] applied to the f32 sum before
+    /// its one rounding.
     fn linear(
         &self,
         x: &Tensor<Self>,
         w: &Tensor<Self>,
         bias: Option<&Tensor<Self>>,
+        epilogue: Epilogue<'_, Self>,
         p: &LinearParams,
     ) -> Result<Self::Buffer>;
 
@@ -155,11 +157,13 @@ pub trait Backend: Clone + MaybeSend + MaybeSync + Sized + 'static {
     /// → `[M, N]` in `x`'s dtype. Code `k` of row `n` is bits `(k % P)·bits ..` of word
     /// `n·W + k/P` of `w.data()` (`P = 32/bits` codes per word, `W = p.row_words`); the layout is
     /// documented in `crate::quant`. `p.block` is `B` (`K` for fp8), `p.scales_per_row` is `S`.
+    /// The [`Epilogue`] applies to the f32 sum as in [`Backend::linear`].
     fn linear_quantized(
         &self,
         x: &Tensor<Self>,
         w: &QuantizedMatrix<Self>,
         bias: Option<&Tensor<Self>>,
+        epilogue: Epilogue<'_, Self>,
         p: &QuantLinearParams,
     ) -> Result<Self::Buffer>;
 
@@ -226,6 +230,16 @@ pub trait Backend: Clone + MaybeSend + MaybeSync + Sized + 'static {
         rope: &Rope<Self>,
         p: &HeadParams,
     ) -> Result<Self::Buffer>;
+
+    /// Joint attention's `Q`, `K`, `V` (each `[L₀ + L₁, H, D]`) straight from two streams'
+    /// fused projections `streams[s].qkv [L_s, 3·H·D]` (columns `q ++ k ++ v`, each head-major):
+    /// with `o₀ = 0`, `o₁ = L₀` and `x_s[l, j, h] = qkv_s[l, j·H·D + h·D .. + D]`,
+    /// `Q[o_s + l, h] = rot_s(l, rms_norm(x_s[l, 0, h], q_norm_s, eps))`,
+    /// `K[o_s + l, h] = rot_s(l, rms_norm(x_s[l, 1, h], k_norm_s, eps))`, `V[o_s + l, h] = x_s[l, 2, h]`,
+    /// where `rot_s` is [`Backend::rope`]'s rotation by the stream's table and the identity for a
+    /// stream without one. Exactly `rms_norm_rope` (`rms_norm` without a table) of the slices,
+    /// concatenated: the normalised value stays f32 until the one rounding of each output.
+    fn joint_qkv(&self, streams: [&QkvStream<'_, Self>; 2], p: &JointQkvParams) -> Result<[Self::Buffer; 3]>;
 
     // ---- attention (`attention`) ----------------------------------------------------------------
 
@@ -298,6 +312,48 @@ pub struct LinearParams {
     pub n: usize,
 }
 
+/// What `linear` and `linear_quantized` do with each f32 result `a[m, n] = Σ_k x·w + bias[n]`
+/// before rounding it once to the output dtype. The unfused sequences (`linear` then
+/// `activation` or `gated_residual`) round `a` first: the fused result is one rounding fewer
+/// (bit-identical for f32 outputs of the same sum).
+pub enum Epilogue<'a, B: Backend> {
+    /// `y = a`.
+    None,
+    /// `y = ½a(1 + tanh(√(2/π)(a + 0.044715a³)))`, [`Activation::GeluTanh`] (fc1, the text
+    /// embedder).
+    GeluTanh,
+    /// `y[m, n] = residual[m, n] + gate[n]·a[m, n]`: `residual [M, N]` and `gate [N]` in the
+    /// output's dtype (the DiT block's gated residuals after proj and fc2).
+    GatedResidual { residual: &'a Tensor<B>, gate: &'a Tensor<B> },
+}
+
+// Not derived: a derive would ask `B: Copy`, and only references are held.
+impl<B: Backend> Clone for Epilogue<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Backend> Copy for Epilogue<'_, B> {}
+
+impl<B: Backend> Epilogue<'_, B> {
+    /// The kind, as kernels take it (an `EPI_*` code).
+    pub fn kind(&self) -> EpilogueKind {
+        match self {
+            Epilogue::None => EpilogueKind::None,
+            Epilogue::GeluTanh => EpilogueKind::GeluTanh,
+            Epilogue::GatedResidual { .. } => EpilogueKind::GatedResidual,
+        }
+    }
+}
+
+/// An [`Epilogue`] without its operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpilogueKind {
+    None,
+    GeluTanh,
+    GatedResidual,
+}
+
 /// Sizes of a `linear_quantized` call (see [`Backend::linear_quantized`] and `crate::quant`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QuantLinearParams {
@@ -333,6 +389,27 @@ pub struct HeadParams {
     pub head_dim: usize,
     /// RMSNorm epsilon (used by `rms_norm_rope` only).
     pub eps: f32,
+}
+
+/// Sizes of a `joint_qkv` call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JointQkvParams {
+    /// Tokens of each stream `[L₀, L₁]`.
+    pub tokens: [usize; 2],
+    pub heads: usize,
+    pub head_dim: usize,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+}
+
+/// One stream of [`Backend::joint_qkv`]: its fused projection `qkv [L, 3·H·D]`, its q and k
+/// RMSNorm gains (`[D]`, the four gains of a call share one dtype) and its rotary table (f32
+/// `[L, D/2]`), `None` for a stream that is not rotated (the DiT's text tokens).
+pub struct QkvStream<'a, B: Backend> {
+    pub qkv: &'a Tensor<B>,
+    pub q_norm: &'a Tensor<B>,
+    pub k_norm: &'a Tensor<B>,
+    pub rope: Option<&'a Rope<B>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

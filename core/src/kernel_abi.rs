@@ -12,7 +12,7 @@
 //!   same struct in WGSL and C. A compile-time check refuses padding, so the byte image the host
 //!   uploads (or passes to `cuLaunchKernel`) is exactly the struct the kernel reads.
 
-use crate::backend::{Activation, BinaryOp, Broadcast, RopePairing, ScatterMode};
+use crate::backend::{Activation, BinaryOp, Broadcast, EpilogueKind, RopePairing, ScatterMode};
 use crate::{DType, QuantFormat};
 
 /// An enum whose values are passed to kernels as `u32` codes under shared names.
@@ -37,6 +37,7 @@ op_codes!(Activation { Silu = "ACT_SILU", GeluTanh = "ACT_GELU_TANH", GeluErf = 
 op_codes!(BinaryOp { Add = "BIN_ADD", Sub = "BIN_SUB", Mul = "BIN_MUL" });
 op_codes!(RopePairing { Interleaved = "ROPE_INTERLEAVED", HalfSplit = "ROPE_HALF_SPLIT" });
 op_codes!(ScatterMode { Assign = "SCATTER_ASSIGN", Add = "SCATTER_ADD" });
+op_codes!(EpilogueKind { None = "EPI_NONE", GeluTanh = "EPI_GELU_TANH", GatedResidual = "EPI_GATED_RESIDUAL" });
 // The storage dtype of a buffer, for kernels that branch on it at run time (the pack pass).
 op_codes!(DType { F32 = "DTYPE_F32", BF16 = "DTYPE_BF16", F16 = "DTYPE_F16" });
 
@@ -91,6 +92,7 @@ fn all_codes() -> Vec<(&'static str, u32)> {
         .chain(of::<BroadcastMode>())
         .chain(of::<RopePairing>())
         .chain(of::<ScatterMode>())
+        .chain(of::<EpilogueKind>())
         .chain(of::<DType>())
         .chain(of::<QuantCode>())
         .collect()

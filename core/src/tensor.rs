@@ -6,6 +6,8 @@ use crate::backend::*;
 use crate::{DType, Error, Result, Shape};
 use std::sync::Arc;
 
+mod fused;
+
 /// A contiguous row-major tensor living on backend `B`. Cloning is cheap (the buffer is shared);
 /// tensors are immutable values, so every op returns a new tensor.
 pub struct Tensor<B: Backend> {
@@ -208,6 +210,11 @@ impl<B: Backend> Tensor<B> {
 
     /// `x [.., K] · wᵀ + bias` with `w [N, K]` → `[.., N]`.
     pub fn linear(&self, w: &Self, bias: Option<&Self>) -> Result<Self> {
+        self.linear_with(w, bias, Epilogue::None)
+    }
+
+    /// [`Tensor::linear`] with `epilogue` applied to each f32 result before its rounding.
+    pub fn linear_with(&self, w: &Self, bias: Option<&Self>, epilogue: Epilogue<'_, B>) -> Result<Self> {
         let k = self.shape.last();
         check(w.shape.rank() == 2 && w.shape.dim(1) == k && self.shape.rank() >= 1, "linear", || {
             format!("x {} does not fit weight {} (expected [N, {k}])", self.shape, w.shape)
@@ -219,12 +226,23 @@ impl<B: Backend> Tensor<B> {
         let m = self.numel() / k.max(1);
         let mut out = self.dims().to_vec();
         *out.last_mut().unwrap() = n;
+        self.check_epilogue("linear", &epilogue, &out)?;
         let p = LinearParams { m, k, n };
-        Ok(self.wrap(self.backend.linear(self, w, bias, &p)?, out, self.dtype))
+        Ok(self.wrap(self.backend.linear(self, w, bias, epilogue, &p)?, out, self.dtype))
     }
 
     /// `x·dequant(w)ᵀ + bias` for a quantized weight `w [N, K]` (see `Backend::linear_quantized`).
     pub fn linear_quantized(&self, w: &crate::QuantizedMatrix<B>, bias: Option<&Self>) -> Result<Self> {
+        self.linear_quantized_with(w, bias, Epilogue::None)
+    }
+
+    /// [`Tensor::linear_quantized`] with `epilogue` applied to each f32 result before its rounding.
+    pub fn linear_quantized_with(
+        &self,
+        w: &crate::QuantizedMatrix<B>,
+        bias: Option<&Self>,
+        epilogue: Epilogue<'_, B>,
+    ) -> Result<Self> {
         let (k, n) = (w.cols(), w.rows());
         check(self.shape.rank() >= 1 && self.shape.last() == k, "linear_quantized", || {
             format!("x {} does not fit the {} weight [{n}, {k}]", self.shape, w.format())
@@ -244,7 +262,8 @@ impl<B: Backend> Tensor<B> {
         };
         let mut out = self.dims().to_vec();
         *out.last_mut().unwrap() = n;
-        Ok(self.wrap(self.backend.linear_quantized(self, w, bias, &p)?, out, self.dtype))
+        self.check_epilogue("linear_quantized", &epilogue, &out)?;
+        Ok(self.wrap(self.backend.linear_quantized(self, w, bias, epilogue, &p)?, out, self.dtype))
     }
 
     // ---- normalisation -----------------------------------------------------------------------

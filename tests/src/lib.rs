@@ -11,6 +11,7 @@
 //! `SKIPPED` line instead of passing silently.
 
 pub mod fixtures;
+pub mod fusions;
 pub mod memory;
 pub mod networks;
 pub mod ops;
@@ -66,6 +67,7 @@ macro_rules! conformance_suite {
                 let mut report = $crate::Report::new(joyrt_core::Backend::name(&b));
                 if $ops {
                     $crate::ops::run_ops(&b, &mut report);
+                    $crate::fusions::run_fusion_identities(&b, &mut report);
                 } else {
                     report.skip(
                         "ops",

@@ -4,6 +4,7 @@
 
 use crate::report::Report;
 use crate::tolerance::op_preset;
+use joyrt_core::backend::{Epilogue, QkvStream};
 use joyrt_core::quant::codec;
 use joyrt_core::{
     Activation, Backend, BinaryOp, DType, QuantFormat, QuantizedMatrix, Result, Rng, Rope, RopePairing,
@@ -29,6 +30,15 @@ pub enum Op {
         n: usize,
         bias: bool,
         format: QuantFormat,
+    },
+    /// `linear` (`linear_quantized` with a `format`) with an epilogue: the gated residual where
+    /// `gated`, else GELU-tanh.
+    LinearFused {
+        m: usize,
+        k: usize,
+        n: usize,
+        format: Option<QuantFormat>,
+        gated: bool,
     },
     LayerNorm {
         rows: usize,
@@ -59,6 +69,18 @@ pub enum Op {
         h: usize,
         d: usize,
         pairing: RopePairing,
+    },
+    /// `joint_qkv` of an image stream of `l[0]` tokens (rotated with `pairing`) and a text
+    /// stream of `l[1]` tokens (rotated by its own table with `pairing` when `text_rope`); the
+    /// output is Q, K, V concatenated along the head dim. Not `fused`: the same from the slices,
+    /// norms and concatenations it replaces (`crate::fusions`).
+    JointQkv {
+        l: [usize; 2],
+        h: usize,
+        d: usize,
+        pairing: RopePairing,
+        text_rope: bool,
+        fused: bool,
     },
     Act {
         len: usize,
@@ -256,6 +278,29 @@ pub fn cases() -> Vec<Op> {
         RmsNormRope { l: 5, h: 3, d: 128, pairing: RopePairing::Interleaved },
         RmsNormRope { l: 5, h: 3, d: 128, pairing: RopePairing::HalfSplit },
         Rope { l: 5, h: 3, d: 128, pairing: RopePairing::Interleaved },
+        // The DiT's joint Q/K/V: odd head dims past one warp, and the DiT's 128 (the CUDA
+        // warp-per-row kernel), with and without the text stream's table.
+        JointQkv { l: [9, 5], h: 3, d: 16, pairing: RopePairing::Interleaved, text_rope: false, fused: true },
+        JointQkv { l: [7, 4], h: 2, d: 72, pairing: RopePairing::HalfSplit, text_rope: true, fused: true },
+        JointQkv {
+            l: [5, 3],
+            h: 3,
+            d: 128,
+            pairing: RopePairing::Interleaved,
+            text_rope: false,
+            fused: true,
+        },
+        JointQkv { l: [6, 2], h: 2, d: 128, pairing: RopePairing::HalfSplit, text_rope: true, fused: true },
+        // The GEMM epilogues on every linear kernel: SIMT (K % 8 ≠ 0 or f32), register-staged
+        // mma (K % 8 ≠ 0), pipelined mma and wgmma (K % 8 == 0) with ragged tiles and odd N (the
+        // wgmma store's unpaired path), the quantized SIMT and mma kernels.
+        LinearFused { m: 7, k: 13, n: 5, format: None, gated: false },
+        LinearFused { m: 130, k: 96, n: 72, format: None, gated: true },
+        LinearFused { m: 150, k: 136, n: 130, format: None, gated: false },
+        LinearFused { m: 33, k: 70, n: 37, format: None, gated: true },
+        LinearFused { m: 20, k: 128, n: 37, format: None, gated: true },
+        LinearFused { m: 33, k: 96, n: 70, format: Some(QuantFormat::Int8 { block: 32 }), gated: true },
+        LinearFused { m: 20, k: 48, n: 9, format: Some(QuantFormat::Int4 { block: 16 }), gated: false },
     ]
 }
 
@@ -273,12 +318,23 @@ pub fn split_cases() -> Vec<Op> {
     vec![
         Linear { m: 300, k: 24, n: 40, bias: true },
         LinearQuantized { m: 300, k: 32, n: 24, bias: true, format: QuantFormat::Int8 { block: 32 } },
+        LinearFused { m: 300, k: 24, n: 40, format: None, gated: true },
+        LinearFused { m: 300, k: 32, n: 24, format: Some(QuantFormat::Int8 { block: 32 }), gated: false },
         LayerNorm { rows: 200, cols: 72, affine: true },
         LayerNormModulate { rows: 150, cols: 64 },
         RmsNorm { rows: 200, cols: 48 },
         ChannelRmsNorm { c: 24, h: 8, w: 16 },
         Rope { l: 100, h: 3, d: 16, pairing: RopePairing::Interleaved },
         RmsNormRope { l: 120, h: 2, d: 32, pairing: RopePairing::HalfSplit },
+        // The text stream's rows start in the middle of an aligned window of the output.
+        JointQkv {
+            l: [101, 70],
+            h: 2,
+            d: 16,
+            pairing: RopePairing::Interleaved,
+            text_rope: true,
+            fused: true,
+        },
         Act { len: 5001, act: Activation::Silu },
         Act { len: 5001, act: Activation::GeluTanh },
         Swiglu { len: 4099 },
@@ -300,6 +356,13 @@ pub fn split_cases() -> Vec<Op> {
         Cast { len: 5000, to: DType::F16 },
         Cast { len: 5000, to: DType::F32 },
     ]
+}
+
+/// One stream's inputs of a `JointQkv` case.
+pub(crate) struct QkvInputs<B: Backend> {
+    pub(crate) qkv: Tensor<B>,
+    pub(crate) gains: [Tensor<B>; 2],
+    pub(crate) rope: Option<Rope<B>>,
 }
 
 fn rope_table<B: Backend>(b: &B, l: usize, d: usize, pairing: RopePairing, rng: &mut Rng) -> Result<Rope<B>> {
@@ -336,6 +399,24 @@ impl Op {
                 let w = QuantizedMatrix::upload(b, *format, *n, *k, &q.codes, &q.scales)?;
                 x.linear_quantized(&w, bias.as_ref())
             }
+            Op::LinearFused { m, k, n, format, gated } => {
+                let (x, bias) = (t(&[*m, *k], -1.0, 1.0)?, t(&[*n], -1.0, 1.0)?);
+                let (residual, gate) = (t(&[*m, *n], -2.0, 2.0)?, t(&[*n], -1.0, 1.0)?);
+                let epilogue = if *gated {
+                    Epilogue::GatedResidual { residual: &residual, gate: &gate }
+                } else {
+                    Epilogue::GeluTanh
+                };
+                match format {
+                    None => x.linear_with(&t(&[*n, *k], -0.5, 0.5)?, Some(&bias), epilogue),
+                    Some(f) => {
+                        let dense = Rng::new(seed ^ 0x9a47).uniform_vec(n * k, -0.5, 0.5);
+                        let q = codec::quantize_rows(*f, *k, &dense)?;
+                        let w = QuantizedMatrix::upload(b, *f, *n, *k, &q.codes, &q.scales)?;
+                        x.linear_quantized_with(&w, Some(&bias), epilogue)
+                    }
+                }
+            }
             Op::LayerNorm { rows, cols, affine } => {
                 let x = t(&[*rows, *cols], -3.0, 5.0)?;
                 if *affine {
@@ -363,6 +444,30 @@ impl Op {
             Op::RmsNormRope { l, h, d, pairing } => {
                 let (x, w) = (t(&[*l, *h, *d], -2.0, 2.0)?, t(&[*d], 0.5, 1.5)?);
                 x.rms_norm_rope(&w, &rope_table(b, *l, *d, *pairing, &mut Rng::new(seed ^ 0xabc))?, 1e-6)
+            }
+            Op::JointQkv { l, h, d, pairing, text_rope, fused } => {
+                let mut tables = Rng::new(seed ^ 0xabc);
+                let mut streams = Vec::new();
+                for (s, &len) in l.iter().enumerate() {
+                    let qkv = t(&[len, 3 * h * d], -2.0, 2.0)?;
+                    let gains = [t(&[*d], 0.5, 1.5)?, t(&[*d], 0.5, 1.5)?];
+                    let rope = (s == 0 || *text_rope)
+                        .then(|| rope_table(b, len, *d, *pairing, &mut tables))
+                        .transpose()?;
+                    streams.push(QkvInputs { qkv, gains, rope });
+                }
+                let [q, k, v] = if *fused {
+                    let ops = std::array::from_fn(|s| {
+                        let QkvInputs { qkv, gains: [q_norm, k_norm], rope } = &streams[s];
+                        QkvStream { qkv, q_norm, k_norm, rope: rope.as_ref() }
+                    });
+                    Tensor::joint_qkv(ops, *h, 1e-6)?
+                } else {
+                    crate::fusions::unfused_qkv(&streams, *h, *d)?
+                };
+                // Along the head dim: rows a split backend can cut (along the tokens, the
+                // concatenation would be one row).
+                Tensor::concat(&[&q, &k, &v], 2)
             }
             Op::Act { len, act } => t(&[*len], -6.0, 6.0)?.activation(*act),
             Op::Swiglu { len } => t(&[*len], -6.0, 6.0)?.swiglu(&t(&[*len], -2.0, 2.0)?),

@@ -237,17 +237,25 @@ impl Backend for CpuBackend {
     }
 
     // ---- gemm, conv ----
-    fn linear(&self, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<CpuBuffer> {
-        ops::gemm::linear(self, x, w, bias, p)
+    fn linear(
+        &self,
+        x: &T,
+        w: &T,
+        bias: Option<&T>,
+        e: Epilogue<'_, Self>,
+        p: &LinearParams,
+    ) -> Result<CpuBuffer> {
+        ops::gemm::linear(self, x, w, bias, e, p)
     }
     fn linear_quantized(
         &self,
         x: &T,
         w: &QuantizedMatrix<Self>,
         bias: Option<&T>,
+        e: Epilogue<'_, Self>,
         p: &QuantLinearParams,
     ) -> Result<CpuBuffer> {
-        ops::gemm::linear_quantized(self, x, w, bias, p)
+        ops::gemm::linear_quantized(self, x, w, bias, e, p)
     }
     fn conv2d(&self, x: &T, w: &T, bias: Option<&T>, p: &Conv2dParams) -> Result<CpuBuffer> {
         ops::conv::conv2d(self, x, w, bias, p)
@@ -276,6 +284,9 @@ impl Backend for CpuBackend {
     }
     fn rms_norm_rope(&self, x: &T, w: &T, rope: &Rope<Self>, p: &HeadParams) -> Result<CpuBuffer> {
         ops::rope::rope(self, x, Some(w), rope, p)
+    }
+    fn joint_qkv(&self, streams: [&QkvStream<'_, Self>; 2], p: &JointQkvParams) -> Result<[CpuBuffer; 3]> {
+        ops::rope::joint_qkv(self, streams, p)
     }
 
     // ---- attention ----

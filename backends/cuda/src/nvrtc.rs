@@ -20,9 +20,10 @@ use joyrt_core::{kernel_abi, DType};
 use std::ffi::{c_char, CString};
 
 /// The headers kernel files include, by the name they include them by.
-const HEADERS: [(&str, &str); 7] = [
+const HEADERS: [(&str, &str); 8] = [
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
     ("gemm.cuh", include_str!("../../../kernels/gemm.cuh")),
+    ("epilogue.cuh", include_str!("../../../kernels/epilogue.cuh")),
     ("hopper.cuh", include_str!("../../../kernels/hopper.cuh")),
     ("gemm_wgmma.cuh", include_str!("../../../kernels/gemm_wgmma.cuh")),
     ("gemm_quantized.cuh", include_str!("../../../kernels/gemm_quantized.cuh")),

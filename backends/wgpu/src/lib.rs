@@ -303,17 +303,25 @@ impl Backend for WgpuBackend {
     }
 
     // ---- gemm, conv ----
-    fn linear(&self, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<WgpuBuffer> {
-        ops::gemm::linear(self, x, w, bias, p)
+    fn linear(
+        &self,
+        x: &T,
+        w: &T,
+        bias: Option<&T>,
+        e: Epilogue<'_, Self>,
+        p: &LinearParams,
+    ) -> Result<WgpuBuffer> {
+        ops::gemm::linear(self, x, w, bias, e, p)
     }
     fn linear_quantized(
         &self,
         x: &T,
         w: &QuantizedMatrix<Self>,
         bias: Option<&T>,
+        e: Epilogue<'_, Self>,
         p: &QuantLinearParams,
     ) -> Result<WgpuBuffer> {
-        ops::gemm::linear_quantized(self, x, w, bias, p)
+        ops::gemm::linear_quantized(self, x, w, bias, e, p)
     }
     fn conv2d(&self, x: &T, w: &T, bias: Option<&T>, p: &Conv2dParams) -> Result<WgpuBuffer> {
         ops::conv::conv2d(self, x, w, bias, p)
@@ -342,6 +350,9 @@ impl Backend for WgpuBackend {
     }
     fn rms_norm_rope(&self, x: &T, w: &T, rope: &Rope<Self>, p: &HeadParams) -> Result<WgpuBuffer> {
         ops::rope::rms_norm_rope(self, x, w, rope, p)
+    }
+    fn joint_qkv(&self, streams: [&QkvStream<'_, Self>; 2], p: &JointQkvParams) -> Result<[WgpuBuffer; 3]> {
+        ops::rope::joint_qkv(self, streams, p)
     }
 
     // ---- attention ----

@@ -44,19 +44,39 @@ pub(crate) struct Split<'a> {
     op: &'static str,
     units: usize,
     out: Option<(Span<'a>, usize)>,
+    /// Elements of the output before unit 0's (see [`Split::out_at`]).
+    out_first: usize,
     inputs: Vec<Operand<'a>>,
 }
 
 impl<'a> Split<'a> {
     /// `op` (named in errors) over `units` units.
     pub(crate) fn new(op: &'static str, units: usize) -> Split<'a> {
-        Split { op, units, out: None, inputs: Vec::new() }
+        Split { op, units, out: None, out_first: 0, inputs: Vec::new() }
     }
 
     /// The output: `per_unit` elements of `span` per unit.
     pub(crate) fn out(mut self, span: Span<'a>, per_unit: usize) -> Split<'a> {
         self.out = Some((span, per_unit));
         self
+    }
+
+    /// The output: `per_unit` elements of `span` per unit, unit `u` at element
+    /// `first + u · per_unit` (an op writing its rows into part of a larger output). The output's
+    /// windows start at the aligned element at or below unit 0's, [`Split::out_shift`] elements
+    /// before it, which the kernel adds to its output indices.
+    pub(crate) fn out_at(mut self, span: Span<'a>, per_unit: usize, first: usize) -> Split<'a> {
+        self.out_first = first;
+        self.out(span, per_unit)
+    }
+
+    /// Elements from the start of each output window to the piece's first unit: 0 unless
+    /// [`Split::out_at`] placed unit 0 at an unaligned element. The same for every piece, whose
+    /// first units start at aligned offsets from unit 0.
+    pub(crate) fn out_shift(&self, be: &WgpuBackend) -> usize {
+        let Some((span, _)) = self.out else { return 0 };
+        let size = span.dtype.size();
+        (self.out_first * size) % be.gpu().offset_alignment as usize / size
     }
 
     /// The next input, windowed by unit.
@@ -84,7 +104,11 @@ impl<'a> Split<'a> {
     /// operand whose smallest aligned piece is past the limit.
     fn ranges(&self, be: &WgpuBackend) -> Result<Vec<Range<usize>>> {
         let gpu = be.gpu();
-        let (limit, align) = (gpu.max_binding, gpu.offset_alignment);
+        let (mut limit, align) = (gpu.max_binding, gpu.offset_alignment);
+        if self.out_shift(be) > 0 {
+            // The output's windows begin up to one alignment early.
+            limit -= align;
+        }
         let unit_bytes = |span: Span, n: usize| (n * span.dtype.size()) as u64;
         let bytes: Vec<u64> = self.windowed().map(|(_, s, n)| unit_bytes(s, n)).collect();
         plan(self.units, &bytes, limit, align).map_err(|step| {
@@ -123,7 +147,11 @@ impl<'a> Split<'a> {
                         Operand::Whole(i) => i,
                     })
                     .collect();
-                let out = self.out.map(|(s, n)| window(s, n).0).unwrap_or(dummy);
+                let base = self.out_first - self.out_shift(be);
+                let out = self
+                    .out
+                    .map(|(s, n)| s.window(base + r.start * n, self.out_first + r.end * n).0)
+                    .unwrap_or(dummy);
                 Piece { units: r, inputs, out }
             })
             .collect())

@@ -6,6 +6,7 @@ mod blocks;
 
 use super::loader::{DTypePolicy, Loader};
 use super::Linear;
+use crate::backend::{Epilogue, QkvStream};
 use crate::limits::MAX_CHANNELS;
 use crate::limits::{
     all_in_range, in_range, positive, MAX_HEADS, MAX_HEAD_DIM, MAX_LAYERS, MAX_WIDTH, MLP_WIDTH_RATIO,
@@ -218,30 +219,24 @@ impl<B: Backend> Stream<B> {
         Ok(Modulation { rows: (0..6).map(|k| m.slice(0, k, 1)?.reshape([d])).collect::<Result<_>>()? })
     }
 
-    /// LN-modulate, QKV, per-head q/k RMSNorm (+ RoPE on the image stream).
-    fn qkv(
-        &self,
-        x: &Tensor<B>,
-        m: &Modulation<B>,
-        heads: usize,
-        rope: Option<&Rope<B>>,
-    ) -> Result<(Tensor<B>, Tensor<B>, Tensor<B>)> {
-        let (l, d) = (x.dims()[0], x.dims()[1]);
-        let qkv = self.qkv.fwd(&x.layer_norm_modulate(&m.rows[0], &m.rows[1], EPS)?)?;
-        let part = |i: usize| qkv.slice(1, i * d, d)?.reshape([l, heads, d / heads]);
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let (q, k) = match rope {
-            Some(r) => (q.rms_norm_rope(&self.q_norm, r, EPS)?, k.rms_norm_rope(&self.k_norm, r, EPS)?),
-            None => (q.rms_norm(&self.q_norm, EPS)?, k.rms_norm(&self.k_norm, EPS)?),
-        };
-        Ok((q, k, v))
+    /// The fused QKV projection of the LN-modulated stream, `[L, 3·D]`.
+    fn project_qkv(&self, x: &Tensor<B>, m: &Modulation<B>) -> Result<Tensor<B>> {
+        self.qkv.fwd(&x.layer_norm_modulate(&m.rows[0], &m.rows[1], EPS)?)
+    }
+
+    /// This stream's part of the joint Q, K, V: its projection `qkv`, its q/k norms, and RoPE
+    /// (the image stream) or none (the text stream).
+    fn qkv_stream<'a>(&'a self, qkv: &'a Tensor<B>, rope: Option<&'a Rope<B>>) -> QkvStream<'a, B> {
+        QkvStream { qkv, q_norm: &self.q_norm, k_norm: &self.k_norm, rope }
     }
 
     /// Gated attention output, then the gated MLP.
+    /// The GELU and both gated residuals are the GEMMs' epilogues.
     fn finish(&self, x: &Tensor<B>, attn: &Tensor<B>, m: &Modulation<B>) -> Result<Tensor<B>> {
-        let x = x.gated_residual(&self.proj.fwd(attn)?, &m.rows[2])?;
-        let h = self.fc1.fwd(&x.layer_norm_modulate(&m.rows[3], &m.rows[4], EPS)?)?.gelu_tanh()?;
-        x.gated_residual(&self.fc2.fwd(&h)?, &m.rows[5])
+        let x = self.proj.fwd_with(attn, Epilogue::GatedResidual { residual: x, gate: &m.rows[2] })?;
+        let h =
+            self.fc1.fwd_with(&x.layer_norm_modulate(&m.rows[3], &m.rows[4], EPS)?, Epilogue::GeluTanh)?;
+        self.fc2.fwd_with(&h, Epilogue::GatedResidual { residual: &x, gate: &m.rows[5] })
     }
 }
 
@@ -375,7 +370,7 @@ impl<B: Backend> Dit<B> {
                 format!("text states {} are not [L, {}]", text.shape(), self.cfg.text_dim),
             ));
         }
-        Ok(TextStream(self.text_2.fwd(&self.text_1.fwd(&text.cast(self.dtype)?)?.gelu_tanh()?)?))
+        Ok(TextStream(self.text_2.fwd(&self.text_1.fwd_with(&text.cast(self.dtype)?, Epilogue::GeluTanh)?)?))
     }
 
     /// The per-request state for latents of shape `latent_dims` (`[items, C, h, w]`).
@@ -446,11 +441,9 @@ impl<B: Backend> Dit<B> {
         let l_txt = txt.dims()[0];
         self.blocks.for_each(|(si, st)| {
             let (mi, mt) = (si.modulation(vec)?, st.modulation(vec)?);
-            let (qi, ki, vi) = si.qkv(&img, &mi, heads, Some(&req.rope))?;
-            let (qt, kt, vt) = st.qkv(&txt, &mt, heads, None)?;
-            let q = Tensor::concat(&[&qi, &qt], 0)?;
-            let k = Tensor::concat(&[&ki, &kt], 0)?;
-            let v = Tensor::concat(&[&vi, &vt], 0)?;
+            let (xi, xt) = (si.project_qkv(&img, &mi)?, st.project_qkv(&txt, &mt)?);
+            let streams = [si.qkv_stream(&xi, Some(&req.rope)), st.qkv_stream(&xt, None)];
+            let [q, k, v] = Tensor::joint_qkv(streams, heads, EPS)?;
             let a = q.attention(&k, &v, false, None)?.reshape([n_img + l_txt, d])?;
             img = si.finish(&img, &a.slice(0, 0, n_img)?, &mi)?;
             txt = st.finish(&txt, &a.slice(0, n_img, l_txt)?, &mt)?;

@@ -8,6 +8,7 @@ pub mod qwen;
 pub mod vae;
 pub mod vae_tiling;
 
+use crate::backend::Epilogue;
 use crate::{Backend, DType, Error, QuantizedMatrix, Result, Rope, RopePairing, Tensor};
 use loader::Loader;
 
@@ -67,9 +68,14 @@ impl<B: Backend> Linear<B> {
     }
 
     pub(crate) fn fwd(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
+        self.fwd_with(x, Epilogue::None)
+    }
+
+    /// [`Linear::fwd`] with `epilogue` fused into the GEMM's store.
+    pub(crate) fn fwd_with(&self, x: &Tensor<B>, epilogue: Epilogue<'_, B>) -> Result<Tensor<B>> {
         match &self.w {
-            Weight::Dense(w) => x.linear(w, self.b.as_ref()),
-            Weight::Quantized(w) => x.linear_quantized(w, self.b.as_ref()),
+            Weight::Dense(w) => x.linear_with(w, self.b.as_ref(), epilogue),
+            Weight::Quantized(w) => x.linear_quantized_with(w, self.b.as_ref(), epilogue),
         }
     }
 }

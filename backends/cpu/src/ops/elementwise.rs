@@ -76,7 +76,7 @@ fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
-fn gelu_tanh(x: f32) -> f32 {
+pub(crate) fn gelu_tanh(x: f32) -> f32 {
     const K: f32 = 0.797_884_6; // √(2/π)
     0.5 * x * (1.0 + (K * (x + 0.044715 * x * x * x)).tanh())
 }

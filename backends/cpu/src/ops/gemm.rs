@@ -1,8 +1,10 @@
 //! `linear`: one rayon task per block of 8 rows of `x`; inside a block each weight row is read
-//! once for the 8 dot products. `linear_quantized`: see its doc.
+//! once for the 8 dot products. `linear_quantized`: see its doc. Both apply their epilogue to the
+//! f32 results before the one rounding to the output dtype.
 
+use super::elementwise::gelu_tanh;
 use crate::{f32s, CpuBackend, CpuBuffer};
-use joyrt_core::backend::{LinearParams, QuantLinearParams};
+use joyrt_core::backend::{Epilogue, LinearParams, QuantLinearParams};
 use joyrt_core::quant::codec;
 use joyrt_core::{Error, QuantizedMatrix, Result, Tensor};
 use rayon::prelude::*;
@@ -12,10 +14,30 @@ pub fn linear(
     x: &Tensor<CpuBackend>,
     w: &Tensor<CpuBackend>,
     bias: Option<&Tensor<CpuBackend>>,
+    epilogue: Epilogue<'_, CpuBackend>,
     p: &LinearParams,
 ) -> Result<CpuBuffer> {
     let b = bias.map(f32s);
-    Ok(be.store(linear_f32(&f32s(x), &f32s(w), b.as_deref(), p.m, p.k, p.n), x.dtype()))
+    let out = linear_f32(&f32s(x), &f32s(w), b.as_deref(), p.m, p.k, p.n);
+    Ok(be.store(apply(epilogue, out, p.n), x.dtype()))
+}
+
+/// `epilogue` on the f32 results `out [M, n]`, as the unfused `activation` / `gated_residual`
+/// compute it from the rounded values.
+fn apply(epilogue: Epilogue<'_, CpuBackend>, mut out: Vec<f32>, n: usize) -> Vec<f32> {
+    match epilogue {
+        Epilogue::None => {}
+        Epilogue::GeluTanh => out.par_iter_mut().for_each(|v| *v = gelu_tanh(*v)),
+        Epilogue::GatedResidual { residual, gate } => {
+            let (r, g) = (f32s(residual), f32s(gate));
+            out.par_chunks_mut(n.max(1)).zip(r.par_chunks(n.max(1))).for_each(|(o, r)| {
+                for ((v, &r), &g) in o.iter_mut().zip(r).zip(g.iter()) {
+                    *v = r + g * *v;
+                }
+            });
+        }
+    }
+    out
 }
 
 /// `out[m, n] = Σ_k x[m, k]·w[n, k] + b[n]`.
@@ -61,6 +83,7 @@ pub fn linear_quantized(
     x: &Tensor<CpuBackend>,
     w: &QuantizedMatrix<CpuBackend>,
     bias: Option<&Tensor<CpuBackend>>,
+    epilogue: Epilogue<'_, CpuBackend>,
     p: &QuantLinearParams,
 ) -> Result<CpuBuffer> {
     const NB: usize = 32;
@@ -77,7 +100,7 @@ pub fn linear_quantized(
     let b = bias.map(f32s);
     if be.dequantizes_whole() {
         let dense = dequantize_whole(p, words, &scales);
-        return Ok(be.store(linear_f32(&x, &dense, b.as_deref(), m, k, n), dtype));
+        return Ok(be.store(apply(epilogue, linear_f32(&x, &dense, b.as_deref(), m, k, n), n), dtype));
     }
     let blocks: Vec<Vec<f32>> = (0..n.div_ceil(NB))
         .into_par_iter()
@@ -111,7 +134,7 @@ pub fn linear_quantized(
             orow[blk * NB..blk * NB + rows].copy_from_slice(&o[i * rows..(i + 1) * rows]);
         }
     });
-    Ok(be.store(out, dtype))
+    Ok(be.store(apply(epilogue, out, n), dtype))
 }
 
 /// The whole `[n, k]` weight in f32 through the host codec (`codec::dequantize_rows`, from the

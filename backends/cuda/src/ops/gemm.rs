@@ -1,14 +1,15 @@
 //! `linear` (`kernels/gemm.cu`) on the block-tile GEMM of `kernels/gemm.cuh`, whose tiling this
 //! file owns (conv uses it too): the tensor-core kernels for same-dtype 16-bit operands, the
 //! exact-f32 SIMT kernel otherwise. `linear_quantized` (`kernels/gemm_quantized.cuh`): the same
-//! two tilings with the weight decoded from its packed codes on the way into shared memory.
+//! two tilings with the weight decoded from its packed codes on the way into shared memory. Every
+//! kernel stores through `kernels/epilogue.cuh` (bias, then GELU-tanh or the gated residual).
 
 use super::dtype_or;
 use crate::kernel::{Family, Kernel, KernelDesc, Spec};
 use crate::launch::{addr, i32_of, opt_addr, GemmPath, Grid};
 use crate::{CudaBackend, CudaBuffer};
-use joyrt_core::backend::{LinearParams, QuantLinearParams};
-use joyrt_core::kernel_abi::QuantCode;
+use joyrt_core::backend::{Epilogue, LinearParams, QuantLinearParams};
+use joyrt_core::kernel_abi::{OpCode, QuantCode};
 use joyrt_core::{QuantFormat, QuantizedMatrix, Result, Tensor};
 
 type T = Tensor<CudaBackend>;
@@ -80,7 +81,19 @@ joyrt_core::kernel_params! {
         pub row_words: i32,
         pub block: i32,
         pub scales_per_row: i32,
+        /// The `EPI_*` code of the epilogue (`kernels/epilogue.cuh`).
+        pub epilogue: i32,
     }
+}
+
+/// The epilogue's code and its two operands' addresses (the gated residual's residual and gate;
+/// null otherwise), as every linear kernel takes them after the bias.
+fn epilogue_operands(e: &Epilogue<'_, CudaBackend>) -> (i32, [u64; 2]) {
+    let operands = match e {
+        Epilogue::GatedResidual { residual, gate } => [addr(residual), addr(gate)],
+        Epilogue::None | Epilogue::GeluTanh => [0, 0],
+    };
+    (e.kind().code() as i32, operands)
 }
 
 /// The pipelined kernel's ring: PIPE_STAGES × (A, B) tiles of PIPE_TILE rows × PIPE_BK 16-bit
@@ -139,14 +152,23 @@ family! {
     ],
 }
 
-pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<CudaBuffer> {
+pub fn linear(
+    be: &CudaBackend,
+    x: &T,
+    w: &T,
+    bias: Option<&T>,
+    epilogue: Epilogue<'_, CudaBackend>,
+    p: &LinearParams,
+) -> Result<CudaBuffer> {
     let spec = Spec { x: x.dtype(), w: w.dtype(), b: dtype_or(bias, x.dtype()), c: x.dtype() };
     let aligned = p.k.is_multiple_of(8);
+    let (code, [residual, gate]) = epilogue_operands(&epilogue);
     let args = GemmArgs {
         m: i32_of("M", p.m)?,
         n: i32_of("N", p.n)?,
         k: i32_of("K", p.k)?,
         vec: aligned as i32,
+        epilogue: code,
         ..GemmArgs::default()
     };
     let grid = |tile: usize| Grid::Blocks(p.n.div_ceil(tile), p.m.div_ceil(tile));
@@ -164,7 +186,8 @@ pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams
         (true, false, _) => (&LINEAR_MMA, grid(MMA_TILE)),
         (false, _, _) => (&LINEAR_SIMT, grid(SIMT_TILE)),
     };
-    be.launch_output(kernel, spec, grid, &[addr(x), addr(w), opt_addr(bias)], (x.dtype(), p.m * p.n), &args)
+    let buffers = [addr(x), addr(w), opt_addr(bias), residual, gate];
+    be.launch_output(kernel, spec, grid, &buffers, (x.dtype(), p.m * p.n), &args)
 }
 
 /// `linear_quantized`: the tensor-core kernel of the weight's format where the activations take
@@ -176,9 +199,11 @@ pub fn linear_quantized(
     x: &T,
     w: &QuantizedMatrix<CudaBackend>,
     bias: Option<&T>,
+    epilogue: Epilogue<'_, CudaBackend>,
     p: &QuantLinearParams,
 ) -> Result<CudaBuffer> {
     let spec = Spec { x: x.dtype(), w: x.dtype(), b: dtype_or(bias, x.dtype()), c: x.dtype() };
+    let (code, [residual, gate]) = epilogue_operands(&epilogue);
     let args = GemmArgs {
         m: i32_of("M", p.m)?,
         n: i32_of("N", p.n)?,
@@ -187,6 +212,7 @@ pub fn linear_quantized(
         row_words: i32_of("words per weight row", p.row_words)?,
         block: i32_of("the scale block", p.block)?,
         scales_per_row: i32_of("scales per weight row", p.scales_per_row)?,
+        epilogue: code,
     };
     let tiles_in_one_block = p.format == QuantFormat::Fp8E4M3 || p.block.is_multiple_of(MMA_BK as usize);
     let (simt, mma) = match QuantCode::from(p.format) {
@@ -197,7 +223,7 @@ pub fn linear_quantized(
     let (kernel, tile) =
         if be.tensor_cores(&spec) && tiles_in_one_block { (mma, MMA_TILE) } else { (simt, SIMT_TILE) };
     let grid = Grid::Blocks(p.n.div_ceil(tile), p.m.div_ceil(tile));
-    let buffers = [addr(x), w.data().ptr, addr(w.scales()), opt_addr(bias)];
+    let buffers = [addr(x), w.data().ptr, addr(w.scales()), opt_addr(bias), residual, gate];
     be.launch_output(kernel, spec, grid, &buffers, (x.dtype(), p.m * p.n), &args)
 }
 

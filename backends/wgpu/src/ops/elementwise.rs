@@ -6,7 +6,7 @@ use crate::dispatch::{element_groups, Shader};
 use crate::pool::Block;
 use crate::split::Split;
 use crate::{WgpuBackend, WgpuBuffer};
-use joyrt_core::backend::{Activation, BinaryParams, Broadcast, RowsParams};
+use joyrt_core::backend::{Activation, BinaryParams, Broadcast, Epilogue, RowsParams};
 use joyrt_core::kernel_abi::OpCode;
 use joyrt_core::{DType, Error, Result, Tensor};
 
@@ -122,4 +122,36 @@ pub fn gated_residual(be: &WgpuBackend, x: &T, z: &T, gate: &T, p: &RowsParams) 
         .split("z", be.span(z, op)?, p.cols)
         .whole(be.inp(gate, "gated_residual gate")?);
     rows_of(be, op, split, be.f32_buf(p.rows * p.cols)?, (p.rows, p.cols), a, x.dtype())
+}
+
+/// A GEMM's epilogue over its f32 results `acc [rows, cols]`, rounded once into `dtype`: GELU-tanh
+/// or the gated residual read the unrounded sums, as the fused op defines (gemm.rs runs this
+/// instead of its pack pass; its K chunks accumulate in `acc` across dispatches, so no single
+/// GEMM store sees a finished sum).
+pub(crate) fn gemm_epilogue(
+    be: &WgpuBackend,
+    acc: Block,
+    (rows, cols): (usize, usize),
+    epilogue: Epilogue<'_, WgpuBackend>,
+    dtype: DType,
+) -> Result<WgpuBuffer> {
+    let n = rows * cols;
+    match epilogue {
+        Epilogue::None => be.finish(acc, n, dtype),
+        Epilogue::GeluTanh => {
+            let op = "activation";
+            let split = Split::new(op, n).split("GEMM sums", Span::f32(&acc, n), 1);
+            let a = ElementwiseArgs { op: Activation::GeluTanh.code(), ..Default::default() };
+            rows_of(be, op, split, be.f32_buf(n)?, (n, 1), a, dtype)
+        }
+        Epilogue::GatedResidual { residual, gate } => {
+            let op = "gated_residual";
+            let split = Split::new(op, rows)
+                .split("x", be.span(residual, op)?, cols)
+                .split("GEMM sums", Span::f32(&acc, n), cols)
+                .whole(be.inp(gate, "gated_residual gate")?);
+            let a = ElementwiseArgs { inner: cols as u32, ..Default::default() };
+            rows_of(be, op, split, be.f32_buf(n)?, (rows, cols), a, dtype)
+        }
+    }
 }

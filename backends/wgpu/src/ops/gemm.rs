@@ -1,13 +1,16 @@
 //! `linear` and `linear_quantized` (shaders/gemm.wgsl): 64×64 output tiles per workgroup, one
 //! dispatch per (row piece, weight chunk, K chunk): x and the output split by rows past the binding
 //! limit. A quantized weight's words may be chunked like a dense
-//! weight's elements; its scales (an eighth of the int8 words' bytes) must fit one binding.
+//! weight's elements; its scales (an eighth of the int8 words' bytes) must fit one binding. An
+//! epilogue (GELU-tanh, gated residual) runs over the f32 sums in place of the pack pass
+//! (`elementwise::gemm_epilogue`): one rounding, as the op defines.
 
+use super::elementwise::gemm_epilogue;
 use crate::buffer::Span;
 use crate::dispatch::Shader;
 use crate::split::Split;
 use crate::{WgpuBackend, WgpuBuffer};
-use joyrt_core::backend::{LinearParams, QuantLinearParams};
+use joyrt_core::backend::{Epilogue, LinearParams, QuantLinearParams};
 use joyrt_core::kernel_abi::{OpCode, QuantCode};
 use joyrt_core::{QuantizedMatrix, Result, Tensor};
 
@@ -44,8 +47,16 @@ struct GemmWeight<'a> {
     quant: Option<(&'a QuantLinearParams, &'a T)>,
 }
 
-pub fn linear(be: &WgpuBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams) -> Result<WgpuBuffer> {
-    gemm(be, x, GemmWeight { buffer: w.buffer(), row_len: p.k, quant: None }, bias, (p.m, p.k, p.n))
+pub fn linear(
+    be: &WgpuBackend,
+    x: &T,
+    w: &T,
+    bias: Option<&T>,
+    epilogue: Epilogue<'_, WgpuBackend>,
+    p: &LinearParams,
+) -> Result<WgpuBuffer> {
+    let weight = GemmWeight { buffer: w.buffer(), row_len: p.k, quant: None };
+    gemm(be, x, weight, bias, epilogue, (p.m, p.k, p.n))
 }
 
 pub fn linear_quantized(
@@ -53,10 +64,11 @@ pub fn linear_quantized(
     x: &T,
     w: &QuantizedMatrix<WgpuBackend>,
     bias: Option<&T>,
+    epilogue: Epilogue<'_, WgpuBackend>,
     p: &QuantLinearParams,
 ) -> Result<WgpuBuffer> {
     let weight = GemmWeight { buffer: w.data(), row_len: p.row_words, quant: Some((p, w.scales())) };
-    gemm(be, x, weight, bias, (p.m, p.k, p.n))
+    gemm(be, x, weight, bias, epilogue, (p.m, p.k, p.n))
 }
 
 fn gemm(
@@ -64,6 +76,7 @@ fn gemm(
     x: &T,
     w: GemmWeight,
     bias: Option<&T>,
+    epilogue: Epilogue<'_, WgpuBackend>,
     (m, k, n): (usize, usize, usize),
 ) -> Result<WgpuBuffer> {
     let out = be.f32_buf(m * n)?;
@@ -116,5 +129,5 @@ fn gemm(
             }
         }
     }
-    be.finish(out, m * n, x.dtype())
+    gemm_epilogue(be, out, (m, n), epilogue, x.dtype())
 }
