@@ -20,11 +20,13 @@ use joyrt_core::{kernel_abi, DType};
 use std::ffi::{c_char, CString};
 
 /// The headers kernel files include, by the name they include them by.
-const HEADERS: [(&str, &str); 7] = [
+const HEADERS: [(&str, &str); 9] = [
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
     ("gemm.cuh", include_str!("../../../kernels/gemm.cuh")),
     ("hopper.cuh", include_str!("../../../kernels/hopper.cuh")),
     ("gemm_wgmma.cuh", include_str!("../../../kernels/gemm_wgmma.cuh")),
+    ("tma.cuh", include_str!("../../../kernels/tma.cuh")),
+    ("gemm_wgmma_ws.cuh", include_str!("../../../kernels/gemm_wgmma_ws.cuh")),
     ("gemm_quantized.cuh", include_str!("../../../kernels/gemm_quantized.cuh")),
     ("attention_wgmma.cuh", include_str!("../../../kernels/attention_wgmma.cuh")),
     ("vec.cuh", include_str!("../../../kernels/vec.cuh")),

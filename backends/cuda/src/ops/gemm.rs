@@ -6,6 +6,7 @@
 use super::dtype_or;
 use crate::kernel::{Family, Kernel, KernelDesc, Spec};
 use crate::launch::{addr, i32_of, opt_addr, GemmPath, Grid};
+use crate::tensor_map::TileMap;
 use crate::{CudaBackend, CudaBuffer};
 use joyrt_core::backend::{LinearParams, QuantLinearParams};
 use joyrt_core::kernel_abi::QuantCode;
@@ -31,6 +32,12 @@ const WG_BK: u32 = 64;
 const WG_STAGES: u32 = 4;
 const WG_PREFETCH: u32 = WG_STAGES - 1;
 const WG_GROUP_M: u32 = 8;
+/// The warp-specialised Hopper kernel (`kernels/gemm_wgmma_ws.cuh`): a producer and two consumer
+/// warpgroups, its ring's stages, and each role's registers per thread after `setmaxnreg`.
+const WS_THREADS: u32 = 384;
+const WS_STAGES: u32 = 4;
+const WS_PRODUCER_REGS: u32 = 40;
+const WS_CONSUMER_REGS: u32 = 232;
 
 /// The tiling as `kernels/gemm.cuh` reads it (gemm.cu and conv.cu are compiled with it).
 pub(crate) const GEMM_DEFINES: &[(&str, u32)] = &[
@@ -46,6 +53,10 @@ pub(crate) const GEMM_DEFINES: &[(&str, u32)] = &[
     ("WG_STAGES", WG_STAGES),
     ("WG_PREFETCH", WG_PREFETCH),
     ("WG_GROUP_M", WG_GROUP_M),
+    ("WS_THREADS", WS_THREADS),
+    ("WS_STAGES", WS_STAGES),
+    ("WS_PRODUCER_REGS", WS_PRODUCER_REGS),
+    ("WS_CONSUMER_REGS", WS_CONSUMER_REGS),
 ];
 
 /// A GEMM kernel of `family` (linear's or conv's): 256 threads.
@@ -83,6 +94,12 @@ fn wgmma_smem_n256(_: &Spec) -> u32 {
     wgmma_smem(WG_BN)
 }
 
+/// The warp-specialised kernel's ring (WS_STAGES × a 128-row A box and a 256-row B box of 64
+/// elements), its full and empty barriers, and the 1024 bytes it may skip to align the ring.
+fn wgmma_ws_smem(_: &Spec) -> u32 {
+    1024 + WS_STAGES * (WG_BM + WG_BN) * WG_BK * 2 + 2 * WS_STAGES * 8
+}
+
 const LINEAR_SIMT: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_simt", Family::Gemm));
 /// Register-staged tensor cores, for K % 8 ≠ 0.
 const LINEAR_MMA: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_mma", Family::Gemm).mma());
@@ -97,6 +114,12 @@ const LINEAR_WGMMA: Kernel<GemmArgs> =
 /// The same, persistent (`JOYRT_CUDA_GEMM=wgmma-persistent`).
 const LINEAR_WGMMA_PERSISTENT: Kernel<GemmArgs> =
     Kernel::new(gemm_kernel("linear_wgmma_persistent", Family::Gemm).wgmma().dynamic_smem(wgmma_smem_n256));
+
+/// The same tiles, persistent and warp-specialised, reading x and w through tensor maps
+/// (`JOYRT_CUDA_GEMM=wgmma-ws`).
+const LINEAR_WGMMA_WS: Kernel<GemmArgs> = Kernel::new(
+    KernelDesc::new("linear_wgmma_ws", Family::Gemm, WS_THREADS).wgmma().tensor_maps(2).dynamic_smem(wgmma_ws_smem),
+);
 
 /// `linear_quantized`, one kernel per code format: the weight dequantized exactly into f32 shared
 /// tiles (any activation dtype, any block)...
@@ -113,7 +136,7 @@ family! {
     "gemm", GemmArgs,
     defines: GEMM_DEFINES,
     kernels: [
-        LINEAR_SIMT, LINEAR_MMA, LINEAR_MMA_PIPELINED, LINEAR_WGMMA, LINEAR_WGMMA_PERSISTENT,
+        LINEAR_SIMT, LINEAR_MMA, LINEAR_MMA_PIPELINED, LINEAR_WGMMA, LINEAR_WGMMA_PERSISTENT, LINEAR_WGMMA_WS,
         LINEAR_INT8_SIMT, LINEAR_INT4_SIMT, LINEAR_FP8_SIMT, LINEAR_INT8_MMA, LINEAR_INT4_MMA, LINEAR_FP8_MMA,
     ],
 }
@@ -133,6 +156,7 @@ pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams
     // at most one block per multiprocessor for the persistent one.
     let wgmma_tiles = p.m.div_ceil(WG_BM as usize) * p.n.div_ceil(WG_BN as usize);
     let (kernel, grid) = match (be.tensor_cores(&spec), aligned, be.gemm_path()) {
+        (true, true, GemmPath::WgmmaWs) => return linear_wgmma_ws(be, x, w, bias, spec, &args, wgmma_tiles),
         (true, true, GemmPath::Wgmma) => (&LINEAR_WGMMA, Grid::Blocks(wgmma_tiles, 1)),
         (true, true, GemmPath::WgmmaPersistent) => {
             (&LINEAR_WGMMA_PERSISTENT, Grid::Blocks(wgmma_tiles.min(be.persistent_blocks() as usize), 1))
@@ -142,6 +166,28 @@ pub fn linear(be: &CudaBackend, x: &T, w: &T, bias: Option<&T>, p: &LinearParams
         (false, _, _) => (&LINEAR_SIMT, grid(SIMT_TILE)),
     };
     be.launch_output(kernel, spec, grid, &[addr(x), addr(w), opt_addr(bias)], (x.dtype(), p.m * p.n), &args)
+}
+
+/// `linear` on the warp-specialised kernel: x and w as tensor maps of 128- and 256-row boxes of
+/// one 128-byte K tile, a persistent grid over `tiles` output tiles.
+fn linear_wgmma_ws(
+    be: &CudaBackend,
+    x: &T,
+    w: &T,
+    bias: Option<&T>,
+    spec: Spec,
+    args: &GemmArgs,
+    tiles: usize,
+) -> Result<CudaBuffer> {
+    let map = |t: &T, rows: i32, box_rows: u32| {
+        let (rows, cols) = (rows as usize, args.k as usize);
+        be.tensor_map(&TileMap { address: addr(t), dtype: t.dtype(), rows, cols, box_rows, box_cols: WG_BK })
+    };
+    let maps = [map(x, args.m, WG_BM)?, map(w, args.n, WG_BN)?];
+    let out = be.output(x.dtype(), args.m as usize * args.n as usize)?;
+    let grid = Grid::Blocks(tiles.min(be.persistent_blocks() as usize), 1);
+    be.launch_with_maps(&LINEAR_WGMMA_WS, spec, grid, &[opt_addr(bias), out.ptr], &maps, args)?;
+    Ok(out)
 }
 
 /// `linear_quantized`: the tensor-core kernel of the weight's format where the activations take
