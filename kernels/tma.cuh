@@ -50,9 +50,9 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(u64* bar, u32 bytes) {
 // is then the other one).
 __device__ __forceinline__ void mbar_wait(u64* bar, u32 parity) {
     asm volatile(
-        "{\n.reg .pred done;\nWAIT_%=:\n"
+        "{\n.reg .pred done;\nLAB_WAIT:\n"
         "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-        "@!done bra WAIT_%=;\n}\n" ::"r"(smem_addr(bar)),
+        "@!done bra LAB_WAIT;\n}\n" ::"r"(smem_addr(bar)),
         "r"(parity)
         : "memory");
 }

@@ -15,9 +15,11 @@
 // limits.rs).
 //
 // Hopper's mbarrier waits (cuda_emu_async.hpp) block one fiber instead: it is retried at every
-// sweep over the fibers until its phase completes; every mbarrier operation also yields, so the
-// threads of warp-specialised kernels interleave. A sweep in which no fiber gets further (all
-// blocked, or blocked and parked) is a deadlock, reported as a fault naming the wait. Warp-level
+// sweep over the fibers until its phase completes. A fiber runs on until it blocks or parks: the
+// schedule that lets a producer thread run furthest ahead of its consumers, so a stage refilled
+// before every reader released it (or released before its wgmma retired) is overwritten while
+// still in use and the result shows it. A sweep in which no fiber gets further (all blocked, or
+// blocked and parked) is a deadlock, reported as a fault naming the wait. Warp-level
 // collectives (shuffles, mma, ldmatrix) park like __syncthreads: the whole block, not only the
 // warp, so a kernel mixing them with mbarrier waits in other warps is reported as deadlocked.
 //
@@ -110,7 +112,7 @@ inline unsigned short emu_f32_to_f16(float f) {
 
 // ---- fiber scheduler ---------------------------------------------------------------------------
 
-// Where a fiber stopped: runnable (it yielded), parked at a sync point, or blocked on a wait.
+// Where a fiber stopped: runnable (released from a sync point), parked at one, or blocked on a wait.
 enum class EmuAt { Runnable, Parked, Blocked };
 
 struct EmuFiber {
@@ -161,13 +163,6 @@ inline void emu_sync() {
     f.syncs++;
     f.at = EmuAt::Parked;
     emu_progress++;
-    swapcontext(&f.ctx, &emu_block.sched);
-}
-
-// Lets the other fibers run; this one stays runnable.
-inline void emu_yield() {
-    EmuFiber& f = emu_block.fibers[emu_block.current];
-    f.at = EmuAt::Runnable;
     swapcontext(&f.ctx, &emu_block.sched);
 }
 

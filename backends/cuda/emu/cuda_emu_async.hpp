@@ -107,7 +107,7 @@ inline void emu_mbarrier_settle(EmuMbarrier& b) {
     }
 }
 
-// mbarrier.arrive.expect_tx (tx > 0) or mbarrier.arrive (tx = 0), then a yield.
+// mbarrier.arrive.expect_tx (tx > 0) or mbarrier.arrive (tx = 0).
 inline void emu_mbarrier_arrive(void* bar, unsigned tx) {
     if (EmuMbarrier* b = emu_mbarrier(bar)) {
         if (b->pending == 0) {
@@ -119,7 +119,6 @@ inline void emu_mbarrier_arrive(void* bar, unsigned tx) {
         emu_mbarrier_settle(*b);
         emu_progress++;
     }
-    emu_yield();
 }
 
 // Performs the described copy `t`: the box at (c0, c1), zero outside the tensor, swizzled into
@@ -170,7 +169,6 @@ inline void emu_mbarrier_wait(void* bar, unsigned parity) {
         emu_tile_loads_land(bar, *b);
         if ((b->phase & 1) != (parity & 1)) {
             emu_progress++;
-            emu_yield();
             return;
         }
         char what[160];
@@ -204,5 +202,4 @@ inline void emu_tile_load_2d(void* dst, const CUtensorMap* map, int c0, int c1, 
     std::memset(dst, 0xff, bytes);
     emu_tile_loads.push_back(EmuTileLoad{static_cast<unsigned char*>(dst), *map, c0, c1, bar});
     emu_progress++;
-    emu_yield();
 }

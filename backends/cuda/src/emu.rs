@@ -322,7 +322,7 @@ extern "C" __global__ void write_smem(int* out, int at) {
     /// Kernels over the emulated mbarrier and tensor copy (emu/cuda_emu_async.hpp). `tile_load`:
     /// thread 0 loads the box of `map` at (c0, c1) into shared offset 0, completing `bytes` on a
     /// barrier; the other threads copy the shared tile out, after waiting on the barrier or, with
-    /// `early`, before. `phases`: threads 1 and 2 arrive on a barrier of count 2, thread 0 waits
+    /// `early`, after the copy's issue but before its barrier's phase could complete. `phases`: threads 1 and 2 arrive on a barrier of count 2, thread 0 waits
     /// out each phase (and acknowledges phase 0 on a second barrier before phase 1 begins); `mode` 1 leaves phase 1's expected bytes uncompleted, 2 arrives once more
     /// in phase 0 while its bytes are pending, 3 waits on a barrier never initialised.
     const ASYNC: &str = r#"
@@ -330,16 +330,17 @@ extern "C" __global__ void tile_load(unsigned short* out, const __grid_constant_
                                      unsigned bytes, int early) {
     unsigned long long* bar = (unsigned long long*)(emu_dynamic_smem + 4096);
     const unsigned short* tile = (const unsigned short*)emu_dynamic_smem;
-    if (threadIdx.x == 0) emu_mbarrier_init(bar, 1);
+    const unsigned t = threadIdx.x;
+    if (t == 0) emu_mbarrier_init(bar, 1);
     __syncthreads();
-    if (threadIdx.x == 0) {
-        emu_tile_load_2d(emu_dynamic_smem, &map, c0, c1, bar);
-        emu_mbarrier_arrive(bar, bytes);
-    }
-    if (!early) emu_mbarrier_wait(bar, 0);
-    if (threadIdx.x > 0)
-        for (unsigned i = threadIdx.x - 1; i < bytes / 2; i += blockDim.x - 1) out[i] = tile[i];
-    if (early) emu_mbarrier_wait(bar, 0);
+    if (t == 0) emu_tile_load_2d(emu_dynamic_smem, &map, c0, c1, bar);
+    if (early && t > 0)
+        for (unsigned i = t - 1; i < bytes / 2; i += blockDim.x - 1) out[i] = tile[i];
+    __syncthreads();
+    if (t == 0) emu_mbarrier_arrive(bar, bytes);
+    emu_mbarrier_wait(bar, 0);
+    if (!early && t > 0)
+        for (unsigned i = t - 1; i < bytes / 2; i += blockDim.x - 1) out[i] = tile[i];
 }
 extern "C" __global__ void phases(int* out, int mode) {
     unsigned long long* bar = (unsigned long long*)emu_dynamic_smem;
