@@ -157,7 +157,7 @@ fn gemm_paths(backend: &AnyBackend, names: &[String]) -> Result<Vec<GemmPath>> {
             paths.extend(tensor_cores.filter(|p| !p.needs_wgmma() || cuda.has_wgmma()));
             continue;
         }
-        let Some(&(_, path)) = GemmPath::ALL.iter().find(|(n, _)| n == name) else {
+        let Some(&(_, path)) = GemmPath::ALL.iter().find(|(n, _)| *n == name.as_str()) else {
             let known: Vec<_> = GemmPath::ALL.iter().map(|(n, _)| *n).collect();
             bail!("--gemm-paths {name}: expected all or one of {}", known.join(", "));
         };

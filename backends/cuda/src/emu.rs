@@ -369,7 +369,12 @@ extern "C" __global__ void phases(int* out, int mode) {
 "#;
 
     /// Launches `k` on one block of `threads` with `args` (pointers to each argument's value).
-    fn launch(k: &EmuKernel, threads: u32, smem: u32, args: &mut [*mut c_void]) -> Result<(), EmuLaunchError> {
+    fn launch(
+        k: &EmuKernel,
+        threads: u32,
+        smem: u32,
+        args: &mut [*mut c_void],
+    ) -> Result<(), EmuLaunchError> {
         let shape = LaunchShape { grid: [1, 1, 1], block: threads, dynamic_smem: smem };
         // SAFETY: the callers pass the kernel's arguments in order, buffers as large as it uses.
         unsafe { k.launch(&shape, args) }
@@ -404,7 +409,11 @@ extern "C" __global__ void phases(int* out, int mode) {
         };
         let mut map = encode_emulated(&tile).unwrap();
         let (mut c0, mut c1, mut bytes) = (64i32, 1i32, tile.box_bytes());
-        let run = |early: i32, map: &mut crate::tensor_map::TensorMap, c0: &mut i32, c1: &mut i32, bytes: &mut u32| {
+        let run = |early: i32,
+                   map: &mut crate::tensor_map::TensorMap,
+                   c0: &mut i32,
+                   c1: &mut i32,
+                   bytes: &mut u32| {
             let mut out = vec![0u16; 512];
             let (mut ptr, mut early) = (out.as_mut_ptr() as u64, early);
             let p = |v: &mut _| v as *mut _ as *mut c_void;

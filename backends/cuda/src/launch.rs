@@ -139,11 +139,9 @@ impl GemmPath {
             "auto" | "" => return Ok(if wgmma { GemmPath::Wgmma } else { GemmPath::Mma }),
             name => match GemmPath::ALL.iter().find(|(n, _)| *n == name) {
                 Some(&(_, path)) => path,
-                None => {
-                    return Err(format!(
-                        "JOYRT_CUDA_GEMM={name}: expected auto, simt, mma, wgmma, wgmma-persistent or wgmma-ws"
-                    ))
-                }
+                None => return Err(format!(
+                    "JOYRT_CUDA_GEMM={name}: expected auto, simt, mma, wgmma, wgmma-persistent or wgmma-ws"
+                )),
             },
         };
         if path.needs_wgmma() && !wgmma {
@@ -205,7 +203,10 @@ impl CudaBackend {
         if path.needs_wgmma() && !self.has_wgmma() {
             return Err(Error::backend(
                 self.inner.name.clone(),
-                format!("the {} GEMM needs wgmma: an sm_90a device, or JOYRT_CUDA_EMU_ARCH=sm_90", path.name()),
+                format!(
+                    "the {} GEMM needs wgmma: an sm_90a device, or JOYRT_CUDA_EMU_ARCH=sm_90",
+                    path.name()
+                ),
             ));
         }
         *self.inner.gemm.lock().unwrap_or_else(|e| e.into_inner()) = path;

@@ -41,10 +41,15 @@ impl TileMap {
             return Some(format!("the global address {:#x} is not 16-byte aligned", self.address));
         }
         if self.rows == 0 || self.cols == 0 || self.rows as u64 > 1 << 32 || self.cols as u64 > 1 << 32 {
-            return Some(format!("a {} × {} matrix: each dimension must be 1 ..= 2^32", self.rows, self.cols));
+            return Some(format!(
+                "a {} × {} matrix: each dimension must be 1 ..= 2^32",
+                self.rows, self.cols
+            ));
         }
         if !row_bytes.is_multiple_of(16) || row_bytes >= 1 << 40 {
-            return Some(format!("rows of {row_bytes} bytes: the row stride must be a multiple of 16 below 2^40"));
+            return Some(format!(
+                "rows of {row_bytes} bytes: the row stride must be a multiple of 16 below 2^40"
+            ));
         }
         if !(1..=256).contains(&self.box_rows) || !(1..=256).contains(&self.box_cols) {
             return Some(format!("a {} × {} box: each side must be 1 ..= 256", self.box_rows, self.box_cols));

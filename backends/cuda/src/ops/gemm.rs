@@ -118,7 +118,10 @@ const LINEAR_WGMMA_PERSISTENT: Kernel<GemmArgs> =
 /// The same tiles, persistent and warp-specialised, reading x and w through tensor maps
 /// (`JOYRT_CUDA_GEMM=wgmma-ws`).
 const LINEAR_WGMMA_WS: Kernel<GemmArgs> = Kernel::new(
-    KernelDesc::new("linear_wgmma_ws", Family::Gemm, WS_THREADS).wgmma().tensor_maps(2).dynamic_smem(wgmma_ws_smem),
+    KernelDesc::new("linear_wgmma_ws", Family::Gemm, WS_THREADS)
+        .wgmma()
+        .tensor_maps(2)
+        .dynamic_smem(wgmma_ws_smem),
 );
 
 /// `linear_quantized`, one kernel per code format: the weight dequantized exactly into f32 shared
