@@ -178,7 +178,7 @@ impl AttentionPath {
 impl CudaBackend {
     /// Whether the tensor-core kernels apply to operands of `spec` (and are not switched off).
     pub(crate) fn tensor_cores(&self, spec: &Spec) -> bool {
-        self.inner.gemm != GemmPath::Simt && spec.mma()
+        self.gemm_path() != GemmPath::Simt && spec.mma()
     }
 
     /// Blocks a persistent kernel is launched with: one per multiprocessor.

@@ -229,9 +229,46 @@ pub fn linear_quantized(
 
 #[cfg(test)]
 mod tests {
-    use crate::CudaBackend;
+    use crate::{AttentionPath, CudaBackend, GemmPath};
     use joyrt_core::quant::codec;
     use joyrt_core::{DType, QuantFormat, QuantizedMatrix, Rng, Tensor};
+
+    /// `JOYRT_CUDA_GEMM=wgmma-ws` on the sm_90 emulation: `linear` takes the warp-specialised
+    /// kernel where K % 8 == 0 (here 9 K steps over a 4-stage ring, so the ring wraps) and falls
+    /// back to `linear_mma` otherwise, agreeing with the CPU reference either way.
+    #[test]
+    fn the_warp_specialised_gemm_is_taken_where_k_allows_it() {
+        let b = match CudaBackend::emulated_hopper(GemmPath::WgmmaWs, AttentionPath::Mma) {
+            Ok(b) => b,
+            Err(e) => return println!("SKIPPED: no sm_90 CUDA emulation: {e}"),
+        };
+        let cpu = joyrt_cpu::CpuBackend::default();
+        let mut rng = Rng::new(17);
+        for (m, k, n, kernel) in [(150, 520, 37, "linear_wgmma_ws"), (9, 70, 5, "linear_mma")] {
+            let (xv, wv, bv) = (rng.normal_vec(m * k, 1.0), rng.normal_vec(n * k, 0.1), rng.normal_vec(n, 1.0));
+            let run = |be: &dyn Fn() -> Option<Vec<f32>>| be().expect("the call");
+            let on_cuda = || {
+                let x = Tensor::from_f32(&b, [m, k], &xv, DType::BF16).ok()?;
+                let w = Tensor::from_f32(&b, [n, k], &wv, DType::BF16).ok()?;
+                let bias = Tensor::from_f32(&b, [n], &bv, DType::BF16).ok()?;
+                b.profile_start().ok()?;
+                let y = x.linear(&w, Some(&bias)).ok()?.to_f32_vec().ok()?;
+                let launched: Vec<_> = b.profile_finish().ok()?.kernels.iter().map(|k| k.kernel).collect();
+                assert_eq!(launched, [kernel], "M={m} K={k} N={n}");
+                Some(y)
+            };
+            let on_cpu = || {
+                let x = Tensor::from_f32(&cpu, [m, k], &xv, DType::BF16).ok()?;
+                let w = Tensor::from_f32(&cpu, [n, k], &wv, DType::BF16).ok()?;
+                let bias = Tensor::from_f32(&cpu, [n], &bv, DType::BF16).ok()?;
+                x.linear(&w, Some(&bias)).ok()?.to_f32_vec().ok()
+            };
+            let (got, want) = (run(&on_cuda), run(&on_cpu));
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-2 * w.abs().max(1.0), "M={m} K={k} N={n}: {g} vs {w}");
+            }
+        }
+    }
 
     /// Which `linear_quantized` kernel a call takes on the (sm_80) emulation: tensor cores for
     /// 16-bit activations when each K tile lies in one scale block, SIMT otherwise; and it agrees
