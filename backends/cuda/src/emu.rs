@@ -368,6 +368,11 @@ extern "C" __global__ void phases(int* out, int mode) {
 }
 "#;
 
+    /// A kernel argument: a pointer to its value.
+    fn arg<T>(v: &mut T) -> *mut c_void {
+        v as *mut T as *mut c_void
+    }
+
     /// Launches `k` on one block of `threads` with `args` (pointers to each argument's value).
     fn launch(
         k: &EmuKernel,
@@ -416,8 +421,7 @@ extern "C" __global__ void phases(int* out, int mode) {
                    bytes: &mut u32| {
             let mut out = vec![0u16; 512];
             let (mut ptr, mut early) = (out.as_mut_ptr() as u64, early);
-            let p = |v: &mut _| v as *mut _ as *mut c_void;
-            let mut args = [p(&mut ptr), p(map), p(c0), p(c1), p(bytes), p(&mut early)];
+            let mut args = [arg(&mut ptr), arg(map), arg(c0), arg(c1), arg(bytes), arg(&mut early)];
             launch(&k, 64, 8192, &mut args).map(|_| out)
         };
         let got = run(0, &mut map, &mut c0, &mut c1, &mut bytes).unwrap();
@@ -443,8 +447,7 @@ extern "C" __global__ void phases(int* out, int mode) {
         let run = |mode: i32| {
             let mut out = vec![0i32; 4];
             let (mut ptr, mut mode) = (out.as_mut_ptr() as u64, mode);
-            let mut args = [&mut ptr as *mut u64 as *mut c_void, &mut mode as *mut i32 as *mut c_void];
-            launch(&k, 64, 64, &mut args).map(|_| out)
+            launch(&k, 64, 64, &mut [arg(&mut ptr), arg(&mut mode)]).map(|_| out)
         };
         assert_eq!(run(0).unwrap(), [1, 2, 3, 0]);
         let fault = |mode: i32, what: &[&str]| match run(mode) {

@@ -246,7 +246,6 @@ mod tests {
         let mut rng = Rng::new(17);
         for (m, k, n, kernel) in [(150, 520, 37, "linear_wgmma_ws"), (9, 70, 5, "linear_mma")] {
             let (xv, wv, bv) = (rng.normal_vec(m * k, 1.0), rng.normal_vec(n * k, 0.1), rng.normal_vec(n, 1.0));
-            let run = |be: &dyn Fn() -> Option<Vec<f32>>| be().expect("the call");
             let on_cuda = || {
                 let x = Tensor::from_f32(&b, [m, k], &xv, DType::BF16).ok()?;
                 let w = Tensor::from_f32(&b, [n, k], &wv, DType::BF16).ok()?;
@@ -263,7 +262,8 @@ mod tests {
                 let bias = Tensor::from_f32(&cpu, [n], &bv, DType::BF16).ok()?;
                 x.linear(&w, Some(&bias)).ok()?.to_f32_vec().ok()
             };
-            let (got, want) = (run(&on_cuda), run(&on_cpu));
+            let (got, want) = (on_cuda().expect("the emulated call"), on_cpu().expect("the CPU call"));
+            assert_eq!(got.len(), m * n);
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() <= 1e-2 * w.abs().max(1.0), "M={m} K={k} N={n}: {g} vs {w}");
             }
