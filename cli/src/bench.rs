@@ -162,7 +162,7 @@ fn gemm_paths(backend: &AnyBackend, names: &[String]) -> Result<Vec<GemmPath>> {
             bail!("--gemm-paths {name}: expected all or one of {}", known.join(", "));
         };
         if path.needs_wgmma() && !cuda.has_wgmma() {
-            bail!("--gemm-paths {name}: the {} kernels need an sm_90a device", path.name());
+            bail!("--gemm-paths {name}: the {} kernels need an sm_90a device (JOYRT_CUDA_EMU_ARCH=sm_90 in the emulation)", path.name());
         }
         paths.push(path);
     }

@@ -139,9 +139,11 @@ impl GemmPath {
             "auto" | "" => return Ok(if wgmma { GemmPath::Wgmma } else { GemmPath::Mma }),
             name => match GemmPath::ALL.iter().find(|(n, _)| *n == name) {
                 Some(&(_, path)) => path,
-                None => return Err(format!(
+                None => {
+                    return Err(format!(
                     "JOYRT_CUDA_GEMM={name}: expected auto, simt, mma, wgmma, wgmma-persistent or wgmma-ws"
-                )),
+                ))
+                }
             },
         };
         if path.needs_wgmma() && !wgmma {

@@ -245,7 +245,8 @@ mod tests {
         let cpu = joyrt_cpu::CpuBackend::default();
         let mut rng = Rng::new(17);
         for (m, k, n, kernel) in [(150, 520, 37, "linear_wgmma_ws"), (9, 70, 5, "linear_mma")] {
-            let (xv, wv, bv) = (rng.normal_vec(m * k, 1.0), rng.normal_vec(n * k, 0.1), rng.normal_vec(n, 1.0));
+            let (xv, wv, bv) =
+                (rng.normal_vec(m * k, 1.0), rng.normal_vec(n * k, 0.1), rng.normal_vec(n, 1.0));
             let on_cuda = || {
                 let x = Tensor::from_f32(&b, [m, k], &xv, DType::BF16).ok()?;
                 let w = Tensor::from_f32(&b, [n, k], &wv, DType::BF16).ok()?;
