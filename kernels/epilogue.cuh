@@ -10,6 +10,15 @@
 #pragma once
 #include "common.cuh"
 
+// Two adjacent elements p[i], p[i + 1] (i even, p + i 4-byte aligned) as one store.
+template <typename T> __device__ __forceinline__ void st_pair(T* p, u64 i, float v0, float v1) {
+    *(u32*)(p + i) = (u32)from_f32<T>(v0).bits | ((u32)from_f32<T>(v1).bits << 16);
+}
+__device__ __forceinline__ void st_pair(float* p, u64 i, float v0, float v1) {
+    p[i] = v0;
+    p[i + 1] = v1;
+}
+
 template <typename TY, typename TBIAS> struct GemmOut {
     TY* y;
     const TBIAS* bias;  // null: none
@@ -31,9 +40,15 @@ template <typename TY, typename TBIAS> struct GemmOut {
         return v;
     }
 
-    // Stores C[m, n .. n + COUNT) from the accumulators v, skipping what lies outside [M, N).
+    // Stores C[m, n .. n + COUNT) from the accumulators v, skipping what lies outside [M, N). A
+    // column pair (n even) of an even-width output is aligned and wholly inside or outside: one
+    // 4-byte store.
     template <int COUNT> __device__ __forceinline__ void store(int m, int n, const float* v) const {
         if (m >= M) return;
+        if (COUNT == 2 && (N & 1) == 0 && (n & 1) == 0) {
+            if (n < N) st_pair(y, (u64)m * N + n, apply(m, n, v[0]), apply(m, n + 1, v[1]));
+            return;
+        }
 #pragma unroll
         for (int k = 0; k < COUNT; ++k)
             if (n + k < N) st(y, (u64)m * N + n + k, apply(m, n + k, v[k]));

@@ -230,6 +230,20 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
 
 #endif
 
+// ---- Hopper, warp-specialised (gemm_wgmma_ws.cuh): x and w reach it as tensor maps ------------
+#include "gemm_wgmma_ws.cuh"
+#if defined(MMA_OK) && defined(WGMMA_OK)
+
+// WS_THREADS threads (producer + 2 consumer warpgroups), persistent; x_map and w_map: the
+// operands' tensor maps (ops/gemm.rs); K % 8 == 0.
+extern "C" __global__ void __launch_bounds__(WS_THREADS, 1)
+    linear_wgmma_ws(const TB* bias, const TX* residual, const TX* gate, TX* y, const __grid_constant__ CUtensorMap x_map,
+                    const __grid_constant__ CUtensorMap w_map, GemmArgs p) {
+    gemm_wgmma_ws(&x_map, &w_map, p.m, p.n, p.k, linear_out(y, bias, residual, gate, p));
+}
+
+#endif
+
 // ---- linear_quantized (gemm_quantized.cuh): w = packed codes, scales f32 [N, S] ---------------
 #include "gemm_quantized.cuh"
 

@@ -71,7 +71,10 @@ def cfg_step_tflop(tokens):
 
 def op_key(rec):
     if field(rec, "op") == "linear":
-        return ("linear", int(number(rec, "m")), int(number(rec, "k")), int(number(rec, "n")))
+        path = rec.get("gemm_path", "")
+        if not isinstance(path, str):
+            raise DocError("gemm_path is not a string")
+        return ("linear", int(number(rec, "m")), int(number(rec, "k")), int(number(rec, "n")), path)
     if rec["op"] == "attention":
         return ("attention", int(number(rec, "tokens")), int(number(rec, "heads")), int(number(rec, "head_dim")))
     raise DocError(f"unknown op {rec['op']!r}")
@@ -93,8 +96,14 @@ def op_records(doc):
 
 def op_label(key):
     if key[0] == "linear":
-        return f"linear M={key[1]} {key[2]}x{key[3]}"
+        label = f"linear M={key[1]} {key[2]}x{key[3]}"
+        return f"{label} ({key[4]})" if key[4] else label
     return f"attention L={key[1]} {key[2]}x{key[3]}"
+
+
+def shape_label(label):
+    """An op's label without the GEMM kernel `joyrt bench --gemm-paths` names (the peer's label)."""
+    return label.split(" (")[0]
 
 
 # ---- per-kind readers: each returns the figures of one document -------------------------------
@@ -284,7 +293,7 @@ def comparisons(parts):
         theirs = {r["op"]: r for r in peer["ops"]}
         rows = []
         for r in ops["ops"]:
-            t = theirs.get(r["op"])
+            t = theirs.get(shape_label(r["op"]))
             if t is None:
                 continue
             rows.append(
@@ -472,10 +481,12 @@ def write(work, out, mode, budget):
 def self_test():
     """Writes the report of a made-up run with every part passed and checks its figures."""
 
-    def ops(ms):
+    def ops(ms, paths=("",)):
         recs = [
             {"op": "linear", "m": 9231, "k": k, "n": n, "ms": ms, "flop": 2.0 * 9231 * k * n}
+            | ({"gemm_path": p} if p else {})
             for k, n in [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)]
+            for p in paths
         ]
         recs.append({"op": "attention", "tokens": 9231, "heads": 32, "head_dim": 128, "ms": ms, "flop": 1.0})
         return recs
@@ -484,7 +495,7 @@ def self_test():
     docs = {
         "probe": {"backend": "cuda:test", "dtype": "bf16", "iters": 1, "nvrtc": {"version": "13.0"}, "ops": ops(1.0)},
         "conformance": conf,
-        "bench-ops": {"backend": "cuda:test", "dtype": "bf16", "iters": 10, "ops": ops(4.0)},
+        "bench-ops": {"backend": "cuda:test", "dtype": "bf16", "iters": 10, "ops": ops(4.0, ("wgmma", "wgmma-ws"))},
         "peer": {"torch": "t", "cuda": "13.0", "gpu": "test", "dtype": "bf16", "ops": ops(2.0)},
         "cfg-step": {
             "backend": "cuda:test",
@@ -525,7 +536,7 @@ def self_test():
     c = rep["comparisons"]
     checks = [
         (rep["passed"], "every part passed"),
-        (len(c["ops_vs_peer"]) == 5, "five ops compared"),
+        (len(c["ops_vs_peer"]) == 9, "four shapes on two GEMM paths and the attention compared"),
         (all(abs(r["speed_vs_peer"] - 0.5) < 1e-12 for r in c["ops_vs_peer"]), "speed = peer ms / joyrt ms"),
         (abs(c["cfg_step"]["vs_sglang_h100"] - 2.0) < 1e-3, "CFG step vs SGLang"),
         (abs(c["cfg_step"]["flop_t"] - 409.1) < 0.5, "CFG step FLOP at 9231 tokens"),
@@ -536,7 +547,7 @@ def self_test():
         ("| GEMM (linear*) | 3 | 1000.00 | 71.4% |" in md, "profile groups"),
         ("| everything else | 32 | 360.00 | 25.7% |" in md, "profile groups' remainder"),
         ("| 2 other kernels | 4 | 45.00 | 3.2% | |" in md, "profile table's remainder row"),
-        ("| linear M=9231 4096x12288 |" in md and "SGLang on an H100" in md, "markdown tables"),
+        ("| linear M=9231 4096x12288 (wgmma-ws) |" in md and "SGLang on an H100" in md, "markdown tables"),
     ]
     bad = [what for ok, what in checks if not ok]
     if bad:

@@ -11,7 +11,7 @@ use joyrt_core::weights::Checkpoint;
 use joyrt_core::{Backend, DType, QuantFormat, QuantizedMatrix, Rng, Tensor};
 use joyrt_cpu::CpuBackend;
 use joyrt_cuda::profile::KernelProfile;
-use joyrt_cuda::CudaBackend;
+use joyrt_cuda::{CudaBackend, GemmPath};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -47,6 +47,11 @@ pub struct BenchArgs {
     /// What to time, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "ops,forward")]
     pub parts: Vec<Part>,
+    /// With --parts ops on CUDA: time `linear` on each of these GEMM kernels (JOYRT_CUDA_GEMM's
+    /// names, comma-separated), or `all`: every tensor-core GEMM the device has (mma; on sm_90a
+    /// also wgmma, wgmma-persistent and wgmma-ws). Default: the backend's own.
+    #[arg(long, value_delimiter = ',')]
+    pub gemm_paths: Vec<String>,
     /// Tokens (rows) of the op benchmarks; the DiT at 1024² has 9231.
     #[arg(long, default_value_t = 512)]
     pub tokens: usize,
@@ -149,8 +154,44 @@ fn random<B: Backend>(b: &B, rng: &mut Rng, shape: &[usize], dtype: DType) -> Re
     Ok(Tensor::from_f32(b, shape.to_vec(), &rng.normal_vec(shape.iter().product(), 0.5), dtype)?)
 }
 
-/// Times the ops; returns one JSON record per op.
-fn bench_ops<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, out: &Lines) -> Result<Vec<Value>> {
+/// The GEMM kernels `--gemm-paths` names (none: the backend's own), each checked against the
+/// device.
+fn gemm_paths(backend: &AnyBackend, names: &[String]) -> Result<Vec<GemmPath>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let AnyBackend::Cuda(cuda) = backend else {
+        bail!("--gemm-paths chooses among the CUDA GEMM kernels: it needs --backend cuda or cuda-emulated");
+    };
+    let mut paths = Vec::new();
+    for name in names {
+        if name == "all" {
+            let tensor_cores = GemmPath::ALL.iter().map(|&(_, p)| p).filter(|p| *p != GemmPath::Simt);
+            paths.extend(tensor_cores.filter(|p| !p.needs_wgmma() || cuda.has_wgmma()));
+            continue;
+        }
+        let Some(&(_, path)) = GemmPath::ALL.iter().find(|(n, _)| *n == name.as_str()) else {
+            let known: Vec<_> = GemmPath::ALL.iter().map(|(n, _)| *n).collect();
+            bail!("--gemm-paths {name}: expected all or one of {}", known.join(", "));
+        };
+        if path.needs_wgmma() && !cuda.has_wgmma() {
+            bail!("--gemm-paths {name}: the {} kernels need an sm_90a device (JOYRT_CUDA_EMU_ARCH=sm_90 in the emulation)", path.name());
+        }
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// Times the ops, `linear` on each of `paths` (switched on `cuda`, the same backend as `b`;
+/// none: `b`'s own GEMM); returns one JSON record per op.
+fn bench_ops<B: Backend>(
+    b: &B,
+    a: &BenchArgs,
+    dtype: DType,
+    cuda: Option<&CudaBackend>,
+    paths: &[GemmPath],
+    out: &Lines,
+) -> Result<Vec<Value>> {
     let mut rng = Rng::new(1);
     let m = a.tokens;
     let mut records = Vec::new();
@@ -161,11 +202,26 @@ fn bench_ops<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, out: &Lines) -> Res
         records.push(r);
     };
     out.say(format!("{:<44} {:>10} {:>10}", "op (DiT block shapes, K×N)", "ms", "GFLOP/s"));
+    let own = cuda.map(|c| c.gemm_path());
+    let runs: Vec<Option<GemmPath>> =
+        if paths.is_empty() { vec![None] } else { paths.iter().copied().map(Some).collect() };
     for (k, n) in [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)] {
         let (x, w) = (random(b, &mut rng, &[m, k], dtype)?, random(b, &mut rng, &[n, k], dtype)?);
-        let s = time(b, a.iters, || x.linear(&w, None).map(|_| ()))?;
         let flop = 2.0 * (m * k * n) as f64;
-        record(format!("linear M={m} {k}x{n}"), s, flop, json!({ "op": "linear", "m": m, "k": k, "n": n }));
+        for path in &runs {
+            let mut r = json!({ "op": "linear", "m": m, "k": k, "n": n });
+            let mut label = format!("linear M={m} {k}x{n}");
+            if let (Some(c), Some(p)) = (cuda, path) {
+                c.set_gemm_path(*p)?;
+                r["gemm_path"] = json!(p.name());
+                label += &format!(" {}", p.name());
+            }
+            let s = time(b, a.iters, || x.linear(&w, None).map(|_| ()))?;
+            record(label, s, flop, r);
+        }
+    }
+    if let (Some(c), Some(p)) = (cuda, own) {
+        c.set_gemm_path(p)?;
     }
     let (l, heads, d) = (a.attn_tokens.unwrap_or(m), 32, 128);
     let q = random(b, &mut rng, &[l, heads, d], dtype)?;
@@ -459,7 +515,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     if a.parts.contains(&Part::Ops) {
-        doc["ops"] = Value::Array(crate::with_backend!(&backend, b => bench_ops(b, &a, dtype, &out))?);
+        let paths = gemm_paths(&backend, &a.gemm_paths)?;
+        let cuda = match &backend {
+            AnyBackend::Cuda(c) => Some(c),
+            _ => None,
+        };
+        doc["ops"] =
+            Value::Array(crate::with_backend!(&backend, b => bench_ops(b, &a, dtype, cuda, &paths, &out))?);
     }
     if a.parts.contains(&Part::Quantized) {
         doc["quantized"] =

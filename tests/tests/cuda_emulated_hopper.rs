@@ -1,5 +1,5 @@
 //! The op checks on the CUDA emulation of an sm_90 device (`CudaBackend::emulated_hopper`): each
-//! Hopper kernel (compiled only for sm_90a: the `wgmma` GEMM in both forms and the `wgmma`
+//! Hopper kernel (compiled only for sm_90a: the `wgmma` GEMM in its three forms and the `wgmma`
 //! attention) against the CPU reference. The networks and the pipeline run on the sm_80
 //! emulation (cuda_emulated.rs); on sm_90 they run on demand: `JOYRT_CUDA_EMU_ARCH=sm_90
 //! JOYRT_CUDA_ATTENTION=wgmma joyrt conformance --backend cuda-emulated`.
@@ -31,4 +31,11 @@ fn hopper_ops_vs_cpu_reference() {
 #[test]
 fn persistent_hopper_gemm_vs_cpu_reference() {
     check(GemmPath::WgmmaPersistent, AttentionPath::Mma, |label| label.contains("Linear"));
+}
+
+/// The GEMM cases on the warp-specialised GEMM (TMA into an mbarrier ring, a producer and two
+/// consumer warpgroups, persistent over 3 emulated multiprocessors).
+#[test]
+fn warp_specialised_hopper_gemm_vs_cpu_reference() {
+    check(GemmPath::WgmmaWs, AttentionPath::Mma, |label| label.contains("Linear"));
 }

@@ -5,13 +5,23 @@
 // Execution model: blocks run one after another; the threads of a block are cooperative fibers
 // (ucontext) on one OS thread, each with its own stack, so per-thread locals are real locals and
 // `__shared__` (mapped to `static`) is one copy shared by the block. Every synchronisation point
-// (__syncthreads, __syncwarp, a shuffle, an mma) is a yield: the scheduler runs each live fiber
-// up to its next sync point, in thread order, so all threads pass the same barrier in the same
-// round. Fibers that reach a different number of sync points (a divergent barrier, undefined in
-// CUDA), a `__trap()` and a write past the launch's dynamic shared memory are faults: the launch
-// stops and returns a message, as a kernel fault surfaces on the host (the Rust side then treats
-// the emulated context as poisoned, as the driver does). The launch limits (threads, grid, shared
-// memory, registers) are checked by the Rust side before a launch gets here (emu.rs, limits.rs).
+// (__syncthreads, __syncwarp, a shuffle, an mma) parks the fiber: the scheduler runs the others
+// until every live fiber is parked at one, then releases them all, so all threads pass the same
+// barrier together. Fibers that reach a different number of sync points (a divergent barrier,
+// undefined in CUDA), a `__trap()` and a write past the launch's dynamic shared memory are faults:
+// the launch stops and returns a message, as a kernel fault surfaces on the host (the Rust side
+// then treats the emulated context as poisoned, as the driver does). The launch limits (threads,
+// grid, shared memory, registers) are checked by the Rust side before a launch gets here (emu.rs,
+// limits.rs).
+//
+// Hopper's mbarrier waits (cuda_emu_async.hpp) block one fiber instead: it is retried at every
+// sweep over the fibers until its phase completes. A fiber runs on until it blocks or parks: the
+// schedule that lets a producer thread run furthest ahead of its consumers, so a stage refilled
+// before every reader released it (or released before its wgmma retired) is overwritten while
+// still in use and the result shows it. A sweep in which no fiber gets further (all blocked, or
+// blocked and parked) is a deadlock, reported as a fault naming the wait. Warp-level
+// collectives (shuffles, mma, ldmatrix) park like __syncthreads: the whole block, not only the
+// warp, so a kernel mixing them with mbarrier waits in other warps is reported as deadlocked.
 //
 // Warp-level operations exchange values through per-thread slots between two sync points.
 // mma.sync.m16n8k16 is computed from the PTX ISA's fragment layout (transcribed here
@@ -102,11 +112,16 @@ inline unsigned short emu_f32_to_f16(float f) {
 
 // ---- fiber scheduler ---------------------------------------------------------------------------
 
+// Where a fiber stopped: runnable (released from a sync point), parked at one, or blocked on a wait.
+enum class EmuAt { Runnable, Parked, Blocked };
+
 struct EmuFiber {
     ucontext_t ctx;
     std::vector<char> stack;
     bool done = false;
     long syncs = 0;
+    EmuAt at = EmuAt::Runnable;
+    char blocked_on[160] = {};  // what a blocked fiber waits for, for the deadlock report
 };
 
 struct EmuBlock {
@@ -139,11 +154,31 @@ static void emu_fiber_entry() {
     emu_block.fibers[emu_block.current].done = true;
 }
 
+// Bumped by every step that can unblock another fiber (a sync point reached, a fiber finished,
+// an mbarrier operation, a wait passed): a sweep that leaves it unchanged made no progress.
+static long emu_progress = 0;
+
 inline void emu_sync() {
     EmuFiber& f = emu_block.fibers[emu_block.current];
     f.syncs++;
+    f.at = EmuAt::Parked;
+    emu_progress++;
     swapcontext(&f.ctx, &emu_block.sched);
 }
+
+// Blocks this fiber until the next sweep (the caller retries its wait then); `what` names the
+// wait in the deadlock report.
+inline void emu_block_on(const char* what) {
+    EmuFiber& f = emu_block.fibers[emu_block.current];
+    f.at = EmuAt::Blocked;
+    std::snprintf(f.blocked_on, sizeof f.blocked_on, "%s", what);
+    swapcontext(&f.ctx, &emu_block.sched);
+}
+
+// cuda_emu_async.hpp: the mbarriers and tensor copies of a block, reset before it runs; what a
+// finished block left in flight (null if nothing).
+static void emu_async_reset();
+static const char* emu_async_leftover();
 
 inline void __syncthreads() { emu_sync(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu_sync(); }
@@ -374,16 +409,19 @@ inline void emu_wgmma_wait(int newest_pending) {
     }
 }
 
-// Runs `body` as every thread of one block; false where the block faulted.
+// Runs `body` as every thread of one block; false where the block faulted. Each sweep resumes
+// every fiber not parked; when all live fibers are parked they are released together.
 inline bool emu_run_block(unsigned threads, const std::function<void()>& body) {
     const size_t stack = 256 * 1024;
     emu_block.body = body;
     emu_block.fibers.resize(threads);
+    emu_async_reset();
     for (unsigned i = 0; i < threads; ++i) {
         EmuFiber& f = emu_block.fibers[i];
         if (f.stack.size() != stack) f.stack.assign(stack, 0);
         f.done = false;
         f.syncs = 0;
+        f.at = EmuAt::Runnable;
         emu_open_group[i].clear();
         emu_pending[i].clear();
         emu_wgmma_open[i].clear();
@@ -395,43 +433,71 @@ inline bool emu_run_block(unsigned threads, const std::function<void()>& body) {
         makecontext(&f.ctx, emu_fiber_entry, 0);
     }
     for (;;) {
-        bool live = false;
-        long round = -1;
+        const long progress_before = emu_progress;
         for (unsigned i = 0; i < threads; ++i) {
             EmuFiber& f = emu_block.fibers[i];
-            if (f.done) continue;
+            if (f.done || f.at == EmuAt::Parked) continue;
             emu_block.current = (int)i;
             threadIdx.x = i;
             emu_in_fiber = true;
             swapcontext(&emu_block.sched, &f.ctx);
             emu_in_fiber = false;
             if (emu_block.faulted) return false;
-            if (!f.done) {
-                live = true;
+            if (f.done) emu_progress++;
+        }
+        unsigned live = 0, parked = 0, exited = 0;
+        int blocked = -1;
+        long round = -1;
+        for (unsigned i = 0; i < threads; ++i) {
+            const EmuFiber& f = emu_block.fibers[i];
+            if (f.done) {
+                exited++;
+                continue;
+            }
+            live++;
+            if (f.at == EmuAt::Parked) {
+                parked++;
                 if (round < 0) round = f.syncs;
                 if (f.syncs != round) {
                     emu_fault("threads of a block reached different barriers (divergent __syncthreads)");
                     return false;
                 }
+            } else if (f.at == EmuAt::Blocked && blocked < 0) {
+                blocked = (int)i;
             }
         }
-        if (!live) {
-            for (unsigned i = 0; i < threads; ++i) {
-                if (!emu_wgmma_open[i].empty() || !emu_wgmma_pending[i].empty()) {
-                    threadIdx.x = i;
-                    emu_fault("a thread exited with wgmma operations not retired by wgmma.wait_group");
-                    return false;
-                }
-            }
-            break;
-        }
-        for (unsigned i = 0; i < threads; ++i) {
-            if (emu_block.fibers[i].done) {
-                threadIdx.x = i;
+        if (live == 0) break;
+        if (parked == live) {
+            if (exited > 0) {
+                for (unsigned i = 0; i < threads; ++i)
+                    if (emu_block.fibers[i].done) threadIdx.x = i;
                 emu_fault("a thread exited while others still wait at a barrier");
                 return false;
             }
+            for (unsigned i = 0; i < threads; ++i) emu_block.fibers[i].at = EmuAt::Runnable;
+            continue;
         }
+        if (emu_progress == progress_before && blocked >= 0) {
+            char what[400];
+            std::snprintf(what, sizeof what,
+                          "deadlock: %s, which can never complete (no thread is left to get it there; %u of %u "
+                          "live threads wait at a __syncthreads or warp collective)",
+                          emu_block.fibers[blocked].blocked_on, parked, live);
+            threadIdx.x = (unsigned)blocked;
+            emu_fault(what);
+            return false;
+        }
+    }
+    for (unsigned i = 0; i < threads; ++i) {
+        if (!emu_wgmma_open[i].empty() || !emu_wgmma_pending[i].empty()) {
+            threadIdx.x = i;
+            emu_fault("a thread exited with wgmma operations not retired by wgmma.wait_group");
+            return false;
+        }
+    }
+    if (const char* left = emu_async_leftover()) {
+        emu_fault(left, false);
+        return false;
     }
     return true;
 }

@@ -176,7 +176,7 @@ impl CudaBackend {
             limits,
             sync_each_launch: std::env::var("JOYRT_CUDA_SYNC").is_ok_and(|v| v == "1"),
             last_launch: Default::default(),
-            gemm,
+            gemm: gemm.into(),
             attention,
             poison: std::env::var("JOYRT_CUDA_POISON").is_ok_and(|v| v == "1"),
             max_blocks: (sms.max(1) as u32) * 16,
@@ -226,7 +226,7 @@ impl CudaBackend {
             // Emulated launches run to completion before they return.
             sync_each_launch: false,
             last_launch: Default::default(),
-            gemm,
+            gemm: gemm.into(),
             attention,
             poison: true,
             max_blocks: 8,

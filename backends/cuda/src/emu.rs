@@ -14,6 +14,8 @@ use std::process::Command;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 const HEADER: &str = include_str!("../emu/cuda_emu.hpp");
+/// Hopper's mbarriers and tensor copies, after the scheduler they block on.
+const ASYNC_HEADER: &str = include_str!("../emu/cuda_emu_async.hpp");
 
 /// `emu_<kernel>(grid x, y, z, block x, dynamic shared memory bytes, args)`: null, or the fault
 /// that stopped the launch.
@@ -173,6 +175,8 @@ impl Emulator {
         let mut src = String::from("#define JOYRT_CUDA_EMU 1\n");
         src += HEADER;
         src += "\n";
+        src += ASYNC_HEADER;
+        src += "\n";
         src += source;
         for k in kernels {
             src += &format!("EMU_EXPORT({k})\n");
@@ -327,5 +331,145 @@ extern "C" __global__ void write_smem(int* out, int at) {
         emulator.poison("kernel k faulted: __trap()".into());
         let m = emulator.check_usable().unwrap_err();
         assert!(m.contains("poisoned") && m.contains("kernel k faulted"), "{m}");
+    }
+
+    /// Kernels over the emulated mbarrier and tensor copy (emu/cuda_emu_async.hpp). `tile_load`:
+    /// thread 0 loads the box of `map` at (c0, c1) into shared offset 0, completing `bytes` on a
+    /// barrier; the other threads copy the shared tile out, after waiting on the barrier or, with
+    /// `early`, after the copy's issue but before its barrier's phase could complete. `phases`: threads 1 and 2 arrive on a barrier of count 2, thread 0 waits
+    /// out each phase (and acknowledges phase 0 on a second barrier before phase 1 begins); `mode` 1 leaves phase 1's expected bytes uncompleted, 2 arrives once more
+    /// in phase 0 while its bytes are pending, 3 waits on a barrier never initialised.
+    const ASYNC: &str = r#"
+extern "C" __global__ void tile_load(unsigned short* out, const __grid_constant__ CUtensorMap map, int c0, int c1,
+                                     unsigned bytes, int early) {
+    unsigned long long* bar = (unsigned long long*)(emu_dynamic_smem + 4096);
+    const unsigned short* tile = (const unsigned short*)emu_dynamic_smem;
+    const unsigned t = threadIdx.x;
+    if (t == 0) emu_mbarrier_init(bar, 1);
+    __syncthreads();
+    if (t == 0) emu_tile_load_2d(emu_dynamic_smem, &map, c0, c1, bar);
+    if (early && t > 0)
+        for (unsigned i = t - 1; i < bytes / 2; i += blockDim.x - 1) out[i] = tile[i];
+    __syncthreads();
+    if (t == 0) emu_mbarrier_arrive(bar, bytes);
+    emu_mbarrier_wait(bar, 0);
+    if (!early && t > 0)
+        for (unsigned i = t - 1; i < bytes / 2; i += blockDim.x - 1) out[i] = tile[i];
+}
+extern "C" __global__ void phases(int* out, int mode) {
+    unsigned long long* bar = (unsigned long long*)emu_dynamic_smem;
+    unsigned long long* ack = bar + 1;
+    const int t = threadIdx.x;
+    if (t == 0 && mode != 3) {
+        emu_mbarrier_init(bar, 2);
+        emu_mbarrier_init(ack, 1);
+    }
+    __syncthreads();
+    if (t == 0) {
+        emu_mbarrier_wait(bar, 1);  // the phase before phase 0 counts as complete
+        out[0] = 1;
+        emu_mbarrier_wait(bar, 0);
+        out[1] = 2;
+        emu_mbarrier_arrive(ack, 0);
+        emu_mbarrier_wait(bar, 1);
+        out[2] = 3;
+    } else if (t < 3) {
+        emu_mbarrier_arrive(bar, mode == 2 && t == 1 ? 16 : 0);
+        if (mode == 2 && t == 1) emu_mbarrier_arrive(bar, 0);
+        emu_mbarrier_wait(ack, 0);
+        emu_mbarrier_arrive(bar, mode == 1 && t == 1 ? 16 : 0);
+    }
+}
+"#;
+
+    /// A kernel argument: a pointer to its value.
+    fn arg<T>(v: &mut T) -> *mut c_void {
+        v as *mut T as *mut c_void
+    }
+
+    /// Launches `k` on one block of `threads` with `args` (pointers to each argument's value).
+    fn launch(
+        k: &EmuKernel,
+        threads: u32,
+        smem: u32,
+        args: &mut [*mut c_void],
+    ) -> Result<(), EmuLaunchError> {
+        let shape = LaunchShape { grid: [1, 1, 1], block: threads, dynamic_smem: smem };
+        // SAFETY: the callers pass the kernel's arguments in order, buffers as large as it uses.
+        unsafe { k.launch(&shape, args) }
+    }
+
+    fn async_module() -> Option<(Emulator, EmuModule)> {
+        let emulator = Emulator::new().map_err(|why| println!("SKIPPED: {why}")).ok()?;
+        let module = emulator
+            .build_source("async", "async.cu", ASYNC, &["tile_load", "phases"], HashMap::new())
+            .unwrap();
+        Some((emulator, module))
+    }
+
+    /// A box half outside a 5 × 72 matrix lands zero-filled where it is outside, with the
+    /// 128-byte swizzle (16-byte chunk c of box row r at chunk c ^ (r % 8)); read before the
+    /// barrier's phase completes, every element is NaN.
+    #[test]
+    fn a_tile_load_swizzles_fills_out_of_bounds_with_zero_and_is_nan_until_waited_on() {
+        use crate::tensor_map::{encode_emulated, TileMap};
+        let Some((_emulator, module)) = async_module() else { return };
+        let k = module.kernel("tile_load").unwrap();
+        let (rows, cols) = (5usize, 72usize);
+        let matrix: Vec<u16> = (0..rows * cols).map(|i| i as u16 + 1).collect();
+        let box_rows = 8u32;
+        let tile = TileMap {
+            address: matrix.as_ptr() as u64,
+            dtype: joyrt_core::DType::BF16,
+            rows,
+            cols,
+            box_rows,
+            box_cols: 64,
+        };
+        let mut map = encode_emulated(&tile).unwrap();
+        let (mut c0, mut c1, mut bytes) = (64i32, 1i32, tile.box_bytes());
+        let run = |early: i32,
+                   map: &mut crate::tensor_map::TensorMap,
+                   c0: &mut i32,
+                   c1: &mut i32,
+                   bytes: &mut u32| {
+            let mut out = vec![0u16; 512];
+            let (mut ptr, mut early) = (out.as_mut_ptr() as u64, early);
+            let mut args = [arg(&mut ptr), arg(map), arg(c0), arg(c1), arg(bytes), arg(&mut early)];
+            launch(&k, 64, 8192, &mut args).map(|_| out)
+        };
+        let got = run(0, &mut map, &mut c0, &mut c1, &mut bytes).unwrap();
+        for r in 0..box_rows as usize {
+            for e in 0..64usize {
+                let (y, x) = (1 + r, 64 + e);
+                let want = if y < rows && x < cols { matrix[y * cols + x] } else { 0 };
+                let at = r * 64 + ((e / 8) ^ (r % 8)) * 8 + e % 8;
+                assert_eq!(got[at], want, "box ({r}, {e})");
+            }
+        }
+        let early = run(1, &mut map, &mut c0, &mut c1, &mut bytes).unwrap();
+        assert!(early.iter().all(|&v| v == 0xffff), "read before the wait: {:?}", &early[..8]);
+    }
+
+    /// A barrier's phases complete on their arrivals (the phase before phase 0 counting as
+    /// complete); bytes never completed, an extra arrival and an uninitialised barrier are
+    /// faults with their reason, not hangs.
+    #[test]
+    fn mbarrier_phases_complete_and_a_wait_that_cannot_complete_is_a_fault() {
+        let Some((_emulator, module)) = async_module() else { return };
+        let k = module.kernel("phases").unwrap();
+        let run = |mode: i32| {
+            let mut out = vec![0i32; 4];
+            let (mut ptr, mut mode) = (out.as_mut_ptr() as u64, mode);
+            launch(&k, 64, 64, &mut [arg(&mut ptr), arg(&mut mode)]).map(|_| out)
+        };
+        assert_eq!(run(0).unwrap(), [1, 2, 3, 0]);
+        let fault = |mode: i32, what: &[&str]| match run(mode) {
+            Err(EmuLaunchError::Fault(m)) => assert!(what.iter().all(|w| m.contains(w)), "mode {mode}: {m}"),
+            other => panic!("mode {mode}: {other:?}"),
+        };
+        fault(1, &["deadlock", "thread 0 waits", "parity 1", "16 bytes pending", "thread 0)"]);
+        fault(2, &["more arrivals"]);
+        fault(3, &["did not initialise"]);
     }
 }

@@ -121,6 +121,9 @@ pub struct KernelDesc {
     /// kernel sits inside `#if defined(WGMMA_OK)`). Such a kernel is an addition: every op keeps a
     /// kernel for sm_80, so it does not raise [`required_arch`].
     pub needs_wgmma: bool,
+    /// Tensor maps (`const __grid_constant__ CUtensorMap`) the kernel takes between its buffers
+    /// and its parameter struct; a launch passes exactly this many.
+    pub tensor_maps: usize,
 }
 
 fn no_dynamic_smem(_: &Spec) -> u32 {
@@ -138,6 +141,7 @@ impl KernelDesc {
             min_arch: SM80,
             needs_mma: false,
             needs_wgmma: false,
+            tensor_maps: 0,
         }
     }
 
@@ -149,6 +153,11 @@ impl KernelDesc {
     /// The same kernel on Hopper's warpgroup MMA: only in MMA modules for sm_90a.
     pub const fn wgmma(self) -> KernelDesc {
         KernelDesc { needs_mma: true, needs_wgmma: true, ..self }
+    }
+
+    /// The same kernel taking `n` tensor maps after its buffers.
+    pub const fn tensor_maps(self, n: usize) -> KernelDesc {
+        KernelDesc { tensor_maps: n, ..self }
     }
 
     /// The same kernel carving `bytes(spec)` of dynamic shared memory.
@@ -223,8 +232,8 @@ mod tests {
     }
 
     /// Each descriptor names a kernel of its family's source (headers included: a kernel may be
-    /// defined in one) that takes buffers and then the family's parameter struct by value (what
-    /// `CudaBackend::launch` passes); names are unique.
+    /// defined in one) that takes buffers, then as many tensor maps as it declares, then the
+    /// family's parameter struct by value (what `CudaBackend::launch` passes); names are unique.
     #[test]
     fn descriptors_match_the_kernel_sources() {
         let mut names = Vec::new();
@@ -237,8 +246,15 @@ mod tests {
                 assert_eq!(k.family, f, "{} is listed under {}", k.name, def.name);
                 let c = c_params(&source, k.name)
                     .unwrap_or_else(|| panic!("no kernel {} in {}", k.name, f.file()));
-                let (last, buffers) = c.split_last().unwrap();
+                let (last, rest) = c.split_last().unwrap();
                 assert!(last.starts_with(&format!("{params} ")), "{}: last parameter {last}", k.name);
+                let (buffers, maps) = rest.split_at(rest.len() - k.tensor_maps);
+                assert!(
+                    maps.iter().all(|m| m.starts_with("const __grid_constant__ CUtensorMap ")),
+                    "{}: {maps:?} are not its {} tensor maps",
+                    k.name,
+                    k.tensor_maps
+                );
                 assert!(
                     buffers.iter().all(|b| b.contains('*')),
                     "{}: {buffers:?} are not all buffers",

@@ -19,6 +19,7 @@ use crate::device::Device;
 use crate::emu::{self, EmuLaunchError};
 use crate::kernel::{Family, Kernel, KernelDesc, Spec};
 use crate::limits::{FunctionLimits, KernelResources, LaunchShape};
+use crate::tensor_map::{TensorMap, TileMap};
 use crate::{nvrtc, CudaBackend, CudaBuffer};
 use cudarc::driver::sys::CUfunction_attribute as Attr;
 use cudarc::driver::{CudaFunction, CudaModule};
@@ -99,32 +100,53 @@ pub(crate) fn i32_of(what: &str, v: usize) -> Result<i32> {
 /// Which kernels a GEMM (`linear`) of same-dtype 16-bit operands with K % 8 == 0 takes:
 /// `JOYRT_CUDA_GEMM` = `simt` (no tensor cores, for conv and attention too), `mma` (mma.sync,
 /// every GPU), `wgmma` (Hopper: 128 × 256 tiles, a block per tile), `wgmma-persistent` (Hopper:
-/// the same tiles, one block per multiprocessor walking them); unset or `auto`: `wgmma` where
-/// the modules have it (sm_90a: measured fastest, docs/benchmarks.md), else `mma`.
+/// the same tiles, one block per multiprocessor walking them), `wgmma-ws` (Hopper: the same
+/// tiles, persistent and warp-specialised, fed by TMA through an mbarrier ring; not yet measured
+/// on a GPU, so not the default); unset or `auto`: `wgmma` where the modules have it (sm_90a:
+/// measured fastest so far, docs/benchmarks.md), else `mma`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmPath {
     Simt,
     Mma,
     Wgmma,
     WgmmaPersistent,
+    WgmmaWs,
 }
 
 impl GemmPath {
+    /// Every path, by its `JOYRT_CUDA_GEMM` name.
+    pub const ALL: [(&'static str, GemmPath); 5] = [
+        ("simt", GemmPath::Simt),
+        ("mma", GemmPath::Mma),
+        ("wgmma", GemmPath::Wgmma),
+        ("wgmma-persistent", GemmPath::WgmmaPersistent),
+        ("wgmma-ws", GemmPath::WgmmaWs),
+    ];
+
+    /// The path's `JOYRT_CUDA_GEMM` name.
+    pub fn name(self) -> &'static str {
+        GemmPath::ALL.iter().find(|(_, p)| *p == self).map_or("?", |(n, _)| n)
+    }
+
+    /// Whether the path needs `wgmma` (an sm_90a device).
+    pub fn needs_wgmma(self) -> bool {
+        matches!(self, GemmPath::Wgmma | GemmPath::WgmmaPersistent | GemmPath::WgmmaWs)
+    }
+
     /// The path `setting` (`JOYRT_CUDA_GEMM`) names, on modules with or without `wgmma`.
     pub fn choose(setting: Option<&str>, wgmma: bool) -> std::result::Result<GemmPath, String> {
         let path = match setting.unwrap_or("auto") {
             "auto" | "" => return Ok(if wgmma { GemmPath::Wgmma } else { GemmPath::Mma }),
-            "simt" => GemmPath::Simt,
-            "mma" => GemmPath::Mma,
-            "wgmma" => GemmPath::Wgmma,
-            "wgmma-persistent" => GemmPath::WgmmaPersistent,
-            other => {
-                return Err(format!(
-                    "JOYRT_CUDA_GEMM={other}: expected auto, simt, mma, wgmma or wgmma-persistent"
+            name => match GemmPath::ALL.iter().find(|(n, _)| *n == name) {
+                Some(&(_, path)) => path,
+                None => {
+                    return Err(format!(
+                    "JOYRT_CUDA_GEMM={name}: expected auto, simt, mma, wgmma, wgmma-persistent or wgmma-ws"
                 ))
-            }
+                }
+            },
         };
-        if matches!(path, GemmPath::Wgmma | GemmPath::WgmmaPersistent) && !wgmma {
+        if path.needs_wgmma() && !wgmma {
             return Err(format!(
                 "JOYRT_CUDA_GEMM={}: wgmma needs an sm_90a device (or JOYRT_CUDA_EMU_ARCH=sm_90 in the emulation)",
                 setting.unwrap_or_default()
@@ -158,7 +180,7 @@ impl AttentionPath {
 impl CudaBackend {
     /// Whether the tensor-core kernels apply to operands of `spec` (and are not switched off).
     pub(crate) fn tensor_cores(&self, spec: &Spec) -> bool {
-        self.inner.gemm != GemmPath::Simt && spec.mma()
+        self.gemm_path() != GemmPath::Simt && spec.mma()
     }
 
     /// Blocks a persistent kernel is launched with: one per multiprocessor.
@@ -173,7 +195,42 @@ impl CudaBackend {
 
     /// The GEMM kernels this backend takes where tensor cores apply.
     pub fn gemm_path(&self) -> GemmPath {
-        self.inner.gemm
+        *self.inner.gemm.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Switches the GEMM kernels `linear` takes from now on (for this backend and its clones):
+    /// how `joyrt bench` times each path in one run. Refused for a `wgmma` path on a device
+    /// without it.
+    pub fn set_gemm_path(&self, path: GemmPath) -> Result<()> {
+        if path.needs_wgmma() && !self.has_wgmma() {
+            return Err(Error::backend(
+                self.inner.name.clone(),
+                format!(
+                    "the {} GEMM needs wgmma: an sm_90a device, or JOYRT_CUDA_EMU_ARCH=sm_90",
+                    path.name()
+                ),
+            ));
+        }
+        *self.inner.gemm.lock().unwrap_or_else(|e| e.into_inner()) = path;
+        Ok(())
+    }
+
+    /// Whether this backend's modules have the Hopper (`wgmma`) kernels.
+    pub fn has_wgmma(&self) -> bool {
+        match &self.inner.dev {
+            Device::Gpu { .. } => crate::kernel::has_wgmma(&self.inner.arch),
+            Device::Emu(e) => crate::kernel::has_wgmma(e.limits().nvrtc_arch()),
+        }
+    }
+
+    /// The tensor map of `map` for this device: encoded by the driver on a GPU, by the
+    /// emulation's own encoder there.
+    pub(crate) fn tensor_map(&self, map: &TileMap) -> Result<TensorMap> {
+        let encoded = match &self.inner.dev {
+            Device::Gpu { .. } => crate::tensor_map::encode_gpu(map),
+            Device::Emu(_) => crate::tensor_map::encode_emulated(map),
+        };
+        encoded.map_err(|why| Error::backend(self.inner.name.clone(), format!("tensor map: {why}")))
     }
 
     /// Runs `kernel` of the module specialised by `spec` over `grid`, with `buffers` (device
@@ -188,15 +245,37 @@ impl CudaBackend {
         buffers: &[u64],
         params: &P,
     ) -> Result<()> {
+        self.launch_with_maps(kernel, spec, grid, buffers, &[], params)
+    }
+
+    /// As [`CudaBackend::launch`], with `maps` (the kernel's `const __grid_constant__
+    /// CUtensorMap` parameters, by value) between the buffers and the parameter struct.
+    pub(crate) fn launch_with_maps<P: KernelParams + Debug>(
+        &self,
+        kernel: &'static Kernel<P>,
+        spec: Spec,
+        grid: Grid,
+        buffers: &[u64],
+        maps: &[TensorMap],
+        params: &P,
+    ) -> Result<()> {
         let desc = &kernel.desc;
+        if maps.len() != desc.tensor_maps {
+            return Err(Error::backend(
+                self.inner.name.clone(),
+                format!("kernel {} takes {} tensor maps, given {}", desc.name, desc.tensor_maps, maps.len()),
+            ));
+        }
         let Some(shape) = self.launch_shape(desc, spec, grid)? else {
             return Ok(());
         };
         let function = self.function(desc, spec)?;
-        // cuLaunchKernel's argument list: one pointer per parameter, to its value.
+        // cuLaunchKernel's argument list: one pointer per parameter, to its value (a tensor map's
+        // 128 bytes are copied from where it points, as any by-value parameter's).
         let mut args: Vec<*mut c_void> = buffers
             .iter()
             .map(|b| b as *const u64 as *mut c_void)
+            .chain(maps.iter().map(|m| m as *const TensorMap as *mut c_void))
             .chain([params as *const P as *mut c_void])
             .collect();
         let failed = |why: String| {
@@ -399,6 +478,11 @@ mod gemm_path_tests {
         assert_eq!(GemmPath::choose(Some("mma"), true), Ok(GemmPath::Mma));
         assert_eq!(GemmPath::choose(Some("simt"), true), Ok(GemmPath::Simt));
         assert_eq!(GemmPath::choose(Some("wgmma-persistent"), true), Ok(GemmPath::WgmmaPersistent));
+        assert_eq!(GemmPath::choose(Some("wgmma-ws"), true), Ok(GemmPath::WgmmaWs));
+        assert!(GemmPath::choose(Some("wgmma-ws"), false).unwrap_err().contains("sm_90a"));
+        for (name, path) in GemmPath::ALL {
+            assert_eq!(path.name(), name);
+        }
         let e = GemmPath::choose(Some("wgmma"), false).unwrap_err();
         assert!(e.contains("sm_90a"), "{e}");
         let e = GemmPath::choose(Some("fast"), true).unwrap_err();

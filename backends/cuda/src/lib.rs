@@ -27,6 +27,7 @@ pub mod nvrtc;
 mod ops;
 pub mod profile;
 mod streaming;
+pub mod tensor_map;
 
 pub use device::{availability, CudaBuffer};
 pub use launch::{AttentionPath, GemmPath};
@@ -49,7 +50,7 @@ struct Inner {
     /// The kernel launched last, named when a fault surfaces at a later driver call.
     last_launch: std::sync::Mutex<Option<&'static str>>,
     /// Which GEMM kernels `linear` takes (`JOYRT_CUDA_GEMM`; see [`launch::GemmPath`]).
-    gemm: launch::GemmPath,
+    gemm: std::sync::Mutex<launch::GemmPath>,
     /// Which tensor-core attention runs at head dim 128 (`JOYRT_CUDA_ATTENTION`).
     attention: launch::AttentionPath,
     /// Fill fresh outputs with NaN bytes (`JOYRT_CUDA_POISON=1`; always in the emulation) so an

@@ -20,12 +20,14 @@ use joyrt_core::{kernel_abi, DType};
 use std::ffi::{c_char, CString};
 
 /// The headers kernel files include, by the name they include them by.
-const HEADERS: [(&str, &str); 8] = [
+const HEADERS: [(&str, &str); 10] = [
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
     ("gemm.cuh", include_str!("../../../kernels/gemm.cuh")),
     ("epilogue.cuh", include_str!("../../../kernels/epilogue.cuh")),
     ("hopper.cuh", include_str!("../../../kernels/hopper.cuh")),
     ("gemm_wgmma.cuh", include_str!("../../../kernels/gemm_wgmma.cuh")),
+    ("tma.cuh", include_str!("../../../kernels/tma.cuh")),
+    ("gemm_wgmma_ws.cuh", include_str!("../../../kernels/gemm_wgmma_ws.cuh")),
     ("gemm_quantized.cuh", include_str!("../../../kernels/gemm_quantized.cuh")),
     ("attention_wgmma.cuh", include_str!("../../../kernels/attention_wgmma.cuh")),
     ("vec.cuh", include_str!("../../../kernels/vec.cuh")),
@@ -451,10 +453,10 @@ mod tests {
         assert!(r.values().all(|k| (32..=255).contains(&k.registers)), "{r:?}");
     }
 
-    /// The Hopper kernels as ptxas builds them for sm_90a: no spills, and their wgmma
-    /// instructions kept asynchronous (ptxas says "wgmma.mma_async instructions are serialized"
-    /// where it cannot prove the accumulators untouched between issue and wait, which would
-    /// forfeit the overlap).
+    /// The Hopper kernels as ptxas builds them for sm_90a: no spills, their wgmma instructions
+    /// kept asynchronous (ptxas says "wgmma.mma_async instructions are serialized" where it
+    /// cannot prove the accumulators untouched between issue and wait, which would forfeit the
+    /// overlap), and no `setmaxnreg` ignored.
     #[test]
     fn the_hopper_kernels_keep_their_wgmma_asynchronous() {
         if !nvrtc_present() {
@@ -462,7 +464,7 @@ mod tests {
             return;
         }
         let hopper = [
-            (Family::Gemm, &["linear_wgmma", "linear_wgmma_persistent"][..]),
+            (Family::Gemm, &["linear_wgmma", "linear_wgmma_persistent", "linear_wgmma_ws"][..]),
             (Family::Attention, &["attention_wgmma_d128"][..]),
         ];
         for (family, kernels) in hopper {
@@ -472,6 +474,8 @@ mod tests {
                     compile_source(&family.file(), &src, "sm_90a", &["--ptxas-options=-v"]).unwrap();
                 println!("{} {dtype:?}:\n{}", family.file(), compiled.log);
                 assert!(!compiled.log.contains("serialized"), "{}", compiled.log);
+                // C7508: ptxas ignored a setmaxnreg (linear_wgmma_ws's register split).
+                assert!(!compiled.log.contains("C7508"), "{}", compiled.log);
                 let reports = entry_reports(&compiled.log);
                 for name in kernels {
                     let r = reports

@@ -7,6 +7,7 @@
 use super::dtype_or;
 use crate::kernel::{Family, Kernel, KernelDesc, Spec};
 use crate::launch::{addr, i32_of, opt_addr, GemmPath, Grid};
+use crate::tensor_map::TileMap;
 use crate::{CudaBackend, CudaBuffer};
 use joyrt_core::backend::{Epilogue, LinearParams, QuantLinearParams};
 use joyrt_core::kernel_abi::{OpCode, QuantCode};
@@ -41,6 +42,12 @@ const WG_BK: u32 = 64;
 const WG_STAGES: u32 = 4;
 const WG_PREFETCH: u32 = WG_STAGES - 1;
 const WG_GROUP_M: u32 = 8;
+/// The warp-specialised Hopper kernel (`kernels/gemm_wgmma_ws.cuh`): a producer and two consumer
+/// warpgroups, its ring's stages, and each role's registers per thread after `setmaxnreg`.
+const WS_THREADS: u32 = 384;
+const WS_STAGES: u32 = 4;
+const WS_PRODUCER_REGS: u32 = 40;
+const WS_CONSUMER_REGS: u32 = 232;
 
 /// The tiling as `kernels/gemm.cuh` reads it (gemm.cu and conv.cu are compiled with it).
 pub(crate) const GEMM_DEFINES: &[(&str, u32)] = &[
@@ -61,6 +68,10 @@ pub(crate) const GEMM_DEFINES: &[(&str, u32)] = &[
     ("WG_STAGES", WG_STAGES),
     ("WG_PREFETCH", WG_PREFETCH),
     ("WG_GROUP_M", WG_GROUP_M),
+    ("WS_THREADS", WS_THREADS),
+    ("WS_STAGES", WS_STAGES),
+    ("WS_PRODUCER_REGS", WS_PRODUCER_REGS),
+    ("WS_CONSUMER_REGS", WS_CONSUMER_REGS),
 ];
 
 /// A GEMM kernel of `family` (linear's or conv's): 256 threads.
@@ -114,6 +125,12 @@ fn wgmma_smem_n256(_: &Spec) -> u32 {
     wgmma_smem(WG_BN)
 }
 
+/// The warp-specialised kernel's ring (WS_STAGES × a 128-row A box and a 256-row B box of 64
+/// elements), its full and empty barriers, and the 1024 bytes it may skip to align the ring.
+fn wgmma_ws_smem(_: &Spec) -> u32 {
+    1024 + WS_STAGES * (WG_BM + WG_BN) * WG_BK * 2 + 2 * WS_STAGES * 8
+}
+
 const LINEAR_SIMT: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_simt", Family::Gemm));
 /// Register-staged tensor cores, for K % 8 ≠ 0.
 const LINEAR_MMA: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_mma", Family::Gemm).mma());
@@ -132,6 +149,15 @@ const LINEAR_WGMMA: Kernel<GemmArgs> =
 const LINEAR_WGMMA_PERSISTENT: Kernel<GemmArgs> =
     Kernel::new(gemm_kernel("linear_wgmma_persistent", Family::Gemm).wgmma().dynamic_smem(wgmma_smem_n256));
 
+/// The same tiles, persistent and warp-specialised, reading x and w through tensor maps
+/// (`JOYRT_CUDA_GEMM=wgmma-ws`).
+const LINEAR_WGMMA_WS: Kernel<GemmArgs> = Kernel::new(
+    KernelDesc::new("linear_wgmma_ws", Family::Gemm, WS_THREADS)
+        .wgmma()
+        .tensor_maps(2)
+        .dynamic_smem(wgmma_ws_smem),
+);
+
 /// `linear_quantized`, one kernel per code format: the weight dequantized exactly into f32 shared
 /// tiles (any activation dtype, any block)...
 const LINEAR_INT8_SIMT: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_int8_simt", Family::Gemm));
@@ -147,7 +173,7 @@ family! {
     "gemm", GemmArgs,
     defines: GEMM_DEFINES,
     kernels: [
-        LINEAR_SIMT, LINEAR_MMA, LINEAR_MMA_PIPELINED, LINEAR_WGMMA, LINEAR_WGMMA_PERSISTENT,
+        LINEAR_SIMT, LINEAR_MMA, LINEAR_MMA_PIPELINED, LINEAR_WGMMA, LINEAR_WGMMA_PERSISTENT, LINEAR_WGMMA_WS,
         LINEAR_INT8_SIMT, LINEAR_INT4_SIMT, LINEAR_FP8_SIMT, LINEAR_INT8_MMA, LINEAR_INT4_MMA, LINEAR_FP8_MMA,
     ],
 }
@@ -176,6 +202,9 @@ pub fn linear(
     // at most one block per multiprocessor for the persistent one.
     let wgmma_tiles = p.m.div_ceil(WG_BM as usize) * p.n.div_ceil(WG_BN as usize);
     let (kernel, grid) = match (be.tensor_cores(&spec), aligned, be.gemm_path()) {
+        (true, true, GemmPath::WgmmaWs) => {
+            return linear_wgmma_ws(be, (x, w, bias), [residual, gate], spec, &args, wgmma_tiles)
+        }
         (true, true, GemmPath::Wgmma) => (&LINEAR_WGMMA, Grid::Blocks(wgmma_tiles, 1)),
         (true, true, GemmPath::WgmmaPersistent) => {
             (&LINEAR_WGMMA_PERSISTENT, Grid::Blocks(wgmma_tiles.min(be.persistent_blocks() as usize), 1))
@@ -188,6 +217,34 @@ pub fn linear(
     };
     let buffers = [addr(x), addr(w), opt_addr(bias), residual, gate];
     be.launch_output(kernel, spec, grid, &buffers, (x.dtype(), p.m * p.n), &args)
+}
+
+/// `linear` on the warp-specialised kernel: x and w as tensor maps of 128- and 256-row boxes of
+/// one 128-byte K tile, a persistent grid over `tiles` output tiles.
+fn linear_wgmma_ws(
+    be: &CudaBackend,
+    (x, w, bias): (&T, &T, Option<&T>),
+    [residual, gate]: [u64; 2],
+    spec: Spec,
+    args: &GemmArgs,
+    tiles: usize,
+) -> Result<CudaBuffer> {
+    let map = |t: &T, rows: i32, box_rows: u32| {
+        let (rows, cols) = (rows as usize, args.k as usize);
+        be.tensor_map(&TileMap { address: addr(t), dtype: t.dtype(), rows, cols, box_rows, box_cols: WG_BK })
+    };
+    let maps = [map(x, args.m, WG_BM)?, map(w, args.n, WG_BN)?];
+    let out = be.output(x.dtype(), args.m as usize * args.n as usize)?;
+    let grid = Grid::Blocks(tiles.min(be.persistent_blocks() as usize), 1);
+    be.launch_with_maps(
+        &LINEAR_WGMMA_WS,
+        spec,
+        grid,
+        &[opt_addr(bias), residual, gate, out.ptr],
+        &maps,
+        args,
+    )?;
+    Ok(out)
 }
 
 /// `linear_quantized`: the tensor-core kernel of the weight's format where the activations take
@@ -232,6 +289,44 @@ mod tests {
     use crate::{AttentionPath, CudaBackend, GemmPath};
     use joyrt_core::quant::codec;
     use joyrt_core::{DType, QuantFormat, QuantizedMatrix, Rng, Tensor};
+
+    /// `JOYRT_CUDA_GEMM=wgmma-ws` on the sm_90 emulation: `linear` takes the warp-specialised
+    /// kernel where K % 8 == 0 (here 9 K steps over a 4-stage ring, so the ring wraps) and falls
+    /// back to `linear_mma` otherwise, agreeing with the CPU reference either way.
+    #[test]
+    fn the_warp_specialised_gemm_is_taken_where_k_allows_it() {
+        let b = match CudaBackend::emulated_hopper(GemmPath::WgmmaWs, AttentionPath::Mma) {
+            Ok(b) => b,
+            Err(e) => return println!("SKIPPED: no sm_90 CUDA emulation: {e}"),
+        };
+        let cpu = joyrt_cpu::CpuBackend::default();
+        let mut rng = Rng::new(17);
+        for (m, k, n, kernel) in [(150, 520, 37, "linear_wgmma_ws"), (9, 70, 5, "linear_mma")] {
+            let (xv, wv, bv) =
+                (rng.normal_vec(m * k, 1.0), rng.normal_vec(n * k, 0.1), rng.normal_vec(n, 1.0));
+            let on_cuda = || {
+                let x = Tensor::from_f32(&b, [m, k], &xv, DType::BF16).ok()?;
+                let w = Tensor::from_f32(&b, [n, k], &wv, DType::BF16).ok()?;
+                let bias = Tensor::from_f32(&b, [n], &bv, DType::BF16).ok()?;
+                b.profile_start().ok()?;
+                let y = x.linear(&w, Some(&bias)).ok()?.to_f32_vec().ok()?;
+                let launched: Vec<_> = b.profile_finish().ok()?.kernels.iter().map(|k| k.kernel).collect();
+                assert_eq!(launched, [kernel], "M={m} K={k} N={n}");
+                Some(y)
+            };
+            let on_cpu = || {
+                let x = Tensor::from_f32(&cpu, [m, k], &xv, DType::BF16).ok()?;
+                let w = Tensor::from_f32(&cpu, [n, k], &wv, DType::BF16).ok()?;
+                let bias = Tensor::from_f32(&cpu, [n], &bv, DType::BF16).ok()?;
+                x.linear(&w, Some(&bias)).ok()?.to_f32_vec().ok()
+            };
+            let (got, want) = (on_cuda().expect("the emulated call"), on_cpu().expect("the CPU call"));
+            assert_eq!(got.len(), m * n);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-2 * w.abs().max(1.0), "M={m} K={k} N={n}: {g} vs {w}");
+            }
+        }
+    }
 
     /// Which `linear_quantized` kernel a call takes on the (sm_80) emulation: tensor cores for
     /// 16-bit activations when each K tile lies in one scale block, SIMT otherwise; and it agrees
