@@ -84,6 +84,18 @@ __device__ __forceinline__ void wgmma_store(const float* acc, const GemmOut<TY, 
 // gemm_wgmma_tiles: one block per output tile (the grid numbers them), copies two K tiles ahead,
 // the barrier before each wgmma issue, one element per store. Measured on an H200 (run 2 in
 // docs/gpu-runs): 0.64–0.79× cuBLAS at the DiT shapes.
+// Issues one 64-wide K tile's wgmmas as one group: acc += A·Bᵀ over the swizzled 128-byte-row
+// tiles at shared addresses a_tile (this warpgroup's 64 rows) and b_tile (BN rows), with the
+// operand fences wgmma needs around its register accumulators.
+template <int BN> __device__ __forceinline__ void wgmma_issue_k_tile(float* acc, u32 a_tile, u32 b_tile) {
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < WG_BK / 16; ++ks) wgmma_m64k16<BN>(acc, sw128_desc(a_tile + ks * 32), sw128_desc(b_tile + ks * 32));
+    wgmma_commit();
+}
+
 template <int BN, typename TY, typename TBIAS>
 __device__ __forceinline__ void gemm_wgmma_tiles(const u16* a, const u16* b, int M, int N, int K,
                                                  const GemmOut<TY, TBIAS>& out) {
@@ -128,13 +140,7 @@ __device__ __forceinline__ void gemm_wgmma_tiles(const u16* a, const u16* b, int
         cp_async_commit();
 
         const u32 a_tile = base + (t % WG_STAGES) * STAGE_BYTES + wg * 64 * 128, b_tile = a_tile - wg * 64 * 128 + A_BYTES;
-#pragma unroll
-        for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
-        wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < WG_BK / 16; ++ks)
-            wgmma_m64k16<BN>(acc, sw128_desc(a_tile + ks * 32), sw128_desc(b_tile + ks * 32));
-        wgmma_commit();
+        wgmma_issue_k_tile<BN>(acc, a_tile, b_tile);
         wgmma_wait<1>();
 #pragma unroll
         for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
@@ -205,13 +211,7 @@ __device__ __forceinline__ void gemm_wgmma_persistent(const u16* a, const u16* b
     for (int s = 0; s < steps; ++s) {
         const u32 a_tile = base + stage * STAGE_BYTES + wg * 64 * 128;
         const u32 b_tile = base + stage * STAGE_BYTES + A_BYTES;
-#pragma unroll
-        for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
-        wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < WG_BK / 16; ++ks)
-            wgmma_m64k16<BN>(acc, sw128_desc(a_tile + ks * 32), sw128_desc(b_tile + ks * 32));
-        wgmma_commit();
+        wgmma_issue_k_tile<BN>(acc, a_tile, b_tile);
         if (++k == k_steps) {
             wgmma_wait<0>();
 #pragma unroll

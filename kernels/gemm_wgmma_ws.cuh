@@ -92,13 +92,7 @@ __device__ __forceinline__ void gemm_wgmma_ws(const CUtensorMap* a_map, const CU
         for (int k = 0; k < k_steps; ++k) {
             mbar_wait(&full[stage], round & 1);
             const u32 a_tile = base + stage * STAGE_BYTES + consumer * 64 * 128, b_tile = base + stage * STAGE_BYTES + A_BYTES;
-#pragma unroll
-            for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
-            wgmma_fence();
-#pragma unroll
-            for (int ks = 0; ks < WG_BK / 16; ++ks)
-                wgmma_m64k16<BN>(acc, sw128_desc(a_tile + ks * 32), sw128_desc(b_tile + ks * 32));
-            wgmma_commit();
+            wgmma_issue_k_tile<BN>(acc, a_tile, b_tile);
             wgmma_wait<1>();
 #pragma unroll
             for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
