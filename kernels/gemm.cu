@@ -18,9 +18,12 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 
 #if defined(MMA_OK)
 
+// Takes the shapes with K % 8 ≠ 0 (ops/gemm.rs gives the rest to the pipelined kernel), so its
+// operands load element by element: compiling the 16-byte path too cost the registers that
+// made it spill beside the GELU epilogue on sm_90a.
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     linear_mma(const TX* x, const TW* w, const TB* bias, const TX* residual, const TX* gate, TX* y, GemmArgs p) {
-    gemm_mma(RowMajor<TX>{x, p.m, p.k, p.vec}, RowMajor<TW>{w, p.n, p.k, p.vec}, p.m, p.n, p.k,
+    gemm_mma(RowMajor<TX>{x, p.m, p.k, 0}, RowMajor<TW>{w, p.n, p.k, 0}, p.m, p.n, p.k,
              linear_out(y, bias, residual, gate, p));
 }
 

@@ -121,11 +121,7 @@ __device__ __forceinline__ void mma_block_tile(float (*acc)[4][4], const u16* as
                                                int lane) {
 #pragma unroll
     for (int kk = 0; kk < MMA_BK; kk += 16) {
-        u32 af[4][4], bfr[4][2];
-        // A: tiles (rows 0-7 | 8-15) × (k 0-7 | 8-15) of each m16 block, in a0..a3 order.
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-            ldsm_x4(af[i], &as[(wm * 64 + i * 16 + (lane & 15)) * MMA_LDS + kk + (lane >> 4) * 8]);
+        u32 bfr[4][2];
         // B: two n8 blocks per ldmatrix, each as (k 0-7, k 8-15) = b0, b1.
 #pragma unroll
         for (int j = 0; j < 4; j += 2) {
@@ -136,10 +132,17 @@ __device__ __forceinline__ void mma_block_tile(float (*acc)[4][4], const u16* as
             bfr[j + 1][0] = r[2];
             bfr[j + 1][1] = r[3];
         }
+        // A: tiles (rows 0-7 | 8-15) × (k 0-7 | 8-15) of each m16 block, in a0..a3 order, loaded
+        // just before its four MMAs: holding all four blocks' fragments at once (16 registers
+        // beside the 64 accumulators and the 16 of the next tile's loads) made conv2d_mma spill
+        // at sm_90a's 128-register choice.
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
+        for (int i = 0; i < 4; ++i) {
+            u32 af[4];
+            ldsm_x4(af, &as[(wm * 64 + i * 16 + (lane & 15)) * MMA_LDS + kk + (lane >> 4) * 8]);
 #pragma unroll
-            for (int j = 0; j < 4; ++j) mma16816(acc[i][j], af[i], bfr[j], TX{});
+            for (int j = 0; j < 4; ++j) mma16816(acc[i][j], af, bfr[j], TX{});
+        }
     }
 }
 
