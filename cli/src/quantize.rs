@@ -38,6 +38,12 @@ pub struct QuantizeArgs {
     /// Largest output shard, in GB.
     #[arg(long, default_value_t = 5.0)]
     pub max_shard_gb: f64,
+    /// Hard-link the weight files (`*.safetensors`) of the components left as they are instead
+    /// of copying them, where the output is on the input's filesystem (copied elsewhere): the
+    /// 16 GB text encoder beside a quantized transformer then costs no disk. The two folders
+    /// share those files; joyrt never writes a weight file in place.
+    #[arg(long)]
+    pub link_weights: bool,
 }
 
 /// The components that hold linear layers, with their weight files' stem.
@@ -267,14 +273,15 @@ fn annotate_config(src: &Path, dst: &Path, f: QuantFormat, sum: &Summary) -> Res
 }
 
 /// Copies `src` into `dst` recursively (symbolic links followed, as in a Hugging Face snapshot),
-/// leaving out each quantized component's weight files and config (written by the conversion).
-fn copy_tree(src: &Path, dst: &Path, skip_weights_of: &[PathBuf]) -> Result<()> {
+/// leaving out each quantized component's weight files and config (written by the conversion);
+/// with `link`, weight files are hard-linked where the filesystem allows.
+fn copy_tree(src: &Path, dst: &Path, skip_weights_of: &[PathBuf], link: bool) -> Result<()> {
     for e in std::fs::read_dir(src).with_context(|| format!("listing {}", src.display()))? {
         let path = e.with_context(|| format!("listing {}", src.display()))?.path();
         let to = dst.join(path.file_name().context("a named entry")?);
         if path.is_dir() {
             std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
-            copy_tree(&path, &to, skip_weights_of)?;
+            copy_tree(&path, &to, skip_weights_of, link)?;
             continue;
         }
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -283,6 +290,13 @@ fn copy_tree(src: &Path, dst: &Path, skip_weights_of: &[PathBuf]) -> Result<()> 
             || name == "config.json";
         if weights && skip_weights_of.iter().any(|d| path.parent() == Some(d.as_path())) {
             continue;
+        }
+        // The link goes to the file a snapshot's symbolic link names, not to the link itself.
+        if link && name.ends_with(".safetensors") {
+            let target = path.canonicalize().with_context(|| format!("resolving {}", path.display()))?;
+            if std::fs::hard_link(&target, &to).is_ok() {
+                continue;
+            }
         }
         std::fs::copy(&path, &to)
             .with_context(|| format!("copying {} to {}", path.display(), to.display()))?;
@@ -351,7 +365,7 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     let max_bytes = (a.max_shard_gb * 1e9) as u64;
     let sums = crate::staged_folder::write_folder(&a.output, a.overwrite, |tmp| {
         let skip: Vec<PathBuf> = which.iter().map(|(c, _)| src.join(c)).collect();
-        copy_tree(&src, tmp, &skip)?;
+        copy_tree(&src, tmp, &skip, a.link_weights)?;
         let mut sums = Vec::new();
         for (c, stem) in &which {
             eprintln!("{c}: quantizing to {format}");

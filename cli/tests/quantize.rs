@@ -95,6 +95,33 @@ fn one_component_can_be_quantized_alone() {
     assert_eq!(t.matches("quantized: int8").count(), 1, "{t}");
 }
 
+/// `--link-weights`: the text encoder left dense is the input's file (one inode, two links),
+/// not a copy; the quantized transformer is new; the folder reads and edits as the copied one.
+#[test]
+#[cfg(unix)]
+fn unquantized_weights_can_be_hard_linked() {
+    use std::os::unix::fs::MetadataExt;
+    // A private copy of the fixture, so the link count is this test's alone.
+    let src = work().join("tiny-for-links");
+    let o = joyrt(&["make-model", "--config", "tiny", "-o", src.to_str().unwrap(), "--overwrite"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let q = work().join("tiny-int8-dit-linked");
+    let o = quantize(&src, "int8", &q, &["--components", "transformer", "--link-weights", "--overwrite"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let te = entries(&src.join("text_encoder")).into_iter().find(|n| n.ends_with(".safetensors")).unwrap();
+    let te = Path::new("text_encoder").join(te);
+    let (a, b) = (std::fs::metadata(src.join(&te)).unwrap(), std::fs::metadata(q.join(&te)).unwrap());
+    assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "{} is not linked", te.display());
+    assert_eq!(b.nlink(), 2);
+    let (a, b) = (
+        std::fs::metadata(src.join("transformer/config.json")).unwrap(),
+        std::fs::metadata(q.join("transformer/config.json")).unwrap(),
+    );
+    assert_ne!(a.ino(), b.ino(), "configs are written, never linked");
+    let o = joyrt(&["info", q.to_str().unwrap()]);
+    assert!(o.status.success() && text(&o).contains("no problems found"), "{}", text(&o));
+}
+
 /// `bench --check-dequantized` (the check the full-size int8 forward reports in
 /// docs/benchmarks.md) runs the DiT once with the blocked quantized kernel and once with each
 /// weight dequantized whole; on the made model they agree. Its flags are refused where they

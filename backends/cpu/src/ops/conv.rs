@@ -64,7 +64,8 @@ fn conv2d_f32(x: &[f32], w: &[f32], b: Option<&[f32]>, p: &Conv2dParams) -> Vec<
                                         *ov += wv * xv;
                                     }
                                 } else {
-                                    for (ov, xv) in orow.iter_mut().zip(xrow[ix0..].iter().step_by(p.stride)) {
+                                    for (ov, xv) in orow.iter_mut().zip(xrow[ix0..].iter().step_by(p.stride))
+                                    {
                                         *ov += wv * xv;
                                     }
                                 }
