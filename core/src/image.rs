@@ -358,9 +358,52 @@ pub fn qwen_patchify(
     Ok((out, gh, gw))
 }
 
+/// A smooth, deterministic pseudo-image `[3, h, w]` in [−0.9, 0.9] (the VAE's pixel range): a
+/// product of low-frequency waves per channel, so tiled and untiled VAE runs can be compared on
+/// something image-like without an image file.
+pub fn test_pattern(h: usize, w: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(3 * h * w);
+    for c in 0..3 {
+        for y in 0..h {
+            for x in 0..w {
+                let (fy, fx) = (y as f32 / h as f32, x as f32 / w as f32);
+                v.push(((fy * 6.0 + c as f32).sin() * (fx * 4.0 - c as f32).cos()) * 0.9);
+            }
+        }
+    }
+    v
+}
+
+/// PSNR in dB of `a` against `b` (equal lengths), for signals spanning `range`. The mean squared
+/// error is floored at 1e-30, so identical inputs give a large finite figure (300 dB for a span
+/// of 1), which JSON can carry.
+pub fn psnr_f32(a: &[f32], b: &[f32], range: f64) -> f64 {
+    assert_eq!(a.len(), b.len(), "psnr of tensors of different sizes");
+    let mse =
+        a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>() / a.len().max(1) as f64;
+    10.0 * (range * range / mse.max(1e-30)).log10()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn psnr_of_a_known_error() {
+        // A constant error of 0.02 over a span of 2: 10·log10(4 / 0.0004) = 40 dB.
+        let a = vec![0.5f32; 64];
+        let b: Vec<f32> = a.iter().map(|v| v + 0.02).collect();
+        assert!((psnr_f32(&a, &b, 2.0) - 40.0).abs() < 1e-3);
+        assert!(psnr_f32(&a, &a, 1.0).is_finite());
+    }
+
+    #[test]
+    fn the_test_pattern_is_in_range_and_not_flat() {
+        let p = test_pattern(32, 48);
+        assert_eq!(p.len(), 3 * 32 * 48);
+        assert!(p.iter().all(|v| v.abs() <= 0.9));
+        assert!(p.iter().fold(0f32, |m, v| m.max(*v)) > 0.5);
+    }
 
     fn encoded(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
         let img = image::RgbImage::from_fn(w, h, |x, y| {

@@ -3,6 +3,7 @@
 //! time, so they cannot be equal), encode and decode. The PSNR figures are printed
 //! (`--nocapture`) and reported in docs/benchmarks.md.
 
+use joyrt_core::image::{psnr_f32, test_pattern};
 use joyrt_core::models::vae::{Vae, VaeConfig};
 use joyrt_core::models::vae_tiling::VaeTiling;
 use joyrt_core::weights::Checkpoint;
@@ -17,33 +18,12 @@ fn vae(be: &CpuBackend) -> Vae<CpuBackend> {
     Vae::load(be, &ck, &cfg, DType::F32).unwrap()
 }
 
-/// A smooth pseudo-image in [−1, 1] (so that tiles see structure, not noise).
-fn pixels(h: usize, w: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(3 * h * w);
-    for c in 0..3 {
-        for y in 0..h {
-            for x in 0..w {
-                let (fy, fx) = (y as f32 / h as f32, x as f32 / w as f32);
-                v.push(((fy * 6.0 + c as f32).sin() * (fx * 4.0 - c as f32).cos()) * 0.9);
-            }
-        }
-    }
-    v
-}
-
-/// PSNR in dB for signals spanning `range`.
-fn psnr(a: &[f32], b: &[f32], range: f64) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let mse = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>() / a.len() as f64;
-    10.0 * (range * range / mse.max(1e-30)).log10()
-}
-
 #[test]
 fn one_tile_is_the_untiled_vae_and_many_stay_close() {
     let be = CpuBackend::default();
     let vae = vae(&be);
     let (h, w) = (96, 160);
-    let x = Tensor::from_f32(&be, [3, h, w], &pixels(h, w), DType::F32).unwrap();
+    let x = Tensor::from_f32(&be, [3, h, w], &test_pattern(h, w), DType::F32).unwrap();
     let whole = VaeTiling { tile: 256, stride: 192 };
     let tiles = VaeTiling { tile: 64, stride: 48 };
 
@@ -53,14 +33,14 @@ fn one_tile_is_the_untiled_vae_and_many_stay_close() {
     assert_eq!(one.to_f32_vec().unwrap(), mean, "a single tile is the untiled encoder");
     let tiled = vae.encode_mean_tiled(&x, tiles).unwrap().to_f32_vec().unwrap();
     let span = mean.iter().fold(0f32, |m, v| m.max(v.abs())) as f64 * 2.0;
-    let enc_db = psnr(&tiled, &mean, span);
+    let enc_db = psnr_f32(&tiled, &mean, span);
 
     let z = Tensor::from_f32(&be, [16, h / 8, w / 8], &mean, DType::F32).unwrap();
     let img = vae.decode(&z).unwrap();
     assert_eq!(vae.decode_tiled(&z, whole).unwrap(), img, "a single tile is the untiled decoder");
     let tiled = vae.decode_tiled(&z, tiles).unwrap();
     assert_eq!(tiled.len(), 3 * h * w);
-    let dec_db = psnr(&tiled, &img, 2.0);
+    let dec_db = psnr_f32(&tiled, &img, 2.0);
     println!("tiny VAE, {h}x{w}, tiles 64/48 px: encode mean PSNR {enc_db:.1} dB, decode PSNR {dec_db:.1} dB vs untiled");
     // Measured 23.8 and 43.3 dB. The encoder's tiles are 8 latents wide here, so its attention
     // and padding differ much from the whole image's (with 128-px tiles on 192x256: 26–29 dB).

@@ -5,6 +5,7 @@
 use super::{peak_rss_bytes, BenchArgs, Lines};
 use crate::backends::AnyBackend;
 use anyhow::{Context, Result};
+use joyrt_core::image::{psnr_f32, test_pattern};
 use joyrt_core::model_folder::ModelFolder;
 use joyrt_core::models::vae::{Vae, VaeConfig};
 use joyrt_core::models::vae_tiling::VaeTiling;
@@ -30,27 +31,6 @@ struct Run {
     seconds: f64,
     backend_peak: u64,
     rss_peak_growth: Option<u64>,
-}
-
-/// A smooth pseudo-image `[3, size, size]` in [−1, 1], so that tiles see structure, not noise.
-fn pixels(size: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(3 * size * size);
-    for c in 0..3 {
-        for y in 0..size {
-            for x in 0..size {
-                let (fy, fx) = (y as f32 / size as f32, x as f32 / size as f32);
-                v.push(((fy * 6.0 + c as f32).sin() * (fx * 4.0 - c as f32).cos()) * 0.9);
-            }
-        }
-    }
-    v
-}
-
-/// PSNR in dB of `a` against `b`, for signals spanning `range`.
-fn psnr(a: &[f32], b: &[f32], range: f64) -> f64 {
-    let mse =
-        a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>() / a.len().max(1) as f64;
-    10.0 * (range * range / mse.max(1e-30)).log10()
 }
 
 /// Sets this process's peak resident size (`VmHWM`) back to its current size, where Linux allows
@@ -170,7 +150,7 @@ pub(super) fn bench_vae(a: &BenchArgs, dtype: DType, model: &ModelFolder, out: &
         "{:<22} {:>10} {:>14} {:>14} {:>8} {:>16}",
         "VAE run", "s", "peak MiB", "planned MiB", "plan/peak", "RSS growth MiB"
     ));
-    let image = pixels(size);
+    let image = test_pattern(size, size);
     let mut runs = Vec::new();
     let mut latent: Option<Vec<f32>> = None;
     for dir in [Direction::Encode, Direction::Decode] {
@@ -211,32 +191,11 @@ pub(super) fn bench_vae(a: &BenchArgs, dtype: DType, model: &ModelFolder, out: &
             Direction::Decode => 2.0,
             Direction::Encode => 2.0 * pair[0].output.iter().fold(0f32, |m, v| m.max(v.abs())) as f64,
         };
-        let db = psnr(&pair[1].output, &pair[0].output, span);
+        let db = psnr_f32(&pair[1].output, &pair[0].output, span);
         let what = if dir == Direction::Encode { "encode" } else { "decode" };
         out.say(format!("{what}: tiled vs untiled PSNR {db:.2} dB (span {span:.3})"));
         doc[format!("{what}_psnr_db")] = json!(db);
     }
     doc["runs"] = Value::Array(runs);
     Ok(doc)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn psnr_of_a_known_error() {
-        // A constant error of 0.02 over a span of 2: 10·log10(4 / 0.0004) = 40 dB.
-        let a = vec![0.5f32; 64];
-        let b: Vec<f32> = a.iter().map(|v| v + 0.02).collect();
-        assert!((psnr(&a, &b, 2.0) - 40.0).abs() < 1e-3);
-    }
-
-    #[test]
-    fn the_pseudo_image_is_in_range_and_not_flat() {
-        let p = pixels(32);
-        assert_eq!(p.len(), 3 * 32 * 32);
-        assert!(p.iter().all(|v| v.abs() <= 0.9));
-        assert!(p.iter().fold(0f32, |m, v| m.max(*v)) > 0.5);
-    }
 }
