@@ -447,7 +447,9 @@ mod tests {
             b.profile_start()?;
             let y =
                 x.linear_quantized_as(&w, None, Epilogue::None, QuantActivations::Fp8PerRow)?.to_f32_vec()?;
-            let launched: Vec<_> = b.profile_finish()?.kernels.iter().map(|k| k.kernel).collect();
+            // (The profile lists kernels by time, not in launch order.)
+            let mut launched: Vec<_> = b.profile_finish()?.kernels.iter().map(|k| k.kernel).collect();
+            launched.sort_unstable();
             assert_eq!(launched, kernels, "K={k}");
             Ok(y)
         };
