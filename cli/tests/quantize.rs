@@ -126,10 +126,20 @@ fn dtype_fp8_runs_w8a8_where_it_can_and_says_why_not_elsewhere() {
     let refused = work().join("edit-w8a8-refused.png");
     let o = run(tiny_model(), &refused, "cpu");
     assert!(!o.status.success() && text(&o).contains("has none"), "{}", text(&o));
-    let o = joyrt_cmd(&["bench", "--backend", "cuda-emulated", "--dtype", "fp8", "--parts", "ops", "--iters", "1"])
-        .env("JOYRT_CUDA_EMU_ARCH", "sm_80")
-        .output()
-        .unwrap();
+    let o = joyrt_cmd(&[
+        "bench",
+        "--backend",
+        "cuda-emulated",
+        "--dtype",
+        "fp8",
+        "--parts",
+        "ops",
+        "--iters",
+        "1",
+    ])
+    .env("JOYRT_CUDA_EMU_ARCH", "sm_80")
+    .output()
+    .unwrap();
     let t = text(&o);
     // (Without a C++ compiler the emulated backend itself is unavailable.)
     assert!(!o.status.success() && (t.contains("needs FP8 mma.sync") || t.contains("not available")), "{t}");
