@@ -225,3 +225,21 @@ __device__ __forceinline__ void mma16816(float* d, const u32* a, const u32* b, f
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 #endif
+
+// mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 (sm_89 and later: FP8_MMA_OK): d += a·b
+// with both operands FP8 E4M3 codes, four per register (lowest k in the low byte; PTX ISA
+// layout: a0 = (g, 4t…4t+3), a1 = (g+8, 4t…), a2 = (g, 16+4t…), a3 = (g+8, 16+4t…); b0 = (k 4t…,
+// n g), b1 = (k 16+4t…, n g)), f32 accumulators as mma16816's.
+#if defined(FP8_MMA_OK)
+#ifdef JOYRT_CUDA_EMU
+__device__ __forceinline__ void mma_e4m3_16832(float* d, const u32* a, const u32* b) { emu_mma_e4m3_16832(d, a, b); }
+#else
+__device__ __forceinline__ void mma_e4m3_16832(float* d, const u32* a, const u32* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif
+#endif

@@ -223,3 +223,297 @@ __device__ __forceinline__ void linear_quantized_mma(const TX* x, const u32* w, 
 }
 
 #endif
+
+// ---- W8A8: FP8 E4M3 activations × FP8 E4M3 weights (sm_89 and later: FP8_MMA_OK) -----------
+//
+// fp8_quantize_rows quantizes each row m of x to E4M3 with one f32 scale per row: s = absmax/448
+// (IEEE division, as the reference), code f32_to_e4m3(x / s), so the largest |x| of the row
+// lands on ±448, E4M3's largest finite value; a row of zeros gets s = 0 and codes 0. The codes
+// are packed like an fp8 weight's (4 per word, row_words words per row, zero past K).
+//
+// linear_fp8_w8a8_mma then multiplies the two code matrices on mma.m16n8k32 e4m3: the tiling,
+// warp layout and register-staged double buffer of gemm_mma, with a K tile of 64 codes (64
+// bytes: the same 32 16-bit columns of the padded shared rows, so the ldmatrix addressing is
+// gemm_mma's; an 8×8 b16 matrix read by ldmatrix is exactly an 8-row × 16-code fragment of the
+// 8-bit MMA). Every product of two E4M3 values is exact in f32, and the f32 sums carry no scale:
+// y = (s_x[m]·s_w[n])·Σ q_x·q_w, applied once after the K loop, then bias and epilogue through
+// GemmOut. Against the reference's Σ (q_x·s_x)·(q_w·s_w): a reassociation of f32 products and
+// sums, no more.
+#if defined(FP8_MMA_OK)
+
+// The nearest E4M3 code to v (ties to even), saturating at ±448, NaN → 0x7f: joyrt-core's
+// codec::f32_to_e4m3, operation for operation, so the codes agree bit for bit.
+__device__ __forceinline__ u32 f32_to_e4m3(float v) {
+    const u32 u = __float_as_uint(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fu;
+    const u32 sign = (u >> 24) & 0x80u;
+    const float a = fminf(__uint_as_float(u & 0x7fffffffu), 448.0f);
+    if (a < 0.015625f) {
+        // Subnormal: a multiple of 2⁻⁹ (a·512 is exact), rounded half to even by integer steps.
+        const float f = a * 512.0f;
+        u32 i = (u32)f;
+        const float r = f - (float)i;
+        if (r > 0.5f || (r == 0.5f && (i & 1u))) ++i;
+        return sign | i;
+    }
+    const u32 bits = __float_as_uint(a);
+    int e = (int)(bits >> 23) - 127;
+    u32 mant = (bits >> 20) & 7u;
+    const u32 rest = bits & 0xfffffu;
+    if (rest > 0x80000u || (rest == 0x80000u && (mant & 1u))) ++mant;
+    if (mant == 8u) {
+        mant = 0u;
+        ++e;
+    }
+    return sign | ((u32)(e + 7) << 3) | mant;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_max(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float t = lane < warps ? scratch[lane] : 0.0f;
+    t = warp_max(t);
+    __syncthreads();
+    return t;
+}
+
+// One block per row: codes [M, row_words] words, scales [M] f32.
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+    fp8_quantize_rows(const TX* x, u32* codes, float* scales, GemmArgs p) {
+    __shared__ float scratch[32];
+    const u64 row = blockIdx.x, base = row * (u64)p.k;
+    float amax = 0.0f;
+    for (int k = threadIdx.x; k < p.k; k += blockDim.x) amax = fmaxf(amax, fabsf(ld(x, base + k)));
+    amax = block_max(amax, scratch);
+    const float s = amax / 448.0f;
+    for (int wi = threadIdx.x; wi < p.row_words; wi += blockDim.x) {
+        u32 word = 0u;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int k = 4 * wi + j;
+            if (k < p.k && s > 0.0f) word |= f32_to_e4m3(ld(x, base + k) / s) << (8 * j);
+        }
+        codes[row * (u64)p.row_words + wi] = word;
+    }
+    if (threadIdx.x == 0) scales[row] = s;
+}
+
+// A [rows, K] matrix of E4M3 codes, 4 per word, row_words words per row.
+struct Fp8Rows {
+    const u32* words;
+    int rows, k, row_words;
+    int vec;  // 1: K % 16 == 0, so 16 codes from a multiple of 16 are one aligned 16-byte load
+    // Codes k0 … k0 + 15 (k0 a multiple of 16) of row r, zero outside the matrix: codes past K in
+    // a row's last word are masked, since a NaN code there would make 0·NaN a NaN sum.
+    __device__ __forceinline__ uint4 load16(int r, int k0) const {
+        if (r >= rows || k0 >= k) return make_uint4(0u, 0u, 0u, 0u);
+        const u32* row = words + (u64)r * row_words;
+        if (vec) return *(const uint4*)(row + k0 / 4);
+        u32 v[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int kk = k0 + 4 * j;
+            u32 w = kk < k ? row[kk / 4] : 0u;
+            if (kk < k && kk + 4 > k) w &= (1u << (8 * (k - kk))) - 1u;
+            v[j] = w;
+        }
+        return make_uint4(v[0], v[1], v[2], v[3]);
+    }
+};
+
+// One warp's share of a 128×128 block tile over one K tile of 64 codes: two k32 steps, each
+// 4 A fragments (one per m16 block) and 4 B fragments (two n8 blocks per ldmatrix).
+__device__ __forceinline__ void fp8_block_tile(float (*acc)[4][4], const u16* as, const u16* bs, int wm, int wn,
+                                               int lane) {
+#pragma unroll
+    for (int kk = 0; kk < MMA_BK; kk += 16) {
+        u32 bfr[4][2];
+#pragma unroll
+        for (int j = 0; j < 4; j += 2) {
+            u32 r[4];
+            ldsm_x4(r, &bs[(wn * 32 + j * 8 + (lane >> 4) * 8 + (lane & 7)) * MMA_LDS + kk + ((lane >> 3) & 1) * 8]);
+            bfr[j][0] = r[0];
+            bfr[j][1] = r[1];
+            bfr[j + 1][0] = r[2];
+            bfr[j + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            u32 af[4];
+            ldsm_x4(af, &as[(wm * 64 + i * 16 + (lane & 15)) * MMA_LDS + kk + (lane >> 4) * 8]);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) mma_e4m3_16832(acc[i][j], af, bfr[j]);
+        }
+    }
+}
+
+// xq, xs: fp8_quantize_rows' codes and scales of x; w, scales: the fp8 weight (one scale per
+// row). p.vec: K % 16 == 0.
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+    linear_fp8_w8a8_mma(const u32* xq, const float* xs, const u32* w, const float* scales, const TB* bias,
+                        const TX* residual, const TX* gate, TX* y, GemmArgs p) {
+    // Shared rows hold 64 codes as 32 16-bit columns (MMA_BK), padded as gemm_mma's.
+    __shared__ __align__(16) u16 As[2][MMA_BM][MMA_LDS];
+    __shared__ __align__(16) u16 Bs[2][MMA_BN][MMA_LDS];
+    const int M = p.m, N = p.n, K = p.k;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int wm = warp >> 2, wn = warp & 3;
+    const int m0 = blockIdx.y * MMA_BM, n0 = blockIdx.x * MMA_BN;
+    const Fp8Rows a{xq, M, K, p.row_words, p.vec}, b{w, N, K, p.row_words, p.vec};
+
+    float acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+
+    // Each thread moves two 16-code chunks of each operand per K tile: chunk c → row c / 4,
+    // codes (c % 4)·16, i.e. 16-bit column (c % 4)·8.
+    uint4 ra[2], rb[2];
+    const int row0 = tid >> 2, kc = (tid & 3) * 8;
+    auto load = [&](int k0) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            ra[i] = a.load16(m0 + row0 + 64 * i, k0 + 2 * kc);
+            rb[i] = b.load16(n0 + row0 + 64 * i, k0 + 2 * kc);
+        }
+    };
+    auto store = [&](int buf) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            *(uint4*)&As[buf][row0 + 64 * i][kc] = ra[i];
+            *(uint4*)&Bs[buf][row0 + 64 * i][kc] = rb[i];
+        }
+    };
+
+    constexpr int BK_CODES = 2 * MMA_BK;
+    const int tiles = (K + BK_CODES - 1) / BK_CODES;
+    load(0);
+    store(0);
+    __syncthreads();
+    for (int t = 0; t < tiles; ++t) {
+        const int cur = t & 1;
+        if (t + 1 < tiles) load((t + 1) * BK_CODES);
+        fp8_block_tile(acc, &As[cur][0][0], &Bs[cur][0][0], wm, wn, lane);
+        if (t + 1 < tiles) store(cur ^ 1);
+        __syncthreads();
+    }
+
+    // The two scales, on the f32 sums: accumulator (i, j, 2h + c) is at row g + 8h of m16 block
+    // i, column 2·t4 + c of n8 block j.
+    const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const int c = n0 + wn * 32 + j * 8 + 2 * t4;
+        const float s0 = c < N ? scales[(u64)c * p.scales_per_row] : 0.0f;
+        const float s1 = c + 1 < N ? scales[(u64)(c + 1) * p.scales_per_row] : 0.0f;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int r = m0 + wm * 64 + i * 16 + g + 8 * h;
+                const float sx = r < M ? xs[r] : 0.0f;
+                acc[i][j][2 * h] *= sx * s0;
+                acc[i][j][2 * h + 1] *= sx * s1;
+            }
+    }
+    mma_warp_store<4, 4>(acc, GemmOut<TX, TB>{y, bias, 0, (u32)p.epilogue, residual, gate, M, N}, m0 + wm * 64,
+                         n0 + wn * 32, lane);
+}
+
+#endif
+
+// ---- W8A8 on Hopper (sm_90a, 16-bit activations): FP8 warpgroup MMA ------------------------
+//
+// gemm_wgmma_tiles' 128 × 256 tiles, ring and schedule with both operands E4M3 codes: a 128-byte
+// swizzled shared row holds a K tile of 128 codes, issued as four wgmma.m64n256k32 e4m3 (each
+// k32 step is the same 32-byte descriptor advance as a k16 step of 16-bit elements); then the two
+// scales and the epilogue, as linear_fp8_w8a8_mma. The code rows are copied as rows of 16-bit
+// pairs (K / 2 of them), so it needs K % 16 == 0: rows of whole 16-byte chunks, the weight's rows
+// K bytes apart.
+#if defined(FP8_MMA_OK) && defined(MMA_OK) && defined(WGMMA_OK)
+
+__device__ __forceinline__ void wgmma_issue_k_tile_e4m3(float* acc, u32 a_tile, u32 b_tile) {
+#pragma unroll
+    for (int i = 0; i < 128; ++i) fence_operand(acc[i]);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < WG_BK / 16; ++ks)
+        wgmma_m64n256k32_e4m3(acc, sw128_desc(a_tile + ks * 32), sw128_desc(b_tile + ks * 32));
+    wgmma_commit();
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
+    linear_fp8_w8a8_wgmma(const u32* xq, const float* xs, const u32* w, const float* scales, const TB* bias,
+                          const TX* residual, const TX* gate, TX* y, GemmArgs p) {
+    constexpr int BN = 256;
+    constexpr u32 A_BYTES = WG_BM * WG_BK * 2, B_BYTES = BN * WG_BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
+    constexpr int TILES_PREFETCH = WG_STAGES - 2;
+    DYNAMIC_SMEM(smem_raw);
+    REQUIRE_DYNAMIC_SMEM(WG_STAGES * STAGE_BYTES + 1024);
+    const u32 raw = smem_addr(smem_raw), base = (raw + 1023) & ~1023u;
+    unsigned char* const ring = smem_raw + (base - raw);
+
+    const u16* a = (const u16*)xq;
+    const u16* b = (const u16*)w;
+    const int M = p.m, N = p.n, K2 = p.k / 2;  // 16-bit pairs of codes per row
+    const int tid = threadIdx.x, wg = tid >> 7;
+    int m0, n0;
+    wgmma_tile_origin(blockIdx.x, M, N, BN, m0, n0);
+
+    float acc[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+
+    auto load = [&](int stage, int k0) {
+        unsigned char* as = ring + stage * STAGE_BYTES;
+        wgmma_copy_rows<WG_BM>(as, a, m0, M, K2, k0);
+        wgmma_copy_rows<BN>(as + A_BYTES, b, n0, N, K2, k0);
+    };
+
+    const int tiles = (K2 + WG_BK - 1) / WG_BK;
+#pragma unroll
+    for (int s = 0; s < TILES_PREFETCH; ++s) {
+        if (s < tiles) load(s, s * WG_BK);
+        cp_async_commit();
+    }
+    for (int t = 0; t < tiles; ++t) {
+        cp_async_wait<TILES_PREFETCH - 1>();
+        fence_proxy_async();
+        __syncthreads();
+        const int next = t + TILES_PREFETCH;
+        if (next < tiles) load(next % WG_STAGES, next * WG_BK);
+        cp_async_commit();
+
+        const u32 a_tile = base + (t % WG_STAGES) * STAGE_BYTES + wg * 64 * 128, b_tile = a_tile - wg * 64 * 128 + A_BYTES;
+        wgmma_issue_k_tile_e4m3(acc, a_tile, b_tile);
+        wgmma_wait<1>();
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
+
+    const GemmOut<TX, TB> out{y, bias, 0, (u32)p.epilogue, residual, gate, M, N};
+    const int lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int r = m0 + wg * 64 + ((tid >> 5) & 3) * 16 + g;
+    const float sx0 = r < M ? xs[r] : 0.0f, sx1 = r + 8 < M ? xs[r + 8] : 0.0f;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+        const int c = n0 + j * 8 + 2 * t4;
+        const float s0 = c < N ? scales[c] : 0.0f, s1 = c + 1 < N ? scales[c + 1] : 0.0f;
+        acc[4 * j] *= sx0 * s0;
+        acc[4 * j + 1] *= sx0 * s1;
+        acc[4 * j + 2] *= sx1 * s0;
+        acc[4 * j + 3] *= sx1 * s1;
+        out.template store<2>(r, c, acc + 4 * j);
+        out.template store<2>(r + 8, c, acc + 4 * j + 2);
+    }
+}
+
+#endif

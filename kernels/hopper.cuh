@@ -116,6 +116,20 @@ WGMMA_M64K16(128, "f16", f16_t, WG_REGS64, 64, 65, 66, WG_D64(0))
 WGMMA_M64K16_RS(128, "bf16", bf16_t, WG_REGS64, 64, 65, 66, 67, 68, 69, WG_D64(0))
 WGMMA_M64K16_RS(128, "f16", f16_t, WG_REGS64, 64, 65, 66, 67, 68, 69, WG_D64(0))
 
+// d (64 × 256, f32) += A (64 × 32 E4M3 codes, descriptor da) · B (256 × 32 codes, db)ᵀ, both
+// K-major as the 16-bit forms (a k32 step of 8-bit codes is the same 32 bytes of each 128-byte
+// row as a k16 step of 16-bit elements). FP8 wgmma takes no transpose operands.
+#ifdef JOYRT_CUDA_EMU
+__device__ __forceinline__ void wgmma_m64n256k32_e4m3(float* d, u64 da, u64 db) { emu_wgmma_e4m3(d, da, db, 256); }
+#else
+__device__ __forceinline__ void wgmma_m64n256k32_e4m3(float* d, u64 da, u64 db) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 {" WG_REGS128 "}, %128, %129, p, 1, 1;\n}\n"
+                 : WG_D64(0), WG_D64(64)
+                 : "l"(da), "l"(db), "r"(1));
+}
+#endif
+
 // The m64nBNk16 wgmma for the operand type TX.
 template <int BN> __device__ __forceinline__ void wgmma_m64k16(float* d, u64 da, u64 db) {
     static_assert(BN == 256 || BN == 128, "wgmma_m64k16: BN is 128 or 256");

@@ -2,7 +2,7 @@
 //! its driver and NVRTC), else a hardware wgpu adapter, else the CPU reference (a software
 //! adapter such as lavapipe is slower than the CPU backend).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use joyrt_core::model_folder::ModelFolder;
 use joyrt_core::DType;
@@ -46,6 +46,26 @@ impl AnyBackend {
 
     pub fn name(&self) -> String {
         crate::with_backend!(self, b => joyrt_core::Backend::name(b))
+    }
+
+    /// The storage dtype of `--dtype` (`bf16`, `f16`, `f32`), or for `fp8` bf16 with this backend
+    /// switched to W8A8 on fp8 weights: each linear on an fp8-quantized weight (a folder written
+    /// by `joyrt quantize --format fp8`) quantizes its activations per row to E4M3 too. CUDA runs
+    /// that on FP8 tensor cores (sm_89 and later, or the sm_89/sm_90 emulation); the CPU runs the
+    /// reference math; wgpu has no W8A8 kernel and is refused.
+    pub fn run_dtype(&self, dtype: &str) -> Result<DType> {
+        if dtype != "fp8" {
+            return DType::parse(dtype)
+                .with_context(|| format!("unknown dtype {dtype:?}: use bf16, f16, f32 or fp8"));
+        }
+        match self {
+            AnyBackend::Cpu(c) => c.set_fp8_activations(true),
+            AnyBackend::Cuda(c) => c.set_fp8_activations(true)?,
+            AnyBackend::Wgpu(_) => {
+                bail!("--dtype fp8 (W8A8) needs --backend cuda (sm_89 or later) or the CPU reference")
+            }
+        }
+        Ok(DType::BF16)
     }
 
     /// Bytes held now and at most so far, where the backend counts them.

@@ -1,8 +1,9 @@
 //! `joyrt bench`: per-op and per-step timings with device synchronisation.
 
 use crate::backends::{AnyBackend, BackendChoice};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
+use joyrt_core::backend::{Epilogue, QuantActivations};
 use joyrt_core::model_folder::ModelFolder;
 use joyrt_core::models::dit::{Dit, DitConfig};
 use joyrt_core::pipeline::Denoiser;
@@ -240,8 +241,8 @@ fn bench_quantized<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, out: &Lines) 
     let m = a.tokens;
     let formats = [QuantFormat::Int8 { block: 32 }, QuantFormat::Int4 { block: 32 }, QuantFormat::Fp8E4M3];
     out.say(format!(
-        "{:<32} {:>10} {:>16} {:>16} {:>16}",
-        "quantized linear (K×N)", "dense ms", "int8 ms (×)", "int4 ms (×)", "fp8 ms (×)"
+        "{:<32} {:>10} {:>16} {:>16} {:>16} {:>16}",
+        "quantized linear (K×N)", "dense ms", "int8 ms (×)", "int4 ms (×)", "fp8 ms (×)", "fp8 W8A8 ms (×)"
     ));
     let mut records = Vec::new();
     for (k, n) in [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)] {
@@ -255,10 +256,25 @@ fn bench_quantized<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, out: &Lines) 
         for f in formats {
             let q = codec::quantize_rows(f, k, &wv)?;
             let w = QuantizedMatrix::upload(b, f, n, k, &q.codes, &q.scales)?;
-            let s = time(b, a.iters, || x.linear_quantized(&w, None).map(|_| ()))?;
+            // The weight's own activations (W8A16 for fp8, whatever --dtype fp8 switched on).
+            let native = |act| x.linear_quantized_as(&w, None, Epilogue::None, act).map(|_| ());
+            let s = time(b, a.iters, || native(QuantActivations::Native))?;
             line += &format!(" {:>16}", format!("{:.2} ({:.2})", s * 1e3, s / dense_s));
             r[format!("{}_ms", f.name())] = json!(s * 1e3);
             r[format!("{}_ratio", f.name())] = json!(s / dense_s);
+            if f == QuantFormat::Fp8E4M3 {
+                // W8A8 where the backend has it (CUDA sm_89+, the CPU reference).
+                match native(QuantActivations::Fp8PerRow) {
+                    Err(joyrt_core::Error::Unsupported { .. }) => line += &format!(" {:>16}", "—"),
+                    first => {
+                        first?;
+                        let s = time(b, a.iters, || native(QuantActivations::Fp8PerRow))?;
+                        line += &format!(" {:>16}", format!("{:.2} ({:.2})", s * 1e3, s / dense_s));
+                        r["fp8_w8a8_ms"] = json!(s * 1e3);
+                        r["fp8_w8a8_ratio"] = json!(s / dense_s);
+                    }
+                }
+            }
         }
         out.say(line);
         records.push(r);
@@ -492,7 +508,6 @@ fn check_ranges(a: &BenchArgs) -> Result<()> {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    let dtype = joyrt_core::DType::parse(&a.dtype).with_context(|| format!("unknown dtype {:?}", a.dtype))?;
     check_ranges(&a)?;
     let model = match &a.model {
         Some(d) => ModelFolder::open(d)?,
@@ -500,6 +515,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     let out = Lines { json: a.json };
     let backend = AnyBackend::open(a.backend)?;
+    // fp8: bf16 with the fp8 linears (--parts quantized, an fp8 --full-dit-format or folder) W8A8.
+    let dtype = backend.run_dtype(&a.dtype)?;
     if a.profile && !(a.parts.contains(&Part::CfgStep) && matches!(backend, AnyBackend::Cuda(_))) {
         bail!("--profile times the kernels of a CFG step: it needs --parts cfg-step and --backend cuda or cuda-emulated");
     }

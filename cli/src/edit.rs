@@ -4,7 +4,7 @@ use crate::backends::{memory_budget, AnyBackend, BackendChoice};
 use crate::output::{check_output_png, read_image, write_png_atomic};
 use crate::progress::StageReporter;
 use crate::prompt_input::PromptArgs;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use joyrt_core::image::Buckets;
 use joyrt_core::model_folder::ModelFolder;
@@ -57,7 +57,10 @@ pub struct EditArgs {
     /// 1024, diffusers' about-1-MP table. Smaller bases give smaller outputs.
     #[arg(long)]
     pub base_size: Option<usize>,
-    /// Weight and activation dtype: bf16, f16 or f32 (latents and the scheduler stay f32).
+    /// Weight and activation dtype: bf16, f16 or f32 (latents and the scheduler stay f32); or
+    /// fp8 for a folder quantized by `joyrt quantize --format fp8`: bf16 activations, and every
+    /// fp8 linear run W8A8 (its activations quantized per row to E4M3, FP8 tensor cores on CUDA
+    /// sm_89 and later; the CPU runs the reference math).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Device memory the run may use, in GB (default: what the device reports free; the host's
@@ -80,9 +83,20 @@ pub struct EditArgs {
     pub json: bool,
 }
 
+/// The folder's weight format; `--dtype fp8` needs fp8 weights to run W8A8 on.
+fn weight_format(folder: &ModelFolder, dtype: DType, asked: &str) -> Result<WeightFormat> {
+    let format = WeightFormat::of_folder(folder, dtype)?;
+    let fp8 = Some(joyrt_core::QuantFormat::Fp8E4M3);
+    if asked == "fp8" && format.transformer_quant != fp8 && format.text_encoder_quant != fp8 {
+        bail!(
+            "--dtype fp8 runs W8A8 on fp8-quantized weights, and {} has none: quantize it with `joyrt quantize --format fp8`",
+            folder.root.display()
+        );
+    }
+    Ok(format)
+}
+
 pub fn run(a: EditArgs) -> Result<()> {
-    let dtype = DType::parse(&a.dtype)
-        .with_context(|| format!("unknown dtype {:?}: use bf16, f16 or f32", a.dtype))?;
     let tiling_choice = parse_vae_tiling(&a.vae_tiling)?;
     check_output_png(&a.output, &a.image, a.overwrite)?;
     let (prompt, negative_prompt) = a.prompts.resolve()?;
@@ -96,13 +110,14 @@ pub fn run(a: EditArgs) -> Result<()> {
         None => crate::base_size::folder_default(&folder.root)?,
     };
     let backend = AnyBackend::open(a.backend)?;
+    let dtype = backend.run_dtype(&a.dtype)?;
     let buckets = base_size.map(crate::base_size::buckets_for).transpose()?;
     let bucket = buckets.clone().unwrap_or_else(|| Buckets::generate(1024)).best(image.height, image.width);
     let plan = plan(
         &folder.configs,
         &PlanRequest {
             pixels: bucket,
-            format: WeightFormat::of_folder(&folder, dtype)?,
+            format: weight_format(&folder, dtype, &a.dtype)?,
             device_bytes: memory_budget(&backend, a.max_memory_gb),
             tiling: match tiling_choice {
                 Tiling::Forced(Some(t)) => t,
@@ -169,6 +184,7 @@ pub fn run(a: EditArgs) -> Result<()> {
             "seed": a.seed,
             "shift": out.schedule.sigmas.len().checked_sub(1).map(|_| a.shift.unwrap_or(folder.scheduler.shift)),
             "dtype": dtype.name(),
+            "w8a8": a.dtype == "fp8",
             "backend": backend.name(),
             "builtin_model": builtin,
             "base_size": base_size,

@@ -86,6 +86,66 @@ fn each_format_quantizes_the_made_model_and_edits_on_the_cpu() {
     }
 }
 
+/// `--dtype fp8` (W8A8) edits an fp8 folder on the CPU reference, refuses a folder with no fp8
+/// weights, and refuses the emulated sm_80 GPU (no FP8 tensor cores).
+#[test]
+fn dtype_fp8_runs_w8a8_where_it_can_and_says_why_not_elsewhere() {
+    let q = work().join("tiny-fp8-w8a8");
+    let o = quantize(tiny_model(), "fp8", &q, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let image = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/pipeline/input.png");
+    let run = |model: &Path, png: &Path, backend: &str| {
+        joyrt(&[
+            "edit",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            image,
+            "--prompt",
+            "Make it blue",
+            "-o",
+            png.to_str().unwrap(),
+            "--steps",
+            "1",
+            "--base-size",
+            "256",
+            "--backend",
+            backend,
+            "--dtype",
+            "fp8",
+            "--json",
+        ])
+    };
+    let png = work().join("edit-w8a8.png");
+    let o = run(&q, &png, "cpu");
+    assert!(o.status.success(), "{}", text(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((summary["dtype"].as_str(), summary["w8a8"].as_bool()), (Some("bf16"), Some(true)));
+    assert_eq!(image::open(&png).unwrap().width(), 288);
+
+    let refused = work().join("edit-w8a8-refused.png");
+    let o = run(tiny_model(), &refused, "cpu");
+    assert!(!o.status.success() && text(&o).contains("has none"), "{}", text(&o));
+    let o = joyrt_cmd(&[
+        "bench",
+        "--backend",
+        "cuda-emulated",
+        "--dtype",
+        "fp8",
+        "--parts",
+        "ops",
+        "--iters",
+        "1",
+    ])
+    .env("JOYRT_CUDA_EMU_ARCH", "sm_80")
+    .output()
+    .unwrap();
+    let t = text(&o);
+    // (Without a C++ compiler the emulated backend itself is unavailable.)
+    assert!(!o.status.success() && (t.contains("needs FP8 mma.sync") || t.contains("not available")), "{t}");
+    assert!(!refused.exists());
+}
+
 #[test]
 fn one_component_can_be_quantized_alone() {
     let q = work().join("tiny-int8-dit");

@@ -151,13 +151,23 @@ pub trait Backend: Clone + MaybeSend + MaybeSync + Sized + 'static {
         p: &LinearParams,
     ) -> Result<Self::Buffer>;
 
+    /// The activations [`Tensor::linear_quantized`] gives a weight of `format` on this backend:
+    /// `Native` unless the backend was switched to W8A8 for fp8 weights (`--dtype fp8`).
+    fn quantized_activations(&self, format: QuantFormat) -> QuantActivations {
+        let _ = format;
+        QuantActivations::Native
+    }
+
     /// `y[m, n] = Σ_k x[m, k]·ŵ[n, k] + bias[n]` with the quantized `w [N, K]` dequantized
     /// exactly: `ŵ[n, k] = f32(decode(q[n, k]) · scales[n·S + k/B])`, one f32 multiply (`decode`:
     /// int8 `q`, int4 `nibble − 8`, fp8 the E4M3 value), f32 accumulation, bias optional `[N]`
     /// → `[M, N]` in `x`'s dtype. Code `k` of row `n` is bits `(k % P)·bits ..` of word
     /// `n·W + k/P` of `w.data()` (`P = 32/bits` codes per word, `W = p.row_words`); the layout is
     /// documented in `crate::quant`. `p.block` is `B` (`K` for fp8), `p.scales_per_row` is `S`.
-    /// The [`Epilogue`] applies to the f32 sum as in [`Backend::linear`].
+    /// The [`Epilogue`] applies to the f32 sum as in [`Backend::linear`]. With
+    /// `p.activations` = [`QuantActivations::Fp8PerRow`] (fp8 weights only), `x` is first
+    /// replaced by its per-row E4M3 quantization as that variant defines; a backend that cannot
+    /// do that returns [`Error::Unsupported`].
     fn linear_quantized(
         &self,
         x: &Tensor<Self>,
@@ -367,6 +377,22 @@ pub struct QuantLinearParams {
     pub scales_per_row: usize,
     /// `u32` words per weight row `W = ⌈K·bits/32⌉`.
     pub row_words: usize,
+    /// What happens to `x` before the product (fp8 weights only may take anything but `Native`).
+    pub activations: QuantActivations,
+}
+
+/// The activations of a `linear_quantized` call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QuantActivations {
+    /// `x` as stored (W8A16, W4A16: only the weight is quantized).
+    #[default]
+    Native,
+    /// W8A8 for an fp8 weight: each row `m` of `x` is quantized to FP8 E4M3 with one f32 scale,
+    /// `s[m] = max_k |x[m, k]| / 448` (IEEE f32 division), `q[m, k] = codec::f32_to_e4m3(x[m, k]
+    /// / s[m])` (nearest, ties to even, saturating; all zero with `s = 0` for a zero row), and the
+    /// product uses `x̂[m, k] = f32(decode(q)·s[m])` in place of `x` (one f32 multiply): what an
+    /// FP8×FP8 tensor-core GEMM computes, up to the order of its f32 sums.
+    Fp8PerRow,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

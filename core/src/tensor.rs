@@ -243,6 +243,24 @@ impl<B: Backend> Tensor<B> {
         bias: Option<&Self>,
         epilogue: Epilogue<'_, B>,
     ) -> Result<Self> {
+        let activations = self.backend.quantized_activations(w.format());
+        self.linear_quantized_as(w, bias, epilogue, activations)
+    }
+
+    /// [`Tensor::linear_quantized_with`] with the activations handled as `activations` says
+    /// (whatever the backend's default; W8A8 needs an fp8 weight).
+    pub fn linear_quantized_as(
+        &self,
+        w: &crate::QuantizedMatrix<B>,
+        bias: Option<&Self>,
+        epilogue: Epilogue<'_, B>,
+        activations: QuantActivations,
+    ) -> Result<Self> {
+        check(
+            activations == QuantActivations::Native || w.format() == crate::QuantFormat::Fp8E4M3,
+            "linear_quantized",
+            || format!("{activations:?} activations need an fp8 weight, not {}", w.format()),
+        )?;
         let (k, n) = (w.cols(), w.rows());
         check(self.shape.rank() >= 1 && self.shape.last() == k, "linear_quantized", || {
             format!("x {} does not fit the {} weight [{n}, {k}]", self.shape, w.format())
@@ -259,6 +277,7 @@ impl<B: Backend> Tensor<B> {
             block: f.block(k),
             scales_per_row: f.scales_per_row(k),
             row_words: f.row_words(k),
+            activations,
         };
         let mut out = self.dims().to_vec();
         *out.last_mut().unwrap() = n;

@@ -8,6 +8,10 @@
 //! for f in int8 int4 fp8; do joyrt quantize --model tests/fixtures/tiny_model --format $f -o Q/$f; done
 //! cargo run --release -p joyrt-conformance --example quant_fidelity -- Q/int8 Q/int4 Q/fp8
 //! ```
+//!
+//! `--w8a8` first: each fp8 folder is also run W8A8 (`--dtype fp8`: the activations of every fp8
+//! linear quantized per row to E4M3, the CPU reference's math), against the goldens and against
+//! the same folder run W8A16.
 
 use joyrt_conformance::fixtures::{json, Golden};
 use joyrt_conformance::pipeline::read_png;
@@ -34,7 +38,7 @@ fn fixtures_with(model: &Path, scratch: &Path) -> PathBuf {
 }
 
 /// The pipeline's PNG for `model` at `dtype`, with the golden fixture's prompt and noise.
-fn edit_png(model: &Path, dtype: DType) -> Vec<u8> {
+fn edit_png(b: &CpuBackend, model: &Path, dtype: DType) -> Vec<u8> {
     let fx = joyrt_conformance::fixtures_dir();
     let meta = json(&fx.join("golden/pipeline.json")).unwrap();
     let g = Golden::open(&fx.join("golden/pipeline.safetensors")).unwrap();
@@ -50,15 +54,14 @@ fn edit_png(model: &Path, dtype: DType) -> Vec<u8> {
     };
     let folder = ModelFolder::open(model).unwrap();
     let input = read_png(&fx.join("pipeline/input.png")).unwrap();
-    edit(&CpuBackend::default(), &folder, &input, &params, &mut |_| true).unwrap().image.data
+    edit(b, &folder, &input, &params, &mut |_| true).unwrap().image.data
 }
 
-fn network_rows(fx: &Path) {
-    let b = CpuBackend::default();
+fn network_rows(b: &CpuBackend, fx: &Path) {
     for dtype in [DType::F32, DType::BF16] {
         let mut r = Report::new("cpu");
-        networks::dit(&b, fx, dtype, &mut r);
-        networks::qwen(&b, fx, dtype, &mut r);
+        networks::dit(b, fx, dtype, &mut r);
+        networks::qwen(b, fx, dtype, &mut r);
         for row in &r.rows {
             if let Outcome::Compared { metrics: m, .. } = &row.outcome {
                 println!("  {dtype:<5} {:<48} rel_l2 {:.3e}  cosine {:.6}", row.check, m.rel_l2, m.cosine);
@@ -93,25 +96,57 @@ fn gemm_speed() {
 }
 
 fn main() {
-    let dirs: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let w8a8 = args.first().is_some_and(|a| a == "--w8a8");
+    if w8a8 {
+        args.remove(0);
+    }
+    let dirs: Vec<PathBuf> = args.into_iter().map(PathBuf::from).collect();
     let fx = joyrt_conformance::fixtures_dir();
     let plain = fx.join("tiny_model");
+    let cpu = CpuBackend::default();
     println!("unquantized (bf16 weights as stored) vs golden f32:");
-    network_rows(&fx);
-    let base = [(DType::F32, edit_png(&plain, DType::F32)), (DType::BF16, edit_png(&plain, DType::BF16))];
+    network_rows(&cpu, &fx);
+    let base = [
+        (DType::F32, edit_png(&cpu, &plain, DType::F32)),
+        (DType::BF16, edit_png(&cpu, &plain, DType::BF16)),
+    ];
     println!("  pipeline bf16 vs f32 (unquantized): PSNR {:.1} dB", psnr_u8(&base[1].1, &base[0].1));
     for d in &dirs {
         let scratch = std::env::temp_dir().join(format!("joyrt-quant-fidelity-{}", std::process::id()));
         println!("{}:", d.display());
-        network_rows(&fixtures_with(d, &scratch));
+        let fixtures = fixtures_with(d, &scratch);
+        network_rows(&cpu, &fixtures);
+        let mut weight_only = Vec::new();
         for (dtype, want) in &base {
-            let got = edit_png(d, *dtype);
+            let got = edit_png(&cpu, d, *dtype);
             println!(
                 "  pipeline {dtype}: PSNR vs the unquantized {dtype} output {:.1} dB",
                 psnr_u8(&got, want)
             );
+            weight_only.push(got);
+        }
+        let fp8 = ModelFolder::open(d).is_ok_and(|f| {
+            joyrt_core::plan::WeightFormat::of_folder(&f, DType::BF16)
+                .is_ok_and(|w| w.transformer_quant == Some(QuantFormat::Fp8E4M3))
+        });
+        if w8a8 && fp8 {
+            let w8 = CpuBackend::default();
+            w8.set_fp8_activations(true);
+            println!("{} W8A8 (activations E4M3 per row):", d.display());
+            network_rows(&w8, &fixtures);
+            for ((dtype, want), w8a16) in base.iter().zip(&weight_only) {
+                let got = edit_png(&w8, d, *dtype);
+                println!(
+                    "  pipeline {dtype}: PSNR vs the unquantized {dtype} output {:.1} dB, vs W8A16 {dtype} {:.1} dB",
+                    psnr_u8(&got, want),
+                    psnr_u8(&got, w8a16)
+                );
+            }
         }
         let _ = std::fs::remove_dir_all(&scratch);
     }
-    gemm_speed();
+    if !w8a8 {
+        gemm_speed();
+    }
 }

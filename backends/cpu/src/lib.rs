@@ -11,7 +11,7 @@
 
 use half::{bf16, f16};
 use joyrt_core::backend::*;
-use joyrt_core::{Backend, DType, Error, QuantizedMatrix, Result, Tensor};
+use joyrt_core::{Backend, DType, Error, QuantFormat, QuantizedMatrix, Result, Tensor};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,6 +103,7 @@ impl CpuBuffer {
 pub struct CpuBackend {
     stats: Arc<MemStats>,
     dequantize_whole: Arc<std::sync::atomic::AtomicBool>,
+    fp8_activations: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CpuBackend {
@@ -112,6 +113,13 @@ impl CpuBackend {
     /// model too large to hold dense. Models loaded on any clone of this backend follow the switch.
     pub fn set_dequantize_whole(&self, on: bool) {
         self.dequantize_whole.store(on, Ordering::Relaxed);
+    }
+
+    /// Makes `linear_quantized` on fp8 weights quantize its activations too (W8A8,
+    /// `QuantActivations::Fp8PerRow`): the reference of what `--dtype fp8` runs on CUDA. Models
+    /// loaded on any clone of this backend follow the switch.
+    pub fn set_fp8_activations(&self, on: bool) {
+        self.fp8_activations.store(on, Ordering::Relaxed);
     }
 
     pub(crate) fn dequantizes_whole(&self) -> bool {
@@ -246,6 +254,13 @@ impl Backend for CpuBackend {
         p: &LinearParams,
     ) -> Result<CpuBuffer> {
         ops::gemm::linear(self, x, w, bias, e, p)
+    }
+    fn quantized_activations(&self, format: QuantFormat) -> QuantActivations {
+        if format == QuantFormat::Fp8E4M3 && self.fp8_activations.load(Ordering::Relaxed) {
+            QuantActivations::Fp8PerRow
+        } else {
+            QuantActivations::Native
+        }
     }
     fn linear_quantized(
         &self,

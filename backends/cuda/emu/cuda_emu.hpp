@@ -224,6 +224,45 @@ inline void emu_mma16816(float* d, const unsigned* a, const unsigned* b, bool bf
     emu_sync();
 }
 
+// The value of an FP8 E4M3 code (e4m3fn: bias 7, subnormals m·2⁻⁹, 0x7f/0xff NaN), exactly;
+// written apart from the kernels' own decoder so that the emulated MMA checks it.
+inline float emu_e4m3(unsigned c) {
+    const int e = (c >> 3) & 15, m = c & 7;
+    float v;
+    if (e == 15 && m == 7) v = NAN;
+    else if (e == 0) v = std::ldexp((float)m, -9);
+    else v = std::ldexp(1.0f + (float)m / 8.0f, e - 7);
+    return (c & 0x80u) ? -v : v;
+}
+
+// mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 (sm_89+), per the PTX ISA's layout for
+// 8-bit operands, with g = lane / 4, t = lane % 4 and byte i of a register the lowest k first:
+// A (16×32): reg0 = (g, 4t+i), reg1 = (g+8, 4t+i), reg2 = (g, 16+4t+i), reg3 = (g+8, 16+4t+i);
+// B (32×8, k × n): reg0 = (k 4t+i, n g), reg1 = (k 16+4t+i, n g); C/D as m16n8k16. Products of
+// two E4M3 values are exact in f32; they are summed in f32.
+inline void emu_mma_e4m3_16832(float* d, const unsigned* a, const unsigned* b) {
+    const int t = threadIdx.x, w0 = t & ~31, lane = t & 31;
+    for (int i = 0; i < 4; ++i) emu_mma_a[t][i] = a[i];
+    for (int i = 0; i < 2; ++i) emu_mma_b[t][i] = b[i];
+    emu_sync();
+    auto A = [&](int r, int k) {
+        const int l = w0 + (r % 8) * 4 + (k % 16) / 4, reg = (r >= 8 ? 1 : 0) + (k >= 16 ? 2 : 0);
+        return emu_e4m3((emu_mma_a[l][reg] >> (8 * (k % 4))) & 0xffu);
+    };
+    auto B = [&](int k, int n) {
+        const int l = w0 + n * 4 + (k % 16) / 4, reg = k >= 16 ? 1 : 0;
+        return emu_e4m3((emu_mma_b[l][reg] >> (8 * (k % 4))) & 0xffu);
+    };
+    const int g = lane / 4, tq = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+        const int row = g + (i >= 2 ? 8 : 0), col = 2 * tq + (i % 2);
+        float acc = 0.0f;
+        for (int k = 0; k < 32; ++k) acc += A(row, k) * B(k, col);
+        d[i] += acc;
+    }
+    emu_sync();
+}
+
 // ldmatrix.sync.aligned.m8n8.x4.shared.b16: lane l gives the address of row l % 8 of matrix
 // l / 8; each lane receives, from matrix i, the two elements at row lane / 4, columns
 // 2·(lane % 4) and 2·(lane % 4) + 1.
@@ -335,6 +374,7 @@ struct EmuWgmma {
     unsigned long long desc_a, desc_b;
     int n;
     bool bf16;
+    bool e4m3;  // both operands FP8 E4M3 codes, k32 (then `bf16` is unused)
     bool a_in_registers;  // then `a` holds this thread's rows g, g + 8 (k 0–15), read at issue
     float a[2][16];
 };
@@ -343,18 +383,20 @@ static std::vector<std::vector<EmuWgmma>> emu_wgmma_pending[1024];
 
 // Element (row, k) of a K-major 128-byte-swizzled operand: the byte address of the canonical
 // layout, then address bits 4–6 XOR bits 7–9.
-inline float emu_wgmma_operand(unsigned long long desc, int row, int k, bool bf16) {
+inline float emu_wgmma_operand(unsigned long long desc, int row, int k, bool bf16, bool e4m3 = false) {
     const unsigned start = (unsigned)(desc & 0x3fff) << 4, sbo = (unsigned)((desc >> 32) & 0x3fff) << 4;
     if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0) {
         emu_fault("wgmma descriptor: only K-major 128-byte-swizzled operands with base offset 0 are emulated");
         return 0.0f;
     }
-    const unsigned addr = start + (unsigned)(row / 8) * sbo + (unsigned)(row % 8) * 128 + (unsigned)k * 2;
+    const unsigned size = e4m3 ? 1 : 2;
+    const unsigned addr = start + (unsigned)(row / 8) * sbo + (unsigned)(row % 8) * 128 + (unsigned)k * size;
     const unsigned at = addr ^ (((addr >> 7) & 7) << 4);
-    if (at + 2 > emu_dynamic_smem_bytes) {
+    if (at + size > emu_dynamic_smem_bytes) {
         emu_fault("wgmma operand read past the launch's dynamic shared memory");
         return 0.0f;
     }
+    if (e4m3) return emu_e4m3(emu_dynamic_smem[at]);
     unsigned short bits;
     std::memcpy(&bits, emu_dynamic_smem + at, 2);
     return emu_half_bits(bits, bf16);
@@ -366,9 +408,10 @@ inline void emu_wgmma_run(const EmuWgmma& w) {
         for (int i = 0; i < 4; ++i) {
             const int row = 16 * q + g + (i >= 2 ? 8 : 0), col = 8 * j + 2 * tq + (i % 2);
             float acc = 0.0f;
-            for (int k = 0; k < 16; ++k) {
-                const float av = w.a_in_registers ? w.a[i >= 2][k] : emu_wgmma_operand(w.desc_a, row, k, w.bf16);
-                acc += av * emu_wgmma_operand(w.desc_b, col, k, w.bf16);
+            for (int k = 0; k < (w.e4m3 ? 32 : 16); ++k) {
+                const float av = w.a_in_registers ? w.a[i >= 2][k]
+                                                  : emu_wgmma_operand(w.desc_a, row, k, w.bf16, w.e4m3);
+                acc += av * emu_wgmma_operand(w.desc_b, col, k, w.bf16, w.e4m3);
             }
             w.d[4 * j + i] += acc;
         }
@@ -376,7 +419,15 @@ inline void emu_wgmma_run(const EmuWgmma& w) {
 
 inline void emu_wgmma(float* d, unsigned long long desc_a, unsigned long long desc_b, int n, bool bf16) {
     if (blockDim.x % 128 != 0) emu_fault("wgmma in a block that is not whole warpgroups (128 threads)");
-    EmuWgmma w{d, desc_a, desc_b, n, bf16, false, {}};
+    EmuWgmma w{d, desc_a, desc_b, n, bf16, false, false, {}};
+    emu_wgmma_open[threadIdx.x].push_back(w);
+}
+
+// wgmma.mma_async m64nNk32 .e4m3.e4m3 (both operands from shared memory): the same K-major
+// swizzled layout, one byte per code, each product exact in f32.
+inline void emu_wgmma_e4m3(float* d, unsigned long long desc_a, unsigned long long desc_b, int n) {
+    if (blockDim.x % 128 != 0) emu_fault("wgmma in a block that is not whole warpgroups (128 threads)");
+    EmuWgmma w{d, desc_a, desc_b, n, false, true, false, {}};
     emu_wgmma_open[threadIdx.x].push_back(w);
 }
 
@@ -388,7 +439,7 @@ inline void emu_wgmma_rs(float* d, const unsigned* a, unsigned long long desc_b,
     const int t = threadIdx.x, w0 = t & ~31, lane = t & 31, g = lane / 4;
     for (int i = 0; i < 4; ++i) emu_wgmma_a[t][i] = a[i];
     emu_sync();
-    EmuWgmma w{d, 0, desc_b, n, bf16, true, {}};
+    EmuWgmma w{d, 0, desc_b, n, bf16, false, true, {}};
     for (int h = 0; h < 2; ++h)
         for (int k = 0; k < 16; ++k) {
             const int l = w0 + g * 4 + (k % 8) / 2, reg = h + (k >= 8 ? 2 : 0);

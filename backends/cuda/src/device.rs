@@ -99,6 +99,19 @@ fn gemm_path(arch: &str) -> std::result::Result<GemmPath, String> {
     GemmPath::choose(std::env::var("JOYRT_CUDA_GEMM").ok().as_deref(), kernel::has_wgmma(arch))
 }
 
+/// Whether `JOYRT_CUDA_FP8` asks for W8A8 (`w8a8`) rather than W8A16 (`w8a16`, the default) on
+/// fp8 weights, refused where `arch` has no FP8 `mma.sync`.
+fn fp8_w8a8(arch: &str) -> std::result::Result<bool, String> {
+    match std::env::var("JOYRT_CUDA_FP8").ok().as_deref() {
+        None | Some("") | Some("w8a16") => Ok(false),
+        Some("w8a8") if kernel::has_fp8_convert(arch) => Ok(true),
+        Some("w8a8") => {
+            Err(format!("JOYRT_CUDA_FP8=w8a8 needs FP8 mma.sync (sm_89 or later); this is {arch}"))
+        }
+        Some(other) => Err(format!("JOYRT_CUDA_FP8={other}: expected w8a16 or w8a8")),
+    }
+}
+
 /// The attention kernels `JOYRT_CUDA_ATTENTION` asks for on modules compiled for `arch`.
 fn attention_path(arch: &str) -> std::result::Result<AttentionPath, String> {
     AttentionPath::choose(std::env::var("JOYRT_CUDA_ATTENTION").ok().as_deref(), kernel::has_wgmma(arch))
@@ -170,6 +183,7 @@ impl CudaBackend {
         let limits = driver::device_limits(&ctx, name.clone()).map_err(unavailable)?;
         let gemm = gemm_path(&arch).map_err(unavailable)?;
         let attention = attention_path(&arch).map_err(unavailable)?;
+        let fp8_w8a8 = fp8_w8a8(&arch).map_err(unavailable)?;
         Ok(CudaBackend::from_inner(Inner {
             name,
             arch,
@@ -177,6 +191,7 @@ impl CudaBackend {
             sync_each_launch: std::env::var("JOYRT_CUDA_SYNC").is_ok_and(|v| v == "1"),
             last_launch: Default::default(),
             gemm: gemm.into(),
+            fp8_w8a8: fp8_w8a8.into(),
             attention,
             poison: std::env::var("JOYRT_CUDA_POISON").is_ok_and(|v| v == "1"),
             max_blocks: (sms.max(1) as u32) * 16,
@@ -205,6 +220,13 @@ impl CudaBackend {
         )
     }
 
+    /// The emulation of `device` (e.g. `DeviceLimits::SM89`: Ada, with FP8 `mma.sync` and no
+    /// `wgmma`) whatever `JOYRT_CUDA_EMU_ARCH` says; its kernels as `JOYRT_CUDA_GEMM` and
+    /// `JOYRT_CUDA_ATTENTION` choose for it.
+    pub fn emulated_on(device: crate::limits::DeviceLimits) -> Result<CudaBackend> {
+        CudaBackend::emulating(emu::Emulator::for_device(device), None)
+    }
+
     fn emulating(
         emulator: std::result::Result<emu::Emulator, String>,
         paths: Option<(GemmPath, AttentionPath)>,
@@ -219,6 +241,7 @@ impl CudaBackend {
                 attention_path(limits.nvrtc_arch()).map_err(unavailable)?,
             ),
         };
+        let fp8_w8a8 = fp8_w8a8(limits.nvrtc_arch()).map_err(unavailable)?;
         Ok(CudaBackend::from_inner(Inner {
             name: format!("cuda-emulated (kernels on the CPU, {} limits)", limits.label),
             arch: "emulated".into(),
@@ -227,6 +250,7 @@ impl CudaBackend {
             sync_each_launch: false,
             last_launch: Default::default(),
             gemm: gemm.into(),
+            fp8_w8a8: fp8_w8a8.into(),
             attention,
             poison: true,
             max_blocks: 8,

@@ -74,11 +74,11 @@ impl Family {
         spec: &'a Spec,
         arch: &'a str,
     ) -> impl Iterator<Item = &'static KernelDesc> + 'a {
-        self.def()
-            .kernels
-            .iter()
-            .copied()
-            .filter(move |k| (!k.needs_mma || spec.mma()) && (!k.needs_wgmma || has_wgmma(arch)))
+        self.def().kernels.iter().copied().filter(move |k| {
+            (!k.needs_mma || spec.mma())
+                && (!k.needs_wgmma || has_wgmma(arch))
+                && (!k.needs_fp8_mma || has_fp8_convert(arch))
+        })
     }
 }
 
@@ -94,7 +94,8 @@ pub fn has_wgmma(arch: &str) -> bool {
     arch == "sm_90a"
 }
 
-/// Whether `arch` converts FP8 in hardware (`cvt.rn.f16x2.e4m3x2`: sm_89 and later).
+/// Whether `arch` converts FP8 in hardware (`cvt.rn.f16x2.e4m3x2`: sm_89 and later), and so has
+/// FP8 `mma.sync` (`FP8_MMA_OK`).
 pub fn has_fp8_convert(arch: &str) -> bool {
     let number = arch.strip_prefix("sm_").map(|n| n.trim_end_matches(|c: char| c.is_ascii_alphabetic()));
     number.and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n >= 89)
@@ -121,6 +122,10 @@ pub struct KernelDesc {
     /// kernel sits inside `#if defined(WGMMA_OK)`). Such a kernel is an addition: every op keeps a
     /// kernel for sm_80, so it does not raise [`required_arch`].
     pub needs_wgmma: bool,
+    /// Defined only in modules for an architecture with FP8 `mma.sync` (sm_89 and later: the
+    /// kernel sits inside `#if defined(FP8_MMA_OK)`), whatever the activation dtype. An addition
+    /// as `needs_wgmma` is: it does not raise [`required_arch`].
+    pub needs_fp8_mma: bool,
     /// Tensor maps (`const __grid_constant__ CUtensorMap`) the kernel takes between its buffers
     /// and its parameter struct; a launch passes exactly this many.
     pub tensor_maps: usize,
@@ -141,6 +146,7 @@ impl KernelDesc {
             min_arch: SM80,
             needs_mma: false,
             needs_wgmma: false,
+            needs_fp8_mma: false,
             tensor_maps: 0,
         }
     }
@@ -153,6 +159,11 @@ impl KernelDesc {
     /// The same kernel on Hopper's warpgroup MMA: only in MMA modules for sm_90a.
     pub const fn wgmma(self) -> KernelDesc {
         KernelDesc { needs_mma: true, needs_wgmma: true, ..self }
+    }
+
+    /// The same kernel on FP8 `mma.sync`: only in modules for sm_89 and later.
+    pub const fn fp8_mma(self) -> KernelDesc {
+        KernelDesc { needs_fp8_mma: true, ..self }
     }
 
     /// The same kernel taking `n` tensor maps after its buffers.
@@ -281,9 +292,14 @@ mod tests {
         assert!(!gemm.iter().any(|k| k.starts_with("linear_wgmma")), "{gemm:?}");
         let hopper: Vec<_> = Family::Gemm.kernels(&bf16, "sm_90a").map(|k| k.name).collect();
         assert!(hopper.contains(&"linear_wgmma") && hopper.contains(&"linear_mma_pipelined"), "{hopper:?}");
-        for arch in ["sm_80", "sm_90a"] {
-            let simt: Vec<_> = Family::Gemm.kernels(&mixed, arch).map(|k| k.name).collect();
-            assert_eq!(simt, ["linear_simt", "linear_int8_simt", "linear_int4_simt", "linear_fp8_simt"]);
-        }
+        let simt = ["linear_simt", "linear_int8_simt", "linear_int4_simt", "linear_fp8_simt"];
+        let mixed_at = |arch: &str| Family::Gemm.kernels(&mixed, arch).map(|k| k.name).collect::<Vec<_>>();
+        assert_eq!(mixed_at("sm_80"), simt);
+        // The W8A8 kernels quantize their activations themselves: in every module from sm_89.
+        assert_eq!(
+            mixed_at("sm_90a"),
+            [&simt[..], &["fp8_quantize_rows", "linear_fp8_w8a8_mma"][..]].concat()
+        );
+        assert!(!gemm.iter().any(|k| k.contains("w8a8")), "{gemm:?}");
     }
 }

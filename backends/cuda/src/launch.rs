@@ -215,6 +215,33 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// Whether this backend's modules have the W8A8 kernels (FP8 `mma.sync`: sm_89 and later).
+    pub fn has_fp8_mma(&self) -> bool {
+        match &self.inner.dev {
+            Device::Gpu { .. } => crate::kernel::has_fp8_convert(&self.inner.arch),
+            Device::Emu(e) => crate::kernel::has_fp8_convert(e.limits().nvrtc_arch()),
+        }
+    }
+
+    /// Whether `linear_quantized` on fp8 weights runs W8A8 (activations quantized per row).
+    pub fn fp8_activations(&self) -> bool {
+        self.inner.fp8_w8a8.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Switches `linear_quantized` on fp8 weights between W8A16 (`false`) and W8A8 (`true`) for
+    /// this backend and its clones (`joyrt edit/bench --dtype fp8`). Refused for W8A8 on a device
+    /// without FP8 `mma.sync`.
+    pub fn set_fp8_activations(&self, on: bool) -> Result<()> {
+        if on && !self.has_fp8_mma() {
+            return Err(Error::backend(
+                self.inner.name.clone(),
+                "W8A8 fp8 (--dtype fp8) needs FP8 mma.sync: an sm_89 or later GPU, or JOYRT_CUDA_EMU_ARCH=sm_89/sm_90",
+            ));
+        }
+        self.inner.fp8_w8a8.store(on, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Whether this backend's modules have the Hopper (`wgmma`) kernels.
     pub fn has_wgmma(&self) -> bool {
         match &self.inner.dev {

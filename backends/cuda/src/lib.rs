@@ -51,6 +51,9 @@ struct Inner {
     last_launch: std::sync::Mutex<Option<&'static str>>,
     /// Which GEMM kernels `linear` takes (`JOYRT_CUDA_GEMM`; see [`launch::GemmPath`]).
     gemm: std::sync::Mutex<launch::GemmPath>,
+    /// Whether `linear_quantized` on fp8 weights quantizes its activations too (W8A8;
+    /// `JOYRT_CUDA_FP8=w8a8` or [`CudaBackend::set_fp8_activations`]).
+    fp8_w8a8: std::sync::atomic::AtomicBool,
     /// Which tensor-core attention runs at head dim 128 (`JOYRT_CUDA_ATTENTION`).
     attention: launch::AttentionPath,
     /// Fill fresh outputs with NaN bytes (`JOYRT_CUDA_POISON=1`; always in the emulation) so an
@@ -172,6 +175,13 @@ impl Backend for CudaBackend {
         p: &LinearParams,
     ) -> Result<CudaBuffer> {
         ops::gemm::linear(self, x, w, bias, e, p)
+    }
+    fn quantized_activations(&self, format: joyrt_core::QuantFormat) -> QuantActivations {
+        if format == joyrt_core::QuantFormat::Fp8E4M3 && self.fp8_activations() {
+            QuantActivations::Fp8PerRow
+        } else {
+            QuantActivations::Native
+        }
     }
     fn linear_quantized(
         &self,

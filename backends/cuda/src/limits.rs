@@ -53,8 +53,12 @@ impl DeviceLimits {
     pub const SM86: DeviceLimits =
         DeviceLimits { label: Cow::Borrowed("sm_86"), smem_per_block_optin: 99 * 1024, ..DeviceLimits::SM80 };
 
+    /// Ada (RTX 40xx, L4, L40S: sm_89): sm_86's 99 KiB per block, and FP8 tensor cores.
+    pub const SM89: DeviceLimits = DeviceLimits { label: Cow::Borrowed("sm_89"), ..DeviceLimits::SM86 };
+
     /// The architecture the emulation enforces: `$JOYRT_CUDA_EMU_ARCH` (`sm_80`, the default: the
-    /// oldest the kernels support and the tighter limits, or `sm_90`).
+    /// oldest the kernels support; `sm_89`, the tightest shared memory and FP8 `mma.sync`; or
+    /// `sm_90`).
     pub fn emulated() -> Result<DeviceLimits, String> {
         DeviceLimits::for_emulated_arch(std::env::var("JOYRT_CUDA_EMU_ARCH").ok().as_deref())
     }
@@ -62,18 +66,21 @@ impl DeviceLimits {
     fn for_emulated_arch(arch: Option<&str>) -> Result<DeviceLimits, String> {
         match arch {
             None | Some("") | Some("sm_80") => Ok(DeviceLimits::SM80),
+            Some("sm_89") => Ok(DeviceLimits::SM89),
             Some("sm_90") | Some("sm_90a") => Ok(DeviceLimits::SM90),
-            Some(other) => Err(format!("JOYRT_CUDA_EMU_ARCH={other}: the emulation knows sm_80 and sm_90")),
+            Some(other) => {
+                Err(format!("JOYRT_CUDA_EMU_ARCH={other}: the emulation knows sm_80, sm_89 and sm_90"))
+            }
         }
     }
 
     /// The NVRTC architecture whose compile report gives an emulated kernel's registers and
     /// static shared memory.
     pub fn nvrtc_arch(&self) -> &'static str {
-        if self.label == "sm_90" {
-            "sm_90a"
-        } else {
-            "sm_80"
+        match &*self.label {
+            "sm_90" => "sm_90a",
+            "sm_89" => "sm_89",
+            _ => "sm_80",
         }
     }
 
@@ -255,6 +262,9 @@ mod tests {
         assert_eq!(DeviceLimits::for_emulated_arch(None), Ok(DeviceLimits::SM80));
         assert_eq!(DeviceLimits::for_emulated_arch(Some("sm_90")), Ok(DeviceLimits::SM90));
         assert_eq!(DeviceLimits::SM90.nvrtc_arch(), "sm_90a");
+        assert_eq!(DeviceLimits::for_emulated_arch(Some("sm_89")), Ok(DeviceLimits::SM89));
+        assert_eq!(DeviceLimits::SM89.nvrtc_arch(), "sm_89");
+        assert_eq!(DeviceLimits::SM89.smem_per_block_optin, 99 * 1024);
         let m = DeviceLimits::for_emulated_arch(Some("sm_70")).unwrap_err();
         assert!(m.contains("JOYRT_CUDA_EMU_ARCH=sm_70"), "{m}");
     }

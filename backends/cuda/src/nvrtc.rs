@@ -61,6 +61,10 @@ pub fn source(family: Family, spec: &Spec, arch: &str) -> String {
             s += "#define FP8_CVT_OK 1\n";
         }
     }
+    // The W8A8 kernels read their activations once, in their quantizer, so any dtype takes them.
+    if has_fp8_convert(arch) {
+        s += "#define FP8_MMA_OK 1\n";
+    }
     s += &kernel_abi::c_constants();
     for (name, value) in def.defines {
         s += &format!("#define {name} {value}\n");

@@ -4,7 +4,7 @@
 
 use super::elementwise::gelu_tanh;
 use crate::{f32s, CpuBackend, CpuBuffer};
-use joyrt_core::backend::{Epilogue, LinearParams, QuantLinearParams};
+use joyrt_core::backend::{Epilogue, LinearParams, QuantActivations, QuantLinearParams};
 use joyrt_core::quant::codec;
 use joyrt_core::{Error, QuantizedMatrix, Result, Tensor};
 use rayon::prelude::*;
@@ -95,7 +95,10 @@ pub fn linear_quantized(
     if m == 0 {
         return Ok(be.store(Vec::new(), dtype));
     }
-    let x = f32s(x);
+    let x = match p.activations {
+        QuantActivations::Native => f32s(x),
+        QuantActivations::Fp8PerRow => std::borrow::Cow::Owned(fp8_rows(&f32s(x), k)),
+    };
     let scales = f32s(w.scales());
     let b = bias.map(f32s);
     if be.dequantizes_whole() {
@@ -137,6 +140,21 @@ pub fn linear_quantized(
     Ok(be.store(apply(epilogue, out, n), dtype))
 }
 
+/// Each row of `x [.., k]` quantized to E4M3 with its own scale and dequantized, exactly as
+/// [`QuantActivations::Fp8PerRow`] defines it.
+fn fp8_rows(x: &[f32], k: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(k.max(1)).zip(x.par_chunks(k.max(1))).for_each(|(o, row)| {
+        let s = row.iter().fold(0f32, |m, v| m.max(v.abs())) / 448.0;
+        if s > 0.0 {
+            for (o, v) in o.iter_mut().zip(row) {
+                *o = codec::e4m3_to_f32(codec::f32_to_e4m3(v / s)) * s;
+            }
+        }
+    });
+    out
+}
+
 /// The whole `[n, k]` weight in f32 through the host codec (`codec::dequantize_rows`, from the
 /// stored bytes), a path independent of the blocked kernel's word decoder.
 fn dequantize_whole(p: &QuantLinearParams, words: &[u32], scales: &[f32]) -> Vec<f32> {
@@ -147,4 +165,18 @@ fn dequantize_whole(p: &QuantLinearParams, words: &[u32], scales: &[f32]) -> Vec
         codes.extend_from_slice(&bytes[..rb]);
     }
     codec::dequantize_rows(p.format, k, &codes, scales)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fp8_rows;
+
+    /// Each row gets its own scale absmax / 448 (here 56 / 448 = 0.125 exactly, so the values
+    /// on E4M3's grid come back exactly), values between grid points round to the nearest (8.8 →
+    /// 9 at E4M3's step of 1 in [8, 16)), and a zero row stays zero.
+    #[test]
+    fn fp8_rows_quantize_each_row_with_its_own_scale() {
+        let x = [56.0, -3.0, 1.1, 0.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        assert_eq!(fp8_rows(&x, 5), [56.0, -3.0, 1.125, 0.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    }
 }

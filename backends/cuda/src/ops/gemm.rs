@@ -9,9 +9,9 @@ use crate::kernel::{Family, Kernel, KernelDesc, Spec};
 use crate::launch::{addr, i32_of, opt_addr, GemmPath, Grid};
 use crate::tensor_map::TileMap;
 use crate::{CudaBackend, CudaBuffer};
-use joyrt_core::backend::{Epilogue, LinearParams, QuantLinearParams};
+use joyrt_core::backend::{Epilogue, LinearParams, QuantActivations, QuantLinearParams};
 use joyrt_core::kernel_abi::{OpCode, QuantCode};
-use joyrt_core::{QuantFormat, QuantizedMatrix, Result, Tensor};
+use joyrt_core::{Backend, DType, Error, QuantFormat, QuantizedMatrix, Result, Tensor};
 
 type T = Tensor<CudaBackend>;
 
@@ -168,6 +168,16 @@ const LINEAR_FP8_SIMT: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_fp8_si
 const LINEAR_INT8_MMA: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_int8_mma", Family::Gemm).mma());
 const LINEAR_INT4_MMA: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_int4_mma", Family::Gemm).mma());
 const LINEAR_FP8_MMA: Kernel<GemmArgs> = Kernel::new(gemm_kernel("linear_fp8_mma", Family::Gemm).mma());
+/// W8A8 on fp8 weights (sm_89+, any activation dtype): each row of x quantized to E4M3 with its
+/// scale (a block per row), then the E4M3 × E4M3 `mma.sync` GEMM.
+const FP8_QUANTIZE_ROWS: Kernel<GemmArgs> =
+    Kernel::new(gemm_kernel("fp8_quantize_rows", Family::Gemm).fp8_mma());
+const LINEAR_FP8_W8A8_MMA: Kernel<GemmArgs> =
+    Kernel::new(gemm_kernel("linear_fp8_w8a8_mma", Family::Gemm).fp8_mma());
+/// ... or on FP8 warpgroup MMA (sm_90a, 16-bit activations, K % 16 == 0): 128 × 256 tiles.
+const LINEAR_FP8_W8A8_WGMMA: Kernel<GemmArgs> = Kernel::new(
+    gemm_kernel("linear_fp8_w8a8_wgmma", Family::Gemm).wgmma().fp8_mma().dynamic_smem(wgmma_smem_n256),
+);
 
 family! {
     "gemm", GemmArgs,
@@ -175,6 +185,7 @@ family! {
     kernels: [
         LINEAR_SIMT, LINEAR_MMA, LINEAR_MMA_PIPELINED, LINEAR_WGMMA, LINEAR_WGMMA_PERSISTENT, LINEAR_WGMMA_WS,
         LINEAR_INT8_SIMT, LINEAR_INT4_SIMT, LINEAR_FP8_SIMT, LINEAR_INT8_MMA, LINEAR_INT4_MMA, LINEAR_FP8_MMA,
+        FP8_QUANTIZE_ROWS, LINEAR_FP8_W8A8_MMA, LINEAR_FP8_W8A8_WGMMA,
     ],
 }
 
@@ -271,6 +282,9 @@ pub fn linear_quantized(
         scales_per_row: i32_of("scales per weight row", p.scales_per_row)?,
         epilogue: code,
     };
+    if p.activations == QuantActivations::Fp8PerRow {
+        return linear_fp8_w8a8(be, x, w, bias, [residual, gate], spec, args);
+    }
     let tiles_in_one_block = p.format == QuantFormat::Fp8E4M3 || p.block.is_multiple_of(MMA_BK as usize);
     let (simt, mma) = match QuantCode::from(p.format) {
         QuantCode::Int8 => (&LINEAR_INT8_SIMT, &LINEAR_INT8_MMA),
@@ -284,9 +298,49 @@ pub fn linear_quantized(
     be.launch_output(kernel, spec, grid, &buffers, (x.dtype(), p.m * p.n), &args)
 }
 
+/// `linear_quantized` W8A8 (`QuantActivations::Fp8PerRow`, an fp8 weight): x's rows quantized to
+/// E4M3 codes (packed as the weight's rows, `row_words` words each) and f32 scales, then the FP8
+/// tensor-core GEMM over 128 × 128 tiles.
+fn linear_fp8_w8a8(
+    be: &CudaBackend,
+    x: &T,
+    w: &QuantizedMatrix<CudaBackend>,
+    bias: Option<&T>,
+    [residual, gate]: [u64; 2],
+    spec: Spec,
+    mut args: GemmArgs,
+) -> Result<CudaBuffer> {
+    if !be.has_fp8_mma() {
+        return Err(Error::Unsupported {
+            backend: be.name(),
+            op: "linear_quantized with fp8 activations (W8A8 needs FP8 mma.sync: sm_89 or later)",
+        });
+    }
+    let (m, n) = (args.m as usize, args.n as usize);
+    // 16 codes from a multiple of 16 are one aligned 16-byte load of a row.
+    args.vec = (args.k % 16 == 0) as i32;
+    // The codes are u32 words in a buffer of 4-byte elements (the kernels never read them as f32).
+    let codes = be.output(DType::F32, m * args.row_words as usize)?;
+    let row_scales = be.output(DType::F32, m)?;
+    be.launch(&FP8_QUANTIZE_ROWS, spec, Grid::Blocks(m, 1), &[addr(x), codes.ptr, row_scales.ptr], &args)?;
+    // Hopper takes its wgmma kernel unless JOYRT_CUDA_GEMM=mma (or simt) asks for the mma.sync
+    // path every other GPU runs.
+    let wgmma = be.has_wgmma() && be.tensor_cores(&spec) && args.vec == 1 && be.gemm_path().needs_wgmma();
+    let (kernel, grid) = if wgmma {
+        let tiles = m.div_ceil(WG_BM as usize) * n.div_ceil(WG_BN as usize);
+        (&LINEAR_FP8_W8A8_WGMMA, Grid::Blocks(tiles, 1))
+    } else {
+        (&LINEAR_FP8_W8A8_MMA, Grid::Blocks(n.div_ceil(MMA_TILE), m.div_ceil(MMA_TILE)))
+    };
+    let buffers = [codes.ptr, row_scales.ptr, w.data().ptr, addr(w.scales()), opt_addr(bias), residual, gate];
+    be.launch_output(kernel, spec, grid, &buffers, (x.dtype(), m * n), &args)
+}
+
 #[cfg(test)]
 mod tests {
+    use crate::limits::DeviceLimits;
     use crate::{AttentionPath, CudaBackend, GemmPath};
+    use joyrt_core::backend::{Epilogue, QuantActivations};
     use joyrt_core::quant::codec;
     use joyrt_core::{DType, QuantFormat, QuantizedMatrix, Rng, Tensor};
 
@@ -374,6 +428,74 @@ mod tests {
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() <= tol * w.abs().max(1.0), "{dtype} {format} K={k}: {g} vs {w}");
             }
+        }
+    }
+
+    /// W8A8 (`QuantActivations::Fp8PerRow`) of `[m, k] × [n, k]` on `b`, with row 3 of x all
+    /// zero: the kernels launched, and the output against the CPU reference (which quantizes
+    /// the rows the same way) at bf16's op tolerance. The zero row comes out zero.
+    fn check_w8a8(b: &CudaBackend, (m, k, n): (usize, usize, usize), kernels: [&str; 2]) {
+        let cpu = joyrt_cpu::CpuBackend::default();
+        let mut rng = Rng::new(89);
+        let f = QuantFormat::Fp8E4M3;
+        let q = codec::quantize_rows(f, k, &rng.normal_vec(n * k, 0.5)).unwrap();
+        let mut xv = rng.normal_vec(m * k, 1.0);
+        xv[3 * k..4 * k].fill(0.0);
+        let on_cuda = || -> joyrt_core::Result<Vec<f32>> {
+            let w = QuantizedMatrix::upload(b, f, n, k, &q.codes, &q.scales)?;
+            let x = Tensor::from_f32(b, [m, k], &xv, DType::BF16)?;
+            b.profile_start()?;
+            let y =
+                x.linear_quantized_as(&w, None, Epilogue::None, QuantActivations::Fp8PerRow)?.to_f32_vec()?;
+            // (The profile lists kernels by time, not in launch order.)
+            let mut launched: Vec<_> = b.profile_finish()?.kernels.iter().map(|k| k.kernel).collect();
+            launched.sort_unstable();
+            assert_eq!(launched, kernels, "K={k}");
+            Ok(y)
+        };
+        let on_cpu = || -> joyrt_core::Result<Vec<f32>> {
+            let w = QuantizedMatrix::upload(&cpu, f, n, k, &q.codes, &q.scales)?;
+            let x = Tensor::from_f32(&cpu, [m, k], &xv, DType::BF16)?;
+            x.linear_quantized_as(&w, None, Epilogue::None, QuantActivations::Fp8PerRow)?.to_f32_vec()
+        };
+        let (got, want) = (on_cuda().expect("the emulated call"), on_cpu().expect("the CPU call"));
+        assert!(got[3 * n..4 * n].iter().chain(&want[3 * n..4 * n]).all(|&v| v == 0.0));
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-2 * w.abs().max(1.0), "K={k}: {g} vs {w}");
+        }
+    }
+
+    /// W8A8 runs on FP8 `mma.sync` from sm_89 (any K), on FP8 `wgmma` on sm_90 where K % 16 == 0
+    /// (`mma.sync` otherwise); sm_80 has neither and says so.
+    #[test]
+    fn w8a8_takes_the_fp8_tensor_cores_of_its_architecture() {
+        let quantize = "fp8_quantize_rows";
+        match CudaBackend::emulated_on(DeviceLimits::SM89) {
+            Ok(ada) => {
+                check_w8a8(&ada, (130, 100, 20), [quantize, "linear_fp8_w8a8_mma"]);
+                assert!(ada.set_fp8_activations(true).is_ok() && ada.fp8_activations());
+            }
+            Err(e) => println!("SKIPPED: no sm_89 CUDA emulation: {e}"),
+        }
+        match CudaBackend::emulated_hopper(GemmPath::Wgmma, AttentionPath::Mma) {
+            Ok(hopper) => {
+                check_w8a8(&hopper, (130, 272, 20), [quantize, "linear_fp8_w8a8_wgmma"]);
+                check_w8a8(&hopper, (9, 100, 5), [quantize, "linear_fp8_w8a8_mma"]);
+            }
+            Err(e) => println!("SKIPPED: no sm_90 CUDA emulation: {e}"),
+        }
+        match CudaBackend::emulated_on(DeviceLimits::SM80) {
+            Ok(ampere) => {
+                let f = QuantFormat::Fp8E4M3;
+                let q = codec::quantize_rows(f, 32, &[0.5; 64]).unwrap();
+                let w = QuantizedMatrix::upload(&ampere, f, 2, 32, &q.codes, &q.scales).unwrap();
+                let x = Tensor::from_f32(&ampere, [1, 32], &[1.0; 32], DType::BF16).unwrap();
+                let e =
+                    x.linear_quantized_as(&w, None, Epilogue::None, QuantActivations::Fp8PerRow).unwrap_err();
+                assert!(matches!(e, joyrt_core::Error::Unsupported { .. }), "{e}");
+                assert!(ampere.set_fp8_activations(true).is_err());
+            }
+            Err(e) => println!("SKIPPED: no sm_80 CUDA emulation: {e}"),
         }
     }
 

@@ -10,9 +10,9 @@ use crate::buffer::Span;
 use crate::dispatch::Shader;
 use crate::split::Split;
 use crate::{WgpuBackend, WgpuBuffer};
-use joyrt_core::backend::{Epilogue, LinearParams, QuantLinearParams};
+use joyrt_core::backend::{Epilogue, LinearParams, QuantActivations, QuantLinearParams};
 use joyrt_core::kernel_abi::{OpCode, QuantCode};
-use joyrt_core::{QuantizedMatrix, Result, Tensor};
+use joyrt_core::{Backend, Error, QuantizedMatrix, Result, Tensor};
 
 type T = Tensor<WgpuBackend>;
 
@@ -67,6 +67,12 @@ pub fn linear_quantized(
     epilogue: Epilogue<'_, WgpuBackend>,
     p: &QuantLinearParams,
 ) -> Result<WgpuBuffer> {
+    if p.activations != QuantActivations::Native {
+        return Err(Error::Unsupported {
+            backend: be.name(),
+            op: "linear_quantized with fp8 activations (W8A8)",
+        });
+    }
     let weight = GemmWeight { buffer: w.data(), row_len: p.row_words, quant: Some((p, w.scales())) };
     gemm(be, x, weight, bias, epilogue, (p.m, p.k, p.n))
 }
