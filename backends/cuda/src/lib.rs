@@ -52,7 +52,7 @@ struct Inner {
     /// Which GEMM kernels `linear` takes (`JOYRT_CUDA_GEMM`; see [`launch::GemmPath`]).
     gemm: std::sync::Mutex<launch::GemmPath>,
     /// Which tensor-core attention runs at head dim 128 (`JOYRT_CUDA_ATTENTION`).
-    attention: launch::AttentionPath,
+    attention: std::sync::Mutex<launch::AttentionPath>,
     /// Fill fresh outputs with NaN bytes (`JOYRT_CUDA_POISON=1`; always in the emulation) so an
     /// unwritten element shows as NaN in the conformance suite.
     poison: bool,
