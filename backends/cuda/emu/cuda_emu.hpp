@@ -213,7 +213,7 @@ struct EmuNamedBarrier {
     unsigned expected, arrived;
     unsigned warp_arrivals[32];
 };
-static EmuNamedBarrier emu_named[16];
+static EmuNamedBarrier emu_bar_state[16];
 
 // bar.sync (wait) or bar.arrive id, count: one arrival of this thread; the arrival that makes the
 // count completes the phase and releases the threads parked at it.
@@ -234,7 +234,7 @@ inline void emu_named_barrier(unsigned id, unsigned count, bool wait) {
         emu_fault(what);
         return;
     }
-    EmuNamedBarrier& b = emu_named[id];
+    EmuNamedBarrier& b = emu_bar_state[id];
     if (b.arrived == 0) {
         b.expected = count;
         std::memset(b.warp_arrivals, 0, sizeof b.warp_arrivals);
@@ -545,7 +545,7 @@ inline bool emu_run_block(unsigned threads, const std::function<void()>& body) {
     emu_block.body = body;
     emu_block.fibers.resize(threads);
     emu_async_reset();
-    std::memset(emu_named, 0, sizeof emu_named);
+    std::memset(emu_bar_state, 0, sizeof emu_bar_state);
     for (unsigned i = 0; i < threads; ++i) {
         EmuFiber& f = emu_block.fibers[i];
         if (f.stack.size() != stack) f.stack.assign(stack, 0);
@@ -629,7 +629,7 @@ inline bool emu_run_block(unsigned threads, const std::function<void()>& body) {
                 who = named;
                 const unsigned id = emu_block.fibers[named].bar_id;
                 std::snprintf(what, sizeof what, "thread %d waits at named barrier %u (%u of %u threads arrived)", named,
-                              id, emu_named[id].arrived, emu_named[id].expected);
+                              id, emu_bar_state[id].arrived, emu_bar_state[id].expected);
             } else if (warp >= 0) {
                 who = warp;
                 std::snprintf(what, sizeof what,
