@@ -395,3 +395,18 @@ extern "C" __global__ void __launch_bounds__(WA_THREADS, 1)
 }
 
 #endif
+
+// ---- Hopper, warp-specialised (attention_wgmma_ws.cuh): q, k, v reach it as tensor maps -------
+#include "attention_wgmma_ws.cuh"
+#if defined(MMA_OK) && defined(WGMMA_OK)
+
+// Grid: (ceil(Lq / AWS_BR), Hq); AWS_THREADS threads; the dynamic shared memory ops/attention.rs
+// gives it. The maps: rows of q [Lq, Hq·128] and k, v [Lk, Hkv·128] in boxes of 128 rows × 64.
+extern "C" __global__ void __launch_bounds__(AWS_THREADS, 1)
+    attention_wgmma_ws_d128(TX* y, const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
+                            const __grid_constant__ CUtensorMap v_map, AttentionArgs p) {
+    attention_wgmma_ws_d128_impl(&q_map, &k_map, &v_map, y, p.q_len, p.kv_len, p.q_heads, p.kv_heads, p.scale,
+                                 p.causal);
+}
+
+#endif

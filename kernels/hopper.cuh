@@ -37,6 +37,16 @@ __device__ __forceinline__ u64 sw128_desc(u32 addr) {
     return (u64)((addr & 0x3ffff) >> 4) | ((u64)(16 >> 4) << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
 }
 
+// The matrix descriptor of an MN-major, 128-byte-swizzled B operand whose k16 step starts at
+// `addr` (for imm-trans-b, the *_rs_tb wgmmas): each 128-byte row holds 64 consecutive N elements
+// of one k, 8-row k groups 1024 bytes apart (stride byte offset), and the 64-element N blocks
+// `n_block_bytes` apart (leading byte offset, bits 16–29). This is the layout a K-major tile map
+// writes for a row-major [k][n] matrix (V's [key][head dim]), so V needs no transposition.
+__device__ __forceinline__ u64 sw128_desc_mn(u32 addr, u32 n_block_bytes) {
+    return (u64)((addr & 0x3ffff) >> 4) | ((u64)((n_block_bytes & 0x3ffff) >> 4) << 16) | ((u64)(1024 >> 4) << 32) |
+           ((u64)1 << 62);
+}
+
 #ifdef JOYRT_CUDA_EMU
 __device__ __forceinline__ void wgmma_fence() {}
 __device__ __forceinline__ void wgmma_commit() { emu_wgmma_commit(); }
@@ -50,6 +60,10 @@ __device__ __forceinline__ void fence_operand(float&) {}
 #define WGMMA_M64K16_RS(BN, DT, TAG, ...)                                                              \
     __device__ __forceinline__ void wgmma_m64n##BN##k16_rs(float* d, const u32* a, u64 db, TAG) {      \
         emu_wgmma_rs(d, a, db, BN, DT[0] == 'b');                                                      \
+    }
+#define WGMMA_M64K16_RS_TB(BN, DT, TAG, ...)                                                           \
+    __device__ __forceinline__ void wgmma_m64n##BN##k16_rs_tb(float* d, const u32* a, u64 db, TAG) {   \
+        emu_wgmma_rs(d, a, db, BN, DT[0] == 'b', true);                                                \
     }
 #else
 // Orders this warpgroup's earlier register and shared-memory accesses before the next wgmma.
@@ -107,6 +121,18 @@ __device__ __forceinline__ void fence_operand(float& v) { asm volatile("" : "+f"
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));                    \
     }
 #define WGMMA_M64K16_RS(BN, DT, TAG, ...) WGMMA_RS_ASM(BN, DT, TAG, __VA_ARGS__)
+
+// The same with B transposed (imm-trans-b = 1): B's descriptor names an MN-major tile
+// (sw128_desc_mn).
+#define WGMMA_RS_TB_ASM(BN, DT, TAG, REGS, RA0, RA1, RA2, RA3, RB, RP, ...)                            \
+    __device__ __forceinline__ void wgmma_m64n##BN##k16_rs_tb(float* d, const u32* a, u64 db, TAG) {   \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #RP ", 0;\n"                                 \
+                     "wgmma.mma_async.sync.aligned.m64n" #BN "k16.f32." DT "." DT " {" REGS "}, "       \
+                     "{%" #RA0 ",%" #RA1 ",%" #RA2 ",%" #RA3 "}, %" #RB ", p, 1, 1, 1;\n}\n"            \
+                     : __VA_ARGS__                                                                      \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));                    \
+    }
+#define WGMMA_M64K16_RS_TB(BN, DT, TAG, ...) WGMMA_RS_TB_ASM(BN, DT, TAG, __VA_ARGS__)
 #endif
 
 WGMMA_M64K16(256, "bf16", bf16_t, WG_REGS128, 128, 129, 130, WG_D64(0), WG_D64(64))
@@ -115,6 +141,8 @@ WGMMA_M64K16(128, "bf16", bf16_t, WG_REGS64, 64, 65, 66, WG_D64(0))
 WGMMA_M64K16(128, "f16", f16_t, WG_REGS64, 64, 65, 66, WG_D64(0))
 WGMMA_M64K16_RS(128, "bf16", bf16_t, WG_REGS64, 64, 65, 66, 67, 68, 69, WG_D64(0))
 WGMMA_M64K16_RS(128, "f16", f16_t, WG_REGS64, 64, 65, 66, 67, 68, 69, WG_D64(0))
+WGMMA_M64K16_RS_TB(128, "bf16", bf16_t, WG_REGS64, 64, 65, 66, 67, 68, 69, WG_D64(0))
+WGMMA_M64K16_RS_TB(128, "f16", f16_t, WG_REGS64, 64, 65, 66, 67, 68, 69, WG_D64(0))
 
 // d (64 × 256, f32) += A (64 × 32 E4M3 codes, descriptor da) · B (256 × 32 codes, db)ᵀ, both
 // K-major as the 16-bit forms (a k32 step of 8-bit codes is the same 32 bytes of each 128-byte

@@ -1,7 +1,8 @@
 // Hopper's asynchronous copy machinery: mbarriers, the tensor memory accelerator's 2-D tile loads
 // from a CUtensorMap the host encodes (`cuTensorMapEncodeTiled`, passed by value as a
-// `const __grid_constant__` kernel parameter), and `setmaxnreg`. Defined where WGMMA_OK is (sm_90a
-// modules, and the emulation of sm_90); each has a C++ twin in emu/cuda_emu_async.hpp.
+// `const __grid_constant__` kernel parameter), `setmaxnreg`, and named barriers. Defined where
+// WGMMA_OK is (sm_90a modules, and the emulation of sm_90); each has a C++ twin in
+// emu/cuda_emu_async.hpp (named barriers: emu/cuda_emu.hpp, beside the scheduler).
 //
 // Every barrier here lives in the launch's dynamic shared memory (the emulation models only
 // that). A tile map's box lands in shared memory row after row, each row of 64 16-bit elements
@@ -30,6 +31,8 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, i
 }
 template <u32 N> __device__ __forceinline__ void setmaxnreg_inc() {}
 template <u32 N> __device__ __forceinline__ void setmaxnreg_dec() {}
+__device__ __forceinline__ void named_bar_sync(u32 id, u32 threads) { emu_named_barrier(id, threads, true); }
+__device__ __forceinline__ void named_bar_arrive(u32 id, u32 threads) { emu_named_barrier(id, threads, false); }
 #else
 // Sets the barrier's arrival count for each phase; phase 0 begins.
 __device__ __forceinline__ void mbar_init(u64* bar, u32 count) {
@@ -74,6 +77,14 @@ template <u32 N> __device__ __forceinline__ void setmaxnreg_inc() {
 template <u32 N> __device__ __forceinline__ void setmaxnreg_dec() {
     static_assert(N >= 24 && N <= 256 && N % 8 == 0, "setmaxnreg: 24 .. 256, a multiple of 8");
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+// Named barrier `id` (1 … 15; 0 is __syncthreads') of `threads` arrivals (a multiple of 32, in
+// whole warps): wait for the phase to complete, or only arrive. How warpgroups take turns.
+__device__ __forceinline__ void named_bar_sync(u32 id, u32 threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(u32 id, u32 threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 #endif
 

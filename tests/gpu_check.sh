@@ -5,8 +5,9 @@
 #   conformance  the whole suite on --backend cuda, outputs poisoned (JOYRT_CUDA_POISON=1), every
 #                launch synchronised (JOYRT_CUDA_SYNC=1)
 #   bench-ops    linear at the DiT's QKV/proj/MLP shapes on every tensor-core GEMM kernel the GPU has
-#                (mma; on sm_90a also wgmma, wgmma-persistent, wgmma-ws) and attention 9231×32×128,
-#                bf16 (M = 9231: the DiT's tokens at 1024²)
+#                (mma; on sm_90a also wgmma, wgmma-persistent, wgmma-ws) and attention 9231×32×128 on
+#                every tensor-core attention it has (mma; on sm_90a also wgmma, wgmma-ws), bf16
+#                (M = 9231: the DiT's tokens at 1024²)
 #   peer         the same shapes through PyTorch (cuBLAS F.linear, SDPA; CUDA events), same run
 #   cfg-step     one full-size CFG step on synthetic weights: two DiT forwards, the CFG combine, the
 #                Euler update, 1024², bf16
@@ -81,7 +82,8 @@ PROFILE_PY=tests/gpu_check_profile.py   # imported by the report writer
 # ---- the commands, defined once: the real run executes them, the dry run checks them ------------
 PROBE=(bench --backend cuda --dtype bf16 --parts ops --tokens 256 --attn-tokens 256 --iters 1 --json)
 CONFORMANCE=(conformance --backend cuda --fixtures "$REPO/tests/fixtures" --json)
-BENCH_OPS=(bench --backend cuda --dtype bf16 --parts ops --gemm-paths all --tokens 9231 --attn-tokens 9231 --iters 10 --json)
+BENCH_OPS=(bench --backend cuda --dtype bf16 --parts ops --gemm-paths all --attention-paths all --tokens 9231
+    --attn-tokens 9231 --iters 10 --json)
 CFG_STEP=(bench --backend cuda --dtype bf16 --parts cfg-step --full-dit --size 1024 --text-tokens 1039
     --iters 3 --json)
 PROFILE=(bench --backend cuda --dtype bf16 --parts cfg-step --full-dit --size 1024 --text-tokens 1039

@@ -76,7 +76,10 @@ def op_key(rec):
             raise DocError("gemm_path is not a string")
         return ("linear", int(number(rec, "m")), int(number(rec, "k")), int(number(rec, "n")), path)
     if rec["op"] == "attention":
-        return ("attention", int(number(rec, "tokens")), int(number(rec, "heads")), int(number(rec, "head_dim")))
+        path = rec.get("attention_path", "")
+        if not isinstance(path, str):
+            raise DocError("attention_path is not a string")
+        return ("attention", int(number(rec, "tokens")), int(number(rec, "heads")), int(number(rec, "head_dim")), path)
     raise DocError(f"unknown op {rec['op']!r}")
 
 
@@ -98,11 +101,13 @@ def op_label(key):
     if key[0] == "linear":
         label = f"linear M={key[1]} {key[2]}x{key[3]}"
         return f"{label} ({key[4]})" if key[4] else label
-    return f"attention L={key[1]} {key[2]}x{key[3]}"
+    label = f"attention L={key[1]} {key[2]}x{key[3]}"
+    return f"{label} ({key[4]})" if key[4] else label
 
 
 def shape_label(label):
-    """An op's label without the GEMM kernel `joyrt bench --gemm-paths` names (the peer's label)."""
+    """An op's label without the kernel `joyrt bench --gemm-paths` / `--attention-paths` names (the
+    peer's label)."""
     return label.split(" (")[0]
 
 
@@ -481,21 +486,25 @@ def write(work, out, mode, budget):
 def self_test():
     """Writes the report of a made-up run with every part passed and checks its figures."""
 
-    def ops(ms, paths=("",)):
+    def ops(ms, paths=("",), attention=("",)):
         recs = [
             {"op": "linear", "m": 9231, "k": k, "n": n, "ms": ms, "flop": 2.0 * 9231 * k * n}
             | ({"gemm_path": p} if p else {})
             for k, n in [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)]
             for p in paths
         ]
-        recs.append({"op": "attention", "tokens": 9231, "heads": 32, "head_dim": 128, "ms": ms, "flop": 1.0})
+        recs += [
+            {"op": "attention", "tokens": 9231, "heads": 32, "head_dim": 128, "ms": ms, "flop": 1.0}
+            | ({"attention_path": p} if p else {})
+            for p in attention
+        ]
         return recs
 
     conf = {"backend": "cuda:test", "passed": 3, "failed": 0, "skipped": 1, "failures": []}
     docs = {
         "probe": {"backend": "cuda:test", "dtype": "bf16", "iters": 1, "nvrtc": {"version": "13.0"}, "ops": ops(1.0)},
         "conformance": conf,
-        "bench-ops": {"backend": "cuda:test", "dtype": "bf16", "iters": 10, "ops": ops(4.0, ("wgmma", "wgmma-ws"))},
+        "bench-ops": {"backend": "cuda:test", "dtype": "bf16", "iters": 10, "ops": ops(4.0, ("wgmma", "wgmma-ws"), ("mma", "wgmma-ws"))},
         "peer": {"torch": "t", "cuda": "13.0", "gpu": "test", "dtype": "bf16", "ops": ops(2.0)},
         "cfg-step": {
             "backend": "cuda:test",
@@ -536,7 +545,7 @@ def self_test():
     c = rep["comparisons"]
     checks = [
         (rep["passed"], "every part passed"),
-        (len(c["ops_vs_peer"]) == 9, "four shapes on two GEMM paths and the attention compared"),
+        (len(c["ops_vs_peer"]) == 10, "four shapes on two GEMM paths and the attention on two compared"),
         (all(abs(r["speed_vs_peer"] - 0.5) < 1e-12 for r in c["ops_vs_peer"]), "speed = peer ms / joyrt ms"),
         (abs(c["cfg_step"]["vs_sglang_h100"] - 2.0) < 1e-3, "CFG step vs SGLang"),
         (abs(c["cfg_step"]["flop_t"] - 409.1) < 0.5, "CFG step FLOP at 9231 tokens"),

@@ -12,7 +12,7 @@ use joyrt_core::weights::Checkpoint;
 use joyrt_core::{Backend, DType, QuantFormat, QuantizedMatrix, Rng, Tensor};
 use joyrt_cpu::CpuBackend;
 use joyrt_cuda::profile::KernelProfile;
-use joyrt_cuda::{CudaBackend, GemmPath};
+use joyrt_cuda::{AttentionPath, CudaBackend, GemmPath};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -53,6 +53,11 @@ pub struct BenchArgs {
     /// also wgmma, wgmma-persistent and wgmma-ws). Default: the backend's own.
     #[arg(long, value_delimiter = ',')]
     pub gemm_paths: Vec<String>,
+    /// With --parts ops on CUDA: time attention on each of these kernels (JOYRT_CUDA_ATTENTION's
+    /// names, comma-separated), or `all`: every tensor-core attention the device has (mma; on
+    /// sm_90a also wgmma and wgmma-ws). Default: the backend's own.
+    #[arg(long, value_delimiter = ',')]
+    pub attention_paths: Vec<String>,
     /// Tokens (rows) of the op benchmarks; the DiT at 1024² has 9231.
     #[arg(long, default_value_t = 512)]
     pub tokens: usize,
@@ -183,14 +188,42 @@ fn gemm_paths(backend: &AnyBackend, names: &[String]) -> Result<Vec<GemmPath>> {
     Ok(paths)
 }
 
-/// Times the ops, `linear` on each of `paths` (switched on `cuda`, the same backend as `b`;
-/// none: `b`'s own GEMM); returns one JSON record per op.
+/// The attention kernels `--attention-paths` names (none: the backend's own), each checked
+/// against the device.
+fn attention_paths(backend: &AnyBackend, names: &[String]) -> Result<Vec<AttentionPath>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let AnyBackend::Cuda(cuda) = backend else {
+        bail!("--attention-paths chooses among the CUDA attention kernels: it needs --backend cuda or cuda-emulated");
+    };
+    let mut paths = Vec::new();
+    for name in names {
+        if name == "all" {
+            let all = AttentionPath::ALL.iter().map(|&(_, p)| p);
+            paths.extend(all.filter(|p| !p.needs_wgmma() || cuda.has_wgmma()));
+            continue;
+        }
+        let Some(&(_, path)) = AttentionPath::ALL.iter().find(|(n, _)| *n == name.as_str()) else {
+            let known: Vec<_> = AttentionPath::ALL.iter().map(|(n, _)| *n).collect();
+            bail!("--attention-paths {name}: expected all or one of {}", known.join(", "));
+        };
+        if path.needs_wgmma() && !cuda.has_wgmma() {
+            bail!("--attention-paths {name}: the {} kernel needs an sm_90a device (JOYRT_CUDA_EMU_ARCH=sm_90 in the emulation)", path.name());
+        }
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// Times the ops, `linear` on each of `paths` and attention on each of `attention` (switched on
+/// `cuda`, the same backend as `b`; none: `b`'s own kernel); returns one JSON record per op.
 fn bench_ops<B: Backend>(
     b: &B,
     a: &BenchArgs,
     dtype: DType,
     cuda: Option<&CudaBackend>,
-    paths: &[GemmPath],
+    (paths, attention): (&[GemmPath], &[AttentionPath]),
     out: &Lines,
 ) -> Result<Vec<Value>> {
     let mut rng = Rng::new(1);
@@ -227,10 +260,24 @@ fn bench_ops<B: Backend>(
     let (l, heads, d) = (a.attn_tokens.unwrap_or(m), 32, 128);
     let q = random(b, &mut rng, &[l, heads, d], dtype)?;
     let (k, v) = (random(b, &mut rng, &[l, heads, d], dtype)?, random(b, &mut rng, &[l, heads, d], dtype)?);
-    let s = time(b, a.iters, || q.attention(&k, &v, false, None).map(|_| ()))?;
     let flop = 4.0 * (l * l * heads * d) as f64;
-    let r = json!({ "op": "attention", "tokens": l, "heads": heads, "head_dim": d });
-    record(format!("attention L={l} {heads}x{d}"), s, flop, r);
+    let own = cuda.map(|c| c.attention_path());
+    let runs: Vec<Option<AttentionPath>> =
+        if attention.is_empty() { vec![None] } else { attention.iter().copied().map(Some).collect() };
+    for path in runs {
+        let mut r = json!({ "op": "attention", "tokens": l, "heads": heads, "head_dim": d });
+        let mut label = format!("attention L={l} {heads}x{d}");
+        if let (Some(c), Some(p)) = (cuda, path) {
+            c.set_attention_path(p)?;
+            r["attention_path"] = json!(p.name());
+            label += &format!(" {}", p.name());
+        }
+        let s = time(b, a.iters, || q.attention(&k, &v, false, None).map(|_| ()))?;
+        record(label, s, flop, r);
+    }
+    if let (Some(c), Some(p)) = (cuda, own) {
+        c.set_attention_path(p)?;
+    }
     Ok(records)
 }
 
@@ -533,12 +580,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     if a.parts.contains(&Part::Ops) {
         let paths = gemm_paths(&backend, &a.gemm_paths)?;
+        let attention = attention_paths(&backend, &a.attention_paths)?;
         let cuda = match &backend {
             AnyBackend::Cuda(c) => Some(c),
             _ => None,
         };
-        doc["ops"] =
-            Value::Array(crate::with_backend!(&backend, b => bench_ops(b, &a, dtype, cuda, &paths, &out))?);
+        doc["ops"] = Value::Array(
+            crate::with_backend!(&backend, b => bench_ops(b, &a, dtype, cuda, (&paths[..], &attention[..]), &out))?,
+        );
     }
     if a.parts.contains(&Part::Quantized) {
         doc["quantized"] =

@@ -1,6 +1,6 @@
 //! The op checks on the CUDA emulation of an sm_90 device (`CudaBackend::emulated_hopper`): each
 //! Hopper kernel (compiled only for sm_90a: the `wgmma` GEMM in its three forms and the `wgmma`
-//! attention) against the CPU reference. The networks and the pipeline run on the sm_80
+//! attention in its two) against the CPU reference. The networks and the pipeline run on the sm_80
 //! emulation (cuda_emulated.rs); on sm_90 they run on demand: `JOYRT_CUDA_EMU_ARCH=sm_90
 //! JOYRT_CUDA_ATTENTION=wgmma joyrt conformance --backend cuda-emulated`.
 
@@ -38,4 +38,11 @@ fn persistent_hopper_gemm_vs_cpu_reference() {
 #[test]
 fn warp_specialised_hopper_gemm_vs_cpu_reference() {
     check(GemmPath::WgmmaWs, AttentionPath::Mma, |label| label.contains("Linear"));
+}
+
+/// The attention cases on the warp-specialised attention (TMA into a K/V mbarrier ring, a
+/// producer and two consumer warpgroups taking turns through named barriers).
+#[test]
+fn warp_specialised_hopper_attention_vs_cpu_reference() {
+    check(GemmPath::Wgmma, AttentionPath::WgmmaWs, |label| label.contains("Attention"));
 }

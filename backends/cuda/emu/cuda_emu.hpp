@@ -5,10 +5,15 @@
 // Execution model: blocks run one after another; the threads of a block are cooperative fibers
 // (ucontext) on one OS thread, each with its own stack, so per-thread locals are real locals and
 // `__shared__` (mapped to `static`) is one copy shared by the block. Every synchronisation point
-// (__syncthreads, __syncwarp, a shuffle, an mma) parks the fiber: the scheduler runs the others
-// until every live fiber is parked at one, then releases them all, so all threads pass the same
-// barrier together. Fibers that reach a different number of sync points (a divergent barrier,
-// undefined in CUDA), a `__trap()` and a write past the launch's dynamic shared memory are faults:
+// parks the fiber until the threads it synchronises with are all there, then releases them
+// together: __syncthreads waits for every live thread of the block; a warp collective (__syncwarp,
+// a shuffle, mma.sync, ldmatrix, wgmma's register operand) for the 32 lanes of its warp only; a
+// named barrier (`bar.sync id, n` / `bar.arrive id, n`, ids 1 … 15) for n arrivals, per thread, in
+// whole warps. Threads that reach a different number of __syncthreads (a divergent barrier,
+// undefined in CUDA), lanes of one warp at different collectives, a named barrier used against
+// the hardware's rules (id ≥ 16, a count that is not a multiple of 32 or exceeds the block, two
+// counts in one phase, a warp arriving with part of its lanes or twice), a `__trap()` and a write
+// past the launch's dynamic shared memory are faults:
 // the launch stops and returns a message, as a kernel fault surfaces on the host (the Rust side
 // then treats the emulated context as poisoned, as the driver does). The launch limits (threads,
 // grid, shared memory, registers) are checked by the Rust side before a launch gets here (emu.rs,
@@ -19,9 +24,10 @@
 // schedule that lets a producer thread run furthest ahead of its consumers, so a stage refilled
 // before every reader released it (or released before its wgmma retired) is overwritten while
 // still in use and the result shows it. A sweep in which no fiber gets further (all blocked, or
-// blocked and parked) is a deadlock, reported as a fault naming the wait. Warp-level
-// collectives (shuffles, mma, ldmatrix) park like __syncthreads: the whole block, not only the
-// warp, so a kernel mixing them with mbarrier waits in other warps is reported as deadlocked.
+// blocked and parked) is a deadlock, reported as a fault naming the wait (an mbarrier, a named
+// barrier short of arrivals, a warp collective some lane never reaches, a __syncthreads).
+// Since a warp collective waits for its warp only, warp-specialised kernels whose consumers
+// shuffle and exchange fragments while a producer warp waits on an mbarrier run here.
 //
 // Warp-level operations exchange values through per-thread slots between two sync points.
 // mma.sync.m16n8k16 is computed from the PTX ISA's fragment layout (transcribed here
@@ -114,13 +120,18 @@ inline unsigned short emu_f32_to_f16(float f) {
 
 // Where a fiber stopped: runnable (released from a sync point), parked at one, or blocked on a wait.
 enum class EmuAt { Runnable, Parked, Blocked };
+// What a parked fiber waits for: every thread of the block, its warp's lanes, or a named barrier.
+enum class EmuPark { Block, Warp, Named };
 
 struct EmuFiber {
     ucontext_t ctx;
     std::vector<char> stack;
     bool done = false;
-    long syncs = 0;
+    long syncs = 0;       // __syncthreads passed or reached
+    long warp_syncs = 0;  // warp collectives reached
     EmuAt at = EmuAt::Runnable;
+    EmuPark park = EmuPark::Block;
+    unsigned bar_id = 0;        // the named barrier a fiber parked on EmuPark::Named waits at
     char blocked_on[160] = {};  // what a blocked fiber waits for, for the deadlock report
 };
 
@@ -158,12 +169,103 @@ static void emu_fiber_entry() {
 // an mbarrier operation, a wait passed): a sweep that leaves it unchanged made no progress.
 static long emu_progress = 0;
 
-inline void emu_sync() {
+inline void emu_park(EmuPark kind) {
     EmuFiber& f = emu_block.fibers[emu_block.current];
-    f.syncs++;
     f.at = EmuAt::Parked;
+    f.park = kind;
     emu_progress++;
     swapcontext(&f.ctx, &emu_block.sched);
+}
+
+// __syncthreads: released by the scheduler once every live thread of the block is parked here.
+inline void emu_sync() {
+    emu_block.fibers[emu_block.current].syncs++;
+    emu_park(EmuPark::Block);
+}
+
+// A warp collective: the last lane of the warp to arrive releases the others and goes on.
+inline void emu_sync_warp() {
+    EmuFiber& me = emu_block.fibers[emu_block.current];
+    me.warp_syncs++;
+    const unsigned w0 = threadIdx.x & ~31u, end = std::min<unsigned>(w0 + 32, (unsigned)emu_block.fibers.size());
+    for (unsigned l = w0; l < end; ++l) {
+        const EmuFiber& o = emu_block.fibers[l];
+        if (l != threadIdx.x && (o.done || o.at != EmuAt::Parked || o.park != EmuPark::Warp)) {
+            emu_park(EmuPark::Warp);
+            return;
+        }
+    }
+    for (unsigned l = w0; l < end; ++l) {
+        EmuFiber& o = emu_block.fibers[l];
+        if (o.warp_syncs != me.warp_syncs) {
+            emu_fault("lanes of a warp reached different warp collectives (a shuffle, mma, ldmatrix or "
+                      "__syncwarp in divergent code)");
+            return;
+        }
+        o.at = EmuAt::Runnable;
+    }
+    emu_progress++;
+}
+
+// The named barriers 1 … 15 of the block (`bar.sync` / `bar.arrive` with a thread count): the
+// arrivals of the current phase, in total and per warp, and the count its first arrival gave.
+struct EmuNamedBarrier {
+    unsigned expected, arrived;
+    unsigned warp_arrivals[32];
+};
+static EmuNamedBarrier emu_bar_state[16];
+
+// bar.sync (wait) or bar.arrive id, count: one arrival of this thread; the arrival that makes the
+// count completes the phase and releases the threads parked at it.
+inline void emu_named_barrier(unsigned id, unsigned count, bool wait) {
+    char what[200];
+    const unsigned block = (blockDim.x + 31) / 32 * 32;
+    if (id == 0 || id >= 16) {
+        std::snprintf(what, sizeof what,
+                      "named barrier %u: ids are 1 .. 15 (16 per block; 0 is __syncthreads', modelled only as that)", id);
+        emu_fault(what);
+        return;
+    }
+    if (count == 0 || count % 32 != 0 || count > block) {
+        std::snprintf(what, sizeof what,
+                      "named barrier %u with a thread count of %u: it must be a nonzero multiple of 32, at most the "
+                      "block's %u threads",
+                      id, count, block);
+        emu_fault(what);
+        return;
+    }
+    EmuNamedBarrier& b = emu_bar_state[id];
+    if (b.arrived == 0) {
+        b.expected = count;
+        std::memset(b.warp_arrivals, 0, sizeof b.warp_arrivals);
+    } else if (b.expected != count) {
+        std::snprintf(what, sizeof what, "named barrier %u: threads of one phase give different thread counts (%u, %u)",
+                      id, b.expected, count);
+        emu_fault(what);
+        return;
+    }
+    b.arrived++;
+    b.warp_arrivals[threadIdx.x / 32]++;
+    emu_progress++;
+    if (b.arrived == b.expected) {
+        for (unsigned w = 0; w < 32; ++w)
+            if (b.warp_arrivals[w] != 0 && b.warp_arrivals[w] != 32) {
+                std::snprintf(what, sizeof what,
+                              "named barrier %u completed a phase with %u arrivals from warp %u: bar.sync and "
+                              "bar.arrive are warp-wide, one arrival per thread and phase",
+                              id, b.warp_arrivals[w], w);
+                emu_fault(what);
+                return;
+            }
+        for (EmuFiber& f : emu_block.fibers)
+            if (!f.done && f.at == EmuAt::Parked && f.park == EmuPark::Named && f.bar_id == id) f.at = EmuAt::Runnable;
+        b.arrived = 0;
+        return;
+    }
+    if (wait) {
+        emu_block.fibers[emu_block.current].bar_id = id;
+        emu_park(EmuPark::Named);
+    }
 }
 
 // Blocks this fiber until the next sweep (the caller retries its wait then); `what` names the
@@ -181,15 +283,15 @@ static void emu_async_reset();
 static const char* emu_async_leftover();
 
 inline void __syncthreads() { emu_sync(); }
-inline void __syncwarp(unsigned = 0xffffffffu) { emu_sync(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu_sync_warp(); }
 
 static float emu_shfl_slot[1024];
 inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
     const int t = threadIdx.x;
     emu_shfl_slot[t] = v;
-    emu_sync();
+    emu_sync_warp();
     const float r = emu_shfl_slot[(t & ~31) | ((t & 31) ^ lane_mask)];
-    emu_sync();
+    emu_sync_warp();
     return r;
 }
 
@@ -205,7 +307,7 @@ inline void emu_mma16816(float* d, const unsigned* a, const unsigned* b, bool bf
     const int t = threadIdx.x, w0 = t & ~31, lane = t & 31;
     for (int i = 0; i < 4; ++i) emu_mma_a[t][i] = a[i];
     for (int i = 0; i < 2; ++i) emu_mma_b[t][i] = b[i];
-    emu_sync();
+    emu_sync_warp();
     auto A = [&](int r, int k) {
         const int l = w0 + (r % 8) * 4 + (k % 8) / 2, reg = (r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
         return emu_half_bits((emu_mma_a[l][reg] >> (16 * (k % 2))) & 0xffffu, bf16);
@@ -221,7 +323,7 @@ inline void emu_mma16816(float* d, const unsigned* a, const unsigned* b, bool bf
         for (int k = 0; k < 16; ++k) acc += A(row, k) * B(k, col);
         d[i] += acc;
     }
-    emu_sync();
+    emu_sync_warp();
 }
 
 // The value of an FP8 E4M3 code (e4m3fn: bias 7, subnormals m·2⁻⁹, 0x7f/0xff NaN), exactly;
@@ -244,7 +346,7 @@ inline void emu_mma_e4m3_16832(float* d, const unsigned* a, const unsigned* b) {
     const int t = threadIdx.x, w0 = t & ~31, lane = t & 31;
     for (int i = 0; i < 4; ++i) emu_mma_a[t][i] = a[i];
     for (int i = 0; i < 2; ++i) emu_mma_b[t][i] = b[i];
-    emu_sync();
+    emu_sync_warp();
     auto A = [&](int r, int k) {
         const int l = w0 + (r % 8) * 4 + (k % 16) / 4, reg = (r >= 8 ? 1 : 0) + (k >= 16 ? 2 : 0);
         return emu_e4m3((emu_mma_a[l][reg] >> (8 * (k % 4))) & 0xffu);
@@ -260,7 +362,7 @@ inline void emu_mma_e4m3_16832(float* d, const unsigned* a, const unsigned* b) {
         for (int k = 0; k < 32; ++k) acc += A(row, k) * B(k, col);
         d[i] += acc;
     }
-    emu_sync();
+    emu_sync_warp();
 }
 
 // ldmatrix.sync.aligned.m8n8.x4.shared.b16: lane l gives the address of row l % 8 of matrix
@@ -270,12 +372,12 @@ static const unsigned short* emu_ldsm_row[1024];
 inline void emu_ldmatrix_x4(unsigned* r, const unsigned short* row) {
     const int t = threadIdx.x, w0 = t & ~31, lane = t & 31;
     emu_ldsm_row[t] = row;
-    emu_sync();
+    emu_sync_warp();
     for (int i = 0; i < 4; ++i) {
         const unsigned short* src = emu_ldsm_row[w0 + i * 8 + lane / 4] + 2 * (lane % 4);
         r[i] = (unsigned)src[0] | ((unsigned)src[1] << 16);
     }
-    emu_sync();
+    emu_sync_warp();
 }
 
 // cp.async: copies are queued per thread and only performed when a later cp.async.wait_group
@@ -339,13 +441,13 @@ inline bool emu_dynamic_smem_guard_intact() {
 inline void emu_ldmatrix_x4_trans(unsigned* r, const unsigned short* row) {
     const int t = threadIdx.x, w0 = t & ~31, lane = t & 31;
     emu_ldsm_row[t] = row;
-    emu_sync();
+    emu_sync_warp();
     for (int i = 0; i < 4; ++i) {
         const unsigned short lo = emu_ldsm_row[w0 + i * 8 + 2 * (lane % 4)][lane / 4];
         const unsigned short hi = emu_ldsm_row[w0 + i * 8 + 2 * (lane % 4) + 1][lane / 4];
         r[i] = (unsigned)lo | ((unsigned)hi << 16);
     }
-    emu_sync();
+    emu_sync_warp();
 }
 
 // ---- Hopper: wgmma.mma_async with both operands in shared memory ------------------------------
@@ -358,8 +460,11 @@ inline void emu_ldmatrix_x4_trans(unsigned* r, const unsigned short* row) {
 // warpgroup owns rows 16q …; n8 block j gives d[4j..4j+3] at (g, 8j + 2t + {0,1}) and (g + 8, …)),
 // reading A and B through an independent decoding of the matrix descriptors: start address
 // (bits 0–13, × 16), stride byte offset between 8-row groups (bits 32–45, × 16), layout (bits
-// 62–63). Only the layout joyrt uses is modelled (K-major, 128-byte swizzle, base offset 0);
-// any other descriptor is a fault, not a guess.
+// 62–63). Only the layouts joyrt uses are modelled (128-byte swizzle, base offset 0): K-major,
+// and for a B operand the instruction marks transposed (imm-trans-b), MN-major, where a 128-byte
+// row holds 64 consecutive N elements of one k, 8-row K groups lie SBO apart and 64-element N
+// blocks LBO apart (bits 16–29, × 16: CUTLASS's canonical ((8,n),(8,k)):((1,LBO),(8,SBO)) in
+// 16-byte units). Any other descriptor is a fault, not a guess.
 inline unsigned emu_smem_offset(const void* p) {
     const unsigned char* c = static_cast<const unsigned char*>(p);
     if (c < emu_dynamic_smem || c >= emu_dynamic_smem + emu_dynamic_smem_bytes) {
@@ -376,6 +481,7 @@ struct EmuWgmma {
     bool bf16;
     bool e4m3;  // both operands FP8 E4M3 codes, k32 (then `bf16` is unused)
     bool a_in_registers;  // then `a` holds this thread's rows g, g + 8 (k 0–15), read at issue
+    bool b_mn_major;      // imm-trans-b: B's descriptor names an MN-major tile
     float a[2][16];
 };
 static std::vector<EmuWgmma> emu_wgmma_open[1024];
@@ -402,6 +508,26 @@ inline float emu_wgmma_operand(unsigned long long desc, int row, int k, bool bf1
     return emu_half_bits(bits, bf16);
 }
 
+// Element (n, k) of an MN-major 128-byte-swizzled B operand (imm-trans-b).
+inline float emu_wgmma_operand_mn(unsigned long long desc, int n, int k, bool bf16) {
+    const unsigned start = (unsigned)(desc & 0x3fff) << 4, lbo = (unsigned)((desc >> 16) & 0x3fff) << 4,
+                   sbo = (unsigned)((desc >> 32) & 0x3fff) << 4;
+    if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0) {
+        emu_fault("wgmma descriptor: only MN-major 128-byte-swizzled operands with base offset 0 are emulated");
+        return 0.0f;
+    }
+    const unsigned addr = start + (unsigned)(n / 64) * lbo + (unsigned)(k / 8) * sbo + (unsigned)(k % 8) * 128 +
+                          (unsigned)(n % 64) * 2;
+    const unsigned at = addr ^ (((addr >> 7) & 7) << 4);
+    if (at + 2 > emu_dynamic_smem_bytes) {
+        emu_fault("wgmma operand read past the launch's dynamic shared memory");
+        return 0.0f;
+    }
+    unsigned short bits;
+    std::memcpy(&bits, emu_dynamic_smem + at, 2);
+    return emu_half_bits(bits, bf16);
+}
+
 inline void emu_wgmma_run(const EmuWgmma& w) {
     const int t = threadIdx.x, q = (t >> 5) & 3, lane = t & 31, g = lane / 4, tq = lane % 4;
     for (int j = 0; j < w.n / 8; ++j)
@@ -411,7 +537,9 @@ inline void emu_wgmma_run(const EmuWgmma& w) {
             for (int k = 0; k < (w.e4m3 ? 32 : 16); ++k) {
                 const float av = w.a_in_registers ? w.a[i >= 2][k]
                                                   : emu_wgmma_operand(w.desc_a, row, k, w.bf16, w.e4m3);
-                acc += av * emu_wgmma_operand(w.desc_b, col, k, w.bf16, w.e4m3);
+                const float bv = w.b_mn_major ? emu_wgmma_operand_mn(w.desc_b, col, k, w.bf16)
+                                              : emu_wgmma_operand(w.desc_b, col, k, w.bf16, w.e4m3);
+                acc += av * bv;
             }
             w.d[4 * j + i] += acc;
         }
@@ -419,7 +547,7 @@ inline void emu_wgmma_run(const EmuWgmma& w) {
 
 inline void emu_wgmma(float* d, unsigned long long desc_a, unsigned long long desc_b, int n, bool bf16) {
     if (blockDim.x % 128 != 0) emu_fault("wgmma in a block that is not whole warpgroups (128 threads)");
-    EmuWgmma w{d, desc_a, desc_b, n, bf16, false, false, {}};
+    EmuWgmma w{d, desc_a, desc_b, n, bf16, false, false, false, {}};
     emu_wgmma_open[threadIdx.x].push_back(w);
 }
 
@@ -427,25 +555,26 @@ inline void emu_wgmma(float* d, unsigned long long desc_a, unsigned long long de
 // swizzled layout, one byte per code, each product exact in f32.
 inline void emu_wgmma_e4m3(float* d, unsigned long long desc_a, unsigned long long desc_b, int n) {
     if (blockDim.x % 128 != 0) emu_fault("wgmma in a block that is not whole warpgroups (128 threads)");
-    EmuWgmma w{d, desc_a, desc_b, n, false, true, false, {}};
+    EmuWgmma w{d, desc_a, desc_b, n, false, true, false, false, {}};
     emu_wgmma_open[threadIdx.x].push_back(w);
 }
 
 // A from registers: the warp's fragments are exchanged at issue (the instruction is warpgroup-
 // wide and reads its registers then), each thread keeping the two rows it accumulates.
 static unsigned emu_wgmma_a[1024][4];
-inline void emu_wgmma_rs(float* d, const unsigned* a, unsigned long long desc_b, int n, bool bf16) {
+inline void emu_wgmma_rs(float* d, const unsigned* a, unsigned long long desc_b, int n, bool bf16,
+                         bool b_mn_major = false) {
     if (blockDim.x % 128 != 0) emu_fault("wgmma in a block that is not whole warpgroups (128 threads)");
     const int t = threadIdx.x, w0 = t & ~31, lane = t & 31, g = lane / 4;
     for (int i = 0; i < 4; ++i) emu_wgmma_a[t][i] = a[i];
-    emu_sync();
-    EmuWgmma w{d, 0, desc_b, n, bf16, false, true, {}};
+    emu_sync_warp();
+    EmuWgmma w{d, 0, desc_b, n, bf16, false, true, b_mn_major, {}};
     for (int h = 0; h < 2; ++h)
         for (int k = 0; k < 16; ++k) {
             const int l = w0 + g * 4 + (k % 8) / 2, reg = h + (k >= 8 ? 2 : 0);
             w.a[h][k] = emu_half_bits((emu_wgmma_a[l][reg] >> (16 * (k % 2))) & 0xffffu, bf16);
         }
-    emu_sync();
+    emu_sync_warp();
     emu_wgmma_open[t].push_back(w);
 }
 inline void emu_wgmma_commit() {
@@ -467,11 +596,13 @@ inline bool emu_run_block(unsigned threads, const std::function<void()>& body) {
     emu_block.body = body;
     emu_block.fibers.resize(threads);
     emu_async_reset();
+    std::memset(emu_bar_state, 0, sizeof emu_bar_state);
     for (unsigned i = 0; i < threads; ++i) {
         EmuFiber& f = emu_block.fibers[i];
         if (f.stack.size() != stack) f.stack.assign(stack, 0);
         f.done = false;
         f.syncs = 0;
+        f.warp_syncs = 0;
         f.at = EmuAt::Runnable;
         emu_open_group[i].clear();
         emu_pending[i].clear();
@@ -496,8 +627,8 @@ inline bool emu_run_block(unsigned threads, const std::function<void()>& body) {
             if (emu_block.faulted) return false;
             if (f.done) emu_progress++;
         }
-        unsigned live = 0, parked = 0, exited = 0;
-        int blocked = -1;
+        unsigned live = 0, at_block = 0, exited = 0;
+        int blocked = -1, named = -1, warp = -1, block = -1;
         long round = -1;
         for (unsigned i = 0; i < threads; ++i) {
             const EmuFiber& f = emu_block.fibers[i];
@@ -507,7 +638,16 @@ inline bool emu_run_block(unsigned threads, const std::function<void()>& body) {
             }
             live++;
             if (f.at == EmuAt::Parked) {
-                parked++;
+                if (f.park == EmuPark::Named) {
+                    if (named < 0) named = (int)i;
+                    continue;
+                }
+                if (f.park == EmuPark::Warp) {
+                    if (warp < 0) warp = (int)i;
+                    continue;
+                }
+                at_block++;
+                if (block < 0) block = (int)i;
                 if (round < 0) round = f.syncs;
                 if (f.syncs != round) {
                     emu_fault("threads of a block reached different barriers (divergent __syncthreads)");
@@ -518,7 +658,7 @@ inline bool emu_run_block(unsigned threads, const std::function<void()>& body) {
             }
         }
         if (live == 0) break;
-        if (parked == live) {
+        if (at_block == live) {
             if (exited > 0) {
                 for (unsigned i = 0; i < threads; ++i)
                     if (emu_block.fibers[i].done) threadIdx.x = i;
@@ -528,14 +668,35 @@ inline bool emu_run_block(unsigned threads, const std::function<void()>& body) {
             for (unsigned i = 0; i < threads; ++i) emu_block.fibers[i].at = EmuAt::Runnable;
             continue;
         }
-        if (emu_progress == progress_before && blocked >= 0) {
-            char what[400];
-            std::snprintf(what, sizeof what,
+        if (emu_progress == progress_before) {
+            // Nothing moved in a whole sweep: every live thread waits for something no thread is
+            // left to bring about. Named: an mbarrier wait first, then a named barrier, a warp
+            // collective, a __syncthreads.
+            char what[240];
+            int who = blocked;
+            if (blocked >= 0) {
+                std::snprintf(what, sizeof what, "%s", emu_block.fibers[blocked].blocked_on);
+            } else if (named >= 0) {
+                who = named;
+                const unsigned id = emu_block.fibers[named].bar_id;
+                std::snprintf(what, sizeof what, "thread %d waits at named barrier %u (%u of %u threads arrived)", named,
+                              id, emu_bar_state[id].arrived, emu_bar_state[id].expected);
+            } else if (warp >= 0) {
+                who = warp;
+                std::snprintf(what, sizeof what,
+                              "thread %d waits at a warp collective that other lanes of its warp never reach", warp);
+            } else {
+                who = block;
+                std::snprintf(what, sizeof what, "thread %d waits at a __syncthreads that other threads never reach",
+                              block);
+            }
+            char message[400];
+            std::snprintf(message, sizeof message,
                           "deadlock: %s, which can never complete (no thread is left to get it there; %u of %u "
-                          "live threads wait at a __syncthreads or warp collective)",
-                          emu_block.fibers[blocked].blocked_on, parked, live);
-            threadIdx.x = (unsigned)blocked;
-            emu_fault(what);
+                          "live threads wait at a __syncthreads)",
+                          what, at_block, live);
+            threadIdx.x = (unsigned)who;
+            emu_fault(message);
             return false;
         }
     }

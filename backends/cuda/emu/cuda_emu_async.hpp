@@ -27,6 +27,10 @@
 // cover), the proxy fences (`fence.proxy.async`, `fence.mbarrier_init`: accepted, not checked),
 // `setmaxnreg` (accepted; its register budget is checked by ptxas, not here), clusters and
 // multicast (not emulated: a map or barrier outside this block's shared memory is a fault).
+// Of wgmma (cuda_emu.hpp) it cannot see a kernel changing an A-from-registers fragment before
+// the wait (the fragments are read at issue), nor that its decoding of a descriptor, K-major or
+// MN-major, is the hardware's: both sides were written from the same reading of the PTX ISA and
+// CUTLASS's canonical layouts, and a GPU run is the check.
 #pragma once
 
 #define __grid_constant__

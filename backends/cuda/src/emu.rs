@@ -382,6 +382,80 @@ extern "C" __global__ void phases(int* out, int mode) {
 }
 "#;
 
+    /// Named barriers and warp-local collectives (emu/cuda_emu.hpp). `mode` 0: two warpgroups
+    /// take turns through barriers 1 and 2 (warpgroup 1 arrives on 1 first, and skips its last
+    /// arrival so every phase is whole), each logging its number three times; 3: the same
+    /// without the first arrival (a deadlock); 1: a count of 100; 2: barrier 16; 4: warp 0
+    /// arrives twice in one phase of a 64-thread barrier. 5: warp 0 sums its lanes by shuffles
+    /// and then arrives on an mbarrier warp 1 waits on (a warp collective parks its warp only);
+    /// 6: lane 0 shuffles once more than the rest of its warp.
+    const NAMED: &str = r#"
+extern "C" __global__ void named(int* out, int mode) {
+    int* log = (int*)emu_dynamic_smem;
+    const int t = threadIdx.x, wg = t / 128;
+    if (t == 0) log[15] = 0;
+    __syncthreads();
+    if (mode == 1 || mode == 2) {
+        emu_named_barrier(mode == 1 ? 1 : 16, mode == 1 ? 100 : 256, true);
+    } else if (mode == 4) {
+        if (t < 64) emu_named_barrier(3, 64, false);
+        if (t < 32) emu_named_barrier(3, 64, false);
+    } else if (mode == 0 || mode == 3) {
+        if (wg == 1 && mode == 0) emu_named_barrier(1, 256, false);
+        for (int i = 0; i < 3; ++i) {
+            emu_named_barrier(1 + wg, 256, true);
+            if (t % 128 == 0) log[log[15]++] = wg;
+            if (!(wg == 1 && i == 2)) emu_named_barrier(2 - wg, 256, false);
+        }
+        __syncthreads();
+        if (t < 6) out[t] = log[t];
+    } else if (mode == 5) {
+        unsigned long long* bar = (unsigned long long*)(emu_dynamic_smem + 64);
+        if (t == 0) emu_mbarrier_init(bar, 32);
+        __syncthreads();
+        if (t < 32) {
+            float v = (float)t;
+            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (t == 0) log[0] = (int)v;
+            emu_mbarrier_arrive(bar, 0);
+        } else if (t < 64) {
+            emu_mbarrier_wait(bar, 0);
+            out[t - 32] = log[0];
+        }
+    } else if (mode == 6 && t < 32) {
+        float v = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+        if (t == 0) v = __shfl_xor_sync(0xffffffffu, v, 1);
+        out[t] = (int)v;
+    }
+}
+"#;
+
+    /// Warpgroups take turns in the order their named barriers give, a warp collective waits for
+    /// its warp only, and every misuse the hardware forbids (or a wait that cannot complete) is a
+    /// fault with its reason.
+    #[test]
+    fn named_barriers_order_warpgroups_and_warp_collectives_park_one_warp() {
+        let Ok(emulator) = Emulator::new().map_err(|why| println!("SKIPPED: {why}")) else { return };
+        let module = emulator.build_source("named", "named.cu", NAMED, &["named"], HashMap::new()).unwrap();
+        let k = module.kernel("named").unwrap();
+        let run = |mode: i32| {
+            let mut out = vec![-1i32; 32];
+            let (mut ptr, mut mode) = (out.as_mut_ptr() as u64, mode);
+            launch(&k, 256, 128, &mut [arg(&mut ptr), arg(&mut mode)]).map(|_| out)
+        };
+        assert_eq!(run(0).unwrap()[..6], [0, 1, 0, 1, 0, 1]);
+        assert_eq!(run(5).unwrap(), [496; 32]);
+        let fault = |mode: i32, what: &[&str]| match run(mode) {
+            Err(EmuLaunchError::Fault(m)) => assert!(what.iter().all(|w| m.contains(w)), "mode {mode}: {m}"),
+            other => panic!("mode {mode}: {other:?}"),
+        };
+        fault(1, &["thread count of 100", "multiple of 32"]);
+        fault(2, &["named barrier 16", "1 .. 15"]);
+        fault(3, &["deadlock", "thread 0 waits at named barrier 1 (128 of 256 threads arrived)"]);
+        fault(4, &["named barrier 3", "64 arrivals from warp 0", "warp-wide"]);
+        fault(6, &["deadlock", "thread 0 waits at a warp collective"]);
+    }
+
     /// A kernel argument: a pointer to its value.
     fn arg<T>(v: &mut T) -> *mut c_void {
         v as *mut T as *mut c_void

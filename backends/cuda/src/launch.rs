@@ -157,23 +157,47 @@ impl GemmPath {
 }
 
 /// Which tensor-core attention a same-dtype 16-bit attention with head dim 128 takes:
-/// `JOYRT_CUDA_ATTENTION` = `mma` (FlashAttention-2 on mma.sync, every GPU) or `wgmma` (Hopper);
-/// unset or `auto`: `mma`, measured faster than this `wgmma` kernel on an H200 (docs/benchmarks.md).
+/// `JOYRT_CUDA_ATTENTION` = `mma` (FlashAttention-2 on mma.sync, every GPU), `wgmma` (Hopper) or
+/// `wgmma-ws` (Hopper, FlashAttention-3-style: TMA producer, two consumer warpgroups taking turns;
+/// not yet measured on a GPU); unset or `auto`: `mma`, measured faster than the `wgmma` kernel on
+/// an H200 (docs/benchmarks.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttentionPath {
     Mma,
     Wgmma,
+    WgmmaWs,
 }
 
 impl AttentionPath {
+    /// Every path, by its `JOYRT_CUDA_ATTENTION` name.
+    pub const ALL: [(&'static str, AttentionPath); 3] =
+        [("mma", AttentionPath::Mma), ("wgmma", AttentionPath::Wgmma), ("wgmma-ws", AttentionPath::WgmmaWs)];
+
+    /// The path's `JOYRT_CUDA_ATTENTION` name.
+    pub fn name(self) -> &'static str {
+        AttentionPath::ALL.iter().find(|(_, p)| *p == self).map_or("?", |(n, _)| n)
+    }
+
+    /// Whether the path needs `wgmma` (an sm_90a device).
+    pub fn needs_wgmma(self) -> bool {
+        self != AttentionPath::Mma
+    }
+
     /// The path `setting` (`JOYRT_CUDA_ATTENTION`) names, on modules with or without `wgmma`.
     pub fn choose(setting: Option<&str>, wgmma: bool) -> std::result::Result<AttentionPath, String> {
-        match setting.unwrap_or("auto") {
-            "auto" | "" | "mma" => Ok(AttentionPath::Mma),
-            "wgmma" if wgmma => Ok(AttentionPath::Wgmma),
-            "wgmma" => Err("JOYRT_CUDA_ATTENTION=wgmma: wgmma needs an sm_90a device (or JOYRT_CUDA_EMU_ARCH=sm_90 in the emulation)".into()),
-            other => Err(format!("JOYRT_CUDA_ATTENTION={other}: expected auto, mma or wgmma")),
+        let name = match setting.unwrap_or("auto") {
+            "auto" | "" => return Ok(AttentionPath::Mma),
+            name => name,
+        };
+        let Some(&(_, path)) = AttentionPath::ALL.iter().find(|(n, _)| *n == name) else {
+            return Err(format!("JOYRT_CUDA_ATTENTION={name}: expected auto, mma, wgmma or wgmma-ws"));
+        };
+        if path.needs_wgmma() && !wgmma {
+            return Err(format!(
+                "JOYRT_CUDA_ATTENTION={name}: wgmma needs an sm_90a device (or JOYRT_CUDA_EMU_ARCH=sm_90 in the emulation)"
+            ));
         }
+        Ok(path)
     }
 }
 
@@ -190,7 +214,24 @@ impl CudaBackend {
 
     /// The attention kernel taken where tensor cores apply at head dim 128.
     pub fn attention_path(&self) -> AttentionPath {
-        self.inner.attention
+        *self.inner.attention.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Switches the attention kernel taken from now on (for this backend and its clones): how
+    /// `joyrt bench --attention-paths` times each in one run. Refused for a `wgmma` path on a
+    /// device without it.
+    pub fn set_attention_path(&self, path: AttentionPath) -> Result<()> {
+        if path.needs_wgmma() && !self.has_wgmma() {
+            return Err(Error::backend(
+                self.inner.name.clone(),
+                format!(
+                    "the {} attention needs wgmma: an sm_90a device, or JOYRT_CUDA_EMU_ARCH=sm_90",
+                    path.name()
+                ),
+            ));
+        }
+        *self.inner.attention.lock().unwrap_or_else(|e| e.into_inner()) = path;
+        Ok(())
     }
 
     /// The GEMM kernels this backend takes where tensor cores apply.
@@ -521,7 +562,13 @@ mod gemm_path_tests {
         use super::AttentionPath;
         assert_eq!(AttentionPath::choose(None, true), Ok(AttentionPath::Mma));
         assert_eq!(AttentionPath::choose(Some("wgmma"), true), Ok(AttentionPath::Wgmma));
+        assert_eq!(AttentionPath::choose(Some("wgmma-ws"), true), Ok(AttentionPath::WgmmaWs));
+        assert_eq!(AttentionPath::choose(Some("mma"), false), Ok(AttentionPath::Mma));
         assert!(AttentionPath::choose(Some("wgmma"), false).unwrap_err().contains("sm_90a"));
+        assert!(AttentionPath::choose(Some("wgmma-ws"), false).unwrap_err().contains("sm_90a"));
+        for (name, path) in AttentionPath::ALL {
+            assert_eq!(path.name(), name);
+        }
         assert!(AttentionPath::choose(Some("x"), true).unwrap_err().contains("JOYRT_CUDA_ATTENTION=x"));
     }
 }

@@ -55,7 +55,7 @@ struct Inner {
     /// `JOYRT_CUDA_FP8=w8a8` or [`CudaBackend::set_fp8_activations`]).
     fp8_w8a8: std::sync::atomic::AtomicBool,
     /// Which tensor-core attention runs at head dim 128 (`JOYRT_CUDA_ATTENTION`).
-    attention: launch::AttentionPath,
+    attention: std::sync::Mutex<launch::AttentionPath>,
     /// Fill fresh outputs with NaN bytes (`JOYRT_CUDA_POISON=1`; always in the emulation) so an
     /// unwritten element shows as NaN in the conformance suite.
     poison: bool,

@@ -20,7 +20,7 @@ use joyrt_core::{kernel_abi, DType};
 use std::ffi::{c_char, CString};
 
 /// The headers kernel files include, by the name they include them by.
-const HEADERS: [(&str, &str); 10] = [
+const HEADERS: [(&str, &str); 11] = [
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
     ("gemm.cuh", include_str!("../../../kernels/gemm.cuh")),
     ("epilogue.cuh", include_str!("../../../kernels/epilogue.cuh")),
@@ -30,6 +30,7 @@ const HEADERS: [(&str, &str); 10] = [
     ("gemm_wgmma_ws.cuh", include_str!("../../../kernels/gemm_wgmma_ws.cuh")),
     ("gemm_quantized.cuh", include_str!("../../../kernels/gemm_quantized.cuh")),
     ("attention_wgmma.cuh", include_str!("../../../kernels/attention_wgmma.cuh")),
+    ("attention_wgmma_ws.cuh", include_str!("../../../kernels/attention_wgmma_ws.cuh")),
     ("vec.cuh", include_str!("../../../kernels/vec.cuh")),
 ];
 
@@ -469,7 +470,7 @@ mod tests {
         }
         let hopper = [
             (Family::Gemm, &["linear_wgmma", "linear_wgmma_persistent", "linear_wgmma_ws"][..]),
-            (Family::Attention, &["attention_wgmma_d128"][..]),
+            (Family::Attention, &["attention_wgmma_d128", "attention_wgmma_ws_d128"][..]),
         ];
         for (family, kernels) in hopper {
             for dtype in [DType::BF16, DType::F16] {
@@ -478,7 +479,7 @@ mod tests {
                     compile_source(&family.file(), &src, "sm_90a", &["--ptxas-options=-v"]).unwrap();
                 println!("{} {dtype:?}:\n{}", family.file(), compiled.log);
                 assert!(!compiled.log.contains("serialized"), "{}", compiled.log);
-                // C7508: ptxas ignored a setmaxnreg (linear_wgmma_ws's register split).
+                // C7508: ptxas ignored a setmaxnreg (the warp-specialised kernels' register split).
                 assert!(!compiled.log.contains("C7508"), "{}", compiled.log);
                 let reports = entry_reports(&compiled.log);
                 for name in kernels {
