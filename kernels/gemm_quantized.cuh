@@ -451,54 +451,14 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
     linear_fp8_w8a8_wgmma(const u32* xq, const float* xs, const u32* w, const float* scales, const TB* bias,
                           const TX* residual, const TX* gate, TX* y, GemmArgs p) {
     constexpr int BN = 256;
-    constexpr u32 A_BYTES = WG_BM * WG_BK * 2, B_BYTES = BN * WG_BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
-    constexpr int TILES_PREFETCH = WG_STAGES - 2;
-    DYNAMIC_SMEM(smem_raw);
-    REQUIRE_DYNAMIC_SMEM(WG_STAGES * STAGE_BYTES + 1024);
-    const u32 raw = smem_addr(smem_raw), base = (raw + 1023) & ~1023u;
-    unsigned char* const ring = smem_raw + (base - raw);
-
-    const u16* a = (const u16*)xq;
-    const u16* b = (const u16*)w;
-    const int M = p.m, N = p.n, K2 = p.k / 2;  // 16-bit pairs of codes per row
-    const int tid = threadIdx.x, wg = tid >> 7;
-    int m0, n0;
-    wgmma_tile_origin(blockIdx.x, M, N, BN, m0, n0);
-
+    const int M = p.m, N = p.n;
     float acc[BN / 2];
-#pragma unroll
-    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+    int m0, n0;
+    // Rows of codes as rows of 16-bit pairs: K / 2 elements each.
+    wgmma_tile_mainloop<BN>(acc, (const u16*)xq, (const u16*)w, M, N, p.k / 2, m0, n0,
+                            [](float* c, u32 a_tile, u32 b_tile) { wgmma_issue_k_tile_e4m3(c, a_tile, b_tile); });
 
-    auto load = [&](int stage, int k0) {
-        unsigned char* as = ring + stage * STAGE_BYTES;
-        wgmma_copy_rows<WG_BM>(as, a, m0, M, K2, k0);
-        wgmma_copy_rows<BN>(as + A_BYTES, b, n0, N, K2, k0);
-    };
-
-    const int tiles = (K2 + WG_BK - 1) / WG_BK;
-#pragma unroll
-    for (int s = 0; s < TILES_PREFETCH; ++s) {
-        if (s < tiles) load(s, s * WG_BK);
-        cp_async_commit();
-    }
-    for (int t = 0; t < tiles; ++t) {
-        cp_async_wait<TILES_PREFETCH - 1>();
-        fence_proxy_async();
-        __syncthreads();
-        const int next = t + TILES_PREFETCH;
-        if (next < tiles) load(next % WG_STAGES, next * WG_BK);
-        cp_async_commit();
-
-        const u32 a_tile = base + (t % WG_STAGES) * STAGE_BYTES + wg * 64 * 128, b_tile = a_tile - wg * 64 * 128 + A_BYTES;
-        wgmma_issue_k_tile_e4m3(acc, a_tile, b_tile);
-        wgmma_wait<1>();
-#pragma unroll
-        for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
-    }
-    wgmma_wait<0>();
-#pragma unroll
-    for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
-
+    const int tid = threadIdx.x, wg = tid >> 7;
     const GemmOut<TX, TB> out{y, bias, 0, (u32)p.epilogue, residual, gate, M, N};
     const int lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int r = m0 + wg * 64 + ((tid >> 5) & 3) * 16 + g;

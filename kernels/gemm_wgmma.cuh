@@ -96,12 +96,16 @@ template <int BN> __device__ __forceinline__ void wgmma_issue_k_tile(float* acc,
     wgmma_commit();
 }
 
-template <int BN, typename TY, typename TBIAS>
-__device__ __forceinline__ void gemm_wgmma_tiles(const u16* a, const u16* b, int M, int N, int K,
-                                                 const GemmOut<TY, TBIAS>& out) {
+// The block-per-tile main loop: this block's output tile (grouped rasterisation) into m0, n0 and
+// its accumulators acc[BN / 2] = A·Bᵀ over K (in 16-bit elements: the fp8 kernel passes pairs of
+// codes) through the WG_STAGES ring, `issue(acc, a_tile, b_tile)` issuing one K tile's wgmma group.
+// Returns with every wgmma retired. Copies run two K tiles ahead and the barrier comes before
+// the issue, so the stage refilled at t (tile t + 2) last held tile t − 2, retired before the
+// barrier.
+template <int BN, class Issue>
+__device__ __forceinline__ void wgmma_tile_mainloop(float* acc, const u16* a, const u16* b, int M, int N, int K,
+                                                    int& m0, int& n0, Issue issue) {
     constexpr u32 A_BYTES = WG_BM * WG_BK * 2, B_BYTES = BN * WG_BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
-    // Copies run two K tiles ahead and the barrier comes before the wgmma issue, so the stage
-    // refilled at t (tile t + 2) last held tile t − 2, retired before the barrier.
     constexpr int TILES_PREFETCH = WG_STAGES - 2;
     DYNAMIC_SMEM(smem_raw);
     // 1024 bytes of slack: the swizzle pattern is anchored to 1024-byte boundaries of the
@@ -110,11 +114,8 @@ __device__ __forceinline__ void gemm_wgmma_tiles(const u16* a, const u16* b, int
     const u32 raw = smem_addr(smem_raw), base = (raw + 1023) & ~1023u;
     unsigned char* const ring = smem_raw + (base - raw);
 
-    const int tid = threadIdx.x, wg = tid >> 7;
-    int m0, n0;
+    const int wg = threadIdx.x >> 7;
     wgmma_tile_origin(blockIdx.x, M, N, BN, m0, n0);
-
-    float acc[BN / 2];
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
 
@@ -140,7 +141,7 @@ __device__ __forceinline__ void gemm_wgmma_tiles(const u16* a, const u16* b, int
         cp_async_commit();
 
         const u32 a_tile = base + (t % WG_STAGES) * STAGE_BYTES + wg * 64 * 128, b_tile = a_tile - wg * 64 * 128 + A_BYTES;
-        wgmma_issue_k_tile<BN>(acc, a_tile, b_tile);
+        issue(acc, a_tile, b_tile);
         wgmma_wait<1>();
 #pragma unroll
         for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
@@ -148,7 +149,17 @@ __device__ __forceinline__ void gemm_wgmma_tiles(const u16* a, const u16* b, int
     wgmma_wait<0>();
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
+}
 
+template <int BN, typename TY, typename TBIAS>
+__device__ __forceinline__ void gemm_wgmma_tiles(const u16* a, const u16* b, int M, int N, int K,
+                                                 const GemmOut<TY, TBIAS>& out) {
+    float acc[BN / 2];
+    int m0, n0;
+    wgmma_tile_mainloop<BN>(acc, a, b, M, N, K, m0, n0,
+                            [](float* c, u32 a_tile, u32 b_tile) { wgmma_issue_k_tile<BN>(c, a_tile, b_tile); });
+
+    const int tid = threadIdx.x, wg = tid >> 7;
     const int lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int r = m0 + wg * 64 + ((tid >> 5) & 3) * 16 + g;
 #pragma unroll

@@ -14,9 +14,10 @@ fn quantize(model: &Path, format: &str, out: &Path, extra: &[&str]) -> Output {
     joyrt(&args)
 }
 
-fn edit(model: &Path, out: &Path, backend: &str) -> Output {
+/// `joyrt edit` of the pipeline fixture's image, one step at base size 256, then `extra`.
+fn edit(model: &Path, out: &Path, backend: &str, extra: &[&str]) -> Output {
     let image = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/pipeline/input.png");
-    joyrt(&[
+    let mut args = vec![
         "edit",
         "--model",
         model.to_str().unwrap(),
@@ -32,7 +33,9 @@ fn edit(model: &Path, out: &Path, backend: &str) -> Output {
         "256",
         "--backend",
         backend,
-    ])
+    ];
+    args.extend_from_slice(extra);
+    joyrt(&args)
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -79,7 +82,7 @@ fn each_format_quantizes_the_made_model_and_edits_on_the_cpu() {
             );
         }
         let png = work().join(format!("edit-{format}.png"));
-        let o = edit(&q, &png, "cpu");
+        let o = edit(&q, &png, "cpu", &[]);
         assert!(o.status.success(), "{}", text(&o));
         let img = image::open(&png).unwrap();
         assert_eq!((img.width(), img.height()), (288, 224));
@@ -93,29 +96,8 @@ fn dtype_fp8_runs_w8a8_where_it_can_and_says_why_not_elsewhere() {
     let q = work().join("tiny-fp8-w8a8");
     let o = quantize(tiny_model(), "fp8", &q, &[]);
     assert!(o.status.success(), "{}", text(&o));
-    let image = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/pipeline/input.png");
-    let run = |model: &Path, png: &Path, backend: &str| {
-        joyrt(&[
-            "edit",
-            "--model",
-            model.to_str().unwrap(),
-            "--image",
-            image,
-            "--prompt",
-            "Make it blue",
-            "-o",
-            png.to_str().unwrap(),
-            "--steps",
-            "1",
-            "--base-size",
-            "256",
-            "--backend",
-            backend,
-            "--dtype",
-            "fp8",
-            "--json",
-        ])
-    };
+    let run =
+        |model: &Path, png: &Path, backend: &str| edit(model, png, backend, &["--dtype", "fp8", "--json"]);
     let png = work().join("edit-w8a8.png");
     let o = run(&q, &png, "cpu");
     assert!(o.status.success(), "{}", text(&o));
@@ -219,10 +201,10 @@ fn quantized_folders_edit_on_wgpu_and_cuda_emulated_like_on_the_cpu() {
             assert!(quantize(tiny_model(), format, &q, &[]).status.success());
         }
         let cpu = work().join(format!("{format}-{backend}-cpu.png"));
-        let o = edit(&q, &cpu, "cpu");
+        let o = edit(&q, &cpu, "cpu", &[]);
         assert!(o.status.success(), "{}", text(&o));
         let out = work().join(format!("{format}-{backend}.png"));
-        let o = edit(&q, &out, backend);
+        let o = edit(&q, &out, backend, &[]);
         let t = text(&o);
         if t.contains("not available") {
             println!("SKIPPED {backend}: {t}");
