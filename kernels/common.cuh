@@ -98,18 +98,22 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the
-// result. `scratch` holds 32 floats; the trailing barrier makes it safe to call again at once.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
+// `warp_op` (warp_sum, warp_max) over the whole block (blockDim.x a multiple of 32, at most
+// 1024), lanes past the block's warps contributing 0; every thread gets the result. `scratch`
+// holds 32 floats; the trailing barrier makes it safe to call again at once.
+template <float (*warp_op)(float)> __device__ __forceinline__ float block_reduce(float v, float* scratch) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = warp_sum(v);
+    v = warp_op(v);
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
     float t = lane < warps ? scratch[lane] : 0.0f;
-    t = warp_sum(t);
+    t = warp_op(t);
     __syncthreads();
     return t;
 }
+__device__ __forceinline__ float block_sum(float v, float* scratch) { return block_reduce<warp_sum>(v, scratch); }
+// The maximum of non-negative values (0 is the identity it pads with).
+__device__ __forceinline__ float block_max(float v, float* scratch) { return block_reduce<warp_max>(v, scratch); }
 
 // 1/√(mean(x²) + eps) of the row of `cols` elements at `base`, reduced over the block; every
 // thread gets it (rms_norm and the fused rms_norm_rope).

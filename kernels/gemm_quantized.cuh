@@ -268,17 +268,6 @@ __device__ __forceinline__ u32 f32_to_e4m3(float v) {
     return sign | ((u32)(e + 7) << 3) | mant;
 }
 
-__device__ __forceinline__ float block_max(float v, float* scratch) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = warp_max(v);
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    float t = lane < warps ? scratch[lane] : 0.0f;
-    t = warp_max(t);
-    __syncthreads();
-    return t;
-}
-
 // One block per row: codes [M, row_words] words, scales [M] f32.
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     fp8_quantize_rows(const TX* x, u32* codes, float* scales, GemmArgs p) {
