@@ -436,24 +436,15 @@ __device__ __forceinline__ void wgmma_issue_k_tile_e4m3(float* acc, u32 a_tile, 
     wgmma_commit();
 }
 
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
-    linear_fp8_w8a8_wgmma(const u32* xq, const float* xs, const u32* w, const float* scales, const TB* bias,
-                          const TX* residual, const TX* gate, TX* y, GemmArgs p) {
-    constexpr int BN = 256;
-    const int M = p.m, N = p.n;
-    float acc[BN / 2];
-    int m0, n0;
-    // Rows of codes as rows of 16-bit pairs: K / 2 elements each.
-    wgmma_tile_mainloop<BN>(acc, (const u16*)xq, (const u16*)w, M, N, p.k / 2, m0, n0,
-                            [](float* c, u32 a_tile, u32 b_tile) { wgmma_issue_k_tile_e4m3(c, a_tile, b_tile); });
-
-    const int tid = threadIdx.x, wg = tid >> 7;
-    const GemmOut<TX, TB> out{y, bias, 0, (u32)p.epilogue, residual, gate, M, N};
-    const int lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-    const int r = m0 + wg * 64 + ((tid >> 5) & 3) * 16 + g;
+// Rows r and r + 8 of one consumer thread's accumulators for the 128 × 256 tile with columns
+// from n0: scaled by s_x[row]·s_w[column], then stored through `out` (bias, epilogue).
+template <typename TY, typename TBIAS>
+__device__ __forceinline__ void fp8_wgmma_store(float* acc, const GemmOut<TY, TBIAS>& out, const float* xs,
+                                                const float* scales, int r, int n0, int t4) {
+    const int M = out.M, N = out.N;
     const float sx0 = r < M ? xs[r] : 0.0f, sx1 = r + 8 < M ? xs[r + 8] : 0.0f;
 #pragma unroll
-    for (int j = 0; j < BN / 8; ++j) {
+    for (int j = 0; j < 256 / 8; ++j) {
         const int c = n0 + j * 8 + 2 * t4;
         const float s0 = c < N ? scales[c] : 0.0f, s1 = c + 1 < N ? scales[c + 1] : 0.0f;
         acc[4 * j] *= sx0 * s0;
@@ -463,6 +454,37 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
         out.template store<2>(r, c, acc + 4 * j);
         out.template store<2>(r + 8, c, acc + 4 * j + 2);
     }
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
+    linear_fp8_w8a8_wgmma(const u32* xq, const float* xs, const u32* w, const float* scales, const TB* bias,
+                          const TX* residual, const TX* gate, TX* y, GemmArgs p) {
+    constexpr int BN = 256;
+    float acc[BN / 2];
+    int m0, n0;
+    // Rows of codes as rows of 16-bit pairs: K / 2 elements each.
+    wgmma_tile_mainloop<BN>(acc, (const u16*)xq, (const u16*)w, p.m, p.n, p.k / 2, m0, n0,
+                            [](float* c, u32 a_tile, u32 b_tile) { wgmma_issue_k_tile_e4m3(c, a_tile, b_tile); });
+    const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31;
+    const int r = m0 + wg * 64 + ((tid >> 5) & 3) * 16 + (lane >> 2);
+    fp8_wgmma_store(acc, GemmOut<TX, TB>{y, bias, 0, (u32)p.epilogue, residual, gate, p.m, p.n}, xs, scales, r, n0,
+                    lane & 3);
+}
+
+// The same, warp-specialised and persistent (gemm_wgmma_ws.cuh's loop; JOYRT_CUDA_GEMM=wgmma-ws):
+// WS_THREADS threads, the code matrices read through tensor maps of 16-bit pairs (ops/gemm.rs:
+// K / 2 columns, 128- and 256-row boxes of 64 pairs).
+extern "C" __global__ void __launch_bounds__(WS_THREADS, 1)
+    linear_fp8_w8a8_wgmma_ws(const float* xs, const float* scales, const TB* bias, const TX* residual, const TX* gate,
+                             TX* y, const __grid_constant__ CUtensorMap xq_map, const __grid_constant__ CUtensorMap w_map,
+                             GemmArgs p) {
+    const GemmOut<TX, TB> out{y, bias, 0, (u32)p.epilogue, residual, gate, p.m, p.n};
+    wgmma_ws_mainloop<256>(
+        &xq_map, &w_map, p.m, p.n, p.k / 2,
+        [](float* c, u32 a_tile, u32 b_tile) { wgmma_issue_k_tile_e4m3(c, a_tile, b_tile); },
+        [&](float* acc, int m0, int n0, int row_in_tile, int t4) {
+            fp8_wgmma_store(acc, out, xs, scales, m0 + row_in_tile, n0, t4);
+        });
 }
 
 #endif

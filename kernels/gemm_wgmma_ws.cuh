@@ -1,6 +1,8 @@
 // The warp-specialised Hopper GEMM (sm_90a) behind `linear` with JOYRT_CUDA_GEMM=wgmma-ws, for the
 // shapes linear_wgmma takes (same-dtype 16-bit operands, K % 8 == 0): C[m, n] = Σ_k A[m, k]·B[n, k]
-// (+ bias[n]), A = x [M, K], B = W [N, K], each read through a tensor map (tma.cuh).
+// (+ bias[n]), A = x [M, K], B = W [N, K], each read through a tensor map (tma.cuh). Its loop,
+// wgmma_ws_mainloop, also runs the fp8 W8A8 GEMM (gemm_quantized.cuh), which passes its own
+// wgmma issue and epilogue.
 //
 // 384 threads, three warpgroups with one role each:
 // - warpgroup 0, the producer, gives up registers (setmaxnreg.dec to WS_PRODUCER_REGS); one thread
@@ -32,10 +34,14 @@
 static_assert(WS_THREADS == 384, "a producer warpgroup and two consumer warpgroups");
 static_assert(WS_PRODUCER_REGS * 128 + WS_CONSUMER_REGS * 256 <= 65536, "the register file holds all three");
 
-template <typename TY, typename TBIAS>
-__device__ __forceinline__ void gemm_wgmma_ws(const CUtensorMap* a_map, const CUtensorMap* b_map, int M, int N, int K,
-                                              const GemmOut<TY, TBIAS>& out) {
-    constexpr int BN = 256;
+// The warp-specialised main loop over this block's output tiles: acc = A·Bᵀ per tile through the
+// ring, `issue(acc, a_tile, b_tile)` issuing one K tile's wgmma group (K in 16-bit elements: the
+// fp8 kernel passes its code rows as rows of pairs, and its maps so), then
+// `store(acc, m0, n0, row_in_tile, t4)` for the consumer thread's rows row_in_tile and
+// row_in_tile + 8 of the tile at (m0, n0), columns n0 + 8j + 2·t4 (+1) in acc[4j …].
+template <int BN, class Issue, class Store>
+__device__ __forceinline__ void wgmma_ws_mainloop(const CUtensorMap* a_map, const CUtensorMap* b_map, int M, int N,
+                                                  int K, Issue issue, Store store) {
     constexpr u32 A_BYTES = WG_BM * WG_BK * 2, B_BYTES = BN * WG_BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
     DYNAMIC_SMEM(smem_raw);
     // 1024 bytes of slack to align the ring (the swizzle is anchored to 1024-byte boundaries),
@@ -92,7 +98,7 @@ __device__ __forceinline__ void gemm_wgmma_ws(const CUtensorMap* a_map, const CU
         for (int k = 0; k < k_steps; ++k) {
             mbar_wait(&full[stage], round & 1);
             const u32 a_tile = base + stage * STAGE_BYTES + consumer * 64 * 128, b_tile = base + stage * STAGE_BYTES + A_BYTES;
-            wgmma_issue_k_tile<BN>(acc, a_tile, b_tile);
+            issue(acc, a_tile, b_tile);
             wgmma_wait<1>();
 #pragma unroll
             for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
@@ -112,13 +118,24 @@ __device__ __forceinline__ void gemm_wgmma_ws(const CUtensorMap* a_map, const CU
 
         int m0, n0;
         wgmma_tile_origin(tile, M, N, BN, m0, n0);
-#pragma unroll
-        for (int j = 0; j < BN / 8; ++j) {
-            const int c = n0 + j * 8 + 2 * t4, r = m0 + row_in_tile;
-            out.template store<2>(r, c, acc + 4 * j);
-            out.template store<2>(r + 8, c, acc + 4 * j + 2);
-        }
+        store(acc, m0, n0, row_in_tile, t4);
     }
+}
+
+template <typename TY, typename TBIAS>
+__device__ __forceinline__ void gemm_wgmma_ws(const CUtensorMap* a_map, const CUtensorMap* b_map, int M, int N, int K,
+                                              const GemmOut<TY, TBIAS>& out) {
+    constexpr int BN = 256;
+    wgmma_ws_mainloop<BN>(
+        a_map, b_map, M, N, K, [](float* c, u32 a_tile, u32 b_tile) { wgmma_issue_k_tile<BN>(c, a_tile, b_tile); },
+        [&](float* acc, int m0, int n0, int row_in_tile, int t4) {
+#pragma unroll
+            for (int j = 0; j < BN / 8; ++j) {
+                const int c = n0 + j * 8 + 2 * t4, r = m0 + row_in_tile;
+                out.template store<2>(r, c, acc + 4 * j);
+                out.template store<2>(r + 8, c, acc + 4 * j + 2);
+            }
+        });
 }
 
 #endif

@@ -8,11 +8,15 @@
 #                (mma; on sm_90a also wgmma, wgmma-persistent, wgmma-ws) and attention 9231×32×128 on
 #                every tensor-core attention it has (mma; on sm_90a also wgmma, wgmma-ws), bf16
 #                (M = 9231: the DiT's tokens at 1024²)
-#   peer         the same shapes through PyTorch (cuBLAS F.linear, SDPA; CUDA events), same run
+#   peer         the same shapes through PyTorch (cuBLAS F.linear, SDPA, and cuBLASLt's fp8 GEMM
+#                torch._scaled_mm with row-wise scales on sm_89+; CUDA events), same run
 #   cfg-step     one full-size CFG step on synthetic weights: two DiT forwards, the CFG combine, the
 #                Euler update, 1024², bf16
 #   profile      the same step once more with every kernel launch timed by CUDA events: time per
 #                kernel, sorted, with its share of the step
+#   bench-quantized  linear_quantized at the same GEMM shapes: int8, int4 and fp8 weights (W8A16)
+#                against the dense linear, and fp8 W8A8 on every GEMM path (each path's fp8
+#                kernel; its quantize and GEMM kernels timed by CUDA events)
 #   memcheck     compute-sanitizer on a few op checks (GEMM, attention, conv), where it runs
 #   racecheck    the same for shared-memory races (GEMM and tensor-core attention)
 # Each part has its own time limit, cut to what is left of the run's budget; a failing or
@@ -88,6 +92,7 @@ CFG_STEP=(bench --backend cuda --dtype bf16 --parts cfg-step --full-dit --size 1
     --iters 3 --json)
 PROFILE=(bench --backend cuda --dtype bf16 --parts cfg-step --full-dit --size 1024 --text-tokens 1039
     --iters 1 --profile --json)
+QUANTIZED=(bench --backend cuda --dtype bf16 --parts quantized --gemm-paths all --tokens 9231 --iters 10 --json)
 MEMCHECK_SUBSET=(conformance --backend cuda --layers ops --filter "bf16 Linear" --filter "bf16 Attention"
     --filter "bf16 Conv2d" --json)
 RACECHECK_SUBSET=(conformance --backend cuda --layers ops --filter "bf16 Linear { m: 150"
@@ -434,6 +439,11 @@ document_reads() { # KIND ARGS...
     timeout 120 "$JOYRT" "$@" > "$WORK/sample.json" && python3 "$REPORT_PY" validate "$kind" "$WORK/sample.json"
 }
 
+# The same on the emulated sm_90 (its FP8 tensor cores and every GEMM path).
+sm90_document_reads() {
+    JOYRT_CUDA_EMU_ARCH=sm_90 document_reads "$@"
+}
+
 dry_checks() {
     check "tools: timeout, python3, awk, sed, grep, sort, stat, readlink, mktemp" tools_present
     check "fixtures: tests/fixtures/golden and tiny_model" test -d tests/fixtures/golden -a -d tests/fixtures/tiny_model
@@ -445,6 +455,7 @@ dry_checks() {
     check "bench-ops: ${BENCH_OPS[*]}" reaches_backend "${BENCH_OPS[@]}"
     check "cfg-step: ${CFG_STEP[*]}" reaches_backend "${CFG_STEP[@]}"
     check "profile: ${PROFILE[*]}" reaches_backend "${PROFILE[@]}"
+    check "bench-quantized: ${QUANTIZED[*]}" reaches_backend "${QUANTIZED[@]}"
     check "memcheck subset: ${MEMCHECK_SUBSET[*]}" reaches_backend "${MEMCHECK_SUBSET[@]}"
     check "racecheck subset: ${RACECHECK_SUBSET[*]}" reaches_backend "${RACECHECK_SUBSET[@]}"
     check "memcheck subset selects op checks" lists_checks "${MEMCHECK_SUBSET[@]}"
@@ -461,13 +472,17 @@ dry_checks() {
     # The profile's code path without a GPU: the emulation times its launches with the host clock.
     check "report writer reads joyrt bench --profile --json (emulated CUDA)" document_reads profile \
         bench --backend cuda-emulated --parts cfg-step --size 32 --text-tokens 8 --iters 1 --profile --json
+    # W8A8 per GEMM path with its kernels needs FP8 tensor cores: the sm_90 emulation, one small shape.
+    check "report writer reads joyrt bench --parts quantized --gemm-paths all --json (emulated sm_90)" \
+        sm90_document_reads quantized bench --backend cuda-emulated --dtype bf16 --parts quantized \
+        --gemm-paths all --gemm-shapes 256x64 --tokens 16 --iters 1 --json
     return $FAILED_CHECKS
 }
 
 # ---- the run -------------------------------------------------------------------------------------
 
 # Parts the report lists as not run if the call ends before them.
-PLANNED=(env probe conformance bench-ops peer cfg-step profile memcheck racecheck)
+PLANNED=(env probe conformance bench-ops peer cfg-step profile bench-quantized memcheck racecheck)
 [ "$MODE" = dry-run ] && PLANNED=(env checks "${PLANNED[@]:1}")
 printf '%s\n' "${PLANNED[@]}" > "$WORK/planned"
 echo "joyrt GPU check ($MODE): $JOYRT -> $OUT"
@@ -490,6 +505,7 @@ fi
 gpu_part peer 60 peer.txt peer.json env "${PEER_ENV[@]}" PYTHONUNBUFFERED=1 "${PEER[@]}"
 gpu_part cfg-step 150 bench.txt cfg-step.json env "${TIMED[@]}" "$JOYRT" "${CFG_STEP[@]}"
 gpu_part profile 40 bench.txt profile.json env "${TIMED[@]}" "$JOYRT" "${PROFILE[@]}"
+gpu_part bench-quantized 60 bench.txt bench-quantized.json env "${TIMED[@]}" "$JOYRT" "${QUANTIZED[@]}"
 sanitizer_part memcheck 90 "${MEMCHECK_SUBSET[@]}"
 sanitizer_part racecheck 90 "${RACECHECK_SUBSET[@]}"
 

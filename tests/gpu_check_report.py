@@ -26,6 +26,8 @@ BF16_DENSE_PEAK_TFLOPS = 989.0
 # The DiT at 1024²: 40 double-stream blocks, hidden 4096, MLP 16384, two forwards per CFG step.
 BLOCKS, HIDDEN, FORWARDS = 40, 4096, 2
 DIT_TOKENS_1024 = 9231
+# The DiT block's linear shapes (K, N), as `joyrt bench` and the peer time them.
+GEMMS = [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)]
 # `joyrt bench --full-dit`'s "weights" value.
 FULL_SIZE_WEIGHTS = "synthetic full-size"
 CONSTANTS = {
@@ -141,11 +143,64 @@ def read_bench_ops(doc):
 
 
 def read_peer(doc):
-    return {
+    fig = {
         "torch": field(doc, "torch"),
         "gpu": field(doc, "gpu"),
         "ops": [{"op": op_label(k), "ms": ms, "tflops": t} for k, ms, t in op_records(doc)],
     }
+    # cuBLASLt's FP8 GEMM, where the peer ran it (or why not).
+    fp8 = doc.get("fp8")
+    if isinstance(fp8, dict) and "error" in fp8:
+        fig["fp8_error"] = str(fp8["error"])
+    elif fp8 is not None:
+        recs = field(fp8, "ops")
+        if not isinstance(recs, list):
+            raise DocError("fp8.ops is not a list")
+        fig["fp8"] = [
+            {"shape": gemm_shape(r), "ms": number(r, "ms"), "tflops": number(r, "flop") / number(r, "ms") / 1e9}
+            for r in recs
+        ]
+    return fig
+
+
+def gemm_shape(rec):
+    return f"M={int(number(rec, 'm'))} {int(number(rec, 'k'))}x{int(number(rec, 'n'))}"
+
+
+def read_quantized(doc):
+    """`joyrt bench --parts quantized --json`: per GEMM shape, the dense linear and each quantized
+    format's time in the same run, and W8A8 per GEMM path with its kernels' median launches."""
+    recs = field(doc, "quantized")
+    if not isinstance(recs, list) or not recs:
+        raise DocError("quantized is not a non-empty list")
+    rows = []
+    for r in recs:
+        row = {"shape": gemm_shape(r), "flop": 2.0 * number(r, "m") * number(r, "k") * number(r, "n")}
+        row["dense_ms"] = number(r, "dense_ms")
+        for f in ("int8", "int4", "fp8", "fp8_w8a8"):
+            if f"{f}_ms" in r:
+                row[f"{f}_ms"] = number(r, f"{f}_ms")
+        paths = r.get("fp8_w8a8_paths", [])
+        if not isinstance(paths, list):
+            raise DocError("fp8_w8a8_paths is not a list")
+        row["w8a8_paths"] = []
+        for p in paths:
+            kernels = field(p, "kernels")
+            if not isinstance(kernels, list):
+                raise DocError("fp8_w8a8_paths.kernels is not a list")
+            gemm = [number(k, "median_us") for k in kernels if str(field(k, "kernel")).startswith("linear_fp8_w8a8")]
+            quant = [number(k, "median_us") for k in kernels if field(k, "kernel") == "fp8_quantize_rows"]
+            row["w8a8_paths"].append(
+                {
+                    "gemm_path": field(p, "gemm_path"),
+                    "kernel": next((k["kernel"] for k in kernels if str(k["kernel"]).startswith("linear_fp8_w8a8")), None),
+                    "ms": number(p, "ms"),
+                    "gemm_ms": gemm[0] / 1e3 if gemm else None,
+                    "quantize_ms": quant[0] / 1e3 if quant else None,
+                }
+            )
+        rows.append(row)
+    return {"backend": field(doc, "backend"), "dtype": field(doc, "dtype"), "shapes": rows}
 
 
 def read_dit(doc):
@@ -198,6 +253,7 @@ READERS = {
     "peer": read_peer,
     "cfg-step": read_dit,
     "profile": read_profile,
+    "bench-quantized": read_quantized,
     "memcheck": read_conformance,
     "racecheck": read_conformance,
 }
@@ -208,6 +264,7 @@ KINDS = {
     "bench": read_bench_ops,
     "peer": read_peer,
     "profile": read_profile,
+    "quantized": read_quantized,
 }
 
 
@@ -315,6 +372,9 @@ def comparisons(parts):
         out["ops_vs_peer"] = rows
         if not rows:
             out["ops_vs_peer_error"] = "joyrt and the peer timed no op at the same shape"
+    quantized = by.get("bench-quantized")
+    if quantized:
+        out["quantized"] = quantized_comparison(quantized, ops, peer)
     step = by.get("cfg-step")
     if step and "cfg_step_ms" in step:
         s = step["cfg_step_ms"] / 1e3
@@ -342,6 +402,41 @@ def comparisons(parts):
             cfg["floor_s_at_cublas_rate"] = tflop / best
             cfg["cublas_best_tflops"] = best
     return out
+
+
+def quantized_comparison(quantized, ops, peer):
+    """Per shape: each format's time over the dense linear's of the same run (W8A16: the weight
+    read in 8 or 4 bits), and W8A8 per GEMM path: its GEMM kernel's TFLOP/s, over cuBLASLt's FP8
+    GEMM (the peer's torch._scaled_mm, which quantizes no activations: its GEMM against joyrt's
+    GEMM kernel), and the whole W8A8 linear (row quantization + GEMM) over bench-ops' bf16 linear
+    on the same path (the issue's target: twice the bf16 rate)."""
+    dense_by_path = {}
+    for r in (ops or {}).get("ops", []):
+        if r["op"].startswith("linear") and " (" in r["op"]:
+            dense_by_path[(shape_label(r["op"]), r["op"].split(" (")[1].rstrip(")"))] = r["ms"]
+    cublas_fp8 = {r["shape"]: r for r in (peer or {}).get("fp8", [])}
+    rows = []
+    for q in quantized["shapes"]:
+        row = {"shape": q["shape"], "dense_ms": q["dense_ms"]}
+        for f in ("int8", "int4", "fp8", "fp8_w8a8"):
+            if f"{f}_ms" in q:
+                row[f"{f}_vs_dense"] = q[f"{f}_ms"] / q["dense_ms"]
+        row["w8a8_paths"] = []
+        for p in q["w8a8_paths"]:
+            e = dict(p)
+            if p["gemm_ms"]:
+                e["gemm_tflops"] = q["flop"] / p["gemm_ms"] / 1e9
+                if q["shape"] in cublas_fp8:
+                    e["gemm_speed_vs_cublas_fp8"] = cublas_fp8[q["shape"]]["ms"] / p["gemm_ms"]
+            bf16 = dense_by_path.get((f"linear {q['shape']}", p["gemm_path"]))
+            if bf16:
+                e["speedup_vs_bf16_same_path"] = bf16 / p["ms"]
+            row["w8a8_paths"].append(e)
+        rows.append(row)
+    result = {"shapes": rows}
+    if peer and "fp8_error" in peer:
+        result["cublas_fp8_error"] = peer["fp8_error"]
+    return result
 
 
 def fmt(v, digits=3):
@@ -415,6 +510,7 @@ def markdown(rep):
             )
     if "ops_vs_peer_error" in cmp_:
         lines += ["", f"GEMM and attention against the peer: {cmp_['ops_vs_peer_error']}."]
+    lines += quantized_markdown(cmp_.get("quantized"))
     c = cmp_.get("cfg_step")
     if c:
         lines += [
@@ -456,6 +552,49 @@ def markdown(rep):
     return "\n".join(lines) + "\n"
 
 
+def quantized_markdown(q):
+    if not q:
+        return []
+    ratio = lambda v: f"{v:.2f}" if isinstance(v, float) else "—"
+    lines = [
+        "",
+        "## Quantized linears (measured, same run)",
+        "",
+        "Time over the dense bf16 linear of the same shape and run (below 1: faster). W8A16 formats "
+        "decode the weight in the GEMM; W8A8 quantizes x's rows to E4M3, then multiplies codes.",
+        "",
+        "| shape | dense ms | int8 | int4 | fp8 W8A16 | fp8 W8A8 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in q["shapes"]:
+        lines.append(
+            f"| {r['shape']} | {r['dense_ms']:.3f} | {ratio(r.get('int8_vs_dense'))} | {ratio(r.get('int4_vs_dense'))} "
+            f"| {ratio(r.get('fp8_vs_dense'))} | {ratio(r.get('fp8_w8a8_vs_dense'))} |"
+        )
+    paths = [(r["shape"], p) for r in q["shapes"] for p in r["w8a8_paths"]]
+    if paths:
+        lines += [
+            "",
+            "fp8 W8A8 per GEMM path: the GEMM kernel's median launch (CUDA events) against cuBLASLt's FP8 "
+            "GEMM (torch._scaled_mm, row-wise scales, no activation quantization), and the whole W8A8 "
+            "linear (quantize + GEMM) against bench-ops' bf16 linear on the same path (target: 2×).",
+            "",
+            "| shape | path | kernel | W8A8 ms | quantize ms | GEMM ms | GEMM TFLOP/s | GEMM vs cuBLASLt fp8 | speedup vs bf16 |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for shape, p in paths:
+            ms = lambda v: f"{v:.3f}" if isinstance(v, float) else "—"
+            tf = p.get("gemm_tflops")
+            lines.append(
+                f"| {shape} | {p['gemm_path']} | {p['kernel']} | {p['ms']:.3f} | {ms(p['quantize_ms'])} | "
+                f"{ms(p['gemm_ms'])} | {f'{tf:.0f}' if tf else '—'} | {ratio(p.get('gemm_speed_vs_cublas_fp8'))} "
+                f"| {ratio(p.get('speedup_vs_bf16_same_path'))} |"
+            )
+    if "cublas_fp8_error" in q:
+        lines += ["", f"cuBLASLt fp8 peer: {q['cublas_fp8_error']}."]
+    return lines
+
+
 def write(work, out, mode, budget):
     parts = read_parts(work)
     attach_figures(parts, work)
@@ -490,7 +629,7 @@ def self_test():
         recs = [
             {"op": "linear", "m": 9231, "k": k, "n": n, "ms": ms, "flop": 2.0 * 9231 * k * n}
             | ({"gemm_path": p} if p else {})
-            for k, n in [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)]
+            for k, n in GEMMS
             for p in paths
         ]
         recs += [
@@ -505,7 +644,10 @@ def self_test():
         "probe": {"backend": "cuda:test", "dtype": "bf16", "iters": 1, "nvrtc": {"version": "13.0"}, "ops": ops(1.0)},
         "conformance": conf,
         "bench-ops": {"backend": "cuda:test", "dtype": "bf16", "iters": 10, "ops": ops(4.0, ("wgmma", "wgmma-ws"), ("mma", "wgmma-ws"))},
-        "peer": {"torch": "t", "cuda": "13.0", "gpu": "test", "dtype": "bf16", "ops": ops(2.0)},
+        "peer": {
+            "torch": "t", "cuda": "13.0", "gpu": "test", "dtype": "bf16", "ops": ops(2.0),
+            "fp8": {"ops": [{"m": 9231, "k": k, "n": n, "ms": 1.0, "flop": 2.0 * 9231 * k * n} for k, n in GEMMS]},
+        },
         "cfg-step": {
             "backend": "cuda:test",
             "dtype": "bf16",
@@ -525,6 +667,27 @@ def self_test():
                     + [{"kernel": f"k{i}", "launches": 2, "total_ms": 22.5, "median_us": 1.0, "share_of_step": 22.5 / 1400} for i in range(16)],
                 },
             },
+        },
+        "bench-quantized": {
+            "backend": "cuda:test",
+            "dtype": "bf16",
+            "quantized": [
+                {
+                    "m": 9231, "k": k, "n": n, "dense_ms": 4.0, "int8_ms": 3.0, "int4_ms": 2.0, "fp8_ms": 3.0,
+                    "fp8_w8a8_ms": 2.5,
+                    "fp8_w8a8_paths": [
+                        {
+                            "gemm_path": path, "ms": 2.0,
+                            "kernels": [
+                                {"kernel": f"linear_fp8_w8a8_{path.replace('-', '_')}", "median_us": 1500.0},
+                                {"kernel": "fp8_quantize_rows", "median_us": 500.0},
+                            ],
+                        }
+                        for path in ("wgmma", "wgmma-ws")
+                    ],
+                }
+                for k, n in GEMMS
+            ],
         },
         "memcheck": conf,
         "racecheck": conf,
@@ -550,7 +713,18 @@ def self_test():
         (abs(c["cfg_step"]["vs_sglang_h100"] - 2.0) < 1e-3, "CFG step vs SGLang"),
         (abs(c["cfg_step"]["flop_t"] - 409.1) < 0.5, "CFG step FLOP at 9231 tokens"),
         (abs(c["cfg_step"]["floor_s_at_peak"] - 0.414) < 1e-3, "floor at 989 TFLOP/s"),
-        (rep["parts"][6]["sanitizer"] == ["========= ERROR SUMMARY: 0 errors"], "sanitizer summary read"),
+        (rep["parts"][7]["sanitizer"] == ["========= ERROR SUMMARY: 0 errors"], "sanitizer summary read"),
+        (len(c["quantized"]["shapes"]) == 4, "quantized shapes read"),
+        (abs(c["quantized"]["shapes"][0]["int4_vs_dense"] - 0.5) < 1e-12, "int4 time over dense"),
+        (
+            all(
+                abs(p["gemm_speed_vs_cublas_fp8"] - 1 / 1.5) < 1e-12 and abs(p["speedup_vs_bf16_same_path"] - 2.0) < 1e-12
+                for r in c["quantized"]["shapes"]
+                for p in r["w8a8_paths"]
+            ),
+            "W8A8 GEMM vs cuBLASLt fp8 and vs bf16 on the same path",
+        ),
+        ("| M=9231 4096x12288 | wgmma-ws | linear_fp8_w8a8_wgmma_ws | 2.000 | 0.500 | 1.500 |" in md, "W8A8 table"),
         (rep["parts"][5]["figures"]["launches"] == 35, "profile read"),
         ("| linear_mma | 3 | 1000.00 | 71.4% | 5.0 |" in md, "profile table"),
         ("| GEMM (linear*) | 3 | 1000.00 | 71.4% |" in md, "profile groups"),

@@ -50,7 +50,8 @@ pub struct BenchArgs {
     pub parts: Vec<Part>,
     /// With --parts ops on CUDA: time `linear` on each of these GEMM kernels (JOYRT_CUDA_GEMM's
     /// names, comma-separated), or `all`: every tensor-core GEMM the device has (mma; on sm_90a
-    /// also wgmma, wgmma-persistent and wgmma-ws). Default: the backend's own.
+    /// also wgmma, wgmma-persistent and wgmma-ws); with --parts quantized, the fp8 W8A8 GEMM of
+    /// each (wgmma-persistent's is the block-per-tile wgmma kernel). Default: the backend's own.
     #[arg(long, value_delimiter = ',')]
     pub gemm_paths: Vec<String>,
     /// With --parts ops on CUDA: time attention on each of these kernels (JOYRT_CUDA_ATTENTION's
@@ -58,6 +59,11 @@ pub struct BenchArgs {
     /// sm_90a also wgmma and wgmma-ws). Default: the backend's own.
     #[arg(long, value_delimiter = ',')]
     pub attention_paths: Vec<String>,
+    /// The K×N weight shapes of `linear` in --parts ops and quantized, comma-separated (default:
+    /// the DiT block's QKV, attention output, MLP up and down projections).
+    #[arg(long, value_delimiter = ',', value_parser = parse_gemm_shape,
+          default_value = "4096x12288,4096x4096,4096x16384,16384x4096")]
+    pub gemm_shapes: Vec<(usize, usize)>,
     /// Tokens (rows) of the op benchmarks; the DiT at 1024² has 9231.
     #[arg(long, default_value_t = 512)]
     pub tokens: usize,
@@ -113,6 +119,21 @@ pub struct BenchArgs {
 
 fn parse_quant_format(s: &str) -> std::result::Result<QuantFormat, String> {
     QuantFormat::parse(s).ok_or_else(|| format!("unknown quantized format {s:?} (int8, int4 or fp8)"))
+}
+
+/// The most elements of one benchmark weight (the DiT's largest is 16384 × 4096).
+const MAX_GEMM_ELEMENTS: usize = 1 << 28;
+
+fn parse_gemm_shape(s: &str) -> std::result::Result<(usize, usize), String> {
+    let parsed =
+        s.split_once('x').and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+    match parsed {
+        Some((k, n)) if k > 0 && n > 0 && k.checked_mul(n).is_some_and(|e| e <= MAX_GEMM_ELEMENTS) => {
+            Ok((k, n))
+        }
+        Some(_) => Err(format!("{s}: K and N must be positive with K·N at most {MAX_GEMM_ELEMENTS}")),
+        None => Err(format!("{s}: expected KxN, e.g. 4096x12288")),
+    }
 }
 
 /// Peak resident memory of this process (`VmHWM`), in bytes, where /proc tells it.
@@ -239,7 +260,7 @@ fn bench_ops<B: Backend>(
     let own = cuda.map(|c| c.gemm_path());
     let runs: Vec<Option<GemmPath>> =
         if paths.is_empty() { vec![None] } else { paths.iter().copied().map(Some).collect() };
-    for (k, n) in [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)] {
+    for &(k, n) in &a.gemm_shapes {
         let (x, w) = (random(b, &mut rng, &[m, k], dtype)?, random(b, &mut rng, &[n, k], dtype)?);
         let flop = 2.0 * (m * k * n) as f64;
         for path in &runs {
@@ -282,8 +303,15 @@ fn bench_ops<B: Backend>(
 }
 
 /// Times `linear` on a dense weight of `dtype` and `linear_quantized` on the same weight quantized
-/// to each format; returns one JSON record per shape.
-fn bench_quantized<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, out: &Lines) -> Result<Vec<Value>> {
+/// to each format; W8A8 also on each of `paths` (switched on `cuda`, the same backend as `b`: the
+/// fp8 GEMM kernel of each path). Returns one JSON record per shape.
+fn bench_quantized<B: Backend>(
+    b: &B,
+    a: &BenchArgs,
+    dtype: DType,
+    (cuda, paths): (Option<&CudaBackend>, &[GemmPath]),
+    out: &Lines,
+) -> Result<Vec<Value>> {
     let mut rng = Rng::new(3);
     let m = a.tokens;
     let formats = [QuantFormat::Int8 { block: 32 }, QuantFormat::Int4 { block: 32 }, QuantFormat::Fp8E4M3];
@@ -292,7 +320,7 @@ fn bench_quantized<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, out: &Lines) 
         "quantized linear (K×N)", "dense ms", "int8 ms (×)", "int4 ms (×)", "fp8 ms (×)", "fp8 W8A8 ms (×)"
     ));
     let mut records = Vec::new();
-    for (k, n) in [(4096, 12288), (4096, 4096), (4096, 16384), (16384, 4096)] {
+    for &(k, n) in &a.gemm_shapes {
         let x = random(b, &mut rng, &[m, k], dtype)?;
         let wv = rng.normal_vec(n * k, 0.02);
         let dense = Tensor::from_f32(b, [n, k], &wv, dtype)?;
@@ -319,6 +347,21 @@ fn bench_quantized<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, out: &Lines) 
                         line += &format!(" {:>16}", format!("{:.2} ({:.2})", s * 1e3, s / dense_s));
                         r["fp8_w8a8_ms"] = json!(s * 1e3);
                         r["fp8_w8a8_ratio"] = json!(s / dense_s);
+                        if let Some(c) = cuda.filter(|_| !paths.is_empty()) {
+                            let own = c.gemm_path();
+                            let mut by_path = Vec::new();
+                            for &p in paths {
+                                c.set_gemm_path(p)?;
+                                let timed = w8a8_on_path(c, a.iters, || native(QuantActivations::Fp8PerRow));
+                                c.set_gemm_path(own)?;
+                                let (s, kernels) = timed?;
+                                line += &format!(" {}: {:.2}", p.name(), s * 1e3);
+                                by_path.push(
+                                    json!({ "gemm_path": p.name(), "ms": s * 1e3, "kernels": kernels }),
+                                );
+                            }
+                            r["fp8_w8a8_paths"] = Value::Array(by_path);
+                        }
                     }
                 }
             }
@@ -327,6 +370,22 @@ fn bench_quantized<B: Backend>(b: &B, a: &BenchArgs, dtype: DType, out: &Lines) 
         records.push(r);
     }
     Ok(records)
+}
+
+/// The median time of `f` (one W8A8 linear), then the median launch of each kernel it runs (the
+/// activation quantization, the GEMM) over `iters` more runs under the kernel profile.
+fn w8a8_on_path(
+    c: &CudaBackend,
+    iters: usize,
+    mut f: impl FnMut() -> joyrt_core::Result<()>,
+) -> Result<(f64, Value)> {
+    let s = time(c, iters, &mut f)?;
+    c.profile_start()?;
+    let runs = (0..iters).try_for_each(|_| f());
+    let profile = c.profile_finish()?;
+    runs?;
+    let kernels = profile.kernels.iter().map(|k| json!({ "kernel": k.kernel, "median_us": k.median_us }));
+    Ok((s, kernels.collect()))
 }
 
 /// Loads the DiT (the model folder's, or the full-size one on synthetic weights) and times the
@@ -578,20 +637,21 @@ pub fn run(a: BenchArgs) -> Result<()> {
             out.say(format!("NVRTC {}", doc["nvrtc"]));
         }
     }
+    let cuda = match &backend {
+        AnyBackend::Cuda(c) => Some(c),
+        _ => None,
+    };
+    let paths = gemm_paths(&backend, &a.gemm_paths)?;
     if a.parts.contains(&Part::Ops) {
-        let paths = gemm_paths(&backend, &a.gemm_paths)?;
         let attention = attention_paths(&backend, &a.attention_paths)?;
-        let cuda = match &backend {
-            AnyBackend::Cuda(c) => Some(c),
-            _ => None,
-        };
         doc["ops"] = Value::Array(
             crate::with_backend!(&backend, b => bench_ops(b, &a, dtype, cuda, (&paths[..], &attention[..]), &out))?,
         );
     }
     if a.parts.contains(&Part::Quantized) {
-        doc["quantized"] =
-            Value::Array(crate::with_backend!(&backend, b => bench_quantized(b, &a, dtype, &out))?);
+        doc["quantized"] = Value::Array(
+            crate::with_backend!(&backend, b => bench_quantized(b, &a, dtype, (cuda, &paths[..]), &out))?,
+        );
     }
     if a.parts.contains(&Part::Forward) || a.parts.contains(&Part::CfgStep) {
         let profiler = match &backend {

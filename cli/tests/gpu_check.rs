@@ -7,8 +7,17 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const GPU_PARTS: [&str; 8] =
-    ["probe", "conformance", "bench-ops", "peer", "cfg-step", "profile", "memcheck", "racecheck"];
+const GPU_PARTS: [&str; 9] = [
+    "probe",
+    "conformance",
+    "bench-ops",
+    "peer",
+    "cfg-step",
+    "profile",
+    "bench-quantized",
+    "memcheck",
+    "racecheck",
+];
 
 fn work(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("joyrt-gpu-check-test-{}-{name}", std::process::id()));

@@ -178,6 +178,15 @@ const LINEAR_FP8_W8A8_MMA: Kernel<GemmArgs> =
 const LINEAR_FP8_W8A8_WGMMA: Kernel<GemmArgs> = Kernel::new(
     gemm_kernel("linear_fp8_w8a8_wgmma", Family::Gemm).wgmma().fp8_mma().dynamic_smem(wgmma_smem_n256),
 );
+/// ... warp-specialised and persistent, the code matrices read through tensor maps
+/// (`JOYRT_CUDA_GEMM=wgmma-ws`).
+const LINEAR_FP8_W8A8_WGMMA_WS: Kernel<GemmArgs> = Kernel::new(
+    KernelDesc::new("linear_fp8_w8a8_wgmma_ws", Family::Gemm, WS_THREADS)
+        .wgmma()
+        .fp8_mma()
+        .tensor_maps(2)
+        .dynamic_smem(wgmma_ws_smem),
+);
 
 family! {
     "gemm", GemmArgs,
@@ -185,7 +194,7 @@ family! {
     kernels: [
         LINEAR_SIMT, LINEAR_MMA, LINEAR_MMA_PIPELINED, LINEAR_WGMMA, LINEAR_WGMMA_PERSISTENT, LINEAR_WGMMA_WS,
         LINEAR_INT8_SIMT, LINEAR_INT4_SIMT, LINEAR_FP8_SIMT, LINEAR_INT8_MMA, LINEAR_INT4_MMA, LINEAR_FP8_MMA,
-        FP8_QUANTIZE_ROWS, LINEAR_FP8_W8A8_MMA, LINEAR_FP8_W8A8_WGMMA,
+        FP8_QUANTIZE_ROWS, LINEAR_FP8_W8A8_MMA, LINEAR_FP8_W8A8_WGMMA, LINEAR_FP8_W8A8_WGMMA_WS,
     ],
 }
 
@@ -323,11 +332,24 @@ fn linear_fp8_w8a8(
     let codes = be.output(DType::F32, m * args.row_words as usize)?;
     let row_scales = be.output(DType::F32, m)?;
     be.launch(&FP8_QUANTIZE_ROWS, spec, Grid::Blocks(m, 1), &[addr(x), codes.ptr, row_scales.ptr], &args)?;
-    // Hopper takes its wgmma kernel unless JOYRT_CUDA_GEMM=mma (or simt) asks for the mma.sync
-    // path every other GPU runs.
+    // Hopper takes its wgmma kernels unless JOYRT_CUDA_GEMM=mma (or simt) asks for the mma.sync
+    // path every other GPU runs: the warp-specialised one for wgmma-ws, else the block-per-tile one.
     let wgmma = be.has_wgmma() && be.tensor_cores(&spec) && args.vec == 1 && be.gemm_path().needs_wgmma();
+    let tiles = m.div_ceil(WG_BM as usize) * n.div_ceil(WG_BN as usize);
+    if wgmma && be.gemm_path() == GemmPath::WgmmaWs {
+        // The codes as rows of K / 2 16-bit pairs (K % 16 == 0: rows of whole 16-byte chunks).
+        let map = |address: u64, rows: usize, box_rows: u32| {
+            let cols = args.k as usize / 2;
+            be.tensor_map(&TileMap { address, dtype: DType::BF16, rows, cols, box_rows, box_cols: WG_BK })
+        };
+        let maps = [map(codes.ptr, m, WG_BM)?, map(w.data().ptr, n, WG_BN)?];
+        let out = be.output(x.dtype(), m * n)?;
+        let grid = Grid::Blocks(tiles.min(be.persistent_blocks() as usize), 1);
+        let buffers = [row_scales.ptr, addr(w.scales()), opt_addr(bias), residual, gate, out.ptr];
+        be.launch_with_maps(&LINEAR_FP8_W8A8_WGMMA_WS, spec, grid, &buffers, &maps, &args)?;
+        return Ok(out);
+    }
     let (kernel, grid) = if wgmma {
-        let tiles = m.div_ceil(WG_BM as usize) * n.div_ceil(WG_BN as usize);
         (&LINEAR_FP8_W8A8_WGMMA, Grid::Blocks(tiles, 1))
     } else {
         (&LINEAR_FP8_W8A8_MMA, Grid::Blocks(n.div_ceil(MMA_TILE), m.div_ceil(MMA_TILE)))
@@ -466,7 +488,8 @@ mod tests {
     }
 
     /// W8A8 runs on FP8 `mma.sync` from sm_89 (any K), on FP8 `wgmma` on sm_90 where K % 16 == 0
-    /// (`mma.sync` otherwise); sm_80 has neither and says so.
+    /// (block per tile, or warp-specialised with `wgmma-ws`; `mma.sync` otherwise); sm_80 has
+    /// neither and says so.
     #[test]
     fn w8a8_takes_the_fp8_tensor_cores_of_its_architecture() {
         let quantize = "fp8_quantize_rows";
@@ -480,6 +503,15 @@ mod tests {
         match CudaBackend::emulated_hopper(GemmPath::Wgmma, AttentionPath::Mma) {
             Ok(hopper) => {
                 check_w8a8(&hopper, (130, 272, 20), [quantize, "linear_fp8_w8a8_wgmma"]);
+                check_w8a8(&hopper, (9, 100, 5), [quantize, "linear_fp8_w8a8_mma"]);
+            }
+            Err(e) => println!("SKIPPED: no sm_90 CUDA emulation: {e}"),
+        }
+        // Warp-specialised: 10 K steps of 128 codes over the 4-stage ring (it wraps; the last
+        // step is the map's zero fill past K), two row tiles, a column tail.
+        match CudaBackend::emulated_hopper(GemmPath::WgmmaWs, AttentionPath::Mma) {
+            Ok(hopper) => {
+                check_w8a8(&hopper, (150, 1168, 37), [quantize, "linear_fp8_w8a8_wgmma_ws"]);
                 check_w8a8(&hopper, (9, 100, 5), [quantize, "linear_fp8_w8a8_mma"]);
             }
             Err(e) => println!("SKIPPED: no sm_90 CUDA emulation: {e}"),
