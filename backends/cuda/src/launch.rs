@@ -103,7 +103,8 @@ pub(crate) fn i32_of(what: &str, v: usize) -> Result<i32> {
 /// the same tiles, one block per multiprocessor walking them), `wgmma-ws` (Hopper: the same
 /// tiles, persistent and warp-specialised, fed by TMA through an mbarrier ring; not yet measured
 /// on a GPU, so not the default); unset or `auto`: `wgmma` where the modules have it (sm_90a:
-/// measured fastest so far, docs/benchmarks.md), else `mma`.
+/// measured fastest so far, docs/benchmarks.md), else `mma`. fp8 W8A8 follows it on Hopper: its
+/// warp-specialised kernel for `wgmma-ws`, its block-per-tile one for the other two `wgmma` paths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmPath {
     Simt,
