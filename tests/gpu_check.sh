@@ -19,6 +19,13 @@
 #                kernel; its quantize and GEMM kernels timed by CUDA events)
 #   memcheck     compute-sanitizer on a few op checks (GEMM, attention, conv), where it runs
 #   racecheck    the same for shared-memory races (GEMM and tensor-core attention)
+#   conformance-wgmma, conformance-ws   (sm_90a only) the whole suite again on the other Hopper
+#                kernels: JOYRT_CUDA_GEMM=wgmma-persistent with JOYRT_CUDA_ATTENTION=wgmma, then
+#                wgmma-ws with wgmma-ws (the fp8 W8A8 op checks on each path's fp8 kernel too)
+#   cfg-step-fastest  the CFG step again on the GEMM and attention kernels bench-ops measured
+#                fastest among those whose suite passed in this run (skipped where that is the default)
+#   cfg-step-fp8 the CFG step with the block linears' weights in fp8, W8A8 (--dtype fp8), on those
+#                same kernels: what an fp8 folder runs at
 # Each part has its own time limit, cut to what is left of the run's budget; a failing or
 # timed-out part does not stop the later ones. Exit status 0 only if every part passed (or was
 # skipped for want of a tool, e.g. no compute-sanitizer).
@@ -93,6 +100,12 @@ CFG_STEP=(bench --backend cuda --dtype bf16 --parts cfg-step --full-dit --size 1
 PROFILE=(bench --backend cuda --dtype bf16 --parts cfg-step --full-dit --size 1024 --text-tokens 1039
     --iters 1 --profile --json)
 QUANTIZED=(bench --backend cuda --dtype bf16 --parts quantized --gemm-paths all --tokens 9231 --iters 10 --json)
+CFG_STEP_FP8=(bench --backend cuda --dtype fp8 --parts cfg-step --full-dit --full-dit-format fp8 --size 1024
+    --text-tokens 1039 --iters 3 --json)
+# The Hopper kernels the default run does not take, by suite: GEMM and attention paths.
+WGMMA_PATHS=(JOYRT_CUDA_GEMM=wgmma-persistent JOYRT_CUDA_ATTENTION=wgmma)
+WS_PATHS=(JOYRT_CUDA_GEMM=wgmma-ws JOYRT_CUDA_ATTENTION=wgmma-ws)
+EMU_HOPPER=(JOYRT_CUDA_EMU_ARCH=sm_90)   # the dry run's stand-in for an sm_90a GPU
 MEMCHECK_SUBSET=(conformance --backend cuda --layers ops --filter "bf16 Linear" --filter "bf16 Attention"
     --filter "bf16 Conv2d" --json)
 RACECHECK_SUBSET=(conformance --backend cuda --layers ops --filter "bf16 Linear { m: 150"
@@ -289,6 +302,17 @@ gpu_part() { # NAME LIMIT LOG DATA CMD...
     finish_part
 }
 
+# A GPU part for sm_90a only (the Hopper kernels): skipped on other GPUs.
+hopper_part() { # NAME LIMIT LOG DATA CMD...
+    local cap
+    cap=$(timeout 20 nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2> /dev/null | head -n 1)
+    if [ "$MODE" = gpu ] && [ "$cap" != 9.0 ]; then
+        skip_part "$1" "$2" "$3" "needs sm_90a (compute capability 9.0; this GPU: ${cap:-unknown})"
+        return
+    fi
+    gpu_part "$@"
+}
+
 # compute-sanitizer's TOOL over the joyrt command ARGS...; its own report goes to sanitizer.txt.
 sanitizer_part() { # TOOL LIMIT ARGS...
     local tool=$1 limit=$2 slog="$WORK/data/$1.log"
@@ -456,6 +480,12 @@ dry_checks() {
     check "cfg-step: ${CFG_STEP[*]}" reaches_backend "${CFG_STEP[@]}"
     check "profile: ${PROFILE[*]}" reaches_backend "${PROFILE[@]}"
     check "bench-quantized: ${QUANTIZED[*]}" reaches_backend "${QUANTIZED[@]}"
+    check "cfg-step-fp8: ${CFG_STEP_FP8[*]}" reaches_backend "${CFG_STEP_FP8[@]}"
+    check "the Hopper paths parse: ${WGMMA_PATHS[*]}" env "${EMU_HOPPER[@]}" "${WGMMA_PATHS[@]}" "$JOYRT" conformance \
+        --backend cuda-emulated --layers host --fixtures "$REPO/tests/fixtures"
+    check "the Hopper paths parse: ${WS_PATHS[*]}" env "${EMU_HOPPER[@]}" "${WS_PATHS[@]}" "$JOYRT" conformance \
+        --backend cuda-emulated --layers host --fixtures "$REPO/tests/fixtures"
+    check "report writer picks the fastest kernels from a bench-ops document" python3 "$REPORT_PY" self-test-fastest
     check "memcheck subset: ${MEMCHECK_SUBSET[*]}" reaches_backend "${MEMCHECK_SUBSET[@]}"
     check "racecheck subset: ${RACECHECK_SUBSET[*]}" reaches_backend "${RACECHECK_SUBSET[@]}"
     check "memcheck subset selects op checks" lists_checks "${MEMCHECK_SUBSET[@]}"
@@ -482,7 +512,8 @@ dry_checks() {
 # ---- the run -------------------------------------------------------------------------------------
 
 # Parts the report lists as not run if the call ends before them.
-PLANNED=(env probe conformance bench-ops peer cfg-step profile bench-quantized memcheck racecheck)
+PLANNED=(env probe conformance bench-ops peer cfg-step profile bench-quantized memcheck racecheck
+    conformance-wgmma conformance-ws cfg-step-fastest cfg-step-fp8)
 [ "$MODE" = dry-run ] && PLANNED=(env checks "${PLANNED[@]:1}")
 printf '%s\n' "${PLANNED[@]}" > "$WORK/planned"
 echo "joyrt GPU check ($MODE): $JOYRT -> $OUT"
@@ -508,6 +539,22 @@ gpu_part profile 40 bench.txt profile.json env "${TIMED[@]}" "$JOYRT" "${PROFILE
 gpu_part bench-quantized 60 bench.txt bench-quantized.json env "${TIMED[@]}" "$JOYRT" "${QUANTIZED[@]}"
 sanitizer_part memcheck 90 "${MEMCHECK_SUBSET[@]}"
 sanitizer_part racecheck 90 "${RACECHECK_SUBSET[@]}"
+# The Hopper kernels' own suites, then the step on the fastest of them and in fp8.
+hopper_part conformance-wgmma 120 conformance.txt conformance-wgmma.json env "${CHECKED[@]}" "${WGMMA_PATHS[@]}" \
+    "$JOYRT" "${CONFORMANCE[@]}"
+hopper_part conformance-ws 120 conformance.txt conformance-ws.json env "${CHECKED[@]}" "${WS_PATHS[@]}" \
+    "$JOYRT" "${CONFORMANCE[@]}"
+FASTEST=()
+if [ "$MODE" = gpu ]; then
+    read -ra FASTEST < <(timeout 30 python3 "$REPORT_PY" fastest "$WORK" 2>> "$OUT/bench.txt")
+fi
+if [ "$MODE" = dry-run ] || ((${#FASTEST[@]})); then
+    gpu_part cfg-step-fastest 150 bench.txt cfg-step-fastest.json env "${TIMED[@]}" "${FASTEST[@]}" "$JOYRT" \
+        "${CFG_STEP[@]}"
+else
+    skip_part cfg-step-fastest 150 bench.txt "the default kernels measured fastest, or no other path passed its suite"
+fi
+gpu_part cfg-step-fp8 200 bench.txt cfg-step-fp8.json env "${TIMED[@]}" "${FASTEST[@]}" "$JOYRT" "${CFG_STEP_FP8[@]}"
 
 echo "== report"
 if ! timeout 60 python3 "$REPORT_PY" write "$WORK" "$OUT" "$MODE" "$BUDGET_S" 2> "$WORK/report.err"; then

@@ -3,6 +3,8 @@
     gpu_check_report.py write WORK OUTDIR MODE BUDGET_S   the report of one run
     gpu_check_report.py validate KIND FILE                 FILE is a document this writer can read
     gpu_check_report.py self-test                          a made-up run with every part passed
+    gpu_check_report.py fastest WORK                       the kernels for cfg-step-fastest
+    gpu_check_report.py self-test-fastest                  `fastest` on made-up runs
 
 WORK holds `parts.tsv` (one line per part: name, status, seconds, limit or `-` where each of
 its commands has its own, exit code, log, note), `planned` (the part names, one a line),
@@ -213,6 +215,12 @@ def read_dit(doc):
     for k in ("forward_ms", "cfg_step_ms", "synthetic_weights_s"):
         if k in dit:
             fig[k] = number(dit, k)
+    # The kernels and formats the run took (CUDA; older binaries did not say).
+    for k in ("gemm_path", "attention_path", "fp8_activations"):
+        if k in doc:
+            fig[k] = doc[k]
+    if "format" in dit:
+        fig["format"] = dit["format"]
     if "forward_ms" not in fig and "cfg_step_ms" not in fig:
         raise DocError("dit has neither forward_ms nor cfg_step_ms")
     return fig
@@ -256,7 +264,19 @@ READERS = {
     "bench-quantized": read_quantized,
     "memcheck": read_conformance,
     "racecheck": read_conformance,
+    "conformance-wgmma": read_conformance,
+    "conformance-ws": read_conformance,
+    "cfg-step-fastest": read_dit,
+    "cfg-step-fp8": read_dit,
 }
+# The CFG-step parts beside the default one, and what each varies.
+STEP_VARIANTS = {
+    "cfg-step-fastest": "the fastest kernels that passed their suite",
+    "cfg-step-fp8": "fp8 block linears, W8A8",
+}
+# The suite part that checked each non-default Hopper kernel (gpu_check.sh's WGMMA_PATHS, WS_PATHS).
+SUITE_OF_GEMM = {"wgmma-persistent": "conformance-wgmma", "wgmma-ws": "conformance-ws"}
+SUITE_OF_ATTENTION = {"wgmma": "conformance-wgmma", "wgmma-ws": "conformance-ws"}
 # `validate` kinds: what the dry run can produce without a GPU, by reader.
 KINDS = {
     "conformance": read_conformance,
@@ -375,10 +395,14 @@ def comparisons(parts):
     quantized = by.get("bench-quantized")
     if quantized:
         out["quantized"] = quantized_comparison(quantized, ops, peer)
+    variants = step_variants(by)
+    if variants:
+        out["cfg_step_variants"] = variants
     step = by.get("cfg-step")
     if step and "cfg_step_ms" in step:
         s = step["cfg_step_ms"] / 1e3
         cfg = {"measured_s": s, "tokens": step["tokens"], "weights": step["weights"]}
+        cfg.update({k: step[k] for k in ("gemm_path", "attention_path") if k in step})
         out["cfg_step"] = cfg
         if step["weights"] != FULL_SIZE_WEIGHTS:
             # The FLOP count and the comparisons are the full-size DiT's.
@@ -402,6 +426,25 @@ def comparisons(parts):
             cfg["floor_s_at_cublas_rate"] = tflop / best
             cfg["cublas_best_tflops"] = best
     return out
+
+
+def step_variants(by):
+    """The CFG step on other kernels or in fp8, against the default step of the same run."""
+    base = by.get("cfg-step") or {}
+    rows = []
+    for name, what in STEP_VARIANTS.items():
+        f = by.get(name)
+        if not f or "cfg_step_ms" not in f:
+            continue
+        s = f["cfg_step_ms"] / 1e3
+        row = {"part": name, "what": what, "measured_s": s, "tokens": f["tokens"], "weights": f["weights"]}
+        row.update({k: f[k] for k in ("gemm_path", "attention_path", "format", "fp8_activations") if k in f})
+        if "cfg_step_ms" in base and base.get("tokens") == f["tokens"]:
+            row["vs_default_step"] = s / (base["cfg_step_ms"] / 1e3)
+        if f["tokens"] == DIT_TOKENS_1024 and f["weights"] == FULL_SIZE_WEIGHTS:
+            row["vs_sglang_h100"] = s / SGLANG_H100_CFG_STEP_S
+        rows.append(row)
+    return rows
 
 
 def quantized_comparison(quantized, ops, peer):
@@ -437,6 +480,60 @@ def quantized_comparison(quantized, ops, peer):
     if peer and "fp8_error" in peer:
         result["cublas_fp8_error"] = peer["fp8_error"]
     return result
+
+
+def fastest(ops_doc, passed):
+    """The `JOYRT_CUDA_GEMM=… JOYRT_CUDA_ATTENTION=…` assignments of the GEMM path with the least
+    total time over bench-ops' shapes and the fastest attention path, each among the run's default
+    and the paths whose suite is in `passed`; [] where that is the default pair."""
+    own_gemm, own_attention = field(ops_doc, "gemm_path"), field(ops_doc, "attention_path")
+    gemm, attention, shapes = {}, {}, set()
+    for r in field(ops_doc, "ops"):
+        if r.get("op") == "linear" and "gemm_path" in r:
+            gemm.setdefault(r["gemm_path"], []).append(number(r, "ms"))
+            shapes.add((r["k"], r["n"]))
+        elif r.get("op") == "attention" and "attention_path" in r:
+            attention[r["attention_path"]] = number(r, "ms")
+    ok_gemm = {p: sum(t) for p, t in gemm.items() if len(t) == len(shapes) and (p == own_gemm or SUITE_OF_GEMM.get(p) in passed)}
+    ok_attention = {p: t for p, t in attention.items() if p == own_attention or SUITE_OF_ATTENTION.get(p) in passed}
+    best_gemm = min(ok_gemm, key=ok_gemm.get, default=own_gemm)
+    best_attention = min(ok_attention, key=ok_attention.get, default=own_attention)
+    if (best_gemm, best_attention) == (own_gemm, own_attention):
+        return []
+    return [f"JOYRT_CUDA_GEMM={best_gemm}", f"JOYRT_CUDA_ATTENTION={best_attention}"]
+
+
+def fastest_of_run(work):
+    parts = read_parts(work)
+    passed = {p["name"] for p in parts if p["status"] == "passed"}
+    if "bench-ops" not in passed:
+        return []
+    return fastest(json.loads((work / "data" / "bench-ops.json").read_text()), passed)
+
+
+def self_test_fastest():
+    def doc(gemm_ms, attention_ms):
+        ops = [
+            {"op": "linear", "k": k, "n": n, "gemm_path": p, "ms": ms}
+            for p, ms in gemm_ms.items()
+            for k, n in GEMMS
+        ]
+        ops += [{"op": "attention", "attention_path": p, "ms": ms} for p, ms in attention_ms.items()]
+        return {"gemm_path": "wgmma", "attention_path": "mma", "ops": ops}
+
+    d = doc({"mma": 3.0, "wgmma": 2.0, "wgmma-persistent": 1.9, "wgmma-ws": 1.5}, {"mma": 4.7, "wgmma": 5.0, "wgmma-ws": 2.5})
+    checks = [
+        (fastest(d, {"conformance-ws", "conformance-wgmma"}) == ["JOYRT_CUDA_GEMM=wgmma-ws", "JOYRT_CUDA_ATTENTION=wgmma-ws"], "both ws"),
+        (fastest(d, {"conformance-wgmma"}) == ["JOYRT_CUDA_GEMM=wgmma-persistent", "JOYRT_CUDA_ATTENTION=mma"], "ws suite failed"),
+        (fastest(d, set()) == [], "no other suite passed: the defaults"),
+        (fastest(doc({"wgmma": 1.0, "wgmma-ws": 1.5}, {"mma": 2.0, "wgmma-ws": 2.5}), {"conformance-ws"}) == [], "defaults fastest"),
+        # mma is never taken on Hopper: no suite of this run checked it there.
+        (fastest(doc({"mma": 0.5, "wgmma": 1.0}, {"mma": 1.0}), {"conformance-ws"}) == [], "mma unchecked"),
+    ]
+    bad = [what for ok, what in checks if not ok]
+    if bad:
+        sys.exit(f"fastest self-test failed: {bad}")
+    print("fastest self-test: ok")
 
 
 def fmt(v, digits=3):
@@ -538,11 +635,28 @@ def markdown(rep):
                 f"| SGLang on an H100 | {c['sglang_h100_s']:.3f} s (joyrt = {c['vs_sglang_h100']:.2f}× its time) "
                 "| constant (model-spec), not measured here |"
             )
+    variants = cmp_.get("cfg_step_variants")
+    if variants:
+        lines += [
+            "",
+            "## The CFG step on other kernels and in fp8 (measured, same run)",
+            "",
+            "| part | what | GEMM | attention | block linears | CFG step | over the default step | over SGLang's (H100) |",
+            "|---|---|---|---|---|---:|---:|---:|",
+        ]
+        for v in variants:
+            weights = f"{v['format']}{' W8A8' if v.get('fp8_activations') else ''}" if "format" in v else "bf16"
+            rel = lambda k: f"{v[k]:.2f}×" if k in v else "—"
+            lines.append(
+                f"| {v['part']} | {v['what']} | {v.get('gemm_path', '?')} | {v.get('attention_path', '?')} | {weights} "
+                f"| {v['measured_s']:.3f} s | {rel('vs_default_step')} | {rel('vs_sglang_h100')} |"
+            )
     lines += gpu_check_profile.table(next((p.get("figures") for p in parts if p["name"] == "profile"), None))
     for p in parts:
         f = p.get("figures")
-        if p["name"] == "conformance" and f:
-            lines += ["", "## Conformance", "", f"{f['passed']} passed, {f['failed']} failed, {f['skipped']} skipped."]
+        if p["name"] in ("conformance", "conformance-wgmma", "conformance-ws") and f:
+            title = "Conformance" if p["name"] == "conformance" else f"Conformance on the other Hopper kernels ({p['name']})"
+            lines += ["", f"## {title}", "", f"{f['passed']} passed, {f['failed']} failed, {f['skipped']} skipped."]
             lines += [f"- {x}" for x in f["failures"][:40]]
             if len(f["failures"]) > 40:
                 lines.append(f"- … {len(f['failures']) - 40} more in report.json")
@@ -691,6 +805,17 @@ def self_test():
         },
         "memcheck": conf,
         "racecheck": conf,
+        "conformance-wgmma": conf,
+        "conformance-ws": conf,
+        "cfg-step-fastest": {
+            "backend": "cuda:test", "dtype": "bf16", "iters": 3, "gemm_path": "wgmma-ws", "attention_path": "wgmma-ws",
+            "dit": {"weights": FULL_SIZE_WEIGHTS, "params": 1, "load_s": 1.0, "size": 1024, "text_tokens": 1039, "tokens": 9231, "cfg_step_ms": 673.0},
+        },
+        "cfg-step-fp8": {
+            "backend": "cuda:test", "dtype": "bf16", "iters": 3, "gemm_path": "wgmma-ws", "attention_path": "wgmma-ws",
+            "fp8_activations": True,
+            "dit": {"weights": FULL_SIZE_WEIGHTS, "format": "fp8", "params": 1, "load_s": 1.0, "size": 1024, "text_tokens": 1039, "tokens": 9231, "cfg_step_ms": 336.5},
+        },
     }
     with tempfile.TemporaryDirectory() as tmp:
         work, out = Path(tmp, "work"), Path(tmp, "out")
@@ -725,6 +850,10 @@ def self_test():
             "W8A8 GEMM vs cuBLASLt fp8 and vs bf16 on the same path",
         ),
         ("| M=9231 4096x12288 | wgmma-ws | linear_fp8_w8a8_wgmma_ws | 2.000 | 0.500 | 1.500 |" in md, "W8A8 table"),
+        ([v["part"] for v in c["cfg_step_variants"]] == ["cfg-step-fastest", "cfg-step-fp8"], "CFG step variants read"),
+        (abs(c["cfg_step_variants"][0]["vs_default_step"] - 0.5) < 1e-12, "variant over the default step"),
+        (abs(c["cfg_step_variants"][1]["vs_sglang_h100"] - 0.5) < 1e-12, "variant over SGLang"),
+        ("| cfg-step-fp8 | fp8 block linears, W8A8 | wgmma-ws | wgmma-ws | fp8 W8A8 | 0.337 s | 0.25× | 0.50× |" in md, "variants table"),
         (rep["parts"][5]["figures"]["launches"] == 35, "profile read"),
         ("| linear_mma | 3 | 1000.00 | 71.4% | 5.0 |" in md, "profile table"),
         ("| GEMM (linear*) | 3 | 1000.00 | 71.4% |" in md, "profile groups"),
@@ -751,6 +880,15 @@ def main(argv):
         return 0
     if argv == ["self-test"]:
         self_test()
+        return 0
+    if argv[:1] == ["fastest"] and len(argv) == 2:
+        try:
+            print(" ".join(fastest_of_run(Path(argv[1]))))
+        except (OSError, ValueError, DocError) as e:
+            sys.exit(f"fastest: {e}")
+        return 0
+    if argv == ["self-test-fastest"]:
+        self_test_fastest()
         return 0
     sys.exit(f"usage:\n{usage}")
 

@@ -632,6 +632,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     out.say(format!("backend {} dtype {dtype}", backend.name()));
     let mut doc = json!({ "backend": backend.name(), "dtype": dtype.to_string(), "iters": a.iters });
     if let AnyBackend::Cuda(c) = &backend {
+        // The kernels every part below runs unless it names others (--gemm-paths, --attention-paths).
+        doc["gemm_path"] = json!(c.gemm_path().name());
+        doc["attention_path"] = json!(c.attention_path().name());
+        doc["fp8_activations"] = json!(c.fp8_activations());
         if c.arch() != "emulated" {
             doc["nvrtc"] = nvrtc();
             out.say(format!("NVRTC {}", doc["nvrtc"]));

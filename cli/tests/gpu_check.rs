@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const GPU_PARTS: [&str; 9] = [
+const GPU_PARTS: [&str; 13] = [
     "probe",
     "conformance",
     "bench-ops",
@@ -17,6 +17,10 @@ const GPU_PARTS: [&str; 9] = [
     "bench-quantized",
     "memcheck",
     "racecheck",
+    "conformance-wgmma",
+    "conformance-ws",
+    "cfg-step-fastest",
+    "cfg-step-fp8",
 ];
 
 fn work(name: &str) -> PathBuf {
