@@ -2,9 +2,8 @@
 
     gpu_check_report.py write WORK OUTDIR MODE BUDGET_S   the report of one run
     gpu_check_report.py validate KIND FILE                 FILE is a document this writer can read
-    gpu_check_report.py self-test                          a made-up run with every part passed
+    gpu_check_report.py self-test                          a made-up run with every part passed, and the picker
     gpu_check_report.py fastest WORK                       the kernels for cfg-step-fastest
-    gpu_check_report.py self-test-fastest                  `fastest` on made-up runs
 
 WORK holds `parts.tsv` (one line per part: name, status, seconds, limit or `-` where each of
 its commands has its own, exit code, log, note), `planned` (the part names, one a line),
@@ -533,7 +532,6 @@ def self_test_fastest():
     bad = [what for ok, what in checks if not ok]
     if bad:
         sys.exit(f"fastest self-test failed: {bad}")
-    print("fastest self-test: ok")
 
 
 def fmt(v, digits=3):
@@ -737,7 +735,8 @@ def write(work, out, mode, budget):
 
 
 def self_test():
-    """Writes the report of a made-up run with every part passed and checks its figures."""
+    """Writes the report of a made-up run with every part passed and checks its figures; then
+    `fastest` on made-up bench-ops documents."""
 
     def ops(ms, paths=("",), attention=("",)):
         recs = [
@@ -864,6 +863,7 @@ def self_test():
     bad = [what for ok, what in checks if not ok]
     if bad:
         sys.exit(f"self-test failed: {bad}")
+    self_test_fastest()
     print("report writer self-test: ok")
 
 
@@ -886,9 +886,6 @@ def main(argv):
             print(" ".join(fastest_of_run(Path(argv[1]))))
         except (OSError, ValueError, DocError) as e:
             sys.exit(f"fastest: {e}")
-        return 0
-    if argv == ["self-test-fastest"]:
-        self_test_fastest()
         return 0
     sys.exit(f"usage:\n{usage}")
 
