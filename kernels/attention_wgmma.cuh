@@ -26,6 +26,38 @@ __device__ __forceinline__ u32 wa_pack(float lo, float hi) {
     return (u32)from_f32<TX>(lo).bits | ((u32)from_f32<TX>(hi).bits << 16);
 }
 
+// One query-row pair's online-softmax step over key tile t (both Hopper kernels): S's scores
+// s[4n + e] (row row0 + 8·(e / 2), key t·BC + 8n + 2·t4 + e % 2) scaled by sl2 (scale · log2 e),
+// or −∞ for keys past kv_len and, causal, past the row's diagonal (+ shift) unless the caller
+// knows the whole tile visible; then the quad's new row maxima into m, the maxima to subtract
+// into mu (0 while nothing is visible: p = 0, not NaN), the factor from the old maxima to the new
+// into alpha, and the running sums l rescaled by it. The caller rescales O and sums P.
+template <int BC>
+__device__ __forceinline__ void wgmma_softmax_max_step(float* s, int t, int t4, int row0, int kv_len, bool causal,
+                                                       int shift, bool whole, float sl2, float* m, float* l,
+                                                       float* mu, float* alpha) {
+    float mt[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+    for (int n = 0; n < BC / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int r = e >> 1, key = t * BC + n * 8 + 2 * t4 + (e & 1);
+            const bool visible = whole || (key < kv_len && (!causal || key <= row0 + 8 * r + shift));
+            s[4 * n + e] = visible ? s[4 * n + e] * sl2 : NEG_INF;
+            mt[r] = fmaxf(mt[r], s[4 * n + e]);
+        }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        mt[r] = fmaxf(mt[r], __shfl_xor_sync(0xffffffffu, mt[r], 1));
+        mt[r] = fmaxf(mt[r], __shfl_xor_sync(0xffffffffu, mt[r], 2));
+        const float mn = fmaxf(m[r], mt[r]);
+        mu[r] = mn == NEG_INF ? 0.0f : mn;
+        alpha[r] = exp2f(m[r] - mu[r]);
+        m[r] = mn;
+        l[r] *= alpha[r];
+    }
+}
+
 __device__ __forceinline__ void attention_wgmma_d128_impl(const TX* q, const TX* k, const TX* v, TX* y, int q_len,
                                                           int kv_len, int q_heads, int kv_heads, float scale,
                                                           int causal) {
@@ -141,34 +173,16 @@ __device__ __forceinline__ void attention_wgmma_d128_impl(const TX* q, const TX*
 #pragma unroll
         for (int i = 0; i < 64; ++i) fence_operand(s[i]);
 
-        // Scale, mask, and the new row maxima: s[4n + e] is row row0 + 8·(e / 2), key
-        // t·BC + 8n + 2·t4 + e % 2.
-        float mt[2] = {NEG_INF, NEG_INF};
+        // Scale, mask, the new row maxima; O to them.
+        float mu[2], alpha[2];
+        wgmma_softmax_max_step<BC>(s, t, t4, row0, kv_len, causal, shift, false, sl2, m, l, mu, alpha);
 #pragma unroll
-        for (int n = 0; n < BC / 8; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int r = e >> 1, key = t * BC + n * 8 + 2 * t4 + (e & 1);
-                const bool visible = key < kv_len && (!causal || key <= row0 + 8 * r + shift);
-                s[4 * n + e] = visible ? s[4 * n + e] * sl2 : NEG_INF;
-                mt[r] = fmaxf(mt[r], s[4 * n + e]);
-            }
-        float mu[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            mt[r] = fmaxf(mt[r], __shfl_xor_sync(0xffffffffu, mt[r], 1));
-            mt[r] = fmaxf(mt[r], __shfl_xor_sync(0xffffffffu, mt[r], 2));
-            const float mn = fmaxf(m[r], mt[r]);
-            mu[r] = mn == NEG_INF ? 0.0f : mn;  // nothing visible yet: p = 0, not NaN
-            const float alpha = exp2f(m[r] - mu[r]);
-            m[r] = mn;
-            l[r] *= alpha;
+        for (int r = 0; r < 2; ++r)
 #pragma unroll
             for (int n = 0; n < D / 8; ++n) {
-                o[4 * n + 2 * r] *= alpha;
-                o[4 * n + 2 * r + 1] *= alpha;
+                o[4 * n + 2 * r] *= alpha[r];
+                o[4 * n + 2 * r + 1] *= alpha[r];
             }
-        }
         // P = exp2(S − m) as A fragments: k16 step kk takes n8 blocks 2kk, 2kk + 1.
         u32 pf[BC / 16][4];
 #pragma unroll

@@ -159,28 +159,8 @@ __device__ __forceinline__ void attention_wgmma_ws_d128_impl(const CUtensorMap* 
             for (int i = 0; i < 64; ++i) fence_operand(s[i]);
             const int last_key = (t + 1) * BC - 1, first_row = q0 + c * 64;
             const bool whole = last_key < kv_len && (!causal || last_key <= first_row + shift);
-            float mt[2] = {NEG_INF, NEG_INF};
-            // s[4n + e] is row row0 + 8·(e / 2), key t·BC + 8n + 2·t4 + e % 2.
-#pragma unroll
-            for (int n = 0; n < BC / 8; ++n)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int r = e >> 1, key = t * BC + n * 8 + 2 * t4 + (e & 1);
-                    const bool visible = whole || (key < kv_len && (!causal || key <= row0 + 8 * r + shift));
-                    s[4 * n + e] = visible ? s[4 * n + e] * sl2 : NEG_INF;
-                    mt[r] = fmaxf(mt[r], s[4 * n + e]);
-                }
             float mu[2];
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                mt[r] = fmaxf(mt[r], __shfl_xor_sync(0xffffffffu, mt[r], 1));
-                mt[r] = fmaxf(mt[r], __shfl_xor_sync(0xffffffffu, mt[r], 2));
-                const float mn = fmaxf(m[r], mt[r]);
-                mu[r] = mn == NEG_INF ? 0.0f : mn;  // nothing visible yet: p = 0, not NaN
-                alpha[r] = exp2f(m[r] - mu[r]);
-                m[r] = mn;
-                l[r] *= alpha[r];
-            }
+            wgmma_softmax_max_step<BC>(s, t, t4, row0, kv_len, causal, shift, whole, sl2, m, l, mu, alpha);
 #pragma unroll
             for (int n = 0; n < BC / 8; ++n)
 #pragma unroll
