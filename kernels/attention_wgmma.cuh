@@ -58,6 +58,29 @@ __device__ __forceinline__ void wgmma_softmax_max_step(float* s, int t, int t4, 
     }
 }
 
+// The end of both Hopper kernels: one thread's rows row0 and row0 + 8 of O (o[4n + 2r + e]: row
+// row0 + 8r, column 8n + 2·t4 + e of head h) over the quad's summed l, stored to y (rows
+// `row_stride` elements apart) where they lie before q_len; a row that saw no key stores 0.
+template <int D>
+__device__ __forceinline__ void wgmma_attention_store(const float* o, float* l, TX* y, u64 row_stride, int h,
+                                                      int row0, int q_len, int t4) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = row0 + 8 * r;
+        if (row >= q_len) continue;
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        TX* out = y + (u64)row * row_stride + (u64)h * D + 2 * t4;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n)
+            *(u32*)(out + n * 8) = wa_pack(o[4 * n + 2 * r] * inv, o[4 * n + 2 * r + 1] * inv);
+    }
+}
+
 __device__ __forceinline__ void attention_wgmma_d128_impl(const TX* q, const TX* k, const TX* v, TX* y, int q_len,
                                                           int kv_len, int q_heads, int kv_heads, float scale,
                                                           int causal) {
@@ -211,21 +234,7 @@ __device__ __forceinline__ void attention_wgmma_d128_impl(const TX* q, const TX*
     }
     cp_async_wait<0>();
 
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int row = row0 + 8 * r;
-        if (row >= q_len) continue;
-        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        TX* out = y + (u64)row * q_row + (u64)h * D + 2 * t4;
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n)
-            *(u32*)(out + n * 8) = wa_pack(o[4 * n + 2 * r] * inv, o[4 * n + 2 * r + 1] * inv);
-    }
+    wgmma_attention_store<D>(o, l, y, q_row, h, row0, q_len, t4);
 }
 
 #endif

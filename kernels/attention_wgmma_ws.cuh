@@ -221,21 +221,7 @@ __device__ __forceinline__ void attention_wgmma_ws_d128_impl(const CUtensorMap* 
         mbar_arrive(&v_empty[(tiles - 1) % STAGES]);
     }
 
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int row = row0 + 8 * r;
-        if (row >= q_len) continue;
-        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        TX* out = y + (u64)row * q_heads * D + (u64)h * D + 2 * t4;
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n)
-            *(u32*)(out + n * 8) = wa_pack(o[4 * n + 2 * r] * inv, o[4 * n + 2 * r + 1] * inv);
-    }
+    wgmma_attention_store<D>(o, l, y, (u64)q_heads * D, h, row0, q_len, t4);
 }
 
 #endif

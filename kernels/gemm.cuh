@@ -113,12 +113,15 @@ __device__ __forceinline__ void gemm_simt(LA a, LB b, int M, int N, int K, const
         for (int j = 0; j < 4; ++j) out.template store<1>(m0 + ty + 16 * i, n0 + tx + 16 * j, &acc[i][j]);
 }
 
-#if defined(MMA_OK)
-
 // One warp's share of a 128×128×32 block tile: acc[i][j] (m16 block i, n8 block j of the warp's
-// 64×32) += A·Bᵀ over the 32 k of the shared tiles `as`, `bs` ([row][k], rows MMA_LDS apart).
+// 64×32) += A·Bᵀ over the 32 16-bit columns of the shared tiles `as`, `bs` ([row][k], rows
+// MMA_LDS apart), `mma(d, a, b)` being one MMA on the fragments: mma.m16n8k16 of 16-bit elements,
+// or m16n8k32 e4m3 where the columns hold pairs of fp8 codes (an 8×8 b16 matrix that ldmatrix
+// reads is exactly an 8-row × 16-code fragment of the 8-bit MMA). Outside MMA_OK: the fp8 kernels
+// take it in modules of any activation dtype.
+template <class Mma>
 __device__ __forceinline__ void mma_block_tile(float (*acc)[4][4], const u16* as, const u16* bs, int wm, int wn,
-                                               int lane) {
+                                               int lane, Mma mma) {
 #pragma unroll
     for (int kk = 0; kk < MMA_BK; kk += 16) {
         u32 bfr[4][2];
@@ -141,10 +144,12 @@ __device__ __forceinline__ void mma_block_tile(float (*acc)[4][4], const u16* as
             u32 af[4];
             ldsm_x4(af, &as[(wm * 64 + i * 16 + (lane & 15)) * MMA_LDS + kk + (lane >> 4) * 8]);
 #pragma unroll
-            for (int j = 0; j < 4; ++j) mma16816(acc[i][j], af, bfr[j], TX{});
+            for (int j = 0; j < 4; ++j) mma(acc[i][j], af, bfr[j]);
         }
     }
 }
+
+#if defined(MMA_OK)
 
 // Stores one warp's accumulators of the 128×128 block tile at (m0, n0).
 template <typename TY, typename TBIAS>
@@ -198,7 +203,8 @@ __device__ __forceinline__ void gemm_mma(LA a, LB b, int M, int N, int K, const 
     for (int t = 0; t < tiles; ++t) {
         const int cur = t & 1;
         if (t + 1 < tiles) load((t + 1) * MMA_BK);
-        mma_block_tile(acc, &As[cur][0][0], &Bs[cur][0][0], wm, wn, lane);
+        mma_block_tile(acc, &As[cur][0][0], &Bs[cur][0][0], wm, wn, lane,
+                       [](float* d, const u32* a, const u32* b) { mma16816(d, a, b, TX{}); });
         if (t + 1 < tiles) store(cur ^ 1);
         __syncthreads();
     }

@@ -233,9 +233,8 @@ __device__ __forceinline__ void linear_quantized_mma(const TX* x, const u32* w, 
 //
 // linear_fp8_w8a8_mma then multiplies the two code matrices on mma.m16n8k32 e4m3: the tiling,
 // warp layout and register-staged double buffer of gemm_mma, with a K tile of 64 codes (64
-// bytes: the same 32 16-bit columns of the padded shared rows, so the ldmatrix addressing is
-// gemm_mma's; an 8×8 b16 matrix read by ldmatrix is exactly an 8-row × 16-code fragment of the
-// 8-bit MMA). Every product of two E4M3 values is exact in f32, and the f32 sums carry no scale:
+// bytes: the same 32 16-bit columns of the padded shared rows, so each warp runs gemm_mma's
+// mma_block_tile with the 8-bit MMA passed in). Every product of two E4M3 values is exact in f32, and the f32 sums carry no scale:
 // y = (s_x[m]·s_w[n])·Σ q_x·q_w, applied once after the K loop, then bias and epilogue through
 // GemmOut. Against the reference's Σ (q_x·s_x)·(q_w·s_w): a reassociation of f32 products and
 // sums, no more.
@@ -312,32 +311,6 @@ struct Fp8Rows {
     }
 };
 
-// One warp's share of a 128×128 block tile over one K tile of 64 codes: two k32 steps, each
-// 4 A fragments (one per m16 block) and 4 B fragments (two n8 blocks per ldmatrix).
-__device__ __forceinline__ void fp8_block_tile(float (*acc)[4][4], const u16* as, const u16* bs, int wm, int wn,
-                                               int lane) {
-#pragma unroll
-    for (int kk = 0; kk < MMA_BK; kk += 16) {
-        u32 bfr[4][2];
-#pragma unroll
-        for (int j = 0; j < 4; j += 2) {
-            u32 r[4];
-            ldsm_x4(r, &bs[(wn * 32 + j * 8 + (lane >> 4) * 8 + (lane & 7)) * MMA_LDS + kk + ((lane >> 3) & 1) * 8]);
-            bfr[j][0] = r[0];
-            bfr[j][1] = r[1];
-            bfr[j + 1][0] = r[2];
-            bfr[j + 1][1] = r[3];
-        }
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            u32 af[4];
-            ldsm_x4(af, &as[(wm * 64 + i * 16 + (lane & 15)) * MMA_LDS + kk + (lane >> 4) * 8]);
-#pragma unroll
-            for (int j = 0; j < 4; ++j) mma_e4m3_16832(acc[i][j], af, bfr[j]);
-        }
-    }
-}
-
 // xq, xs: fp8_quantize_rows' codes and scales of x; w, scales: the fp8 weight (one scale per
 // row). p.vec: K % 16 == 0.
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
@@ -387,7 +360,9 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     for (int t = 0; t < tiles; ++t) {
         const int cur = t & 1;
         if (t + 1 < tiles) load((t + 1) * BK_CODES);
-        fp8_block_tile(acc, &As[cur][0][0], &Bs[cur][0][0], wm, wn, lane);
+        // A K tile of 64 codes: two k32 steps.
+        mma_block_tile(acc, &As[cur][0][0], &Bs[cur][0][0], wm, wn, lane,
+                       [](float* d, const u32* a, const u32* b) { mma_e4m3_16832(d, a, b); });
         if (t + 1 < tiles) store(cur ^ 1);
         __syncthreads();
     }
