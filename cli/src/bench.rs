@@ -121,8 +121,10 @@ fn parse_quant_format(s: &str) -> std::result::Result<QuantFormat, String> {
     QuantFormat::parse(s).ok_or_else(|| format!("unknown quantized format {s:?} (int8, int4 or fp8)"))
 }
 
-/// The most elements of one benchmark weight (the DiT's largest is 16384 × 4096).
+/// The most elements of one benchmark weight (the DiT's largest is 16384 × 4096), and of one
+/// activation of the op benchmarks (--tokens 65536 × 16384).
 const MAX_GEMM_ELEMENTS: usize = 1 << 28;
+const MAX_ACTIVATION_ELEMENTS: usize = 1 << 30;
 
 fn parse_gemm_shape(s: &str) -> std::result::Result<(usize, usize), String> {
     let parsed =
@@ -607,6 +609,15 @@ fn check_ranges(a: &BenchArgs) -> Result<()> {
     within("--attn-tokens", a.attn_tokens.unwrap_or(a.tokens), MAX_TOKENS)?;
     within("--text-tokens", a.text_tokens, joyrt_core::pipeline::MAX_TEXT_TOKENS)?;
     within("--iters", a.iters, MAX_ITERS)?;
+    // x [M, K] and y [M, N] of each benchmark shape (the DiT's four at --tokens 65536 reach it).
+    for &(k, n) in &a.gemm_shapes {
+        if a.tokens.saturating_mul(k.max(n)) > MAX_ACTIVATION_ELEMENTS {
+            bail!(
+                "--tokens {} with --gemm-shapes {k}x{n}: an activation of more than {MAX_ACTIVATION_ELEMENTS} elements",
+                a.tokens
+            );
+        }
+    }
     if !(16..=MAX_SIZE).contains(&a.size) || !a.size.is_multiple_of(16) {
         bail!("--size must be a multiple of 16 between 16 and {MAX_SIZE}, got {}", a.size);
     }

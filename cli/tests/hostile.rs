@@ -208,6 +208,12 @@ fn degenerate_flags_are_refused_with_their_range() {
         (bench("--text-tokens", "1000000"), "--text-tokens must be between 1 and 4096"),
         (bench("--iters", "1000000000"), "--iters must be between 1 and 1000"),
         (bench("--size", "1000000000"), "--size must be a multiple of 16 between 16 and 4096"),
+        (bench("--gemm-shapes", "0x5"), "0x5: K and N must be positive with K·N at most 268435456"),
+        (bench("--gemm-shapes", "4096"), "4096: expected KxN, e.g. 4096x12288"),
+        (
+            bench("--gemm-shapes", "268435456x1"),
+            "--tokens 512 with --gemm-shapes 268435456x1: an activation of more than 1073741824 elements",
+        ),
     ];
     let fifo_png = dir.join("fifo.png");
     fifo(&fifo_png);
